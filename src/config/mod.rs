@@ -1,0 +1,601 @@
+//! Configuration: flags (with `HIGHLANDER_*` env vars) over an optional TOML file over the
+//! built-in defaults, validated in one pass that reports every problem at once.
+
+pub mod cli;
+pub mod file;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use cli::{Cli, Command, ServeArgs};
+use file::{EndpointSection, FileConfig};
+use units::{parse_duration, parse_size};
+
+use crate::ingest::Limits;
+use crate::shipper::{Auth, EndpointConfig, RetryConfig};
+use crate::wal::{Durability, FullPolicy, StartAt, WalConfig};
+
+/// Default remote_write listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9091";
+/// Default admin listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9092";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default storage: a VictoriaMetrics single node on this host.
+pub const DEFAULT_REMOTE_WRITE: &str = "http://localhost:8428/api/v1/write";
+/// Default health tick.
+pub const DEFAULT_HEALTH_TICK: &str = "1s";
+/// Default health expiry.
+pub const DEFAULT_HEALTH_EXPIRY: &str = "5s";
+/// Default largest compressed body (Prometheus sends well under 1 MiB per request).
+pub const DEFAULT_MAX_BODY: &str = "32MiB";
+/// Default largest decoded body.
+pub const DEFAULT_MAX_DECODED: &str = "256MiB";
+/// Default buffer cap.
+pub const DEFAULT_BUFFER_MAX_BYTES: &str = "2GiB";
+/// Default buffer age limit.
+pub const DEFAULT_BUFFER_MAX_AGE: &str = "24h";
+/// Default flush period in `batch` mode.
+pub const DEFAULT_FLUSH_INTERVAL: &str = "200ms";
+/// Default request timeout to a storage.
+pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
+/// Default graceful shutdown deadline.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Ingest settings.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// remote_write listener.
+    pub listen: SocketAddr,
+    /// Body limits.
+    pub limits: Limits,
+    /// Replica label (stripped before storage).
+    pub replica_label: Option<String>,
+    /// Group label.
+    pub group_label: Option<String>,
+}
+
+/// Election settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ElectionConfig {
+    /// Health check period.
+    pub health_tick: Duration,
+    /// Silence after which the promoted source is demoted.
+    pub health_expiry: Duration,
+}
+
+/// Shipper settings.
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    /// Storages.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Where a new endpoint's cursor starts.
+    pub start_at: StartAt,
+    /// Retry timing.
+    pub retry: RetryConfig,
+}
+
+/// Admin settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin listener.
+    pub listen: SocketAddr,
+}
+
+/// The validated configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Instance ID, if configured (else generated and kept in the data dir).
+    pub instance_id: Option<String>,
+    /// Ingest.
+    pub ingest: IngestConfig,
+    /// Election.
+    pub election: ElectionConfig,
+    /// Buffer.
+    pub wal: WalConfig,
+    /// Shipping.
+    pub shipper: ShipperConfig,
+    /// Admin.
+    pub admin: AdminConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Graceful shutdown deadline.
+    pub shutdown_timeout: Duration,
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    /// One line each.
+    pub problems: Vec<String>,
+}
+
+/// Collects problems while parsing.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn take<T>(&mut self, what: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.0.push(format!("{what}: {e}"))).ok()
+    }
+    fn check(&mut self, ok: bool, msg: impl Into<String>) {
+        if !ok {
+            self.0.push(msg.into());
+        }
+    }
+}
+
+fn pick<'a>(flag: &'a Option<String>, file: &'a Option<String>, default: &'a str) -> &'a str {
+    flag.as_deref().or(file.as_deref()).unwrap_or(default)
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:9091"))
+}
+
+impl Config {
+    /// Builds the configuration from flags, reading the TOML file they name.
+    pub fn build(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path).map_err(|e| ConfigError { problems: vec![e] })?,
+            None => FileConfig::default(),
+        };
+        Self::from_parts(args, &file)
+    }
+
+    /// Builds the configuration from flags and an already parsed file.
+    pub fn from_parts(args: &ServeArgs, file: &FileConfig) -> Result<Config, ConfigError> {
+        let mut p = Problems::default();
+        let listen = p.take(
+            "listen",
+            parse_addr(pick(&args.listen, &file.listen, DEFAULT_LISTEN)),
+        );
+        let admin_listen = p.take(
+            "admin-listen",
+            parse_addr(pick(
+                &args.admin_listen,
+                &file.admin_listen,
+                DEFAULT_ADMIN_LISTEN,
+            )),
+        );
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let dur =
+            |p: &mut Problems, what: &str, flag: &Option<String>, f: &Option<String>, d: &str| {
+                p.take(what, parse_duration(pick(flag, f, d)))
+            };
+        let size =
+            |p: &mut Problems, what: &str, flag: &Option<String>, f: &Option<String>, d: &str| {
+                p.take(what, parse_size(pick(flag, f, d)))
+            };
+        let health_tick = dur(
+            &mut p,
+            "health-tick",
+            &args.health_tick,
+            &file.health_tick,
+            DEFAULT_HEALTH_TICK,
+        );
+        let health_expiry = dur(
+            &mut p,
+            "health-expiry",
+            &args.health_expiry,
+            &file.health_expiry,
+            DEFAULT_HEALTH_EXPIRY,
+        );
+        let max_body = size(
+            &mut p,
+            "max-body-bytes",
+            &args.max_body_bytes,
+            &file.max_body_bytes,
+            DEFAULT_MAX_BODY,
+        );
+        let max_decoded = size(
+            &mut p,
+            "max-decoded-bytes",
+            &args.max_decoded_bytes,
+            &file.max_decoded_bytes,
+            DEFAULT_MAX_DECODED,
+        );
+        let b = &file.buffer;
+        let buffer_max = size(
+            &mut p,
+            "buffer-max-bytes",
+            &args.buffer_max_bytes,
+            &b.max_bytes,
+            DEFAULT_BUFFER_MAX_BYTES,
+        );
+        let buffer_age = dur(
+            &mut p,
+            "buffer-max-age",
+            &args.buffer_max_age,
+            &b.max_age,
+            DEFAULT_BUFFER_MAX_AGE,
+        );
+        let flush_interval = dur(
+            &mut p,
+            "flush-interval",
+            &args.flush_interval,
+            &b.flush_interval,
+            DEFAULT_FLUSH_INTERVAL,
+        );
+        let shutdown_timeout = dur(
+            &mut p,
+            "shutdown-timeout",
+            &args.shutdown_timeout,
+            &file.shutdown_timeout,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        );
+        let full_policy = p.take(
+            "buffer-full-policy",
+            match pick(&args.buffer_full_policy, &b.full_policy, "drop-oldest") {
+                "drop-oldest" => Ok(FullPolicy::DropOldest),
+                "block" => Ok(FullPolicy::Block),
+                o => Err(format!("{o:?} is not one of drop-oldest, block")),
+            },
+        );
+        let durability = p.take(
+            "durability",
+            match pick(&args.durability, &b.durability, "sync") {
+                "sync" => Ok(Durability::Sync),
+                "batch" => Ok(Durability::Batch),
+                "none" => Ok(Durability::None),
+                o => Err(format!("{o:?} is not one of sync, batch, none")),
+            },
+        );
+        let s = &file.shipper;
+        let start_at = p.take(
+            "new-endpoint-start",
+            match pick(&args.new_endpoint_start, &s.new_endpoint_start, "newest") {
+                "newest" => Ok(StartAt::Newest),
+                "oldest" => Ok(StartAt::Oldest),
+                o => Err(format!("{o:?} is not one of newest, oldest")),
+            },
+        );
+        let defaults = RetryConfig::default();
+        let retry_initial = p.take(
+            "shipper.retry_initial",
+            s.retry_initial
+                .as_deref()
+                .map_or(Ok(defaults.initial), parse_duration),
+        );
+        let retry_max = p.take(
+            "shipper.retry_max",
+            s.retry_max
+                .as_deref()
+                .map_or(Ok(defaults.max), parse_duration),
+        );
+        let max_retry_after = p.take(
+            "shipper.max_retry_after",
+            s.max_retry_after
+                .as_deref()
+                .map_or(Ok(defaults.max_retry_after), parse_duration),
+        );
+        let log_format = p.take(
+            "log-format",
+            match pick(&args.log_format, &file.log_format, "text") {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                o => Err(format!("{o:?} is not one of text, json")),
+            },
+        );
+        let log_level = pick(&args.log_level, &file.log_level, "info").to_owned();
+        p.take(
+            "log-level",
+            tracing_subscriber::EnvFilter::try_new(&log_level)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        );
+        let endpoints = endpoints(&mut p, args, file);
+        let instance_id = args
+            .instance_id
+            .clone()
+            .or_else(|| file.instance_id.clone());
+        if let Some(id) = &instance_id {
+            p.check(!id.trim().is_empty(), "instance-id: must not be empty");
+        }
+        let label = |flag: &Option<String>, f: &Option<String>| {
+            flag.clone().or_else(|| f.clone()).filter(|l| !l.is_empty())
+        };
+        let replica_label = label(&args.replica_label, &file.replica_label);
+        let group_label = label(&args.group_label, &file.group_label);
+
+        if let (Some(t), Some(e)) = (health_tick, health_expiry) {
+            p.check(!t.is_zero(), "health-tick: must be more than 0");
+            p.check(
+                t <= e,
+                format!(
+                    "health-tick ({}) must not be longer than health-expiry ({})",
+                    humantime::format_duration(t),
+                    humantime::format_duration(e)
+                ),
+            );
+        }
+        if let (Some(b), Some(d)) = (max_body, max_decoded) {
+            p.check(
+                b > 0 && b <= d,
+                "max-body-bytes must be more than 0 and at most max-decoded-bytes",
+            );
+        }
+        if let (Some(b), Some(cap)) = (max_body, buffer_max) {
+            p.check(
+                cap >= b.saturating_mul(4),
+                "buffer-max-bytes must hold at least 4 bodies of max-body-bytes",
+            );
+        }
+        if let (Some(a), Some(b)) = (listen, admin_listen) {
+            p.check(a != b, "listen and admin-listen must differ");
+        }
+        if !p.0.is_empty() {
+            return Err(ConfigError { problems: p.0 });
+        }
+        let (
+            Some(listen),
+            Some(admin_listen),
+            Some(health_tick),
+            Some(health_expiry),
+            Some(max_body),
+            Some(max_decoded),
+            Some(buffer_max),
+            Some(buffer_age),
+            Some(flush_interval),
+            Some(shutdown_timeout),
+            Some(full_policy),
+            Some(durability),
+            Some(start_at),
+            Some(retry_initial),
+            Some(retry_max),
+            Some(max_retry_after),
+            Some(log_format),
+        ) = (
+            listen,
+            admin_listen,
+            health_tick,
+            health_expiry,
+            max_body,
+            max_decoded,
+            buffer_max,
+            buffer_age,
+            flush_interval,
+            shutdown_timeout,
+            full_policy,
+            durability,
+            start_at,
+            retry_initial,
+            retry_max,
+            max_retry_after,
+            log_format,
+        )
+        else {
+            return Err(ConfigError {
+                problems: vec![
+                    "internal: a value failed to parse without a problem recorded".into(),
+                ],
+            });
+        };
+        Ok(Config {
+            wal: WalConfig {
+                dir: data_dir.join("wal"),
+                max_bytes: buffer_max,
+                max_age: buffer_age,
+                full_policy,
+                durability,
+                flush_interval,
+            },
+            data_dir,
+            instance_id,
+            ingest: IngestConfig {
+                listen,
+                limits: Limits {
+                    max_body_bytes: max_body,
+                    max_decoded_bytes: max_decoded,
+                },
+                replica_label,
+                group_label,
+            },
+            election: ElectionConfig {
+                health_tick,
+                health_expiry,
+            },
+            shipper: ShipperConfig {
+                endpoints,
+                start_at,
+                retry: RetryConfig {
+                    initial: retry_initial,
+                    max: retry_max,
+                    max_retry_after,
+                },
+            },
+            admin: AdminConfig {
+                listen: admin_listen,
+            },
+            log_format,
+            log_level,
+            shutdown_timeout,
+        })
+    }
+}
+
+/// Reads and parses the TOML file.
+pub fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| format!("config file {}: {}", path.display(), e.to_string().trim()))
+}
+
+/// Parses a storage URL; a URL without a path gets `/api/v1/write`.
+pub fn parse_endpoint_url(s: &str) -> Result<url::Url, String> {
+    let mut url = url::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{s:?}: only http and https are supported"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} has no host"));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        url.set_path("/api/v1/write");
+    }
+    Ok(url)
+}
+
+fn default_name(url: &url::Url) -> String {
+    match url.port_or_known_default() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("storage")),
+        None => url.host_str().unwrap_or("storage").to_owned(),
+    }
+}
+
+fn endpoints(p: &mut Problems, args: &ServeArgs, file: &FileConfig) -> Vec<EndpointConfig> {
+    let timeout_default = parse_duration(DEFAULT_ENDPOINT_TIMEOUT).expect("valid default");
+    let mut out: Vec<EndpointConfig> = Vec::new();
+    let from_flags: Vec<String> = if args.remote_write.is_empty() && file.endpoints.is_empty() {
+        vec![DEFAULT_REMOTE_WRITE.to_owned()]
+    } else {
+        args.remote_write.clone()
+    };
+    for spec in &from_flags {
+        let (name, url) = match spec.split_once('=') {
+            Some((n, u)) if !n.contains('/') && !n.contains(':') => (Some(n.trim().to_owned()), u),
+            _ => (None, spec.as_str()),
+        };
+        let Some(url) = p.take("remote-write", parse_endpoint_url(url)) else {
+            continue;
+        };
+        out.push(EndpointConfig {
+            name: name.unwrap_or_else(|| default_name(&url)),
+            url,
+            headers: Vec::new(),
+            auth: Auth::None,
+            timeout: timeout_default,
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
+        });
+    }
+    for (i, e) in file.endpoints.iter().enumerate() {
+        if let Some(ep) = endpoint_from_file(p, i, e, timeout_default) {
+            out.push(ep);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &out {
+        p.check(!e.name.is_empty(), "endpoint names must not be empty");
+        p.check(
+            seen.insert(e.name.clone()),
+            format!(
+                "endpoint name {:?} is used twice; name them with name=URL or [[endpoint]] name",
+                e.name
+            ),
+        );
+    }
+    out
+}
+
+fn endpoint_from_file(
+    p: &mut Problems,
+    i: usize,
+    e: &EndpointSection,
+    timeout_default: Duration,
+) -> Option<EndpointConfig> {
+    let what = format!("endpoint[{i}]");
+    let Some(url) = e.url.as_deref() else {
+        p.check(false, format!("{what}: url is required"));
+        return None;
+    };
+    let url = p.take(&what, parse_endpoint_url(url))?;
+    let read_secret = |p: &mut Problems, path: &Path| {
+        p.take(
+            &what,
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|err| format!("{}: {err}", path.display())),
+        )
+    };
+    let auth = match (&e.basic_auth, &e.bearer_token, &e.bearer_token_file) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            p.check(
+                false,
+                format!("{what}: choose one of basic_auth, bearer_token, bearer_token_file"),
+            );
+            Auth::None
+        }
+        (Some(b), None, None) => {
+            let password = match (&b.password, &b.password_file) {
+                (Some(pw), None) => pw.clone(),
+                (None, Some(f)) => read_secret(p, f).unwrap_or_default(),
+                _ => {
+                    p.check(
+                        false,
+                        format!("{what}: basic_auth needs exactly one of password, password_file"),
+                    );
+                    String::new()
+                }
+            };
+            Auth::Basic {
+                username: b.username.clone(),
+                password,
+            }
+        }
+        (None, Some(t), None) => Auth::Bearer(t.clone()),
+        (None, None, Some(f)) => Auth::Bearer(read_secret(p, f).unwrap_or_default()),
+        (None, None, None) => Auth::None,
+    };
+    let timeout = match &e.timeout {
+        Some(t) => p.take(&format!("{what}.timeout"), parse_duration(t))?,
+        None => timeout_default,
+    };
+    for (name, value) in &e.headers {
+        p.check(
+            reqwest::header::HeaderName::try_from(name.as_str()).is_ok()
+                && reqwest::header::HeaderValue::try_from(value.as_str()).is_ok(),
+            format!("{what}: header {name:?} is not a valid HTTP header"),
+        );
+    }
+    if let Some(ca) = &e.tls_ca_file {
+        p.check(
+            ca.is_file(),
+            format!("{what}: tls_ca_file {} does not exist", ca.display()),
+        );
+    }
+    Some(EndpointConfig {
+        name: e.name.clone().unwrap_or_else(|| default_name(&url)),
+        url,
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        auth,
+        timeout,
+        tls_ca_file: e.tls_ca_file.clone(),
+        tls_insecure_skip_verify: e.tls_insecure_skip_verify,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! Why a write is refused, and what the sender is told.
+
+use actix_web::http::StatusCode;
+
+use super::wire::WireError;
+
+/// A refused write. Bad input is always 4xx with a one-line reason; 5xx means "retry".
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// `Content-Encoding` is missing or not snappy.
+    #[error(
+        "unsupported Content-Encoding {0:?}: remote write bodies must be snappy (block format)"
+    )]
+    Encoding(String),
+    /// `Content-Type` is not a Remote-Write 1.0 protobuf.
+    #[error("unsupported Content-Type {0:?}: expected application/x-protobuf (Remote-Write 1.0)")]
+    ContentType(String),
+    /// The compressed body is over the limit.
+    #[error("body of {len} bytes is over the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// Bytes received or announced.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The snappy header announces a decoded size over the limit.
+    #[error("decoded body of {len} bytes would be over the limit of {limit} bytes")]
+    DecodedTooLarge {
+        /// Announced decoded size.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The body could not be read off the connection.
+    #[error("could not read the body: {0}")]
+    Body(String),
+    /// The snappy block is invalid.
+    #[error("invalid snappy block: {0}")]
+    Snappy(String),
+    /// The protobuf or its labels are invalid.
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    /// A `highlander_*` query parameter is invalid.
+    #[error("invalid query parameter {name}: {reason}")]
+    Param {
+        /// Parameter name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The buffer is full under the `block` policy.
+    #[error("buffer full, retry later")]
+    Full,
+    /// Starting up or shutting down.
+    #[error("not ready, retry later")]
+    NotReady,
+    /// The WAL failed; nothing was acknowledged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    /// The HTTP status for this refusal.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            IngestError::Encoding(_) | IngestError::ContentType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            IngestError::BodyTooLarge { .. } | IngestError::DecodedTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            IngestError::Body(_)
+            | IngestError::Snappy(_)
+            | IngestError::Wire(_)
+            | IngestError::Param { .. } => StatusCode::BAD_REQUEST,
+            IngestError::Full | IngestError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, stable name for metrics and logs.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            IngestError::Encoding(_) => "content_encoding",
+            IngestError::ContentType(_) => "content_type",
+            IngestError::BodyTooLarge { .. } => "body_too_large",
+            IngestError::DecodedTooLarge { .. } => "decoded_too_large",
+            IngestError::Body(_) => "body_read",
+            IngestError::Snappy(_) => "snappy",
+            IngestError::Wire(w) => w.as_label(),
+            IngestError::Param { .. } => "query_param",
+            IngestError::Full => "buffer_full",
+            IngestError::NotReady => "not_ready",
+            IngestError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the sender did something wrong (logged at DEBUG/WARN, not ERROR).
+    pub fn is_client_error(&self) -> bool {
+        self.status_code().is_client_error()
+    }
+}

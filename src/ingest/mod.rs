@@ -1,0 +1,23 @@
+//! Ingest: the `remote_write` receiver.
+//!
+//! `POST /api/v1/write` (and `POST /` for clients of the original proxy) takes a snappy
+//! block-compressed Remote-Write 1.0 `WriteRequest`. The path of one request:
+//! header checks → body read under the size limit → snappy decode under the decoded-size
+//! limit → wire scan (validation, counts, timestamps, replica/group labels) → identity
+//! (group, source, weight) → election → for the promoted source, a durable WAL append.
+//!
+//! Invariants:
+//! - A 2xx for a promoted write is sent only after the WAL says the record is durable.
+//! - Bad input is a 4xx with a one-line reason and a log line; nothing here panics on input.
+//! - The stored payload is the received body byte for byte unless the replica label must be
+//!   stripped; then it is re-encoded once, here.
+
+pub mod decode;
+pub mod error;
+pub mod identity;
+mod server;
+pub mod wire;
+
+pub use decode::Limits;
+pub use error::IngestError;
+pub use server::{routes, Ingest};

@@ -1,0 +1,191 @@
+//! The HTTP handlers of the ingest listener.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+
+use super::decode::{self, Limits};
+use super::error::IngestError;
+use super::identity::{self, Params};
+use super::wire::Wanted;
+use crate::election::{Clock, Observation, Promotions, Role};
+use crate::wal::{Record, Wal, WalError};
+
+/// Seconds a sender is asked to wait after a 503.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// Everything the ingest handlers need. A cheap clone.
+#[derive(Clone)]
+pub struct Ingest {
+    /// Where promoted writes go.
+    pub wal: Wal,
+    /// Who is promoted.
+    pub promotions: Arc<dyn Promotions>,
+    /// Body limits.
+    pub limits: Limits,
+    /// Label naming the replica (stripped before storage), if configured.
+    pub replica_label: Option<Arc<str>>,
+    /// Label naming the HA group, if configured.
+    pub group_label: Option<Arc<str>>,
+    /// False while starting or shutting down: writes get 503.
+    pub ready: Arc<AtomicBool>,
+    /// Receive times.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Registers the write routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for path in ["/api/v1/write", "/"] {
+        cfg.service(
+            web::resource(path)
+                .route(web::post().to(write))
+                .route(web::route().to(method_not_allowed)),
+        );
+    }
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, "POST"))
+        .body("only POST is accepted here\n")
+}
+
+/// What happened to an accepted write.
+enum Outcome {
+    Stored,
+    Dropped,
+}
+
+async fn write(req: HttpRequest, payload: web::Payload, ingest: web::Data<Ingest>) -> HttpResponse {
+    match accept(&req, payload, &ingest).await {
+        Ok(Outcome::Stored) => HttpResponse::NoContent().finish(),
+        Ok(Outcome::Dropped) => HttpResponse::Accepted()
+            .insert_header(("X-Highlander-Role", "standby"))
+            .finish(),
+        Err(e) => refuse(&req, &e),
+    }
+}
+
+fn refuse(req: &HttpRequest, e: &IngestError) -> HttpResponse {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    if e.is_client_error() {
+        tracing::warn!(peer = %peer, reason = e.as_label(), error = %e, "ingest: write refused");
+    } else if matches!(e, IngestError::Internal(_)) {
+        tracing::error!(peer = %peer, error = %e, "ingest: write failed, not acknowledged");
+    } else {
+        tracing::debug!(peer = %peer, error = %e, "ingest: write deferred");
+    }
+    let mut resp = HttpResponse::build(e.status_code());
+    if e.status_code().as_u16() == 503 {
+        resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+    }
+    resp.content_type("text/plain; charset=utf-8")
+        .body(format!("{e}\n"))
+}
+
+async fn accept(
+    req: &HttpRequest,
+    payload: web::Payload,
+    ingest: &Ingest,
+) -> Result<Outcome, IngestError> {
+    check_headers(req.headers())?;
+    let params = Params::parse(req.query_string())?;
+    if !ingest.ready.load(Ordering::Acquire) {
+        return Err(IngestError::NotReady);
+    }
+    let body = read_body(req.headers(), payload, ingest.limits.max_body_bytes).await?;
+    let wanted = Wanted {
+        replica: ingest.replica_label.as_deref(),
+        group: ingest.group_label.as_deref(),
+    };
+    let decoded = decode::decode(body, ingest.limits, wanted)?;
+    let source = identity::source(
+        &params,
+        decoded.replica.as_deref(),
+        req.peer_addr().map(|a| a.ip()),
+    );
+    let group = identity::group(&params, decoded.group.as_deref());
+    let role = ingest.promotions.observe(Observation {
+        group: &group,
+        source: &source,
+        weight: params.weight,
+        samples: u64::from(decoded.meta.samples) + u64::from(decoded.meta.histograms),
+    });
+    if role == Role::Standby {
+        return Ok(Outcome::Dropped);
+    }
+    let mut meta = decoded.meta;
+    meta.received_ms = ingest.clock.now_ms();
+    let record = Record {
+        group,
+        source,
+        meta,
+        payload: decoded.payload,
+    };
+    match ingest.wal.append(&record).await {
+        Ok(_) => Ok(Outcome::Stored),
+        Err(WalError::Full { .. }) => Err(IngestError::Full),
+        Err(WalError::Closed) => Err(IngestError::NotReady),
+        Err(e) => Err(IngestError::Internal(e.to_string())),
+    }
+}
+
+fn check_headers(headers: &HeaderMap) -> Result<(), IngestError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("<not ASCII>").trim().to_owned());
+    match encoding {
+        Some(e) if e.eq_ignore_ascii_case("snappy") => {}
+        other => return Err(IngestError::Encoding(other.unwrap_or_default())),
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("<not ASCII>");
+        let mut parts = ct.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        let proto = parts
+            .filter_map(|p| p.strip_prefix("proto="))
+            .next()
+            .map(|p| p.trim_matches('"'));
+        let v1 = media.eq_ignore_ascii_case("application/x-protobuf")
+            && proto.is_none_or(|p| p == "prometheus.WriteRequest");
+        if !v1 {
+            return Err(IngestError::ContentType(ct.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+async fn read_body(
+    headers: &HeaderMap,
+    mut payload: web::Payload,
+    limit: u64,
+) -> Result<bytes::Bytes, IngestError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = announced {
+        if len > limit {
+            return Err(IngestError::BodyTooLarge { len, limit });
+        }
+    }
+    let mut body = BytesMut::with_capacity(announced.unwrap_or(8 << 10) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| IngestError::Body(e.to_string()))?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(IngestError::BodyTooLarge {
+                len: (body.len() + chunk.len()) as u64,
+                limit,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

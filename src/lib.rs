@@ -1,0 +1,13 @@
+//! highlander: a highly available, store-and-forward relay for Prometheus `remote_write`.
+//!
+//! Data flow: [`ingest`] → [`election`] → [`wal`] → [`shipper`]; [`admin`] reads them all;
+//! [`app`] is the only place that builds and wires the parts.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod election;
+pub mod ingest;
+pub mod proto;
+pub mod shipper;
+pub mod wal;

@@ -1,0 +1,62 @@
+//! The `highlander` binary: parse the command line, set up logs, load the config, run.
+//! Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration or usage.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use highlander::config::{Cli, Command, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(config: &Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(&config.log_level));
+    // actix-server's per-worker lifecycle lines are noise at INFO.
+    let filter = match "actix_server=warn".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match Config::build(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("highlander: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logs(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("highlander: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(highlander::app::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "highlander stopped with an error");
+                    eprintln!("highlander: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! One storage endpoint's HTTP client: the Remote-Write request headers in one place,
+//! authentication, timeouts and TLS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT,
+};
+
+use super::retry::{classify_error, classify_status, Verdict};
+
+/// The Remote-Write protocol version we speak to storages.
+pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
+
+/// Credentials for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// No `Authorization` header.
+    None,
+    /// HTTP basic auth.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+}
+
+/// Everything needed to talk to one storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Name in logs, cursors and the admin API.
+    pub name: String,
+    /// The write URL.
+    pub url: url::Url,
+    /// Extra headers (e.g. `X-Scope-OrgID`).
+    pub headers: Vec<(String, String)>,
+    /// Credentials.
+    pub auth: Auth,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Extra CA certificates (PEM) trusted besides the system's.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any certificate (testing only).
+    pub tls_insecure_skip_verify: bool,
+}
+
+impl EndpointConfig {
+    /// The URL without credentials, for logs and the admin API.
+    pub fn display_url(&self) -> String {
+        let mut u = self.url.clone();
+        // Setting these cannot fail for http(s) URLs, the only ones validation lets through.
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.to_string()
+    }
+}
+
+/// Errors building a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The CA file could not be read or parsed.
+    #[error("endpoint {endpoint}: TLS CA file {path}: {reason}")]
+    Ca {
+        /// Endpoint.
+        endpoint: String,
+        /// File.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A header name or value is not valid HTTP.
+    #[error("endpoint {endpoint}: invalid header {name:?}")]
+    Header {
+        /// Endpoint.
+        endpoint: String,
+        /// Header name.
+        name: String,
+    },
+    /// reqwest refused the settings.
+    #[error("endpoint {endpoint}: {reason}")]
+    Build {
+        /// Endpoint.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A ready client for one endpoint. A cheap clone.
+#[derive(Clone, Debug)]
+pub struct EndpointClient {
+    http: reqwest::Client,
+    url: url::Url,
+    auth: Auth,
+}
+
+impl EndpointClient {
+    /// Builds the client with its default headers.
+    pub fn new(cfg: &EndpointConfig) -> Result<Self, ClientError> {
+        let header_err = |name: &str| ClientError::Header {
+            endpoint: cfg.name.clone(),
+            name: name.to_owned(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-prometheus-remote-write-version"),
+            HeaderValue::from_static(REMOTE_WRITE_VERSION),
+        );
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("highlander/", env!("CARGO_PKG_VERSION"))),
+        );
+        for (name, value) in &cfg.headers {
+            let n = HeaderName::try_from(name.as_str()).map_err(|_| header_err(name))?;
+            let v = HeaderValue::try_from(value.as_str()).map_err(|_| header_err(name))?;
+            headers.insert(n, v);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tls_danger_accept_invalid_certs(cfg.tls_insecure_skip_verify);
+        if let Some(path) = &cfg.tls_ca_file {
+            let ca_err = |reason: String| ClientError::Ca {
+                endpoint: cfg.name.clone(),
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_err("no certificate in the file".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| ClientError::Build {
+            endpoint: cfg.name.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(EndpointClient {
+            http,
+            url: cfg.url.clone(),
+            auth: cfg.auth.clone(),
+        })
+    }
+
+    /// Sends one snappy-compressed `WriteRequest` and classifies the outcome.
+    pub async fn send(&self, payload: Bytes) -> Verdict {
+        let request = self.http.post(self.url.clone()).body(payload);
+        let request = match &self.auth {
+            Auth::None => request,
+            Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
+            Auth::Bearer(token) => request.bearer_auth(token),
+        };
+        let resp = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return classify_error(&e),
+        };
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Verdict::Delivered;
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.text().await.unwrap_or_default();
+        classify_status(status, retry_after.as_deref(), &body)
+    }
+}

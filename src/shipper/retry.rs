@@ -1,0 +1,217 @@
+//! Retry classification as a value, and capped exponential backoff with full jitter.
+//!
+//! The `backoff` crate is flagged unmaintained (RUSTSEC-2025-0012) and by default gives up
+//! after 15 minutes; it stays behind this module, configured never to give up, and only
+//! supplies the exponential ceiling. The jitter is "full": a uniform draw in [0, ceiling].
+
+use std::time::{Duration, SystemTime};
+
+use backoff::backoff::Backoff as _;
+
+/// Most of an answer body kept for logs and the quarantine.
+const ANSWER_LIMIT: usize = 512;
+
+/// What one delivery attempt means for the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: the storage has it.
+    Delivered,
+    /// 5xx, 429 or a network error: try again later.
+    Retry {
+        /// One line for logs and the admin API.
+        reason: String,
+        /// The storage's `Retry-After`, if it sent one.
+        after: Option<Duration>,
+    },
+    /// 413: split the batch and send the halves.
+    TooLarge,
+    /// Any other 4xx: the storage will never take this batch.
+    Reject {
+        /// HTTP status.
+        status: u16,
+        /// The start of the storage's answer.
+        answer: String,
+    },
+}
+
+/// Classifies an HTTP answer.
+pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Verdict {
+    let answer = one_line(body);
+    match status {
+        200..=299 => Verdict::Delivered,
+        413 => Verdict::TooLarge,
+        429 | 500..=599 => Verdict::Retry {
+            reason: if answer.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {answer}")
+            },
+            after: retry_after.and_then(parse_retry_after),
+        },
+        // 1xx/3xx should never reach us (redirects are followed): treat as transient.
+        100..=199 | 300..=399 => Verdict::Retry {
+            reason: format!("unexpected HTTP {status}"),
+            after: None,
+        },
+        _ => Verdict::Reject { status, answer },
+    }
+}
+
+/// Classifies a transport error (connect, timeout, reset): always retryable.
+pub fn classify_error(err: &reqwest::Error) -> Verdict {
+    let kind = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    let mut reason = format!("{kind} error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        reason.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Verdict::Retry {
+        reason,
+        after: None,
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn one_line(body: &str) -> String {
+    let line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(ANSWER_LIMIT) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
+}
+
+/// Capped exponential backoff with full jitter; never gives up.
+#[derive(Debug)]
+pub struct Backoff {
+    ceiling: backoff::ExponentialBackoff,
+    max_retry_after: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial`, doubles up to `max`. A `Retry-After` is honoured up to
+    /// `max_retry_after`.
+    pub fn new(initial: Duration, max: Duration, max_retry_after: Duration) -> Self {
+        let ceiling = backoff::ExponentialBackoffBuilder::new()
+            .with_initial_interval(initial)
+            .with_multiplier(2.0)
+            .with_randomization_factor(0.0)
+            .with_max_interval(max)
+            .with_max_elapsed_time(None)
+            .build();
+        Backoff {
+            ceiling,
+            max_retry_after,
+        }
+    }
+
+    /// The wait before the next attempt.
+    pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Duration {
+        let ceiling = self
+            .ceiling
+            .next_backoff()
+            .unwrap_or(self.ceiling.max_interval);
+        let jittered = ceiling.mul_f64(rand::random::<f64>());
+        match retry_after {
+            Some(after) => jittered.max(after.min(self.max_retry_after)),
+            None => jittered,
+        }
+    }
+
+    /// After a success: start again from the initial interval.
+    pub fn reset(&mut self) {
+        self.ceiling.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        let retry = |s: u16| matches!(classify_status(s, None, ""), Verdict::Retry { .. });
+        for s in [200, 204, 299] {
+            assert_eq!(classify_status(s, None, ""), Verdict::Delivered, "{s}");
+        }
+        for s in [429, 500, 502, 503, 504, 599] {
+            assert!(retry(s), "{s} must be retried");
+        }
+        assert_eq!(classify_status(413, None, ""), Verdict::TooLarge);
+        for s in [400, 401, 403, 404, 409, 422] {
+            assert!(
+                matches!(classify_status(s, None, "bad"), Verdict::Reject { status, .. } if status == s),
+                "{s} is permanent"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).expect("date");
+        assert!(
+            d <= Duration::from_secs(120) && d >= Duration::from_secs(100),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        match classify_status(429, Some("3"), "slow down") {
+            Verdict::Retry { after, reason } => {
+                assert_eq!(after, Some(Duration::from_secs(3)));
+                assert_eq!(reason, "HTTP 429: slow down");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_are_one_short_line() {
+        let long = "x\ny ".repeat(1000);
+        match classify_status(400, None, &long) {
+            Verdict::Reject { answer, .. } => {
+                assert!(!answer.contains('\n'));
+                assert!(answer.chars().count() <= ANSWER_LIMIT + 1);
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped_jittered_and_honours_retry_after() {
+        let mut b = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
+        for _ in 0..200 {
+            assert!(b.next_delay(None) <= Duration::from_secs(2));
+        }
+        assert!(b.next_delay(Some(Duration::from_secs(10))) >= Duration::from_secs(10));
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(3600))),
+            Duration::from_secs(60),
+            "Retry-After is capped"
+        );
+        b.reset();
+        assert!(b.next_delay(None) <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,68 @@
+//! What each endpoint worker reports, for the admin API.
+
+use serde::Serialize;
+
+/// What a worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointState {
+    /// Caught up, waiting for new records.
+    Idle,
+    /// Sending.
+    Shipping,
+    /// Waiting before a retry.
+    Backoff,
+    /// Retrying for a while already: the storage needs attention.
+    Failing,
+    /// Stopped by an operator.
+    Paused,
+}
+
+/// One endpoint as its worker sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    /// Endpoint name.
+    pub name: String,
+    /// Write URL, without credentials.
+    pub url: String,
+    /// Current state.
+    pub state: EndpointState,
+    /// Last failure (one line).
+    pub last_error: Option<String>,
+    /// When it happened (ms since the epoch).
+    pub last_error_ms: Option<u64>,
+    /// When the next attempt is due (ms since the epoch), while backing off.
+    pub next_retry_ms: Option<u64>,
+    /// Records delivered.
+    pub sent_records: u64,
+    /// Samples (float + histogram) delivered.
+    pub sent_samples: u64,
+    /// Compressed bytes delivered.
+    pub sent_bytes: u64,
+    /// Attempts that failed with a retryable error.
+    pub failed_requests: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Records quarantined after a permanent rejection.
+    pub quarantined: u64,
+}
+
+impl EndpointStatus {
+    /// A fresh status.
+    pub fn new(name: String, url: String) -> Self {
+        EndpointStatus {
+            name,
+            url,
+            state: EndpointState::Idle,
+            last_error: None,
+            last_error_ms: None,
+            next_retry_ms: None,
+            sent_records: 0,
+            sent_samples: 0,
+            sent_bytes: 0,
+            failed_requests: 0,
+            retries: 0,
+            quarantined: 0,
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The [`Wal`] handle: append, read, cursors, garbage collection, limits, recovery.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use super::record::{CodecError, Record};
+use super::{Durability, FullPolicy, StartAt, WalConfig, WalError, GC_CHUNK};
+use crate::election::{Clock, SystemClock};
+
+const NEXT_SEQ: &[u8] = b"next_seq";
+
+/// What the in-memory index keeps of a record (so limits and lag need no disk reads).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Encoded length; 0 for a hole left by a damaged record.
+    len: u32,
+    received_ms: u64,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+/// Everything that changes together, under one lock.
+struct Log {
+    /// Sequence of `index[0]`.
+    first_seq: u64,
+    /// The next sequence to assign.
+    next_seq: u64,
+    index: VecDeque<Entry>,
+    bytes: u64,
+    cursors: BTreeMap<String, u64>,
+    /// Records each endpoint lost to the limits (since start).
+    dropped: BTreeMap<String, u64>,
+    dropped_total: u64,
+    /// Rate-limits the ERROR line about dropped records.
+    last_drop_log: Option<Instant>,
+    unlogged_drops: u64,
+}
+
+struct Inner {
+    config: WalConfig,
+    db: sled::Db,
+    records: sled::Tree,
+    cursors: sled::Tree,
+    meta: sled::Tree,
+    quarantine: sled::Tree,
+    log: Mutex<Log>,
+    /// `next_seq` after the latest append: wakes the shippers.
+    appended: watch::Sender<u64>,
+    /// Every sequence below this is on disk.
+    durable: watch::Sender<u64>,
+    /// Appends waiting for a flush.
+    flush_wanted: Notify,
+    clock: Arc<dyn Clock>,
+}
+
+/// The write-ahead buffer. A cheap clone.
+#[derive(Clone)]
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+/// One item read from the log.
+#[derive(Debug)]
+pub enum ReadItem {
+    /// A good record.
+    Record(u64, Record),
+    /// A record whose bytes are damaged: skip it.
+    Corrupt(u64, CodecError),
+}
+
+impl ReadItem {
+    /// Its sequence number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            ReadItem::Record(s, _) | ReadItem::Corrupt(s, _) => *s,
+        }
+    }
+}
+
+/// Buffer totals and per-endpoint positions, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    /// Records buffered.
+    pub records: u64,
+    /// Bytes buffered (encoded records).
+    pub bytes: u64,
+    /// The byte cap.
+    pub max_bytes: u64,
+    /// Oldest buffered sequence.
+    pub first_seq: u64,
+    /// Next sequence to be assigned.
+    pub next_seq: u64,
+    /// Seconds since the oldest buffered record was received.
+    pub oldest_age_seconds: f64,
+    /// Records removed by the size/age limits since start.
+    pub dropped_records: u64,
+    /// Per endpoint.
+    pub endpoints: BTreeMap<String, CursorStats>,
+}
+
+/// One endpoint's position in the buffer.
+#[derive(Debug, Clone, Serialize)]
+pub struct CursorStats {
+    /// Next sequence it has not taken.
+    pub cursor: u64,
+    /// Records it has not taken.
+    pub lag_records: u64,
+    /// Bytes it has not taken.
+    pub lag_bytes: u64,
+    /// Data time between its oldest untaken sample and the newest buffered one.
+    pub lag_seconds: f64,
+    /// Records it lost to the size/age limits since start.
+    pub dropped_records: u64,
+}
+
+fn be(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL and recovers its state; damaged records are removed with
+    /// an ERROR line each. Blocking: call before serving, or from a blocking thread.
+    pub fn open(config: WalConfig) -> Result<Wal, WalError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Wal::open`] with an injected clock (for age limits in tests).
+    pub fn open_with_clock(config: WalConfig, clock: Arc<dyn Clock>) -> Result<Wal, WalError> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
+        let db = sled::Config::new()
+            .path(&config.dir)
+            .cache_capacity(64 << 20)
+            .open()?;
+        let records = db.open_tree("records")?;
+        let cursors = db.open_tree("cursors")?;
+        let meta = db.open_tree("meta")?;
+        let quarantine = db.open_tree("quarantine")?;
+
+        let mut index = VecDeque::new();
+        let mut first_seq = None;
+        let mut bytes = 0u64;
+        let mut damaged = 0u64;
+        let mut last = None;
+        for item in records.iter() {
+            let (key, value) = item?;
+            let Some(seq) = seq_of(&key) else {
+                tracing::error!(key = ?key, "wal: removing a record with a malformed key");
+                records.remove(key)?;
+                continue;
+            };
+            let first = *first_seq.get_or_insert(seq);
+            // Holes (records removed as damaged) keep the index contiguous.
+            while first + (index.len() as u64) < seq {
+                index.push_back(hole());
+            }
+            match Record::decode_meta(&value) {
+                Ok(m) => {
+                    index.push_back(Entry {
+                        len: value.len() as u32,
+                        received_ms: m.received_ms,
+                        min_ts: m.min_ts,
+                        max_ts: m.max_ts,
+                    });
+                    bytes += value.len() as u64;
+                }
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "wal: damaged record removed at recovery; its samples are lost");
+                    records.remove(key)?;
+                    index.push_back(hole());
+                    damaged += 1;
+                }
+            }
+            last = Some(seq);
+        }
+        let hwm = meta.get(NEXT_SEQ)?.and_then(|v| seq_of(&v)).unwrap_or(0);
+        let next_seq = hwm.max(last.map_or(0, |l| l + 1));
+        let first_seq = first_seq.unwrap_or(next_seq);
+        let mut cursor_map = BTreeMap::new();
+        for item in cursors.iter() {
+            let (k, v) = item?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            cursor_map.insert(name, seq_of(&v).unwrap_or(first_seq).min(next_seq));
+        }
+        tracing::info!(
+            dir = %config.dir.display(),
+            records = index.len(),
+            bytes,
+            damaged,
+            first_seq,
+            next_seq,
+            "wal: recovered"
+        );
+        let (appended, _) = watch::channel(next_seq);
+        let (durable, _) = watch::channel(next_seq);
+        Ok(Wal {
+            inner: Arc::new(Inner {
+                config,
+                db,
+                records,
+                cursors,
+                meta,
+                quarantine,
+                log: Mutex::new(Log {
+                    first_seq,
+                    next_seq,
+                    index,
+                    bytes,
+                    cursors: cursor_map,
+                    dropped: BTreeMap::new(),
+                    dropped_total: 0,
+                    last_drop_log: None,
+                    unlogged_drops: 0,
+                }),
+                appended,
+                durable,
+                flush_wanted: Notify::new(),
+                clock,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        // Every critical section leaves the log consistent before it can fail.
+        self.inner.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings it was opened with.
+    pub fn config(&self) -> &WalConfig {
+        &self.inner.config
+    }
+
+    /// Appends a record and returns its sequence once it is as durable as the mode asks.
+    pub async fn append(&self, record: &Record) -> Result<u64, WalError> {
+        let encoded = record.encode();
+        let wal = self.clone();
+        let meta = record.meta;
+        let seq = tokio::task::spawn_blocking(move || wal.insert(&encoded, meta))
+            .await
+            .map_err(|_| WalError::Closed)??;
+        if self.inner.config.durability == Durability::Sync {
+            self.wait_durable(seq).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Inserts one encoded record (blocking). Enforces the byte cap first.
+    pub(super) fn insert(&self, encoded: &[u8], meta: super::RecordMeta) -> Result<u64, WalError> {
+        let limit = self.inner.config.max_bytes;
+        let len = encoded.len() as u64;
+        let mut log = self.lock();
+        if log.bytes + len > limit {
+            match self.inner.config.full_policy {
+                FullPolicy::Block => {
+                    return Err(WalError::Full {
+                        bytes: log.bytes,
+                        limit,
+                    })
+                }
+                FullPolicy::DropOldest => {
+                    let mut upto = log.first_seq;
+                    let mut freed = 0u64;
+                    for e in &log.index {
+                        if log.bytes - freed + len <= limit {
+                            break;
+                        }
+                        freed += u64::from(e.len);
+                        upto += 1;
+                    }
+                    if log.bytes - freed + len > limit {
+                        // Even an empty buffer cannot hold it.
+                        return Err(WalError::Full {
+                            bytes: log.bytes,
+                            limit,
+                        });
+                    }
+                    self.evict(&mut log, upto, "size")?;
+                }
+            }
+        }
+        let seq = log.next_seq;
+        self.inner.records.insert(be(seq), encoded)?;
+        log.next_seq += 1;
+        if log.index.is_empty() {
+            log.first_seq = seq;
+        }
+        log.index.push_back(Entry {
+            len: len as u32,
+            received_ms: meta.received_ms,
+            min_ts: meta.min_ts,
+            max_ts: meta.max_ts,
+        });
+        log.bytes += len;
+        let next = log.next_seq;
+        drop(log);
+        self.inner.appended.send_replace(next);
+        Ok(seq)
+    }
+
+    async fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+        let mut rx = self.inner.durable.subscribe();
+        self.inner.flush_wanted.notify_one();
+        rx.wait_for(|d| *d > seq)
+            .await
+            .map_err(|_| WalError::Closed)?;
+        Ok(())
+    }
+
+    /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
+    fn evict(&self, log: &mut Log, upto: u64, why: &'static str) -> Result<(), WalError> {
+        if upto <= log.first_seq {
+            return Ok(());
+        }
+        let records = upto - log.first_seq;
+        let mut lost_by_endpoints = 0u64;
+        let Log {
+            cursors, dropped, ..
+        } = &mut *log;
+        for (name, cursor) in cursors.iter_mut() {
+            if *cursor < upto {
+                let lost = upto - *cursor;
+                lost_by_endpoints += lost;
+                *dropped.entry(name.clone()).or_default() += lost;
+                *cursor = upto;
+                self.inner.cursors.insert(name.as_bytes(), &be(upto))?;
+            }
+        }
+        log.dropped_total += records;
+        self.delete_below(log, upto)?;
+        log.unlogged_drops += records;
+        let now = Instant::now();
+        if log
+            .last_drop_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            tracing::error!(
+                reason = why,
+                records = log.unlogged_drops,
+                total_dropped = log.dropped_total,
+                lost_by_endpoints,
+                "wal: buffer limit reached, oldest records dropped before every endpoint took them"
+            );
+            log.last_drop_log = Some(now);
+            log.unlogged_drops = 0;
+        }
+        Ok(())
+    }
+
+    /// Deletes records below `upto` in chunks; persists the high-water mark first.
+    fn delete_below(&self, log: &mut Log, upto: u64) -> Result<(), WalError> {
+        let upto = upto.min(log.next_seq);
+        if upto <= log.first_seq {
+            return Ok(());
+        }
+        self.inner.meta.insert(NEXT_SEQ, &be(log.next_seq))?;
+        let mut seq = log.first_seq;
+        while seq < upto {
+            let end = (seq + GC_CHUNK as u64).min(upto);
+            let mut batch = sled::Batch::default();
+            for s in seq..end {
+                batch.remove(&be(s));
+            }
+            self.inner.records.apply_batch(batch)?;
+            for _ in seq..end {
+                if let Some(e) = log.index.pop_front() {
+                    log.bytes -= u64::from(e.len);
+                }
+            }
+            log.first_seq = end;
+            seq = end;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_records` records (and about `max_bytes`) from `from` on (blocking).
+    pub fn read_blocking(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<ReadItem>, WalError> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in self.inner.records.range(be(from)..) {
+            let (key, value) = item?;
+            let Some(seq) = seq_of(&key) else { continue };
+            bytes += value.len();
+            out.push(match Record::decode(&value) {
+                Ok(r) => ReadItem::Record(seq, r),
+                Err(e) => ReadItem::Corrupt(seq, e),
+            });
+            if out.len() >= max_records || bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Wal::read_blocking`] off the async reactor.
+    pub async fn read(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<ReadItem>, WalError> {
+        let wal = self.clone();
+        tokio::task::spawn_blocking(move || wal.read_blocking(from, max_records, max_bytes))
+            .await
+            .map_err(|_| WalError::Closed)?
+    }
+
+    /// The next sequence to be assigned (everything below it was appended).
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// A receiver that changes whenever records are appended (value = next sequence).
+    pub fn subscribe_appended(&self) -> watch::Receiver<u64> {
+        self.inner.appended.subscribe()
+    }
+
+    /// Makes the cursors match the configured endpoints: a new one starts at `start`; the
+    /// cursor of an endpoint no longer configured is dropped, with a log line.
+    pub fn register_endpoints(&self, names: &[String], start: StartAt) -> Result<(), WalError> {
+        let mut log = self.lock();
+        let removed: Vec<String> = log
+            .cursors
+            .keys()
+            .filter(|k| !names.contains(k))
+            .cloned()
+            .collect();
+        for name in removed {
+            let at = log.cursors.remove(&name);
+            self.inner.cursors.remove(name.as_bytes())?;
+            tracing::info!(endpoint = %name, cursor = ?at, "wal: endpoint no longer configured, its cursor is dropped");
+        }
+        for name in names {
+            if log.cursors.contains_key(name) {
+                continue;
+            }
+            let at = match start {
+                StartAt::Newest => log.next_seq,
+                StartAt::Oldest => log.first_seq,
+            };
+            log.cursors.insert(name.clone(), at);
+            self.inner.cursors.insert(name.as_bytes(), &be(at))?;
+            tracing::info!(endpoint = %name, cursor = at, start = ?start, "wal: new endpoint, cursor created");
+        }
+        Ok(())
+    }
+
+    /// The endpoint's cursor: the next sequence it has not taken.
+    pub fn cursor(&self, endpoint: &str) -> Result<u64, WalError> {
+        self.lock()
+            .cursors
+            .get(endpoint)
+            .copied()
+            .ok_or_else(|| WalError::UnknownEndpoint(endpoint.to_owned()))
+    }
+
+    /// Moves the endpoint's cursor forward to `to` (never backwards: the limits may have
+    /// moved it further meanwhile). Durable with the next flush.
+    pub fn advance_cursor(&self, endpoint: &str, to: u64) -> Result<u64, WalError> {
+        let mut log = self.lock();
+        let next = log.next_seq;
+        let cursor = log
+            .cursors
+            .get_mut(endpoint)
+            .ok_or_else(|| WalError::UnknownEndpoint(endpoint.to_owned()))?;
+        if to > *cursor {
+            *cursor = to.min(next);
+            self.inner
+                .cursors
+                .insert(endpoint.as_bytes(), &be(*cursor))?;
+        }
+        Ok(*cursor)
+    }
+
+    /// Stores a batch an endpoint rejected permanently, with its answer.
+    pub fn quarantine(
+        &self,
+        endpoint: &str,
+        seq: u64,
+        record: &Record,
+        status: u16,
+        answer: &str,
+    ) -> Result<(), WalError> {
+        let mut key = endpoint.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&be(seq));
+        let header = serde_json::json!({
+            "status": status,
+            "answer": answer,
+            "quarantined_ms": self.inner.clock.now_ms(),
+        })
+        .to_string();
+        let mut value = Vec::with_capacity(4 + header.len() + record.payload.len() + 64);
+        value.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        value.extend_from_slice(header.as_bytes());
+        value.extend_from_slice(&record.encode());
+        self.inner.quarantine.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Number of quarantined batches.
+    pub fn quarantined(&self) -> usize {
+        self.inner.quarantine.len()
+    }
+
+    /// Deletes records every endpoint took, and enforces the age limit (blocking).
+    pub fn collect_garbage(&self) -> Result<(), WalError> {
+        let mut log = self.lock();
+        if !log.cursors.is_empty() {
+            let slowest = log.cursors.values().copied().min().unwrap_or(log.first_seq);
+            self.delete_below(&mut log, slowest)?;
+        }
+        let max_age_ms = self.inner.config.max_age.as_millis() as u64;
+        let cutoff = self.inner.clock.now_ms().saturating_sub(max_age_ms);
+        let old = log
+            .index
+            .iter()
+            .take_while(|e| e.received_ms < cutoff)
+            .count() as u64;
+        if old > 0 {
+            let upto = log.first_seq + old;
+            self.evict(&mut log, upto, "age")?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything to disk now (blocking) and marks it durable.
+    pub fn flush_blocking(&self) -> Result<(), WalError> {
+        let target = self.next_seq();
+        self.inner.db.flush()?;
+        self.inner.durable.send_if_modified(|d| {
+            let moved = target > *d;
+            *d = (*d).max(target);
+            moved
+        });
+        Ok(())
+    }
+
+    /// Totals and per-endpoint lag.
+    pub fn stats(&self) -> QueueStats {
+        let log = self.lock();
+        let now = self.inner.clock.now_ms();
+        let live = log.index.iter().filter(|e| e.len > 0);
+        let oldest = live.clone().next().map(|e| e.received_ms);
+        let newest_ts = log.index.iter().rev().find(|e| e.len > 0).map(|e| e.max_ts);
+        let endpoints = log
+            .cursors
+            .iter()
+            .map(|(name, &cursor)| {
+                let skip = cursor.saturating_sub(log.first_seq) as usize;
+                let pending = log.index.iter().skip(skip).filter(|e| e.len > 0);
+                let lag_records = pending.clone().count() as u64;
+                let lag_bytes = pending.clone().map(|e| u64::from(e.len)).sum();
+                let oldest_ts = pending.map(|e| e.min_ts).min();
+                let lag_seconds = match (oldest_ts, newest_ts) {
+                    (Some(o), Some(n)) if n > o => (n - o) as f64 / 1000.0,
+                    _ => 0.0,
+                };
+                let stats = CursorStats {
+                    cursor,
+                    lag_records,
+                    lag_bytes,
+                    lag_seconds,
+                    dropped_records: log.dropped.get(name).copied().unwrap_or(0),
+                };
+                (name.clone(), stats)
+            })
+            .collect();
+        QueueStats {
+            records: live.count() as u64,
+            bytes: log.bytes,
+            max_bytes: self.inner.config.max_bytes,
+            first_seq: log.first_seq,
+            next_seq: log.next_seq,
+            oldest_age_seconds: oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0),
+            dropped_records: log.dropped_total,
+            endpoints,
+        }
+    }
+}
+
+fn hole() -> Entry {
+    Entry {
+        len: 0,
+        received_ms: 0,
+        min_ts: i64::MAX,
+        max_ts: i64::MIN,
+    }
+}
+
+pub(super) fn durable_sender(wal: &Wal) -> &watch::Sender<u64> {
+    &wal.inner.durable
+}
+
+pub(super) fn flush_wanted(wal: &Wal) -> &Notify {
+    &wal.inner.flush_wanted
+}
+
+pub(super) fn db(wal: &Wal) -> sled::Db {
+    wal.inner.db.clone()
+}
+
+#[cfg(test)]
+impl Wal {
+    /// The raw records tree, for tests that damage bytes on purpose.
+    pub(crate) fn inner_records_for_tests(&self) -> &sled::Tree {
+        &self.inner.records
+    }
+}

@@ -1,0 +1,133 @@
+//! The write-ahead buffer: every write of a promoted source is stored here, durably, before
+//! it is acknowledged, and stays until every storage endpoint has taken it.
+//!
+//! # Layout on disk
+//! The WAL owns its own sled database (`<data-dir>/wal`), never shared with other state:
+//! sled does not give disk space back after a drain, and the byte cap is enforced from our
+//! own accounting, not from the directory size. Trees:
+//! - `records`: key = sequence number as big-endian `u64` (so key order is numeric order),
+//!   value = a [`record::Record`] with a CRC-32 over all its bytes;
+//! - `cursors`: key = endpoint name, value = big-endian `u64`, the next sequence that
+//!   endpoint has not yet taken;
+//! - `meta`: `next_seq`, the high-water mark of assigned sequence numbers;
+//! - `quarantine`: batches an endpoint rejected permanently, with its answer.
+//!
+//! # Invariants
+//! - Sequence numbers are assigned and inserted under one lock, so whoever sees record `n`
+//!   sees every record below `n` that has not been removed: readers never skip a record.
+//! - The next sequence is never derived from "last key + 1" alone (it would restart behind
+//!   the cursors after a full drain): `next_seq` is persisted before any record is deleted,
+//!   and recovery takes the larger of it and the last key + 1.
+//! - A write is acknowledged only after the flush that covers it ([`Durability::Sync`]).
+//!   Concurrent appends share flushes (group commit): one flusher task flushes whenever
+//!   appends are waiting, and every append inserted before a flush started is covered by it.
+//! - A cursor only moves forward over records the endpoint took (or that were quarantined,
+//!   dropped by the size/age limits, or skipped by an operator); records below the slowest
+//!   cursor are deleted in chunks of at most [`GC_CHUNK`] keys (one huge batch costs GiBs).
+//! - Full buffer: `drop-oldest` removes the oldest records (counted, logged at ERROR, the
+//!   cursors behind them moved up); `block` refuses the append, the ingest answers 503 and
+//!   Prometheus keeps the data in its own WAL and retries.
+//! - Recovery (after kill -9 or power loss) keeps every flushed record. A record whose
+//!   checksum fails is logged at ERROR and removed on its own; the rest of the buffer stays.
+//!
+//! # Durability modes
+//! - `sync` (default): 2xx only after the record is on disk;
+//! - `batch`: 2xx at once, flush every `flush_interval`; a crash loses at most that window;
+//! - `none`: 2xx at once, sled flushes in the background (about every 500 ms) and at a
+//!   clean shutdown; a crash loses whatever was not flushed.
+
+pub mod commit;
+mod log;
+pub mod record;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use log::{CursorStats, QueueStats, ReadItem, Wal};
+pub use record::{Record, RecordMeta};
+
+/// Most keys deleted in one sled batch.
+pub const GC_CHUNK: usize = 1_000;
+
+/// What to do when an append would exceed the byte cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullPolicy {
+    /// Remove the oldest records to make room (counted and logged as data loss).
+    DropOldest,
+    /// Refuse the append: the sender gets 503 and retries.
+    Block,
+}
+
+/// When an append counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// Acknowledge after the flush that covers the record (group commit).
+    Sync,
+    /// Acknowledge at once; flush every `flush_interval`.
+    Batch,
+    /// Acknowledge at once; leave flushing to sled and the shutdown.
+    None,
+}
+
+/// Where a cursor starts for an endpoint the WAL has not seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartAt {
+    /// Only records appended from now on.
+    Newest,
+    /// Everything still buffered.
+    Oldest,
+}
+
+/// WAL settings.
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    /// Directory of the WAL's own sled database.
+    pub dir: PathBuf,
+    /// Cap on the bytes of buffered records.
+    pub max_bytes: u64,
+    /// Records received longer ago than this are removed.
+    pub max_age: Duration,
+    /// What a full buffer does.
+    pub full_policy: FullPolicy,
+    /// When an append is acknowledged.
+    pub durability: Durability,
+    /// Flush period in `batch` mode.
+    pub flush_interval: Duration,
+}
+
+/// WAL failures.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The byte cap is reached and the policy is `block`.
+    #[error("buffer full ({bytes} of {limit} bytes)")]
+    Full {
+        /// Bytes buffered.
+        bytes: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// sled failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// The WAL is shutting down.
+    #[error("buffer is closed")]
+    Closed,
+    /// An endpoint the WAL does not know.
+    #[error("unknown endpoint {0:?}")]
+    UnknownEndpoint(String),
+}
+
+impl WalError {
+    /// Whether the sender should retry later (503) rather than see a server fault (500).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WalError::Full { .. } | WalError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod model_tests;

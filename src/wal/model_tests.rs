@@ -1,0 +1,265 @@
+//! Model-based property test: the WAL against a plain in-memory model over append, read,
+//! cursor moves, garbage collection, the size limit and restarts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::{Durability, FullPolicy, ReadItem, Record, RecordMeta, StartAt, Wal, WalConfig};
+
+const ENDPOINTS: [&str; 2] = ["a", "b"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(usize),
+    Advance(usize, u64),
+    Gc,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0usize..600).prop_map(Op::Append),
+        3 => (0usize..2, 0u64..6).prop_map(|(e, n)| Op::Advance(e, n)),
+        1 => Just(Op::Gc),
+        1 => Just(Op::Restart),
+    ]
+}
+
+#[derive(Default)]
+struct Model {
+    next_seq: u64,
+    records: VecDeque<(u64, Record, u64)>,
+    cursors: BTreeMap<&'static str, u64>,
+    bytes: u64,
+}
+
+impl Model {
+    fn first_seq(&self) -> u64 {
+        self.records.front().map_or(self.next_seq, |r| r.0)
+    }
+
+    fn drop_below(&mut self, upto: u64) {
+        while self.records.front().is_some_and(|r| r.0 < upto) {
+            let (_, _, len) = self.records.pop_front().expect("checked");
+            self.bytes -= len;
+        }
+    }
+}
+
+fn record(i: u64, size: usize) -> Record {
+    Record {
+        group: "g".into(),
+        source: format!("s{}", i % 3),
+        meta: RecordMeta {
+            received_ms: 1,
+            min_ts: i as i64,
+            max_ts: i as i64 + 5,
+            series: 1,
+            samples: size as u32,
+            histograms: 0,
+            exemplars: 0,
+        },
+        payload: Bytes::from(vec![(i % 251) as u8; size]),
+    }
+}
+
+fn open(dir: &std::path::Path, max_bytes: u64) -> Wal {
+    let wal = Wal::open(WalConfig {
+        dir: dir.to_path_buf(),
+        max_bytes,
+        max_age: Duration::from_secs(1 << 40),
+        full_policy: FullPolicy::DropOldest,
+        durability: Durability::None,
+        flush_interval: Duration::from_millis(100),
+    })
+    .expect("open wal");
+    let names: Vec<String> = ENDPOINTS.iter().map(|s| s.to_string()).collect();
+    wal.register_endpoints(&names, StartAt::Oldest)
+        .expect("register");
+    wal
+}
+
+fn check(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(wal.next_seq(), model.next_seq);
+    let stats = wal.stats();
+    prop_assert_eq!(stats.bytes, model.bytes);
+    prop_assert_eq!(stats.records, model.records.len() as u64);
+    for name in ENDPOINTS {
+        let cursor = wal.cursor(name).expect("known endpoint");
+        prop_assert_eq!(cursor, model.cursors[name], "cursor of {}", name);
+        let got = wal
+            .read_blocking(cursor, usize::MAX, usize::MAX)
+            .expect("read");
+        let want: Vec<_> = model.records.iter().filter(|r| r.0 >= cursor).collect();
+        prop_assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            match g {
+                ReadItem::Record(seq, r) => {
+                    prop_assert_eq!(*seq, w.0);
+                    prop_assert_eq!(r, &w.1);
+                }
+                ReadItem::Corrupt(seq, e) => prop_assert!(false, "corrupt {} {}", seq, e),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wal = open(dir.path(), max_bytes);
+    let mut model = Model::default();
+    for name in ENDPOINTS {
+        model.cursors.insert(name, 0);
+    }
+    for op in ops {
+        match op {
+            Op::Append(size) => {
+                let r = record(model.next_seq, size);
+                let encoded = r.encode();
+                let len = encoded.len() as u64;
+                let result = wal.insert(&encoded, r.meta);
+                if len > max_bytes {
+                    prop_assert!(result.is_err());
+                    continue;
+                }
+                // drop-oldest: evict from the front until the new record fits.
+                while model.bytes + len > max_bytes {
+                    let upto = model.first_seq() + 1;
+                    model.drop_below(upto);
+                    let first = model.first_seq();
+                    for c in model.cursors.values_mut() {
+                        *c = (*c).max(first);
+                    }
+                }
+                let seq = result.expect("append");
+                prop_assert_eq!(seq, model.next_seq);
+                model.records.push_back((seq, r, len));
+                model.bytes += len;
+                model.next_seq += 1;
+                // A record appended into an empty buffer moves the cursors past holes only.
+            }
+            Op::Advance(e, n) => {
+                let name = ENDPOINTS[e];
+                let to = (model.cursors[name] + n).min(model.next_seq);
+                wal.advance_cursor(name, to).expect("advance");
+                let c = model.cursors.get_mut(name).expect("known");
+                *c = (*c).max(to);
+            }
+            Op::Gc => {
+                wal.collect_garbage().expect("gc");
+                let slowest = *model.cursors.values().min().expect("two endpoints");
+                model.drop_below(slowest);
+            }
+            Op::Restart => {
+                wal.flush_blocking().expect("flush");
+                drop(wal);
+                wal = open(dir.path(), max_bytes);
+            }
+        }
+        check(&wal, &model)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn wal_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+        run(ops, u64::MAX)?;
+    }
+
+    #[test]
+    fn wal_matches_model_under_the_size_limit(ops in proptest::collection::vec(op(), 1..60)) {
+        run(ops, 2_000)?;
+    }
+}
+
+#[test]
+fn sequence_survives_a_full_drain_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = open(dir.path(), u64::MAX);
+    for i in 0..5 {
+        let r = record(i, 10);
+        wal.insert(&r.encode(), r.meta).expect("append");
+    }
+    for e in ENDPOINTS {
+        wal.advance_cursor(e, 5).expect("advance");
+    }
+    wal.collect_garbage().expect("gc");
+    assert_eq!(wal.stats().records, 0);
+    wal.flush_blocking().expect("flush");
+    drop(wal);
+    let wal = open(dir.path(), u64::MAX);
+    assert_eq!(
+        wal.next_seq(),
+        5,
+        "must not restart at 0 behind the cursors"
+    );
+    let r = record(5, 10);
+    assert_eq!(wal.insert(&r.encode(), r.meta).expect("append"), 5);
+}
+
+#[test]
+fn damaged_record_is_skipped_at_recovery_not_the_buffer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = open(dir.path(), u64::MAX);
+    for i in 0..4 {
+        let r = record(i, 100);
+        wal.insert(&r.encode(), r.meta).expect("append");
+    }
+    // Damage the tail record behind the WAL's back.
+    let mut bytes = wal
+        .inner_records_for_tests()
+        .get(3u64.to_be_bytes())
+        .expect("get")
+        .expect("present")
+        .to_vec();
+    bytes[40] ^= 0xff;
+    wal.inner_records_for_tests()
+        .insert(3u64.to_be_bytes(), bytes)
+        .expect("insert");
+    wal.flush_blocking().expect("flush");
+    drop(wal);
+    let wal = open(dir.path(), u64::MAX);
+    let got = wal.read_blocking(0, 100, usize::MAX).expect("read");
+    assert_eq!(
+        got.iter().map(ReadItem::seq).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        wal.next_seq(),
+        4,
+        "the damaged record's sequence is not reused"
+    );
+}
+
+#[test]
+fn block_policy_refuses_when_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(WalConfig {
+        dir: dir.path().to_path_buf(),
+        max_bytes: 500,
+        max_age: Duration::from_secs(3600),
+        full_policy: FullPolicy::Block,
+        durability: Durability::None,
+        flush_interval: Duration::from_millis(100),
+    })
+    .expect("open");
+    wal.register_endpoints(&["a".into()], StartAt::Oldest)
+        .expect("register");
+    let r = record(0, 300);
+    wal.insert(&r.encode(), r.meta).expect("first fits");
+    let err = wal
+        .insert(&r.encode(), r.meta)
+        .expect_err("second does not");
+    assert!(err.is_retryable());
+    // Once the endpoint took the first one, there is room again.
+    wal.advance_cursor("a", 1).expect("advance");
+    wal.collect_garbage().expect("gc");
+    wal.insert(&r.encode(), r.meta).expect("fits after gc");
+}

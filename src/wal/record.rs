@@ -1,0 +1,233 @@
+//! The record codec: one accepted write, with a checksum over everything it stores.
+//!
+//! Layout (little endian):
+//! ```text
+//! crc32 u32 | version u8 | received_ms u64 | min_ts i64 | max_ts i64 |
+//! series u32 | samples u32 | histograms u32 | exemplars u32 |
+//! group_len u16 | group | source_len u16 | source | payload (to the end)
+//! ```
+//! The CRC-32 covers every byte after itself. The payload is the snappy-compressed
+//! `WriteRequest` exactly as it will be shipped.
+
+use bytes::Bytes;
+
+const VERSION: u8 = 1;
+const FIXED: usize = 4 + 1 + 8 + 8 + 8 + 4 * 4;
+
+/// Why stored bytes are not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Fewer bytes than the fixed header, or than a length says.
+    #[error("record truncated")]
+    Truncated,
+    /// The checksum does not match: the bytes were damaged.
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// Stored CRC.
+        stored: u32,
+        /// CRC of the bytes read.
+        computed: u32,
+    },
+    /// A record format this build does not know.
+    #[error("unknown record version {0}")]
+    Version(u8),
+    /// Group or source is not UTF-8.
+    #[error("group or source is not UTF-8")]
+    Utf8,
+}
+
+/// What a record says about its samples, besides the payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// When the write was received (ms since the epoch).
+    pub received_ms: u64,
+    /// Smallest sample timestamp (ms); 0 when the write has no sample.
+    pub min_ts: i64,
+    /// Largest sample timestamp (ms); 0 when the write has no sample.
+    pub max_ts: i64,
+    /// Series in the write.
+    pub series: u32,
+    /// Float samples in the write.
+    pub samples: u32,
+    /// Native histogram samples in the write.
+    pub histograms: u32,
+    /// Exemplars in the write.
+    pub exemplars: u32,
+}
+
+/// One accepted write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// HA group it was accepted for.
+    pub group: String,
+    /// Source (replica) it came from.
+    pub source: String,
+    /// Counts and times.
+    pub meta: RecordMeta,
+    /// Snappy-compressed `WriteRequest`, as shipped.
+    pub payload: Bytes,
+}
+
+impl Record {
+    /// Encodes the record with its checksum.
+    pub fn encode(&self) -> Vec<u8> {
+        let group = truncate(&self.group);
+        let source = truncate(&self.source);
+        let mut out =
+            Vec::with_capacity(FIXED + 4 + group.len() + source.len() + self.payload.len());
+        out.extend_from_slice(&[0; 4]);
+        out.push(VERSION);
+        let m = &self.meta;
+        out.extend_from_slice(&m.received_ms.to_le_bytes());
+        out.extend_from_slice(&m.min_ts.to_le_bytes());
+        out.extend_from_slice(&m.max_ts.to_le_bytes());
+        for n in [m.series, m.samples, m.histograms, m.exemplars] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for s in [group, source] {
+            out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.extend_from_slice(&self.payload);
+        let crc = crc32fast::hash(&out[4..]);
+        out[..4].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes and verifies stored bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
+        let meta = Self::decode_meta(bytes)?;
+        let mut r = Reader {
+            buf: bytes,
+            pos: FIXED,
+        };
+        let group = r.string()?;
+        let source = r.string()?;
+        Ok(Record {
+            group,
+            source,
+            meta,
+            payload: Bytes::copy_from_slice(&bytes[r.pos..]),
+        })
+    }
+
+    /// Verifies the checksum and reads only the fixed header.
+    pub fn decode_meta(bytes: &[u8]) -> Result<RecordMeta, CodecError> {
+        if bytes.len() < FIXED {
+            return Err(CodecError::Truncated);
+        }
+        let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let computed = crc32fast::hash(&bytes[4..]);
+        if stored != computed {
+            return Err(CodecError::Checksum { stored, computed });
+        }
+        if bytes[4] != VERSION {
+            return Err(CodecError::Version(bytes[4]));
+        }
+        let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes"));
+        let u32_at = |p: usize| u32::from_le_bytes(bytes[p..p + 4].try_into().expect("4 bytes"));
+        Ok(RecordMeta {
+            received_ms: u64_at(5),
+            min_ts: u64_at(13) as i64,
+            max_ts: u64_at(21) as i64,
+            series: u32_at(29),
+            samples: u32_at(33),
+            histograms: u32_at(37),
+            exemplars: u32_at(41),
+        })
+    }
+}
+
+/// Group and source names longer than a u16 length are cut (at a char boundary).
+fn truncate(s: &str) -> &str {
+    if s.len() <= u16::MAX as usize {
+        return s;
+    }
+    let mut end = u16::MAX as usize;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn string(&mut self) -> Result<String, CodecError> {
+        let len = self
+            .buf
+            .get(self.pos..self.pos + 2)
+            .ok_or(CodecError::Truncated)?;
+        let len = u16::from_le_bytes(len.try_into().expect("2 bytes")) as usize;
+        self.pos += 2;
+        let s = self
+            .buf
+            .get(self.pos..self.pos + len)
+            .ok_or(CodecError::Truncated)?;
+        self.pos += len;
+        String::from_utf8(s.to_vec()).map_err(|_| CodecError::Utf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            group: "eu-1".into(),
+            source: "prom-a".into(),
+            meta: RecordMeta {
+                received_ms: 1_700_000_000_000,
+                min_ts: -5,
+                max_ts: 1_700_000_000_123,
+                series: 3,
+                samples: 7,
+                histograms: 1,
+                exemplars: 2,
+            },
+            payload: Bytes::from_static(b"\x00\x01snappy"),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample();
+        assert_eq!(Record::decode(&r.encode()), Ok(r.clone()));
+        assert_eq!(Record::decode_meta(&r.encode()), Ok(r.meta));
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected() {
+        let bytes = sample().encode();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(Record::decode(&b).is_err(), "flip at byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_is_detected() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() {
+            assert!(Record::decode(&bytes[..len]).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn empty_payload_and_names() {
+        let r = Record {
+            group: String::new(),
+            source: String::new(),
+            meta: RecordMeta::default(),
+            payload: Bytes::new(),
+        };
+        assert_eq!(Record::decode(&r.encode()), Ok(r));
+    }
+}
