@@ -1,1 +1,163 @@
+//! Config tests: the example file, precedence, and all problems at once.
 
+use super::*;
+
+fn args(flags: &[&str]) -> ServeArgs {
+    use clap::Parser;
+    let mut argv = vec!["highlander", "serve"];
+    argv.extend_from_slice(flags);
+    match Cli::try_parse_from(argv).expect("flags parse").command {
+        Command::Serve(a) => *a,
+    }
+}
+
+#[test]
+fn example_config_in_data_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/highlander.toml");
+    let file = load_file(&path).expect("example parses");
+    let c = Config::from_parts(&ServeArgs::default(), &file).expect("example is valid");
+    assert_eq!(c.shipper.endpoints.len(), 1);
+    let e = &c.shipper.endpoints[0];
+    assert_eq!(e.name, "victoria");
+    assert_eq!(
+        e.headers,
+        vec![("X-Scope-OrgID".to_owned(), "team-a".to_owned())]
+    );
+    assert_eq!(c.election.health_expiry, Duration::from_secs(5));
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = Config::from_parts(&args(&[]), &FileConfig::default()).expect("defaults valid");
+    assert_eq!(c.ingest.listen.to_string(), "0.0.0.0:9091");
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9092");
+    assert_eq!(c.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.election.health_tick, Duration::from_secs(1));
+    assert_eq!(c.election.health_expiry, Duration::from_secs(5));
+    assert_eq!(c.wal.durability, Durability::Sync);
+    assert_eq!(c.wal.full_policy, FullPolicy::DropOldest);
+    assert_eq!(c.shipper.endpoints.len(), 1);
+    assert_eq!(c.shipper.endpoints[0].url.as_str(), DEFAULT_REMOTE_WRITE);
+}
+
+#[test]
+fn remote_write_forms() {
+    let c = Config::from_parts(
+        &args(&[
+            "--remote-write",
+            "vm=http://vm:8428",
+            "--remote-write",
+            "https://mimir.example:443/api/v1/push",
+        ]),
+        &FileConfig::default(),
+    )
+    .expect("valid");
+    let e = &c.shipper.endpoints;
+    assert_eq!(e[0].name, "vm");
+    assert_eq!(
+        e[0].url.as_str(),
+        "http://vm:8428/api/v1/write",
+        "a bare URL gets the path"
+    );
+    assert_eq!(e[1].name, "mimir.example:443");
+    assert_eq!(e[1].url.path(), "/api/v1/push");
+}
+
+#[test]
+fn flags_override_the_file() {
+    let file: FileConfig =
+        toml::from_str("health_expiry = \"9s\"\nlisten = \"127.0.0.1:1\"").expect("toml");
+    let c = Config::from_parts(&args(&["--listen", "127.0.0.1:2"]), &file).expect("valid");
+    assert_eq!(c.ingest.listen.port(), 2);
+    assert_eq!(c.election.health_expiry, Duration::from_secs(9));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = Config::from_parts(
+        &args(&[
+            "--listen",
+            "nowhere",
+            "--health-tick",
+            "soon",
+            "--durability",
+            "maybe",
+            "--remote-write",
+            "ftp://x",
+            "--buffer-max-bytes",
+            "lots",
+        ]),
+        &FileConfig::default(),
+    )
+    .expect_err("invalid");
+    assert_eq!(e.problems.len(), 5, "{e}");
+    for word in [
+        "listen",
+        "health-tick",
+        "durability",
+        "remote-write",
+        "buffer-max-bytes",
+    ] {
+        assert!(e.to_string().contains(word), "{word} missing in: {e}");
+    }
+}
+
+#[test]
+fn cross_field_rules() {
+    let e = Config::from_parts(
+        &args(&[
+            "--health-tick",
+            "10s",
+            "--health-expiry",
+            "5s",
+            "--listen",
+            "127.0.0.1:9092",
+        ]),
+        &FileConfig::default(),
+    )
+    .expect_err("invalid");
+    assert_eq!(e.problems.len(), 2, "{e}");
+    let e = Config::from_parts(
+        &args(&[
+            "--remote-write",
+            "http://a:1",
+            "--remote-write",
+            "http://a:1/other",
+        ]),
+        &FileConfig::default(),
+    )
+    .expect_err("duplicate names");
+    assert!(e.to_string().contains("used twice"), "{e}");
+}
+
+#[test]
+fn unknown_file_fields_are_refused() {
+    let r: Result<FileConfig, _> = toml::from_str("health_expiri = \"5s\"");
+    assert!(r.is_err());
+    let r: Result<FileConfig, _> =
+        toml::from_str("[[endpoint]]\nurl = \"http://a\"\npasword = \"x\"");
+    assert!(r.is_err());
+}
+
+#[test]
+fn endpoint_auth_from_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "s3cret\n").expect("write");
+    let text = format!(
+        "[[endpoint]]\nurl = \"http://a\"\nbearer_token_file = \"{}\"\n[[endpoint]]\nname = \"b\"\nurl = \"http://b\"\nbasic_auth = {{ username = \"u\", password = \"p\" }}\n",
+        secret.display()
+    );
+    let file: FileConfig = toml::from_str(&text).expect("toml");
+    let c = Config::from_parts(&ServeArgs::default(), &file).expect("valid");
+    assert_eq!(c.shipper.endpoints[0].auth, Auth::Bearer("s3cret".into()));
+    assert_eq!(
+        c.shipper.endpoints[1].auth,
+        Auth::Basic {
+            username: "u".into(),
+            password: "p".into()
+        }
+    );
+    let bad: FileConfig = toml::from_str("[[endpoint]]\nurl = \"http://a\"\nbearer_token = \"x\"\nbasic_auth = { username = \"u\", password = \"p\" }").expect("toml");
+    assert!(Config::from_parts(&ServeArgs::default(), &bad).is_err());
+}

@@ -66,16 +66,31 @@ fn record(i: u64, size: usize) -> Record {
     }
 }
 
+/// Opens the WAL, waiting (bounded) for sled's background thread of the previous instance
+/// in this process to release the directory lock.
+pub(super) fn reopen(config: WalConfig) -> Wal {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Wal::open(config.clone()) {
+            Ok(w) => return w,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("open wal: {e}"),
+        }
+    }
+}
+
 fn open(dir: &std::path::Path, max_bytes: u64) -> Wal {
-    let wal = Wal::open(WalConfig {
+    let wal = reopen(WalConfig {
         dir: dir.to_path_buf(),
         max_bytes,
         max_age: Duration::from_secs(1 << 40),
         full_policy: FullPolicy::DropOldest,
         durability: Durability::None,
         flush_interval: Duration::from_millis(100),
-    })
-    .expect("open wal");
+    });
     let names: Vec<String> = ENDPOINTS.iter().map(|s| s.to_string()).collect();
     wal.register_endpoints(&names, StartAt::Oldest)
         .expect("register");
