@@ -85,8 +85,7 @@ fn create_dir(path: &Path) -> Result<(), AppError> {
 
 /// Runs a node until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), AppError> {
-    // One process-wide TLS provider (ring): the aws-lc default costs minutes of build time.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::shipper::client::install_crypto_provider();
     create_dir(&config.data_dir)?;
     let instance_id = instance_id(&config)?;
 

@@ -11,6 +11,16 @@ use reqwest::header::{
 
 use super::retry::{classify_error, classify_status, Verdict};
 
+/// Installs the process-wide TLS crypto provider (ring) once; every HTTP client needs it.
+/// The aws-lc default would add minutes to every clean build.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is installed already, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// The Remote-Write protocol version we speak to storages.
 pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
 
@@ -102,6 +112,7 @@ pub struct EndpointClient {
 impl EndpointClient {
     /// Builds the client with its default headers.
     pub fn new(cfg: &EndpointConfig) -> Result<Self, ClientError> {
+        install_crypto_provider();
         let header_err = |name: &str| ClientError::Header {
             endpoint: cfg.name.clone(),
             name: name.to_owned(),

@@ -1,0 +1,442 @@
+//! Shared harness for the black-box tests: free ports, temp dirs, a real highlander child
+//! process, an in-test storage that decodes what it receives, a request builder, and waits
+//! with deadlines. Every child process is killed when its handle drops.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
+use prost::Message;
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    highlander::shipper::client::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A highlander child process.
+pub struct Node {
+    child: Option<Child>,
+    pub ingest: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node with a fresh data dir and `extra` flags; waits until it is ready.
+    pub async fn start(extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut node = Node {
+            child: None,
+            ingest: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+            admin: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+            log_path: tmp.path().join("highlander.log"),
+            data_dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        node.spawn();
+        node.wait_ready().await;
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_highlander"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.ingest.to_string())
+            .arg("--admin-listen")
+            .arg(self.admin.to_string())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env("RUST_LOG", "info,highlander=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn highlander");
+        self.child = Some(child);
+    }
+
+    /// Waits for `/readyz`; panics with the log if the process died or never got ready.
+    pub async fn wait_ready(&mut self) {
+        let url = format!("http://{}/readyz", self.admin);
+        let client = http();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("highlander exited early with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!("highlander not ready after 30s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "highlander did not stop within 40s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again on the same ports and data dir.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Everything the process logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The write URL with a query string.
+    pub fn write_url(&self, query: &str) -> String {
+        format!("http://{}/api/v1/write?{query}", self.ingest)
+    }
+
+    /// GET an admin path as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        http()
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .expect("admin reachable")
+            .text()
+            .await
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .expect("admin JSON")
+    }
+
+    /// Waits until every endpoint has taken everything buffered.
+    pub async fn wait_drained(&self, timeout: Duration) {
+        wait_until("the queue to drain", timeout, || async {
+            let q = self.admin_json("/api/v1/queue").await;
+            let lag: u64 = q["endpoints"]
+                .as_array()
+                .expect("endpoints")
+                .iter()
+                .map(|e| e["lag_records"].as_u64().unwrap_or(u64::MAX))
+                .sum();
+            (lag == 0).then_some(())
+        })
+        .await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// How the in-test storage answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// 204 and keep the samples.
+    Accept,
+    /// Answer this status (and keep nothing).
+    Fail(u16),
+    /// 400 when any series is named this; else accept.
+    RejectMetric(String),
+    /// 413 when the request has more series than this; else accept.
+    MaxSeries(usize),
+}
+
+/// What the storage received.
+#[derive(Default)]
+pub struct Received {
+    pub mode: Option<Mode>,
+    /// Accepted requests, in arrival order.
+    pub requests: Vec<WriteRequest>,
+    /// Every request's headers (accepted or not), lower-case names.
+    pub headers: Vec<BTreeMap<String, String>>,
+    /// Requests answered with a failure.
+    pub refused: u64,
+}
+
+/// An in-process storage that decodes every Remote-Write request it receives.
+pub struct Sink {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<Received>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// `__name__` plus the other labels, as one string.
+pub fn series_key(labels: &[Label]) -> String {
+    labels
+        .iter()
+        .map(|l| format!("{}={}", l.name, l.value))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Arc<Mutex<Received>>>,
+) -> HttpResponse {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let decoded = snap::raw::Decoder::new()
+        .decompress_vec(&body)
+        .ok()
+        .and_then(|raw| WriteRequest::decode(raw.as_slice()).ok());
+    let mut s = state.lock().expect("sink state");
+    s.headers.push(headers);
+    let Some(wr) = decoded else {
+        s.refused += 1;
+        return HttpResponse::BadRequest().body("sink: undecodable body");
+    };
+    let mode = s.mode.clone().unwrap_or(Mode::Accept);
+    let refuse = match &mode {
+        Mode::Accept => None,
+        Mode::Fail(code) => Some(*code),
+        Mode::RejectMetric(name) => wr
+            .timeseries
+            .iter()
+            .any(|t| {
+                t.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && &l.value == name)
+            })
+            .then_some(400),
+        Mode::MaxSeries(n) => (wr.timeseries.len() > *n).then_some(413),
+    };
+    match refuse {
+        Some(code) => {
+            s.refused += 1;
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).expect("status"))
+                .body(format!("sink refuses with {code}"))
+        }
+        None => {
+            s.requests.push(wr);
+            HttpResponse::NoContent().finish()
+        }
+    }
+}
+
+impl Sink {
+    /// Starts on a free port.
+    pub async fn start() -> Sink {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts on `port` (to bring a "dead" storage back on its old address).
+    pub async fn start_on(port: u16) -> Sink {
+        let state = Arc::new(Mutex::new(Received::default()));
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(64 << 20))
+                .default_service(web::post().to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(("127.0.0.1", port))
+        .expect("bind sink")
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Sink {
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            state,
+            handle,
+        }
+    }
+
+    /// The write URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// Changes how it answers.
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().expect("sink").mode = Some(mode);
+    }
+
+    /// Runs `f` on what was received.
+    pub fn with<T>(&self, f: impl FnOnce(&Received) -> T) -> T {
+        f(&self.state.lock().expect("sink"))
+    }
+
+    /// Every accepted sample as (series, timestamp), in arrival order.
+    pub fn samples(&self) -> Vec<(String, i64)> {
+        self.with(|r| {
+            r.requests
+                .iter()
+                .flat_map(|w| {
+                    w.timeseries.iter().flat_map(|t| {
+                        let k = series_key(&t.labels);
+                        t.samples.iter().map(move |s| (k.clone(), s.timestamp))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Waits until at least `n` samples were accepted.
+    pub async fn wait_samples(&self, n: usize, timeout: Duration) {
+        wait_until(&format!("{n} samples at the sink"), timeout, || async {
+            (self.samples().len() >= n).then_some(())
+        })
+        .await
+    }
+
+    /// Stops listening.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// A request of `series` series named `name` with `samples` samples each, timestamps
+/// `t0, t0+1000, …`, values equal to the timestamp.
+pub fn request(name: &str, series: usize, samples: usize, t0: i64) -> WriteRequest {
+    WriteRequest {
+        timeseries: (0..series)
+            .map(|i| TimeSeries {
+                labels: vec![
+                    Label {
+                        name: "__name__".into(),
+                        value: name.into(),
+                    },
+                    Label {
+                        name: "series".into(),
+                        value: format!("{i:05}"),
+                    },
+                ],
+                samples: (0..samples as i64)
+                    .map(|k| Sample {
+                        value: (t0 + k * 1000) as f64,
+                        timestamp: t0 + k * 1000,
+                    })
+                    .collect(),
+                ..TimeSeries::default()
+            })
+            .collect(),
+        metadata: vec![],
+    }
+}
+
+/// The snappy-compressed body of a request.
+pub fn body(req: &WriteRequest) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("compress")
+}
+
+/// POSTs a request as Prometheus does; returns the status and the body text.
+pub async fn post(client: &reqwest::Client, url: &str, req: &WriteRequest) -> (u16, String) {
+    post_raw(client, url, body(req), "snappy", "application/x-protobuf").await
+}
+
+/// POSTs arbitrary bytes with the given encoding and type headers.
+pub async fn post_raw(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    encoding: &str,
+    content_type: &str,
+) -> (u16, String) {
+    let mut r = client.post(url).body(body);
+    if !encoding.is_empty() {
+        r = r.header("Content-Encoding", encoding);
+    }
+    if !content_type.is_empty() {
+        r = r.header("Content-Type", content_type);
+    }
+    let resp = r.send().await.expect("highlander reachable");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// A temp dir path helper for tests that need their own files.
+pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

@@ -1,0 +1,528 @@
+//! Black-box tests of one highlander process on real sockets, with an in-test storage.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn client() -> reqwest::Client {
+    http()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_the_promoted_source_and_drops_the_standby() {
+    let sink = Sink::start().await;
+    let node = Node::start(&["--remote-write", &sink.url()]).await;
+    let c = client();
+    let a = node.write_url("highlander_weight=10&highlander_source=a");
+    let b = node.write_url("highlander_weight=5&highlander_source=b");
+    assert_eq!(post(&c, &a, &request("from_a", 2, 3, T0)).await.0, 204);
+    assert_eq!(post(&c, &b, &request("from_b", 2, 3, T0)).await.0, 202);
+    assert_eq!(
+        post(&c, &a, &request("from_a", 2, 3, T0 + 3_000)).await.0,
+        204
+    );
+    sink.wait_samples(12, Duration::from_secs(10)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    let samples = sink.samples();
+    assert_eq!(samples.len(), 12);
+    assert!(
+        samples.iter().all(|(k, _)| k.contains("from_a")),
+        "standby leaked: {samples:?}"
+    );
+    // Headers a storage expects.
+    let headers = sink.with(|r| r.headers[0].clone());
+    assert_eq!(headers["content-encoding"], "snappy");
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    assert_eq!(headers["x-prometheus-remote-write-version"], "0.1.0");
+    assert!(headers["user-agent"].starts_with("highlander/"));
+    let groups = node.admin_json("/api/v1/groups").await;
+    let g = &groups["groups"][0];
+    assert_eq!(g["name"], "default");
+    assert_eq!(g["promoted"]["source"], "a");
+    assert_eq!(g["sources"]["b"]["samples_dropped"], 6);
+    assert!(node
+        .log()
+        .contains("new source : 'a' (no current promoted source) (10)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strictly_bigger_weight_takes_over() {
+    let sink = Sink::start().await;
+    let node = Node::start(&["--remote-write", &sink.url()]).await;
+    let c = client();
+    let w = |q: &str| node.write_url(q);
+    assert_eq!(
+        post(
+            &c,
+            &w("highlander_weight=5&highlander_source=a"),
+            &request("m", 1, 1, T0)
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        post(
+            &c,
+            &w("highlander_weight=5&highlander_source=b"),
+            &request("m", 1, 1, T0)
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        post(
+            &c,
+            &w("highlander_weight=6&highlander_source=b"),
+            &request("m", 1, 1, T0 + 1000)
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        post(
+            &c,
+            &w("highlander_weight=5&highlander_source=a"),
+            &request("m", 1, 1, T0 + 2000)
+        )
+        .await
+        .0,
+        202
+    );
+    assert!(
+        node.log()
+            .contains("new source : 'b' (bigger Highlander Weight) (5 -> 6)"),
+        "{}",
+        node.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_after_expiry() {
+    let sink = Sink::start().await;
+    let node = Node::start(&[
+        "--remote-write",
+        &sink.url(),
+        "--health-tick",
+        "100ms",
+        "--health-expiry",
+        "1s",
+    ])
+    .await;
+    let c = client();
+    let a = node.write_url("highlander_weight=10&highlander_source=a");
+    let b = node.write_url("highlander_weight=1&highlander_source=b");
+    assert_eq!(post(&c, &a, &request("m", 1, 1, T0)).await.0, 204);
+    assert_eq!(post(&c, &b, &request("m", 1, 1, T0)).await.0, 202);
+    // a goes silent; b keeps writing and is promoted once the expiry passed.
+    let promoted_at = wait_until("b to be promoted", Duration::from_secs(10), || async {
+        let (status, _) = post(&c, &b, &request("m", 1, 1, T0 + 1000)).await;
+        (status == 204).then_some(std::time::Instant::now())
+    })
+    .await;
+    let _ = promoted_at;
+    let log = node.log();
+    assert!(log.contains("lost source : 'a' (no data for 1s)"), "{log}");
+    assert!(
+        log.contains("new source : 'b' (no current promoted source) (1)"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
+    let sink = Sink::start().await;
+    let node = Node::start(&[
+        "--remote-write",
+        &sink.url(),
+        "--max-body-bytes",
+        "4KiB",
+        "--max-decoded-bytes",
+        "64KiB",
+    ])
+    .await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    let good = body(&request("m", 1, 1, T0));
+    let mut bomb = Vec::new();
+    // snappy varint header announcing 1 GiB.
+    bomb.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04]);
+    bomb.extend_from_slice(&[0; 8]);
+    let unsorted = {
+        let mut r = request("m", 1, 1, T0);
+        r.timeseries[0].labels.reverse();
+        body(&r)
+    };
+    let cases: Vec<(&str, String, Vec<u8>, &str, &str, u16)> = vec![
+        (
+            "no encoding",
+            url.clone(),
+            good.clone(),
+            "",
+            "application/x-protobuf",
+            415,
+        ),
+        (
+            "gzip",
+            url.clone(),
+            good.clone(),
+            "gzip",
+            "application/x-protobuf",
+            415,
+        ),
+        (
+            "json",
+            url.clone(),
+            good.clone(),
+            "snappy",
+            "application/json",
+            415,
+        ),
+        (
+            "rw2",
+            url.clone(),
+            good.clone(),
+            "snappy",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            415,
+        ),
+        (
+            "bad snappy",
+            url.clone(),
+            b"\xff\xff\xff\xff\xff".to_vec(),
+            "snappy",
+            "application/x-protobuf",
+            400,
+        ),
+        (
+            "bad protobuf",
+            url.clone(),
+            snap::raw::Encoder::new()
+                .compress_vec(b"\x0b\x0c")
+                .expect("c"),
+            "snappy",
+            "application/x-protobuf",
+            400,
+        ),
+        (
+            "unsorted labels",
+            url.clone(),
+            unsorted,
+            "snappy",
+            "application/x-protobuf",
+            400,
+        ),
+        (
+            "bad weight",
+            node.write_url("highlander_weight=-3"),
+            good.clone(),
+            "snappy",
+            "application/x-protobuf",
+            400,
+        ),
+        (
+            "too large",
+            url.clone(),
+            vec![0; 8 << 10],
+            "snappy",
+            "application/x-protobuf",
+            413,
+        ),
+        (
+            "snappy bomb",
+            url.clone(),
+            bomb,
+            "snappy",
+            "application/x-protobuf",
+            413,
+        ),
+    ];
+    for (name, url, body, enc, ct, want) in cases {
+        let (status, text) = post_raw(&c, &url, body, enc, ct).await;
+        assert_eq!(status, want, "{name}: {text}");
+        assert_eq!(
+            text.trim().lines().count(),
+            1,
+            "{name}: one-line reason, got {text:?}"
+        );
+    }
+    // GET is not a write.
+    let r = c.get(node.write_url("")).send().await.expect("reachable");
+    assert_eq!(r.status().as_u16(), 405);
+    // Still serving, and nothing bad reached the storage.
+    assert_eq!(post(&c, &url, &request("m", 1, 1, T0)).await.0, 204);
+    sink.wait_samples(1, Duration::from_secs(10)).await;
+    assert_eq!(sink.samples().len(), 1);
+    assert!(node.log().contains("write refused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dead_storage_does_not_slow_the_other_and_catches_up_in_order() {
+    let alive = Sink::start().await;
+    let dead = Sink::start().await;
+    dead.set_mode(Mode::Fail(503));
+    let node = Node::start(&[
+        "--remote-write",
+        &format!("alive={}", alive.url()),
+        "--remote-write",
+        &format!("dead={}", dead.url()),
+    ])
+    .await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    for i in 0..20 {
+        assert_eq!(
+            post(&c, &url, &request("m", 3, 2, T0 + i * 2_000)).await.0,
+            204
+        );
+    }
+    alive.wait_samples(120, Duration::from_secs(10)).await;
+    let q = node.admin_json("/api/v1/queue").await;
+    let dead_view = q["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["name"] == "dead")
+        .expect("dead")
+        .clone();
+    assert!(dead_view["lag_records"].as_u64().expect("lag") > 0, "{q}");
+    assert!(
+        dead_view["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("503"),
+        "{q}"
+    );
+    assert!(
+        ["backoff", "failing", "shipping"].contains(&dead_view["state"].as_str().expect("state")),
+        "{q}"
+    );
+    assert!(
+        q["records"].as_u64().expect("records") > 0,
+        "kept for the dead endpoint: {q}"
+    );
+    // The storage comes back: everything arrives, in timestamp order per series.
+    dead.set_mode(Mode::Accept);
+    dead.wait_samples(120, Duration::from_secs(60)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    let samples = dead.samples();
+    assert_eq!(samples.len(), 120);
+    for series in samples
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect::<BTreeSet<_>>()
+    {
+        let ts: Vec<i64> = samples
+            .iter()
+            .filter(|(k, _)| *k == series)
+            .map(|(_, t)| *t)
+            .collect();
+        assert!(
+            ts.windows(2).all(|w| w[0] < w[1]),
+            "{series}: out of order {ts:?}"
+        );
+    }
+    // Garbage collection removes what both took.
+    wait_until(
+        "the buffer to be collected",
+        Duration::from_secs(10),
+        || async { (node.admin_json("/api/v1/queue").await["records"] == 0).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_the_cursors() {
+    let port = free_port();
+    let mut node = Node::start(&[
+        "--remote-write",
+        &format!("http://127.0.0.1:{port}/api/v1/write"),
+    ])
+    .await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    for i in 0..10 {
+        assert_eq!(
+            post(&c, &url, &request("m", 2, 1, T0 + i * 1_000)).await.0,
+            204
+        );
+    }
+    assert!(
+        node.terminate().success(),
+        "clean exit on SIGTERM:\n{}",
+        node.log()
+    );
+    let sink = Sink::start_on(port).await;
+    node.restart().await;
+    sink.wait_samples(20, Duration::from_secs(20)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    // A clean stop persisted the cursor: nothing is sent twice.
+    assert_eq!(sink.samples().len(), 20);
+    assert!(node.log().contains("stopped; buffer flushed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_rejection_is_quarantined_and_the_cursor_moves_on() {
+    let sink = Sink::start().await;
+    sink.set_mode(Mode::RejectMetric("poison".into()));
+    let node = Node::start(&["--remote-write", &sink.url()]).await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    assert_eq!(post(&c, &url, &request("good", 1, 1, T0)).await.0, 204);
+    assert_eq!(post(&c, &url, &request("poison", 1, 1, T0)).await.0, 204);
+    assert_eq!(
+        post(&c, &url, &request("good", 1, 1, T0 + 1000)).await.0,
+        204
+    );
+    sink.wait_samples(2, Duration::from_secs(10)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    let q = node.admin_json("/api/v1/queue").await;
+    assert_eq!(q["quarantined"], 1, "{q}");
+    assert_eq!(q["endpoints"][0]["quarantined"], 1, "{q}");
+    assert!(q["endpoints"][0]["last_error"]
+        .as_str()
+        .expect("error")
+        .contains("400"));
+    assert!(node.log().contains("rejected the batch permanently"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_for_the_storage_is_split_in_halves() {
+    let sink = Sink::start().await;
+    sink.set_mode(Mode::MaxSeries(3));
+    let node = Node::start(&["--remote-write", &sink.url()]).await;
+    let c = client();
+    assert_eq!(
+        post(
+            &c,
+            &node.write_url("highlander_source=a"),
+            &request("m", 10, 2, T0)
+        )
+        .await
+        .0,
+        204
+    );
+    sink.wait_samples(20, Duration::from_secs(10)).await;
+    let keys: BTreeSet<String> = sink.samples().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 10);
+    assert_eq!(node.admin_json("/api/v1/queue").await["quarantined"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_label_names_the_source_and_is_stripped() {
+    let sink = Sink::start().await;
+    let node = Node::start(&[
+        "--remote-write",
+        &sink.url(),
+        "--replica-label",
+        "__replica__",
+        "--group-label",
+        "cluster",
+    ])
+    .await;
+    let c = client();
+    let labelled = |replica: &str| {
+        let mut r = request("m", 2, 1, T0);
+        for t in &mut r.timeseries {
+            t.labels.insert(
+                0,
+                highlander::proto::Label {
+                    name: "__replica__".into(),
+                    value: replica.into(),
+                },
+            );
+            t.labels.insert(
+                1,
+                highlander::proto::Label {
+                    name: "__name__".into(),
+                    value: "m".into(),
+                },
+            );
+            t.labels.remove(2);
+            t.labels.insert(
+                1,
+                highlander::proto::Label {
+                    name: "cluster".into(),
+                    value: "eu".into(),
+                },
+            );
+        }
+        r.timeseries
+            .iter_mut()
+            .for_each(|t| t.labels.sort_by(|a, b| a.name.cmp(&b.name)));
+        r
+    };
+    assert_eq!(post(&c, &node.write_url(""), &labelled("r1")).await.0, 204);
+    assert_eq!(post(&c, &node.write_url(""), &labelled("r2")).await.0, 202);
+    sink.wait_samples(2, Duration::from_secs(10)).await;
+    for (k, _) in sink.samples() {
+        assert!(
+            !k.contains("__replica__"),
+            "replica label must be stripped: {k}"
+        );
+        assert!(k.contains("cluster=eu"), "{k}");
+    }
+    let g = node.admin_json("/api/v1/groups/eu").await;
+    assert_eq!(g["promoted"]["source"], "r1", "{g}");
+    let missing = http()
+        .get(format!("http://{}/api/v1/groups/nope", node.admin))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(missing.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_buffer_under_block_policy_answers_503_with_retry_after() {
+    let port = free_port();
+    let node = Node::start(&[
+        "--remote-write",
+        &format!("http://127.0.0.1:{port}"),
+        "--buffer-max-bytes",
+        "64KiB",
+        "--max-body-bytes",
+        "16KiB",
+        "--buffer-full-policy",
+        "block",
+    ])
+    .await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    let mut statuses = Vec::new();
+    for i in 0..1000 {
+        let resp = c
+            .post(&url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .body(body(&request("m", 50, 5, T0 + i * 5_000)))
+            .send()
+            .await
+            .expect("reachable");
+        let status = resp.status().as_u16();
+        if status == 503 {
+            assert!(resp.headers().contains_key("retry-after"));
+        }
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 204));
+    // The storage comes up: the buffer drains and writes are accepted again.
+    let sink = Sink::start_on(port).await;
+    let accepted = statuses.len() - 1;
+    sink.wait_samples(accepted * 250, Duration::from_secs(60))
+        .await;
+    wait_until("writes accepted again", Duration::from_secs(20), || async {
+        (post(&c, &url, &request("m", 1, 1, T0 + 10_000_000)).await.0 == 204).then_some(())
+    })
+    .await;
+}
