@@ -9,6 +9,9 @@ use common::*;
 
 const T0: i64 = 1_700_000_000_000;
 
+/// name, URL, body, Content-Encoding, Content-Type, expected status.
+type BadCase<'a> = (&'a str, String, Vec<u8>, &'a str, &'a str, u16);
+
 fn client() -> reqwest::Client {
     http()
 }
@@ -160,7 +163,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
         r.timeseries[0].labels.reverse();
         body(&r)
     };
-    let cases: Vec<(&str, String, Vec<u8>, &str, &str, u16)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "no encoding",
             url.clone(),

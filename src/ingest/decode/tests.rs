@@ -147,7 +147,7 @@ fn replica_label_is_stripped_and_everything_else_kept() {
 fn unknown_fields_pass_through_the_strip() {
     let mut raw = full_request().encode_to_vec();
     // An unknown top-level field 15 (varint 7): a newer sender's extension.
-    write_varint(&mut raw, (15 << 3) | 0);
+    write_varint(&mut raw, 15 << 3); // field 15, wire type 0 (varint)
     write_varint(&mut raw, 7);
     let stripped = strip_label(&raw, "__replica__").expect("valid");
     assert!(stripped.ends_with(&[15 << 3, 7]));
