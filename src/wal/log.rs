@@ -23,6 +23,23 @@ struct Entry {
     max_ts: i64,
 }
 
+impl Entry {
+    fn new(len: usize, m: &super::RecordMeta) -> Entry {
+        let empty = m.samples == 0 && m.histograms == 0;
+        Entry {
+            len: len as u32,
+            received_ms: m.received_ms,
+            // A write without samples (metadata only) has no data time.
+            min_ts: if empty { i64::MAX } else { m.min_ts },
+            max_ts: if empty { i64::MIN } else { m.max_ts },
+        }
+    }
+
+    fn has_samples(&self) -> bool {
+        self.len > 0 && self.min_ts <= self.max_ts
+    }
+}
+
 /// Everything that changes together, under one lock.
 struct Log {
     /// Sequence of `index[0]`.
@@ -163,12 +180,7 @@ impl Wal {
             }
             match Record::decode_meta(&value) {
                 Ok(m) => {
-                    index.push_back(Entry {
-                        len: value.len() as u32,
-                        received_ms: m.received_ms,
-                        min_ts: m.min_ts,
-                        max_ts: m.max_ts,
-                    });
+                    index.push_back(Entry::new(value.len(), &m));
                     bytes += value.len() as u64;
                 }
                 Err(e) => {
@@ -291,12 +303,7 @@ impl Wal {
         if log.index.is_empty() {
             log.first_seq = seq;
         }
-        log.index.push_back(Entry {
-            len: len as u32,
-            received_ms: meta.received_ms,
-            min_ts: meta.min_ts,
-            max_ts: meta.max_ts,
-        });
+        log.index.push_back(Entry::new(encoded.len(), &meta));
         log.bytes += len;
         let next = log.next_seq;
         drop(log);
@@ -553,7 +560,12 @@ impl Wal {
         let now = self.inner.clock.now_ms();
         let live = log.index.iter().filter(|e| e.len > 0);
         let oldest = live.clone().next().map(|e| e.received_ms);
-        let newest_ts = log.index.iter().rev().find(|e| e.len > 0).map(|e| e.max_ts);
+        let newest_ts = log
+            .index
+            .iter()
+            .rev()
+            .find(|e| e.has_samples())
+            .map(|e| e.max_ts);
         let endpoints = log
             .cursors
             .iter()
@@ -562,7 +574,7 @@ impl Wal {
                 let pending = log.index.iter().skip(skip).filter(|e| e.len > 0);
                 let lag_records = pending.clone().count() as u64;
                 let lag_bytes = pending.clone().map(|e| u64::from(e.len)).sum();
-                let oldest_ts = pending.map(|e| e.min_ts).min();
+                let oldest_ts = pending.filter(|e| e.has_samples()).map(|e| e.min_ts).min();
                 let lag_seconds = match (oldest_ts, newest_ts) {
                     (Some(o), Some(n)) if n > o => (n - o) as f64 / 1000.0,
                     _ => 0.0,
