@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
-use crate::election::{Elector, Promotions, SystemClock};
+use crate::election::{ElectionStore, Elector, Promotions, SystemClock};
 use crate::ingest::{self, Ingest};
 use crate::shipper::{ClientError, Shipper};
 use crate::wal::{self, Wal, WalError};
@@ -29,6 +29,9 @@ pub enum AppError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The election state could not be opened.
+    #[error("opening the election state: {0}")]
+    State(sled::Error),
     /// The buffer could not be opened.
     #[error("opening the buffer: {0}")]
     Wal(#[from] WalError),
@@ -125,7 +128,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 
     let shutdown = CancellationToken::new();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    let elector = Elector::new(config.election.health_expiry, Arc::new(SystemClock));
+    let state_dir = config.data_dir.join("state");
+    let store = tokio::task::spawn_blocking(move || ElectionStore::open(&state_dir))
+        .await
+        .map_err(|_| WalError::Closed)?
+        .map_err(AppError::State)?;
+    let elector = Elector::with_store(config.election.health_expiry, Arc::new(SystemClock), store);
     tasks.push(tokio::spawn(
         elector
             .clone()

@@ -11,11 +11,19 @@
 //! every rule); the seed's log lines (`new source : ...`, `lost source : ...`) are written
 //! here and nowhere else.
 //!
+//! Operator overrides: a *pin* prefers one source over any weight until it is removed or
+//! its `until` passes (a silent pinned source is still demoted after the expiry, and takes
+//! over again when it writes); a *failover* demotes the promoted source now, promotes the
+//! best other live source (highest weight, then most recent write) and pins it, so the old
+//! one does not take over again by weight. Pins and the recent history of every group are
+//! kept durably ([`store`]).
+//!
 //! The rest of the relay talks to the election through the [`Promotions`] trait: standalone
 //! nodes use [`Elector`], which decides locally; the cluster provides an implementation
 //! that decides on the raft leader and applies committed promotions.
 
 pub mod state;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use state::ElectionState;
-pub use state::{Change, GroupView, Observation, Reason, Role};
+pub use state::{Change, ElectionError, GroupView, Observation, PinKind, PinView, Reason, Role};
+pub use store::{ElectionStore, HistoryEntry};
 
 /// Milliseconds since the Unix epoch, from an injectable source.
 pub trait Clock: Send + Sync + 'static {
@@ -52,6 +61,19 @@ pub trait Promotions: Send + Sync + 'static {
     fn tick(&self);
     /// Every group as it stands.
     fn groups(&self) -> BTreeMap<String, GroupView>;
+    /// Pins `source` in `group` until unpinned or `until_ms`.
+    fn pin(
+        &self,
+        group: &str,
+        source: &str,
+        until_ms: Option<u64>,
+    ) -> Result<GroupView, ElectionError>;
+    /// Removes the group's pin.
+    fn unpin(&self, group: &str) -> Result<PinView, ElectionError>;
+    /// Demotes the promoted source now and promotes (and pins) the next candidate.
+    fn failover(&self, group: &str, until_ms: Option<u64>) -> Result<GroupView, ElectionError>;
+    /// The group's recent election events, newest first.
+    fn history(&self, group: &str) -> Vec<HistoryEntry>;
 }
 
 /// The standalone election: decides locally, logs every change. A cheap clone.
@@ -60,16 +82,61 @@ pub struct Elector {
     state: Arc<Mutex<ElectionState>>,
     clock: Arc<dyn Clock>,
     expiry: Duration,
+    store: Option<ElectionStore>,
 }
 
 impl Elector {
-    /// An elector demoting sources silent for `expiry`.
+    /// An elector demoting sources silent for `expiry`, keeping nothing on disk.
     pub fn new(expiry: Duration, clock: Arc<dyn Clock>) -> Self {
         Elector {
             state: Arc::new(Mutex::new(ElectionState::new(expiry.as_millis() as u64))),
             clock,
             expiry,
+            store: None,
         }
+    }
+
+    /// An elector that keeps pins and history in `store`, restoring the pins it holds.
+    pub fn with_store(expiry: Duration, clock: Arc<dyn Clock>, store: ElectionStore) -> Self {
+        let mut e = Self::new(expiry, clock);
+        {
+            let mut state = e.lock();
+            for (group, pin) in store.pins() {
+                tracing::info!(group = %group, source = %pin.source, "election: pin restored");
+                state.restore_pin(&group, pin);
+            }
+        }
+        e.store = Some(store);
+        e
+    }
+
+    /// Logs a change and records it in the durable history.
+    fn publish(&self, change: Change, now_ms: u64) {
+        self.log(&change);
+        if let Some(store) = &self.store {
+            if let Change::PinExpired { group, .. } = &change {
+                if let Err(e) = store.save_pin(group, None) {
+                    tracing::error!(error = %e, "election: could not remove the expired pin on disk");
+                }
+            }
+            let entry = HistoryEntry {
+                at_ms: now_ms,
+                change,
+            };
+            if let Err(e) = store.record(&entry) {
+                tracing::error!(error = %e, "election: could not record history");
+            }
+        }
+    }
+
+    fn save_pin(&self, group: &str, pin: Option<&PinView>) -> Result<(), ElectionError> {
+        if let Some(store) = &self.store {
+            store.save_pin(group, pin).map_err(|e| {
+                tracing::error!(group = %group, error = %e, "election: could not store the pin");
+                ElectionError::Storage(e.to_string())
+            })?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ElectionState> {
@@ -102,6 +169,29 @@ impl Elector {
                 previous = %previous,
                 "new source : '{source}' (bigger Highlander Weight) ({previous_weight} -> {weight})"
             ),
+            Change::Promoted {
+                group,
+                source,
+                weight,
+                reason: Reason::Pinned { previous },
+            } => tracing::info!(
+                group = %group,
+                previous = ?previous,
+                "new source : '{source}' (pinned by operator) ({weight})"
+            ),
+            Change::Promoted {
+                group,
+                source,
+                weight,
+                reason: Reason::Failover { previous },
+            } => tracing::info!(
+                group = %group,
+                previous = %previous,
+                "new source : '{source}' (failover by operator from '{previous}') ({weight})"
+            ),
+            Change::PinExpired { group, source } => {
+                tracing::info!(group = %group, source = %source, "election: pin expired")
+            }
             Change::Demoted {
                 group,
                 source,
@@ -133,7 +223,7 @@ impl Promotions for Elector {
         let now = self.clock.now_ms();
         let (role, change) = self.lock().observe(obs, now);
         if let Some(change) = change {
-            self.log(&change);
+            self.publish(change, now);
         }
         role
     }
@@ -141,13 +231,57 @@ impl Promotions for Elector {
     fn tick(&self) {
         let now = self.clock.now_ms();
         let changes = self.lock().tick(now);
-        for change in &changes {
-            self.log(change);
+        for change in changes {
+            self.publish(change, now);
         }
     }
 
     fn groups(&self) -> BTreeMap<String, GroupView> {
         self.lock().groups().clone()
+    }
+
+    fn pin(
+        &self,
+        group: &str,
+        source: &str,
+        until_ms: Option<u64>,
+    ) -> Result<GroupView, ElectionError> {
+        let now = self.clock.now_ms();
+        let (change, view) = {
+            let mut state = self.lock();
+            let change = state.pin(group, source, until_ms, now)?;
+            (change, state.groups()[group].clone())
+        };
+        self.save_pin(group, view.pin.as_ref())?;
+        if let Some(change) = change {
+            self.publish(change, now);
+        }
+        Ok(view)
+    }
+
+    fn unpin(&self, group: &str) -> Result<PinView, ElectionError> {
+        let pin = self.lock().unpin(group)?;
+        self.save_pin(group, None)?;
+        Ok(pin)
+    }
+
+    fn failover(&self, group: &str, until_ms: Option<u64>) -> Result<GroupView, ElectionError> {
+        let now = self.clock.now_ms();
+        let (change, view) = {
+            let mut state = self.lock();
+            let change = state.failover(group, until_ms, now)?;
+            (change, state.groups()[group].clone())
+        };
+        self.save_pin(group, view.pin.as_ref())?;
+        self.publish(change, now);
+        Ok(view)
+    }
+
+    fn history(&self, group: &str) -> Vec<HistoryEntry> {
+        self.store
+            .as_ref()
+            .map(|s| s.history(group))
+            .unwrap_or_default()
     }
 }
 

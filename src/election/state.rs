@@ -29,7 +29,7 @@ pub enum Role {
 }
 
 /// Why a source was promoted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Reason {
     /// The group had no promoted source.
@@ -41,10 +41,20 @@ pub enum Reason {
         /// Its weight.
         previous_weight: u64,
     },
+    /// An operator pinned the source.
+    Pinned {
+        /// The source that lost its promotion, if any.
+        previous: Option<String>,
+    },
+    /// An operator forced a failover away from `previous`.
+    Failover {
+        /// The source that was demoted.
+        previous: String,
+    },
 }
 
 /// A change of the promoted source of one group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum Change {
     /// `source` is now the promoted source of `group`.
@@ -67,6 +77,78 @@ pub enum Change {
         /// Milliseconds since its last write.
         silent_ms: u64,
     },
+    /// An operator pin reached its `until` time and was removed.
+    PinExpired {
+        /// HA group.
+        group: String,
+        /// The source that was pinned.
+        source: String,
+    },
+}
+
+impl Change {
+    /// The group it concerns.
+    pub fn group(&self) -> &str {
+        match self {
+            Change::Promoted { group, .. }
+            | Change::Demoted { group, .. }
+            | Change::PinExpired { group, .. } => group,
+        }
+    }
+}
+
+/// What kind of operator override a pin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinKind {
+    /// `POST /groups/{g}/pin`.
+    Pin,
+    /// `POST /groups/{g}/failover`: the candidate it promoted stays put.
+    Failover,
+}
+
+/// An operator override: the pinned source is preferred over any weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PinView {
+    /// The preferred source.
+    pub source: String,
+    /// How it was set.
+    pub kind: PinKind,
+    /// When it was set (ms since the epoch).
+    pub since_ms: u64,
+    /// When it ends by itself (ms since the epoch); `None`: until removed.
+    pub until_ms: Option<u64>,
+}
+
+/// Why an operator request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionError {
+    /// No such group has been seen.
+    #[error("no group named {0:?} has been seen")]
+    UnknownGroup(String),
+    /// No such source has been seen in the group.
+    #[error("no source named {name:?} has been seen in group {group:?}")]
+    UnknownSource {
+        /// Group.
+        group: String,
+        /// Source.
+        name: String,
+    },
+    /// The group has no pin to remove.
+    #[error("group {0:?} is not pinned")]
+    NotPinned(String),
+    /// Failover needs a promoted source to move away from.
+    #[error("group {0:?} has no promoted source to fail over from")]
+    NothingPromoted(String),
+    /// Failover needs another live source.
+    #[error("group {0:?} has no other source that wrote within the health expiry")]
+    NoCandidate(String),
+    /// The `until` time is already past.
+    #[error("until is in the past")]
+    UntilInPast,
+    /// The durable store failed; the change was applied in memory only.
+    #[error("could not store the change: {0}")]
+    Storage(String),
 }
 
 /// What is known of one source of a group.
@@ -106,6 +188,8 @@ pub struct GroupView {
     pub promoted: Option<PromotedView>,
     /// Every source seen recently.
     pub sources: BTreeMap<String, SourceView>,
+    /// Operator override, if any.
+    pub pin: Option<PinView>,
 }
 
 /// The election of every group.
@@ -130,14 +214,25 @@ impl ElectionState {
     /// Decides the role of one write received at `now_ms`; may promote its source.
     pub fn observe(&mut self, obs: Observation<'_>, now_ms: u64) -> (Role, Option<Change>) {
         let group = self.groups.entry(obs.group.to_owned()).or_default();
-        let change = match &group.promoted {
-            None => Some(Reason::NoPromotedSource),
-            Some(p) if p.source == obs.source => None,
-            Some(p) if obs.weight > p.weight => Some(Reason::BiggerWeight {
+        let pinned = group
+            .pin
+            .as_ref()
+            .filter(|p| p.until_ms.is_none_or(|u| u > now_ms))
+            .map(|p| p.source.clone());
+        let change = match (&group.promoted, pinned) {
+            (None, Some(pin)) if pin == obs.source => Some(Reason::Pinned { previous: None }),
+            (None, _) => Some(Reason::NoPromotedSource),
+            (Some(p), _) if p.source == obs.source => None,
+            // Under a pin, weights do not count: only the pinned source takes over.
+            (Some(p), Some(pin)) if pin == obs.source => Some(Reason::Pinned {
+                previous: Some(p.source.clone()),
+            }),
+            (Some(_), Some(_)) => None,
+            (Some(p), None) if obs.weight > p.weight => Some(Reason::BiggerWeight {
                 previous: p.source.clone(),
                 previous_weight: p.weight,
             }),
-            Some(_) => None,
+            (Some(_), None) => None,
         };
         let change = change.map(|reason| {
             group.promoted = Some(PromotedView {
@@ -186,6 +281,15 @@ impl ElectionState {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Change> {
         let mut changes = Vec::new();
         for (name, group) in &mut self.groups {
+            if let Some(pin) = &group.pin {
+                if pin.until_ms.is_some_and(|u| u <= now_ms) {
+                    changes.push(Change::PinExpired {
+                        group: name.clone(),
+                        source: pin.source.clone(),
+                    });
+                    group.pin = None;
+                }
+            }
             if let Some(p) = &group.promoted {
                 let last = group
                     .sources
@@ -208,8 +312,125 @@ impl ElectionState {
             });
         }
         self.groups
-            .retain(|_, g| g.promoted.is_some() || !g.sources.is_empty());
+            .retain(|_, g| g.promoted.is_some() || !g.sources.is_empty() || g.pin.is_some());
         changes
+    }
+
+    fn alive(&self, source: &SourceView, now_ms: u64) -> bool {
+        now_ms.saturating_sub(source.last_seen_ms) < self.expiry_ms
+    }
+
+    /// Pins `source` in `group`: it is preferred over any weight until unpinned or `until`.
+    /// If it wrote within the expiry, it is promoted at once.
+    pub fn pin(
+        &mut self,
+        group_name: &str,
+        source: &str,
+        until_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Option<Change>, ElectionError> {
+        if until_ms.is_some_and(|u| u <= now_ms) {
+            return Err(ElectionError::UntilInPast);
+        }
+        let expiry_ms = self.expiry_ms;
+        let group = self
+            .groups
+            .get_mut(group_name)
+            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
+        let Some(seen) = group.sources.get(source) else {
+            return Err(ElectionError::UnknownSource {
+                group: group_name.to_owned(),
+                name: source.to_owned(),
+            });
+        };
+        let alive = now_ms.saturating_sub(seen.last_seen_ms) < expiry_ms;
+        let weight = seen.weight;
+        group.pin = Some(PinView {
+            source: source.to_owned(),
+            kind: PinKind::Pin,
+            since_ms: now_ms,
+            until_ms,
+        });
+        let previous = group.promoted.as_ref().map(|p| p.source.clone());
+        if !alive || previous.as_deref() == Some(source) {
+            return Ok(None);
+        }
+        group.promoted = Some(PromotedView {
+            source: source.to_owned(),
+            weight,
+            since_ms: now_ms,
+        });
+        Ok(Some(Change::Promoted {
+            group: group_name.to_owned(),
+            source: source.to_owned(),
+            weight,
+            reason: Reason::Pinned { previous },
+        }))
+    }
+
+    /// Removes the group's pin; weights count again from the next write on.
+    pub fn unpin(&mut self, group_name: &str) -> Result<PinView, ElectionError> {
+        let group = self
+            .groups
+            .get_mut(group_name)
+            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
+        group
+            .pin
+            .take()
+            .ok_or_else(|| ElectionError::NotPinned(group_name.to_owned()))
+    }
+
+    /// Demotes the promoted source now and promotes the best other source that wrote
+    /// within the expiry (highest weight, then most recent write). The new source is pinned
+    /// (kind `failover`) so that the old one does not take over again by weight.
+    pub fn failover(
+        &mut self,
+        group_name: &str,
+        until_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Change, ElectionError> {
+        if until_ms.is_some_and(|u| u <= now_ms) {
+            return Err(ElectionError::UntilInPast);
+        }
+        let group = self
+            .groups
+            .get(group_name)
+            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
+        let previous = group
+            .promoted
+            .as_ref()
+            .map(|p| p.source.clone())
+            .ok_or_else(|| ElectionError::NothingPromoted(group_name.to_owned()))?;
+        let (next, weight) = group
+            .sources
+            .iter()
+            .filter(|(id, s)| **id != previous && self.alive(s, now_ms))
+            .max_by_key(|(_, s)| (s.weight, s.last_seen_ms))
+            .map(|(id, s)| (id.clone(), s.weight))
+            .ok_or_else(|| ElectionError::NoCandidate(group_name.to_owned()))?;
+        let group = self.groups.get_mut(group_name).expect("looked up above");
+        group.promoted = Some(PromotedView {
+            source: next.clone(),
+            weight,
+            since_ms: now_ms,
+        });
+        group.pin = Some(PinView {
+            source: next.clone(),
+            kind: PinKind::Failover,
+            since_ms: now_ms,
+            until_ms,
+        });
+        Ok(Change::Promoted {
+            group: group_name.to_owned(),
+            source: next,
+            weight,
+            reason: Reason::Failover { previous },
+        })
+    }
+
+    /// Restores a pin kept durably (at start-up), creating the group if needed.
+    pub fn restore_pin(&mut self, group: &str, pin: PinView) {
+        self.groups.entry(group.to_owned()).or_default().pin = Some(pin);
     }
 
     /// Every group, by name.
@@ -356,5 +577,137 @@ mod tests {
         s.tick(2_000);
         s.tick(10 * 60_000);
         assert!(s.groups().is_empty());
+    }
+
+    #[test]
+    fn pin_promotes_a_live_source_and_ignores_weights() {
+        let mut s = ElectionState::new(5_000);
+        s.observe(obs("a", 10), 0);
+        s.observe(obs("b", 1), 10);
+        let change = s.pin("g", "b", None, 20).expect("pin");
+        assert!(matches!(
+            change,
+            Some(Change::Promoted { ref source, reason: Reason::Pinned { previous: Some(ref p) }, .. }) if source == "b" && p == "a"
+        ));
+        // a's bigger weight no longer takes over.
+        assert_eq!(s.observe(obs("a", 99), 30).0, Role::Standby);
+        assert_eq!(s.observe(obs("b", 1), 40).0, Role::Promoted);
+    }
+
+    #[test]
+    fn silent_pinned_source_is_demoted_then_takes_over_when_back() {
+        let mut s = ElectionState::new(1_000);
+        s.observe(obs("a", 1), 0);
+        s.observe(obs("b", 5), 0);
+        s.pin("g", "a", None, 10).expect("pin");
+        assert_eq!(s.tick(1_000).len(), 1, "a demoted after the expiry");
+        assert_eq!(s.observe(obs("b", 5), 1_100).0, Role::Promoted);
+        let (role, change) = s.observe(obs("a", 1), 1_200);
+        assert_eq!(role, Role::Promoted);
+        assert!(matches!(
+            change,
+            Some(Change::Promoted {
+                reason: Reason::Pinned { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn pin_needs_a_known_group_and_source_and_a_future_until() {
+        let mut s = ElectionState::new(1_000);
+        assert_eq!(
+            s.pin("g", "a", None, 0),
+            Err(ElectionError::UnknownGroup("g".into()))
+        );
+        s.observe(obs("a", 1), 0);
+        assert!(matches!(
+            s.pin("g", "zz", None, 0),
+            Err(ElectionError::UnknownSource { .. })
+        ));
+        assert_eq!(
+            s.pin("g", "a", Some(5), 10),
+            Err(ElectionError::UntilInPast)
+        );
+    }
+
+    #[test]
+    fn pin_expires_at_until() {
+        let mut s = ElectionState::new(100_000);
+        s.observe(obs("a", 1), 0);
+        s.observe(obs("b", 1), 0);
+        s.pin("g", "b", Some(5_000), 10).expect("pin");
+        assert!(s.tick(4_999).is_empty());
+        assert_eq!(
+            s.tick(5_000),
+            vec![Change::PinExpired {
+                group: "g".into(),
+                source: "b".into()
+            }]
+        );
+        // Weights count again.
+        assert_eq!(s.observe(obs("a", 2), 5_100).0, Role::Promoted);
+    }
+
+    #[test]
+    fn unpin_lets_weights_count_again() {
+        let mut s = ElectionState::new(5_000);
+        s.observe(obs("a", 1), 0);
+        s.observe(obs("b", 9), 0);
+        s.pin("g", "a", None, 0).expect("pin");
+        assert_eq!(s.observe(obs("b", 9), 10).0, Role::Standby);
+        assert_eq!(s.unpin("g").expect("unpin").source, "a");
+        assert_eq!(s.unpin("g"), Err(ElectionError::NotPinned("g".into())));
+        assert_eq!(s.observe(obs("b", 9), 20).0, Role::Promoted);
+    }
+
+    #[test]
+    fn failover_picks_the_heaviest_then_freshest_live_source_and_sticks() {
+        let mut s = ElectionState::new(1_000);
+        s.observe(obs("a", 100), 0);
+        s.observe(obs("stale", 50), 0); // heavier, but silent for longer than the expiry
+        s.observe(obs("b", 5), 1_500);
+        s.observe(obs("c", 5), 1_600);
+        s.observe(obs("a", 100), 1_600);
+        let change = s.failover("g", None, 1_700).expect("failover");
+        assert_eq!(
+            change,
+            Change::Promoted {
+                group: "g".into(),
+                source: "c".into(),
+                weight: 5,
+                reason: Reason::Failover {
+                    previous: "a".into()
+                }
+            }
+        );
+        assert_eq!(
+            s.groups()["g"].pin.as_ref().map(|p| p.kind),
+            Some(PinKind::Failover)
+        );
+        // a is alive and heavier, but the failover holds.
+        assert_eq!(s.observe(obs("a", 100), 1_800).0, Role::Standby);
+        assert_eq!(s.observe(obs("c", 5), 1_800).0, Role::Promoted);
+    }
+
+    #[test]
+    fn failover_without_candidate_or_promoted_source_is_refused() {
+        let mut s = ElectionState::new(1_000);
+        assert!(matches!(
+            s.failover("g", None, 0),
+            Err(ElectionError::UnknownGroup(_))
+        ));
+        s.observe(obs("a", 1), 0);
+        assert_eq!(
+            s.failover("g", None, 10),
+            Err(ElectionError::NoCandidate("g".into()))
+        );
+        s.tick(2_000);
+        s.observe(obs("b", 1), 2_000);
+        s.tick(10_000);
+        assert_eq!(
+            s.failover("g", None, 10_000),
+            Err(ElectionError::NothingPromoted("g".into()))
+        );
     }
 }
