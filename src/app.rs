@@ -11,9 +11,9 @@ use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Admin};
+use crate::admin::{self, Admin, NodeInfo};
 use crate::config::Config;
-use crate::election::{ElectionStore, Elector, Promotions, SystemClock};
+use crate::election::{Clock, ElectionStore, Elector, Promotions, SystemClock};
 use crate::ingest::{self, Ingest};
 use crate::shipper::{ClientError, Shipper};
 use crate::wal::{self, Wal, WalError};
@@ -160,12 +160,31 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         ready: ready.clone(),
         clock: Arc::new(SystemClock),
     };
+    let info = NodeInfo {
+        instance_id,
+        version: env!("CARGO_PKG_VERSION"),
+        started_ms: SystemClock.now_ms(),
+        ingest_listen: config.ingest.listen.to_string(),
+        admin_listen: config.admin.listen.to_string(),
+        data_dir: config.data_dir.display().to_string(),
+        durability: format!("{:?}", config.wal.durability).to_lowercase(),
+        full_policy: match config.wal.full_policy {
+            crate::wal::FullPolicy::DropOldest => "drop-oldest".into(),
+            crate::wal::FullPolicy::Block => "block".into(),
+        },
+        buffer_max_bytes: config.wal.max_bytes,
+        buffer_max_age_seconds: config.wal.max_age.as_secs(),
+        health_tick_ms: config.election.health_tick.as_millis() as u64,
+        health_expiry_ms: config.election.health_expiry.as_millis() as u64,
+    };
     let admin = Admin {
         wal: wal.clone(),
         promotions,
         shipper,
         ready: ready.clone(),
-        instance_id,
+        info: Arc::new(info),
+        token: config.admin.token.as_deref().map(Arc::from),
+        token_reads: config.admin.token_reads,
     };
 
     let grace = config.shutdown_timeout;

@@ -1,19 +1,57 @@
-//! Admin HTTP: health, readiness, and JSON views of the queue and the groups.
+//! Admin HTTP: health, readiness, JSON views of the node, operator actions, and (later in
+//! this module) metrics and the status page.
 //!
-//! It reads the handles of the other parts and owns no state of its own. Runs on its own
-//! listener (default 127.0.0.1:9092), apart from the ingest listener.
+//! It reads the handles of the other parts and owns no state of its own. It runs on its
+//! own listener (default 127.0.0.1:9092), apart from the ingest listener. Mutations need
+//! `Authorization: Bearer <token>` when a token is configured (reads too with
+//! `--admin-token-reads`); every mutation is logged at INFO with the caller and the action.
+//! Errors are JSON `{error, detail}`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod actions;
+mod auth;
+mod views;
+
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::election::{GroupView, Promotions};
-use crate::shipper::{EndpointState, Shipper};
-use crate::wal::Wal;
+use crate::election::{ElectionError, Promotions};
+use crate::shipper::{Shipper, ShipperError};
+use crate::wal::{Wal, WalError};
 
-/// What the admin handlers read. A cheap clone.
+/// Static facts about the node, for `/api/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// Instance ID.
+    pub instance_id: String,
+    /// highlander version.
+    pub version: &'static str,
+    /// Start time (ms since the epoch).
+    pub started_ms: u64,
+    /// remote_write listener.
+    pub ingest_listen: String,
+    /// Admin listener.
+    pub admin_listen: String,
+    /// Data directory.
+    pub data_dir: String,
+    /// Durability mode.
+    pub durability: String,
+    /// Full-buffer policy.
+    pub full_policy: String,
+    /// Buffer byte cap.
+    pub buffer_max_bytes: u64,
+    /// Buffer age limit (seconds).
+    pub buffer_max_age_seconds: u64,
+    /// Health tick (ms).
+    pub health_tick_ms: u64,
+    /// Health expiry (ms).
+    pub health_expiry_ms: u64,
+}
+
+/// What the admin handlers read and act on. A cheap clone.
 #[derive(Clone)]
 pub struct Admin {
     /// The buffer.
@@ -24,156 +62,127 @@ pub struct Admin {
     pub shipper: Shipper,
     /// Whether the node accepts writes.
     pub ready: Arc<AtomicBool>,
-    /// This node's identity.
-    pub instance_id: String,
+    /// Static facts.
+    pub info: Arc<NodeInfo>,
+    /// Bearer token for mutations (and reads with `token_reads`).
+    pub token: Option<Arc<str>>,
+    /// Whether reads need the token.
+    pub token_reads: bool,
 }
 
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/api/v1/queue", web::get().to(queue))
-        .route("/api/v1/groups", web::get().to(groups))
-        .route("/api/v1/groups/{group}", web::get().to(group));
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
-}
-
-async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
-    if admin.ready.load(Ordering::Acquire) {
-        HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n")
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("not ready\n")
-    }
-}
-
-/// One endpoint in `/api/v1/queue`.
-#[derive(Serialize)]
-struct EndpointView {
-    name: String,
-    url: String,
-    state: EndpointState,
-    cursor: u64,
-    lag_records: u64,
-    lag_bytes: u64,
-    lag_seconds: f64,
-    dropped_records: u64,
-    last_error: Option<String>,
-    last_error_ms: Option<u64>,
-    next_retry_ms: Option<u64>,
-    sent_records: u64,
-    sent_samples: u64,
-    sent_bytes: u64,
-    failed_requests: u64,
-    retries: u64,
-    quarantined: u64,
-}
-
-/// `/api/v1/queue`.
-#[derive(Serialize)]
-struct QueueView {
-    instance_id: String,
-    records: u64,
-    bytes: u64,
-    max_bytes: u64,
-    oldest_age_seconds: f64,
-    first_seq: u64,
-    next_seq: u64,
-    dropped_records: u64,
-    quarantined: usize,
-    endpoints: Vec<EndpointView>,
-}
-
-async fn queue(admin: web::Data<Admin>) -> HttpResponse {
-    let admin = admin.get_ref().clone();
-    let view = web::block(move || {
-        let stats = admin.wal.stats();
-        let endpoints = admin
-            .shipper
-            .statuses()
-            .into_iter()
-            .map(|s| {
-                let c = stats.endpoints.get(&s.name);
-                EndpointView {
-                    cursor: c.map_or(0, |c| c.cursor),
-                    lag_records: c.map_or(0, |c| c.lag_records),
-                    lag_bytes: c.map_or(0, |c| c.lag_bytes),
-                    lag_seconds: c.map_or(0.0, |c| c.lag_seconds),
-                    dropped_records: c.map_or(0, |c| c.dropped_records),
-                    name: s.name,
-                    url: s.url,
-                    state: s.state,
-                    last_error: s.last_error,
-                    last_error_ms: s.last_error_ms,
-                    next_retry_ms: s.next_retry_ms,
-                    sent_records: s.sent_records,
-                    sent_samples: s.sent_samples,
-                    sent_bytes: s.sent_bytes,
-                    failed_requests: s.failed_requests,
-                    retries: s.retries,
-                    quarantined: s.quarantined,
-                }
-            })
-            .collect();
-        QueueView {
-            instance_id: admin.instance_id.clone(),
-            records: stats.records,
-            bytes: stats.bytes,
-            max_bytes: stats.max_bytes,
-            oldest_age_seconds: stats.oldest_age_seconds,
-            first_seq: stats.first_seq,
-            next_seq: stats.next_seq,
-            dropped_records: stats.dropped_records,
-            quarantined: admin.wal.quarantined(),
-            endpoints,
-        }
-    })
-    .await;
-    match view {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => error(500, "internal", &e.to_string()),
-    }
-}
-
-/// One group in `/api/v1/groups`.
-#[derive(Serialize)]
-struct NamedGroup {
-    name: String,
-    #[serde(flatten)]
-    group: GroupView,
-}
-
-async fn groups(admin: web::Data<Admin>) -> HttpResponse {
-    let groups: Vec<NamedGroup> = admin
-        .promotions
-        .groups()
-        .into_iter()
-        .map(|(name, group)| NamedGroup { name, group })
-        .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "groups": groups }))
-}
-
-async fn group(admin: web::Data<Admin>, name: web::Path<String>) -> HttpResponse {
-    let name = name.into_inner();
-    match admin.promotions.groups().remove(&name) {
-        Some(group) => HttpResponse::Ok().json(NamedGroup { name, group }),
-        None => error(
-            404,
-            "unknown_group",
-            &format!("no group named {name:?} has been seen"),
-        ),
-    }
+    cfg.route("/healthz", web::get().to(views::healthz))
+        .route("/readyz", web::get().to(views::readyz))
+        .route("/api/v1/status", web::get().to(views::status))
+        .route("/api/v1/queue", web::get().to(views::queue))
+        .route("/api/v1/queue/records", web::get().to(views::records))
+        .route("/api/v1/queue/records/{seq}", web::get().to(views::record))
+        .route("/api/v1/endpoints", web::get().to(views::endpoints))
+        .route("/api/v1/groups", web::get().to(views::groups))
+        .route("/api/v1/groups/{group}", web::get().to(views::group))
+        .route("/api/v1/quarantine", web::get().to(views::quarantine))
+        .route("/api/v1/groups/{group}/pin", web::post().to(actions::pin))
+        .route(
+            "/api/v1/groups/{group}/unpin",
+            web::post().to(actions::unpin),
+        )
+        .route(
+            "/api/v1/groups/{group}/failover",
+            web::post().to(actions::failover),
+        )
+        .route(
+            "/api/v1/endpoints/{name}/pause",
+            web::post().to(actions::pause),
+        )
+        .route(
+            "/api/v1/endpoints/{name}/resume",
+            web::post().to(actions::resume),
+        )
+        .route(
+            "/api/v1/endpoints/{name}/skip",
+            web::post().to(actions::skip),
+        )
+        .route(
+            "/api/v1/endpoints/{name}/replay",
+            web::post().to(actions::replay),
+        )
+        .route(
+            "/api/v1/quarantine/{seq}/replay",
+            web::post().to(actions::replay_quarantined),
+        )
+        .route(
+            "/api/v1/quarantine/{seq}",
+            web::delete().to(actions::delete_quarantined),
+        )
+        .app_data(web::JsonConfig::default().error_handler(|err, _req| {
+            let detail = err.to_string();
+            actix_web::error::InternalError::from_response(
+                err,
+                error(StatusCode::BAD_REQUEST, "bad_request", &detail),
+            )
+            .into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|err, _req| {
+            let detail = err.to_string();
+            actix_web::error::InternalError::from_response(
+                err,
+                error(StatusCode::BAD_REQUEST, "bad_request", &detail),
+            )
+            .into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+            let detail = err.to_string();
+            actix_web::error::InternalError::from_response(
+                err,
+                error(StatusCode::BAD_REQUEST, "bad_request", &detail),
+            )
+            .into()
+        }));
 }
 
 /// A JSON error `{error, detail}`.
-fn error(status: u16, error: &str, detail: &str) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+pub(crate) fn error(status: StatusCode, error: &str, detail: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "error": error, "detail": detail }))
+}
+
+impl From<&ElectionError> for (StatusCode, &'static str) {
+    fn from(e: &ElectionError) -> Self {
+        match e {
+            ElectionError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
+            ElectionError::UnknownSource { .. } => (StatusCode::NOT_FOUND, "unknown_source"),
+            ElectionError::NotPinned(_) => (StatusCode::CONFLICT, "not_pinned"),
+            ElectionError::NothingPromoted(_) => (StatusCode::CONFLICT, "nothing_promoted"),
+            ElectionError::NoCandidate(_) => (StatusCode::CONFLICT, "no_candidate"),
+            ElectionError::UntilInPast => (StatusCode::BAD_REQUEST, "until_in_past"),
+            ElectionError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        }
+    }
+}
+
+fn election_error(e: &ElectionError) -> HttpResponse {
+    let (status, code) = e.into();
+    error(status, code, &e.to_string())
+}
+
+fn shipper_error(e: &ShipperError) -> HttpResponse {
+    let (status, code) = match e {
+        ShipperError::UnknownEndpoint(_) => (StatusCode::NOT_FOUND, "unknown_endpoint"),
+        ShipperError::Direction(_) => (StatusCode::BAD_REQUEST, "wrong_direction"),
+        ShipperError::NotQuarantined(_) => (StatusCode::NOT_FOUND, "not_quarantined"),
+        ShipperError::Wal(w) => return wal_error(w),
+    };
+    error(status, code, &e.to_string())
+}
+
+fn wal_error(e: &WalError) -> HttpResponse {
+    let (status, code) = match e {
+        WalError::UnknownEndpoint(_) => (StatusCode::NOT_FOUND, "unknown_endpoint"),
+        WalError::NotBuffered { .. } => (StatusCode::CONFLICT, "not_buffered"),
+        WalError::Full { .. } | WalError::Closed => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        WalError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+    };
+    error(status, code, &e.to_string())
 }

@@ -36,6 +36,16 @@ pub struct ServeArgs {
     /// Address of the admin listener [default: 127.0.0.1:9092].
     #[arg(long, env = "HIGHLANDER_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Bearer token required for admin mutations (prefer the file or env form: flags show
+    /// in `ps`) [default: none, mutations open to whoever reaches the admin listener].
+    #[arg(long, env = "HIGHLANDER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin bearer token.
+    #[arg(long, env = "HIGHLANDER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Require the admin token for reads too (not for /healthz, /readyz).
+    #[arg(long, env = "HIGHLANDER_ADMIN_TOKEN_READS")]
+    pub admin_token_reads: bool,
     /// Directory for the buffer and node state [default: ./data].
     #[arg(long, env = "HIGHLANDER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

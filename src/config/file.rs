@@ -17,6 +17,10 @@ pub struct FileConfig {
     pub admin_listen: Option<String>,
     /// Directory for the buffer and node state.
     pub data_dir: Option<PathBuf>,
+    /// File holding the admin bearer token.
+    pub admin_token_file: Option<PathBuf>,
+    /// Require the admin token for reads too.
+    pub admin_token_reads: Option<bool>,
     /// This node's identity.
     pub instance_id: Option<String>,
     /// Health check period.

@@ -91,6 +91,10 @@ pub struct ShipperConfig {
 pub struct AdminConfig {
     /// Admin listener.
     pub listen: SocketAddr,
+    /// Bearer token required for mutations (and reads, with `token_reads`).
+    pub token: Option<String>,
+    /// Whether reads need the token too.
+    pub token_reads: bool,
 }
 
 /// The validated configuration of a node.
@@ -312,6 +316,29 @@ impl Config {
                 .map_err(|e| e.to_string()),
         );
         let endpoints = endpoints(&mut p, args, file);
+        let token = match (
+            &args.admin_token,
+            args.admin_token_file
+                .as_ref()
+                .or(file.admin_token_file.as_ref()),
+        ) {
+            (Some(t), _) => Some(t.trim().to_owned()),
+            (None, Some(path)) => p.take(
+                "admin-token-file",
+                std::fs::read_to_string(path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| format!("{}: {e}", path.display())),
+            ),
+            (None, None) => None,
+        };
+        if let Some(t) = &token {
+            p.check(!t.is_empty(), "admin token: must not be empty");
+        }
+        let token_reads = args.admin_token_reads || file.admin_token_reads.unwrap_or(false);
+        p.check(
+            !token_reads || token.is_some(),
+            "admin-token-reads needs an admin token",
+        );
         let instance_id = args
             .instance_id
             .clone()
@@ -433,6 +460,8 @@ impl Config {
             },
             admin: AdminConfig {
                 listen: admin_listen,
+                token,
+                token_reads,
             },
             log_format,
             log_level,

@@ -10,6 +10,7 @@
 //! WAL (kept, inspectable), counted, logged, and the cursor moves on.
 
 pub mod client;
+pub mod control;
 pub mod retry;
 mod split;
 pub mod status;
@@ -24,7 +25,41 @@ use tokio_util::sync::CancellationToken;
 pub use client::{Auth, ClientError, EndpointConfig};
 pub use status::{EndpointState, EndpointStatus};
 
-use crate::wal::Wal;
+use control::EndpointControl;
+
+use crate::wal::{CursorMove, Wal, WalError};
+
+/// Why an operator request on endpoints is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipperError {
+    /// No endpoint of that name is configured.
+    #[error("no endpoint named {0:?} is configured")]
+    UnknownEndpoint(String),
+    /// The move goes the wrong way for the request.
+    #[error("{0}")]
+    Direction(String),
+    /// No quarantined batch with that sequence.
+    #[error("no quarantined batch with sequence {0}")]
+    NotQuarantined(u64),
+    /// The buffer refused or failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+/// Where an operator moves a cursor to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A sequence number.
+    Seq(u64),
+    /// The first record received at or after this time (ms since the epoch).
+    Time(u64),
+}
+
+struct EndpointHandle {
+    name: String,
+    status: Arc<Mutex<EndpointStatus>>,
+    control: Arc<EndpointControl>,
+}
 
 /// Retry timing.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +85,8 @@ impl Default for RetryConfig {
 /// The endpoint workers. A cheap clone.
 #[derive(Clone)]
 pub struct Shipper {
-    statuses: Arc<Vec<Arc<Mutex<EndpointStatus>>>>,
+    endpoints: Arc<Vec<EndpointHandle>>,
+    wal: Wal,
 }
 
 impl Shipper {
@@ -65,19 +101,26 @@ impl Shipper {
             .iter()
             .map(client::EndpointClient::new)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut statuses = Vec::new();
+        let mut handles = Vec::new();
         let mut tasks = Vec::new();
         for (cfg, client) in endpoints.iter().zip(clients) {
             let status = Arc::new(Mutex::new(EndpointStatus::new(
                 cfg.name.clone(),
                 cfg.display_url(),
             )));
-            statuses.push(status.clone());
+            let control = Arc::new(EndpointControl::new());
+            handles.push(EndpointHandle {
+                name: cfg.name.clone(),
+                status: status.clone(),
+                control: control.clone(),
+            });
             let worker = worker::Worker {
                 name: cfg.name.clone(),
                 client,
                 wal: wal.clone(),
                 status,
+                control_rx: control.subscribe(),
+                control,
                 backoff: retry::Backoff::new(retry.initial, retry.max, retry.max_retry_after),
                 shutdown: shutdown.clone(),
             };
@@ -85,7 +128,8 @@ impl Shipper {
         }
         Ok((
             Shipper {
-                statuses: Arc::new(statuses),
+                endpoints: Arc::new(handles),
+                wal: wal.clone(),
             },
             tasks,
         ))
@@ -93,9 +137,119 @@ impl Shipper {
 
     /// Every endpoint's status, in configuration order.
     pub fn statuses(&self) -> Vec<EndpointStatus> {
-        self.statuses
+        self.endpoints
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|h| {
+                let mut s = h.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if h.control.is_paused() {
+                    s.state = EndpointState::Paused;
+                }
+                s
+            })
             .collect()
+    }
+
+    fn handle(&self, name: &str) -> Result<&EndpointHandle, ShipperError> {
+        self.endpoints
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| ShipperError::UnknownEndpoint(name.to_owned()))
+    }
+
+    /// Stops sending to `name` (its records stay buffered). Returns whether it was paused.
+    pub fn pause(&self, name: &str) -> Result<bool, ShipperError> {
+        Ok(self.handle(name)?.control.set_paused(true))
+    }
+
+    /// Sends to `name` again. Returns whether it was paused.
+    pub fn resume(&self, name: &str) -> Result<bool, ShipperError> {
+        Ok(self.handle(name)?.control.set_paused(false))
+    }
+
+    fn seq_of(&self, target: Target) -> u64 {
+        match target {
+            Target::Seq(s) => s,
+            Target::Time(ms) => self.wal.seq_at(ms),
+        }
+    }
+
+    /// Moves `name`'s cursor forward, dropping its backlog up to `target`.
+    pub fn skip(&self, name: &str, target: Target) -> Result<CursorMove, ShipperError> {
+        let h = self.handle(name)?;
+        let to = self.seq_of(target);
+        let at = self.wal.cursor(name)?;
+        if to < at {
+            return Err(ShipperError::Direction(format!(
+                "sequence {to} is behind the cursor ({at}); use replay to go back"
+            )));
+        }
+        let moved = self.wal.move_cursor(name, to)?;
+        h.control.poke();
+        Ok(moved)
+    }
+
+    /// Moves `name`'s cursor back to `target` to send buffered records again.
+    pub fn replay(&self, name: &str, target: Target) -> Result<CursorMove, ShipperError> {
+        let h = self.handle(name)?;
+        let to = self.seq_of(target);
+        let at = self.wal.cursor(name)?;
+        if to > at {
+            return Err(ShipperError::Direction(format!(
+                "sequence {to} is ahead of the cursor ({at}); use skip to go forward"
+            )));
+        }
+        let moved = self.wal.move_cursor(name, to)?;
+        h.control.poke();
+        Ok(moved)
+    }
+
+    /// Queues the quarantined batch `seq` for sending again, to `endpoint` or to every
+    /// endpoint that quarantined it. Returns the endpoints it was queued for.
+    pub fn replay_quarantined(
+        &self,
+        seq: u64,
+        endpoint: Option<&str>,
+    ) -> Result<Vec<String>, ShipperError> {
+        let names = self.quarantined_at(seq, endpoint)?;
+        for name in &names {
+            self.handle(name)?.control.replay(seq);
+        }
+        Ok(names)
+    }
+
+    /// Deletes the quarantined batch `seq` (of `endpoint`, or of every endpoint).
+    pub fn delete_quarantined(
+        &self,
+        seq: u64,
+        endpoint: Option<&str>,
+    ) -> Result<Vec<String>, ShipperError> {
+        let names = self.quarantined_at(seq, endpoint)?;
+        for name in &names {
+            self.wal.quarantine_remove(name, seq)?;
+        }
+        Ok(names)
+    }
+
+    fn quarantined_at(
+        &self,
+        seq: u64,
+        endpoint: Option<&str>,
+    ) -> Result<Vec<String>, ShipperError> {
+        if let Some(e) = endpoint {
+            self.handle(e)?;
+        }
+        let mut names = Vec::new();
+        for h in self.endpoints.iter() {
+            if endpoint.is_some_and(|e| e != h.name) {
+                continue;
+            }
+            if self.wal.quarantine_get(&h.name, seq)?.is_some() {
+                names.push(h.name.clone());
+            }
+        }
+        if names.is_empty() {
+            return Err(ShipperError::NotQuarantined(seq));
+        }
+        Ok(names)
     }
 }

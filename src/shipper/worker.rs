@@ -1,15 +1,21 @@
 //! One endpoint's worker: reads the WAL from its own cursor, sends record by record in
 //! sequence order (so per series the storage sees timestamps in order), retries what is
 //! transient, quarantines what is permanent, and moves the cursor only past records that
-//! are done.
+//! are done — and only if nobody (an operator, the buffer limits) moved it meanwhile.
+//!
+//! Operator controls (pause, resume, cursor moves, quarantine replays) wake the worker
+//! through its control channel, also in the middle of a retry loop: a storage that has been
+//! failing for an hour can be skipped past or paused at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::client::EndpointClient;
+use super::control::EndpointControl;
 use super::retry::{Backoff, Verdict};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
@@ -30,14 +36,21 @@ enum Final {
     Reject { status: u16, answer: String },
 }
 
-/// The shutdown token fired while waiting.
-struct Stopped;
+/// Why a worker stopped what it was doing.
+enum Stop {
+    /// The process is shutting down.
+    Shutdown,
+    /// An operator changed something: look at the controls and the cursor again.
+    Interrupted,
+}
 
 pub(super) struct Worker {
     pub name: String,
     pub client: EndpointClient,
     pub wal: Wal,
     pub status: Arc<Mutex<EndpointStatus>>,
+    pub control: Arc<EndpointControl>,
+    pub control_rx: watch::Receiver<u64>,
     pub backoff: Backoff,
     pub shutdown: CancellationToken,
 }
@@ -54,6 +67,26 @@ impl Worker {
             if self.shutdown.is_cancelled() {
                 return;
             }
+            self.control_rx.mark_unchanged();
+            if self.control.is_paused() {
+                self.update(|s| {
+                    s.state = EndpointState::Paused;
+                    s.next_retry_ms = None;
+                });
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = self.control_rx.changed() => {}
+                }
+                continue;
+            }
+            if let Some(seq) = self.control.next_replay() {
+                match self.replay_quarantined(seq).await {
+                    Err(Stop::Shutdown) => return,
+                    Err(Stop::Interrupted) => self.control.requeue_replay(seq),
+                    Ok(()) => {}
+                }
+                continue;
+            }
             let cursor = match self.wal.cursor(&self.name) {
                 Ok(c) => c,
                 Err(e) => {
@@ -66,10 +99,10 @@ impl Worker {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(endpoint = %self.name, error = %e, "shipper: reading the buffer failed");
-                    if self.sleep(Duration::from_secs(1)).await.is_err() {
-                        return;
+                    match self.sleep(Duration::from_secs(1)).await {
+                        Err(Stop::Shutdown) => return,
+                        _ => continue,
                     }
-                    continue;
                 }
             };
             if items.is_empty() {
@@ -77,40 +110,113 @@ impl Worker {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return,
                     _ = appended.changed() => {}
-                    // Cursors may be moved from elsewhere (limits); look again now and then.
+                    _ = self.control_rx.changed() => {}
+                    // The limits may move cursors from elsewhere; look again now and then.
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
             }
+            let mut expected = cursor;
             for item in items {
                 let seq = item.seq();
                 match item {
                     ReadItem::Corrupt(seq, e) => {
                         tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: damaged record skipped; its samples are lost");
                     }
-                    ReadItem::Record(seq, record) => {
-                        if self.deliver(seq, &record).await.is_err() {
-                            return;
+                    ReadItem::Record(seq, record) => match self.deliver(&record).await {
+                        Err(Stop::Shutdown) => return,
+                        Err(Stop::Interrupted) => break,
+                        Ok(None) => self.count_sent(&record),
+                        Ok(Some((status, answer))) => {
+                            self.quarantine(seq, &record, status, &answer)
                         }
-                    }
+                    },
                 }
-                if let Err(e) = self.wal.advance_cursor(&self.name, seq + 1) {
-                    tracing::error!(endpoint = %self.name, error = %e, "shipper: cursor update failed");
+                match self.wal.advance_cursor(&self.name, expected, seq + 1) {
+                    Ok(true) => expected = seq + 1,
+                    // Moved by an operator or the limits: their position wins.
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::error!(endpoint = %self.name, error = %e, "shipper: cursor update failed");
+                        break;
+                    }
                 }
             }
         }
     }
 
-    async fn sleep(&self, d: Duration) -> Result<(), Stopped> {
+    fn count_sent(&self, record: &Record) {
+        let samples = u64::from(record.meta.samples) + u64::from(record.meta.histograms);
+        self.update(|s| {
+            s.sent_records += 1;
+            s.sent_samples += samples;
+            s.sent_bytes += record.payload.len() as u64;
+        });
+    }
+
+    fn quarantine(&self, seq: u64, record: &Record, status: u16, answer: &str) {
+        let samples = u64::from(record.meta.samples) + u64::from(record.meta.histograms);
+        tracing::error!(
+            endpoint = %self.name, seq, status, answer = %answer,
+            group = %record.group, source = %record.source, samples,
+            "shipper: storage rejected the batch permanently; quarantined, moving on"
+        );
+        if let Err(e) = self.wal.quarantine(&self.name, seq, record, status, answer) {
+            tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not store the quarantined batch; it is lost");
+        }
+        self.update(|s| {
+            s.quarantined += 1;
+            s.last_error = Some(format!("HTTP {status}: {answer}"));
+            s.last_error_ms = Some(SystemClock.now_ms());
+        });
+    }
+
+    /// Sends a quarantined batch again (operator request). Delivered: it leaves the
+    /// quarantine. Rejected again: it stays, with the new answer.
+    async fn replay_quarantined(&mut self, seq: u64) -> Result<(), Stop> {
+        let record = match self.wal.quarantine_get(&self.name, seq) {
+            Ok(Some((_, record))) => record,
+            Ok(None) => {
+                tracing::warn!(endpoint = %self.name, seq, "shipper: quarantined batch to replay is gone");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: cannot read the quarantine");
+                return Ok(());
+            }
+        };
+        match self.deliver(&record).await? {
+            None => {
+                self.count_sent(&record);
+                if let Err(e) = self.wal.quarantine_remove(&self.name, seq) {
+                    tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not remove the replayed batch from the quarantine");
+                }
+                tracing::info!(endpoint = %self.name, seq, "shipper: quarantined batch replayed and delivered");
+            }
+            Some((status, answer)) => {
+                tracing::warn!(endpoint = %self.name, seq, status, answer = %answer, "shipper: replayed batch rejected again; it stays quarantined");
+                if let Err(e) = self
+                    .wal
+                    .quarantine(&self.name, seq, &record, status, &answer)
+                {
+                    tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not update the quarantine");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sleep(&mut self, d: Duration) -> Result<(), Stop> {
         tokio::select! {
-            _ = self.shutdown.cancelled() => Err(Stopped),
+            _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
+            _ = self.control_rx.changed() => Err(Stop::Interrupted),
             _ = tokio::time::sleep(d) => Ok(()),
         }
     }
 
-    /// Delivers one record (in parts if the storage says it is too large). Returns when it
-    /// is delivered or quarantined; only a shutdown interrupts it.
-    async fn deliver(&mut self, seq: u64, record: &Record) -> Result<(), Stopped> {
+    /// Delivers one record (in parts if the storage says it is too large). `Ok(None)`:
+    /// delivered; `Ok(Some((status, answer)))`: rejected permanently.
+    async fn deliver(&mut self, record: &Record) -> Result<Option<(u16, String)>, Stop> {
         let mut parts: Vec<Bytes> = vec![record.payload.clone()];
         let mut rejected: Option<(u16, String)> = None;
         while let Some(part) = parts.pop() {
@@ -118,7 +224,7 @@ impl Worker {
                 Final::Delivered => {}
                 Final::TooLarge => match halve(&part) {
                     Some((first, second)) => {
-                        tracing::warn!(endpoint = %self.name, seq, bytes = part.len(), "shipper: storage answered 413, sending the batch in halves");
+                        tracing::warn!(endpoint = %self.name, bytes = part.len(), "shipper: storage answered 413, sending the batch in halves");
                         parts.push(second);
                         parts.push(first);
                     }
@@ -127,37 +233,11 @@ impl Worker {
                 Final::Reject { status, answer } => rejected = Some((status, answer)),
             }
         }
-        let samples = u64::from(record.meta.samples) + u64::from(record.meta.histograms);
-        match rejected {
-            None => self.update(|s| {
-                s.sent_records += 1;
-                s.sent_samples += samples;
-                s.sent_bytes += record.payload.len() as u64;
-            }),
-            Some((status, answer)) => {
-                tracing::error!(
-                    endpoint = %self.name, seq, status, answer = %answer,
-                    group = %record.group, source = %record.source, samples,
-                    "shipper: storage rejected the batch permanently; quarantined, moving on"
-                );
-                if let Err(e) = self
-                    .wal
-                    .quarantine(&self.name, seq, record, status, &answer)
-                {
-                    tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not store the quarantined batch; it is lost");
-                }
-                self.update(|s| {
-                    s.quarantined += 1;
-                    s.last_error = Some(format!("HTTP {status}: {answer}"));
-                    s.last_error_ms = Some(SystemClock.now_ms());
-                });
-            }
-        }
-        Ok(())
+        Ok(rejected)
     }
 
     /// Sends until the answer is not "retry".
-    async fn send_until_final(&mut self, payload: &Bytes) -> Result<Final, Stopped> {
+    async fn send_until_final(&mut self, payload: &Bytes) -> Result<Final, Stop> {
         let mut failures = 0u64;
         loop {
             self.update(|s| {
@@ -165,9 +245,11 @@ impl Worker {
                     s.state = EndpointState::Shipping;
                 }
             });
+            let client = self.client.clone();
             let verdict = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Stopped),
-                v = self.client.send(payload.clone()) => v,
+                _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = self.control_rx.changed() => return Err(Stop::Interrupted),
+                v = client.send(payload.clone()) => v,
             };
             let (reason, after) = match verdict {
                 Verdict::Retry { reason, after } => (reason, after),

@@ -15,10 +15,10 @@ const NEXT_SEQ: &[u8] = b"next_seq";
 
 /// What the in-memory index keeps of a record (so limits and lag need no disk reads).
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+pub(super) struct Entry {
     /// Encoded length; 0 for a hole left by a damaged record.
-    len: u32,
-    received_ms: u64,
+    pub(super) len: u32,
+    pub(super) received_ms: u64,
     min_ts: i64,
     max_ts: i64,
 }
@@ -41,12 +41,12 @@ impl Entry {
 }
 
 /// Everything that changes together, under one lock.
-struct Log {
+pub(super) struct Log {
     /// Sequence of `index[0]`.
-    first_seq: u64,
+    pub(super) first_seq: u64,
     /// The next sequence to assign.
-    next_seq: u64,
-    index: VecDeque<Entry>,
+    pub(super) next_seq: u64,
+    pub(super) index: VecDeque<Entry>,
     bytes: u64,
     cursors: BTreeMap<String, u64>,
     /// Records each endpoint lost to the limits (since start).
@@ -57,13 +57,13 @@ struct Log {
     unlogged_drops: u64,
 }
 
-struct Inner {
+pub(super) struct Inner {
     config: WalConfig,
     db: sled::Db,
-    records: sled::Tree,
+    pub(super) records: sled::Tree,
     cursors: sled::Tree,
     meta: sled::Tree,
-    quarantine: sled::Tree,
+    pub(super) quarantine: sled::Tree,
     log: Mutex<Log>,
     /// `next_seq` after the latest append: wakes the shippers.
     appended: watch::Sender<u64>,
@@ -71,13 +71,13 @@ struct Inner {
     durable: watch::Sender<u64>,
     /// Appends waiting for a flush.
     flush_wanted: Notify,
-    clock: Arc<dyn Clock>,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 /// The write-ahead buffer. A cheap clone.
 #[derive(Clone)]
 pub struct Wal {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 /// One item read from the log.
@@ -119,6 +119,17 @@ pub struct QueueStats {
     pub endpoints: BTreeMap<String, CursorStats>,
 }
 
+/// An operator's cursor move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CursorMove {
+    /// Where the cursor was.
+    pub from: u64,
+    /// Where it is now.
+    pub to: u64,
+    /// Buffered records between the two (skipped, or to be sent again).
+    pub records: u64,
+}
+
 /// One endpoint's position in the buffer.
 #[derive(Debug, Clone, Serialize)]
 pub struct CursorStats {
@@ -134,11 +145,11 @@ pub struct CursorStats {
     pub dropped_records: u64,
 }
 
-fn be(seq: u64) -> [u8; 8] {
+pub(super) fn be(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-fn seq_of(key: &[u8]) -> Option<u64> {
+pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
@@ -239,7 +250,7 @@ impl Wal {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Log> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Log> {
         // Every critical section leaves the log consistent before it can fail.
         self.inner.log.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -472,53 +483,65 @@ impl Wal {
             .ok_or_else(|| WalError::UnknownEndpoint(endpoint.to_owned()))
     }
 
-    /// Moves the endpoint's cursor forward to `to` (never backwards: the limits may have
-    /// moved it further meanwhile). Durable with the next flush.
-    pub fn advance_cursor(&self, endpoint: &str, to: u64) -> Result<u64, WalError> {
+    /// Moves the endpoint's cursor from `from` to `to`, only if it is still at `from`: an
+    /// operator or the limits may have moved it meanwhile, and their move wins. Returns
+    /// whether it moved. Durable with the next flush.
+    pub fn advance_cursor(&self, endpoint: &str, from: u64, to: u64) -> Result<bool, WalError> {
         let mut log = self.lock();
         let next = log.next_seq;
         let cursor = log
             .cursors
             .get_mut(endpoint)
             .ok_or_else(|| WalError::UnknownEndpoint(endpoint.to_owned()))?;
-        if to > *cursor {
-            *cursor = to.min(next);
-            self.inner
-                .cursors
-                .insert(endpoint.as_bytes(), &be(*cursor))?;
+        if *cursor != from {
+            return Ok(false);
         }
-        Ok(*cursor)
+        *cursor = to.min(next);
+        self.inner
+            .cursors
+            .insert(endpoint.as_bytes(), &be(*cursor))?;
+        Ok(true)
     }
 
-    /// Stores a batch an endpoint rejected permanently, with its answer.
-    pub fn quarantine(
-        &self,
-        endpoint: &str,
-        seq: u64,
-        record: &Record,
-        status: u16,
-        answer: &str,
-    ) -> Result<(), WalError> {
-        let mut key = endpoint.as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(&be(seq));
-        let header = serde_json::json!({
-            "status": status,
-            "answer": answer,
-            "quarantined_ms": self.inner.clock.now_ms(),
-        })
-        .to_string();
-        let mut value = Vec::with_capacity(4 + header.len() + record.payload.len() + 64);
-        value.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        value.extend_from_slice(header.as_bytes());
-        value.extend_from_slice(&record.encode());
-        self.inner.quarantine.insert(key, value)?;
-        Ok(())
+    /// An operator's cursor move: forward (skip) up to the newest record, or back (replay)
+    /// as far as records are still buffered. Returns the move with the records it passes.
+    pub fn move_cursor(&self, endpoint: &str, to: u64) -> Result<CursorMove, WalError> {
+        let mut log = self.lock();
+        let (first, next) = (log.first_seq, log.next_seq);
+        let from = *log
+            .cursors
+            .get(endpoint)
+            .ok_or_else(|| WalError::UnknownEndpoint(endpoint.to_owned()))?;
+        if to < first {
+            return Err(WalError::NotBuffered {
+                requested: to,
+                first,
+            });
+        }
+        let to = to.min(next);
+        let (lo, hi) = (from.min(to), from.max(to));
+        let records = log
+            .index
+            .iter()
+            .skip(lo.saturating_sub(first) as usize)
+            .take((hi - lo) as usize)
+            .filter(|e| e.len > 0)
+            .count() as u64;
+        log.cursors.insert(endpoint.to_owned(), to);
+        self.inner.cursors.insert(endpoint.as_bytes(), &be(to))?;
+        Ok(CursorMove { from, to, records })
     }
 
-    /// Number of quarantined batches.
-    pub fn quarantined(&self) -> usize {
-        self.inner.quarantine.len()
+    /// The first buffered sequence received at or after `received_ms` (the next sequence
+    /// when there is none).
+    pub fn seq_at(&self, received_ms: u64) -> u64 {
+        let log = self.lock();
+        let pos = log
+            .index
+            .iter()
+            .position(|e| e.len > 0 && e.received_ms >= received_ms)
+            .map_or(log.next_seq, |p| log.first_seq + p as u64);
+        pos
     }
 
     /// Deletes records every endpoint took, and enforces the age limit (blocking).

@@ -37,7 +37,9 @@
 //!   clean shutdown; a crash loses whatever was not flushed.
 
 pub mod commit;
+mod inspect;
 mod log;
+mod quarantine;
 pub mod record;
 
 use std::path::PathBuf;
@@ -45,7 +47,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use log::{CursorStats, QueueStats, ReadItem, Wal};
+pub use inspect::RecordSummary;
+pub use log::{CursorMove, CursorStats, QueueStats, ReadItem, Wal};
+pub use quarantine::Quarantined;
 pub use record::{Record, RecordMeta};
 
 /// Most keys deleted in one sled batch.
@@ -120,6 +124,14 @@ pub enum WalError {
     /// An endpoint the WAL does not know.
     #[error("unknown endpoint {0:?}")]
     UnknownEndpoint(String),
+    /// A replay asked for records that are no longer buffered.
+    #[error("sequence {requested} is no longer buffered (oldest is {first})")]
+    NotBuffered {
+        /// The sequence asked for.
+        requested: u64,
+        /// The oldest buffered sequence.
+        first: u64,
+    },
 }
 
 impl WalError {

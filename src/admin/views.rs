@@ -1,0 +1,342 @@
+//! Read-only admin endpoints.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::{auth, election_error, error, wal_error, Admin};
+use crate::election::{Clock, ElectionError, GroupView, HistoryEntry, SystemClock};
+use crate::proto::WriteRequest;
+use crate::shipper::EndpointState;
+use crate::wal::{ReadItem, RecordSummary};
+
+/// History entries shown per group in the list view.
+const HISTORY_IN_LIST: usize = 10;
+/// Most records one peek returns.
+const MAX_PEEK: usize = 1_000;
+/// Series shown in a record preview.
+const PREVIEW_SERIES: usize = 5;
+
+macro_rules! guard_read {
+    ($admin:expr, $req:expr) => {
+        if let Some(resp) = auth::read(&$admin, &$req) {
+            return resp;
+        }
+    };
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+pub async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
+    if admin.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready\n")
+    }
+}
+
+/// Runs blocking work (sled reads) off the admin worker's reactor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HttpResponse> {
+    web::block(f).await.map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        )
+    })
+}
+
+pub async fn status(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    guard_read!(admin, req);
+    let now = SystemClock.now_ms();
+    let info = &admin.info;
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": {
+            "instance_id": info.instance_id,
+            "version": info.version,
+            "started_ms": info.started_ms,
+            "uptime_seconds": now.saturating_sub(info.started_ms) / 1000,
+        },
+        "role": "standalone",
+        "ready": admin.ready.load(Ordering::Acquire),
+        "listeners": { "ingest": info.ingest_listen, "admin": info.admin_listen },
+        "data_dir": info.data_dir,
+        "durability": info.durability,
+        "buffer": {
+            "max_bytes": info.buffer_max_bytes,
+            "max_age_seconds": info.buffer_max_age_seconds,
+            "full_policy": info.full_policy,
+        },
+        "health": { "tick_ms": info.health_tick_ms, "expiry_ms": info.health_expiry_ms },
+        "endpoints": admin.shipper.statuses().into_iter().map(|s| s.name).collect::<Vec<_>>(),
+    }))
+}
+
+/// One endpoint: the worker's status with its position in the buffer.
+#[derive(Serialize)]
+pub struct EndpointView {
+    name: String,
+    url: String,
+    state: EndpointState,
+    cursor: u64,
+    lag_records: u64,
+    lag_bytes: u64,
+    lag_seconds: f64,
+    dropped_records: u64,
+    last_error: Option<String>,
+    last_error_ms: Option<u64>,
+    next_retry_ms: Option<u64>,
+    sent_records: u64,
+    sent_samples: u64,
+    sent_bytes: u64,
+    failed_requests: u64,
+    retries: u64,
+    quarantined: u64,
+}
+
+/// `/api/v1/queue`.
+#[derive(Serialize)]
+pub struct QueueView {
+    records: u64,
+    bytes: u64,
+    max_bytes: u64,
+    oldest_age_seconds: f64,
+    first_seq: u64,
+    next_seq: u64,
+    dropped_records: u64,
+    quarantined: usize,
+    endpoints: Vec<EndpointView>,
+}
+
+/// Builds the queue view (blocking: reads the WAL's index).
+pub fn queue_view(admin: &Admin) -> QueueView {
+    let stats = admin.wal.stats();
+    let endpoints = admin
+        .shipper
+        .statuses()
+        .into_iter()
+        .map(|s| {
+            let c = stats.endpoints.get(&s.name);
+            EndpointView {
+                cursor: c.map_or(0, |c| c.cursor),
+                lag_records: c.map_or(0, |c| c.lag_records),
+                lag_bytes: c.map_or(0, |c| c.lag_bytes),
+                lag_seconds: c.map_or(0.0, |c| c.lag_seconds),
+                dropped_records: c.map_or(0, |c| c.dropped_records),
+                name: s.name,
+                url: s.url,
+                state: s.state,
+                last_error: s.last_error,
+                last_error_ms: s.last_error_ms,
+                next_retry_ms: s.next_retry_ms,
+                sent_records: s.sent_records,
+                sent_samples: s.sent_samples,
+                sent_bytes: s.sent_bytes,
+                failed_requests: s.failed_requests,
+                retries: s.retries,
+                quarantined: s.quarantined,
+            }
+        })
+        .collect();
+    QueueView {
+        records: stats.records,
+        bytes: stats.bytes,
+        max_bytes: stats.max_bytes,
+        oldest_age_seconds: stats.oldest_age_seconds,
+        first_seq: stats.first_seq,
+        next_seq: stats.next_seq,
+        dropped_records: stats.dropped_records,
+        quarantined: admin.wal.quarantined(),
+        endpoints,
+    }
+}
+
+pub async fn queue(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    guard_read!(admin, req);
+    let admin = admin.get_ref().clone();
+    match blocking(move || queue_view(&admin)).await {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(resp) => resp,
+    }
+}
+
+pub async fn endpoints(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    guard_read!(admin, req);
+    let admin = admin.get_ref().clone();
+    match blocking(move || queue_view(&admin).endpoints).await {
+        Ok(v) => HttpResponse::Ok().json(serde_json::json!({ "endpoints": v })),
+        Err(resp) => resp,
+    }
+}
+
+/// `?from=SEQ&limit=N`.
+#[derive(Deserialize)]
+pub struct Peek {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub async fn records(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    q: web::Query<Peek>,
+) -> HttpResponse {
+    guard_read!(admin, req);
+    let wal = admin.wal.clone();
+    let from = q.from.unwrap_or_else(|| wal.stats().first_seq);
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PEEK);
+    match blocking(move || wal.peek(from, limit)).await {
+        Ok(Ok(records)) => HttpResponse::Ok().json(serde_json::json!({ "records": records })),
+        Ok(Err(e)) => wal_error(&e),
+        Err(resp) => resp,
+    }
+}
+
+/// A record with a decoded look at its first series.
+#[derive(Serialize)]
+struct RecordPreview {
+    #[serde(flatten)]
+    summary: RecordSummary,
+    preview: Option<Vec<SeriesPreview>>,
+}
+
+#[derive(Serialize)]
+struct SeriesPreview {
+    labels: std::collections::BTreeMap<String, String>,
+    samples: usize,
+    histograms: usize,
+    exemplars: usize,
+}
+
+fn preview(payload: &[u8]) -> Option<Vec<SeriesPreview>> {
+    let raw = snap::raw::Decoder::new().decompress_vec(payload).ok()?;
+    let req = WriteRequest::decode(raw.as_slice()).ok()?;
+    Some(
+        req.timeseries
+            .iter()
+            .take(PREVIEW_SERIES)
+            .map(|t| SeriesPreview {
+                labels: t
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect(),
+                samples: t.samples.len(),
+                histograms: t.histograms.len(),
+                exemplars: t.exemplars.len(),
+            })
+            .collect(),
+    )
+}
+
+pub async fn record(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    seq: web::Path<u64>,
+) -> HttpResponse {
+    guard_read!(admin, req);
+    let seq = seq.into_inner();
+    let wal = admin.wal.clone();
+    match blocking(move || wal.get(seq)).await {
+        Ok(Ok(Some(item))) => {
+            let preview = match &item {
+                ReadItem::Record(_, r) => preview(&r.payload),
+                ReadItem::Corrupt(..) => None,
+            };
+            HttpResponse::Ok().json(RecordPreview {
+                summary: RecordSummary::of(&item),
+                preview,
+            })
+        }
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            "unknown_record",
+            &format!("record {seq} is not buffered"),
+        ),
+        Ok(Err(e)) => wal_error(&e),
+        Err(resp) => resp,
+    }
+}
+
+/// One group with its name and recent history.
+#[derive(Serialize)]
+struct NamedGroup {
+    name: String,
+    #[serde(flatten)]
+    group: GroupView,
+    history: Vec<HistoryEntry>,
+}
+
+pub async fn groups(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    guard_read!(admin, req);
+    let admin = admin.get_ref().clone();
+    let view = blocking(move || {
+        admin
+            .promotions
+            .groups()
+            .into_iter()
+            .map(|(name, group)| {
+                let mut history = admin.promotions.history(&name);
+                history.truncate(HISTORY_IN_LIST);
+                NamedGroup {
+                    name,
+                    group,
+                    history,
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match view {
+        Ok(groups) => HttpResponse::Ok().json(serde_json::json!({ "groups": groups })),
+        Err(resp) => resp,
+    }
+}
+
+pub async fn group(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
+    guard_read!(admin, req);
+    let name = name.into_inner();
+    let admin = admin.get_ref().clone();
+    let view = blocking(move || {
+        let group = admin.promotions.groups().remove(&name)?;
+        let history = admin.promotions.history(&name);
+        Some(NamedGroup {
+            name,
+            group,
+            history,
+        })
+    })
+    .await;
+    match view {
+        Ok(Some(g)) => HttpResponse::Ok().json(g),
+        Ok(None) => election_error(&ElectionError::UnknownGroup(
+            req.match_info().query("group").to_owned(),
+        )),
+        Err(resp) => resp,
+    }
+}
+
+pub async fn quarantine(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    guard_read!(admin, req);
+    let wal = admin.wal.clone();
+    match blocking(move || wal.quarantine_list()).await {
+        Ok(Ok(list)) => HttpResponse::Ok().json(serde_json::json!({ "quarantine": list })),
+        Ok(Err(e)) => wal_error(&e),
+        Err(resp) => resp,
+    }
+}
