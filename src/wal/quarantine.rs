@@ -48,7 +48,11 @@ fn key(endpoint: &str, seq: u64) -> Vec<u8> {
 }
 
 fn parse(key: &[u8], value: &[u8]) -> Option<(Quarantined, Record)> {
-    let zero = key.iter().rposition(|b| *b == 0)?;
+    // The sequence is the last 8 bytes (they may hold zeros), the separator before them.
+    let zero = key.len().checked_sub(9)?;
+    if key[zero] != 0 {
+        return None;
+    }
     let endpoint = String::from_utf8_lossy(&key[..zero]).into_owned();
     let seq = seq_of(&key[zero + 1..])?;
     let hlen = u32::from_le_bytes(value.get(..4)?.try_into().ok()?) as usize;
@@ -126,5 +130,20 @@ impl Wal {
     /// Removes a quarantined batch; returns whether it existed.
     pub fn quarantine_remove(&self, endpoint: &str, seq: u64) -> Result<bool, WalError> {
         Ok(self.inner.quarantine.remove(key(endpoint, seq))?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_with_zero_bytes_in_the_sequence_parse() {
+        for seq in [0u64, 1, 256, 1 << 40, u64::MAX] {
+            let k = key("lts", seq);
+            let zero = k.len() - 9;
+            assert_eq!(&k[..zero], b"lts");
+            assert_eq!(seq_of(&k[zero + 1..]), Some(seq));
+        }
     }
 }
