@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod election;
 pub mod ingest;
+pub mod metrics;
 pub mod proto;
 pub mod shipper;
 pub mod wal;

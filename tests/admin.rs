@@ -397,3 +397,68 @@ async fn skip_takes_effect_while_the_storage_is_failing() {
         "skipped records were sent: {samples:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_valid_for_promtool_and_describe_the_node() {
+    let promtool = "/usr/bin/promtool";
+    assert!(
+        std::path::Path::new(promtool).exists(),
+        "{promtool} is missing: install the Debian package prometheus (scripts/test does)"
+    );
+    let sink = Sink::start().await;
+    let node = Node::start(&["--remote-write", &format!("lts={}", sink.url())]).await;
+    assert_eq!(write(&node, "a", 1, "m", T0).await, 204);
+    assert_eq!(write(&node, "b", 0, "m", T0).await, 202);
+    let bad = post_raw(
+        &http(),
+        &node.write_url(""),
+        b"junk".to_vec(),
+        "snappy",
+        "application/x-protobuf",
+    )
+    .await;
+    assert_eq!(bad.0, 400);
+    sink.wait_samples(1, Duration::from_secs(10)).await;
+    let text = http()
+        .get(format!("http://{}/metrics", node.admin))
+        .send()
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("text");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "highlander_ingest_requests_total{outcome=\"promoted\"} 1",
+        "highlander_ingest_requests_total{outcome=\"standby\"} 1",
+        "highlander_ingest_rejected_total{reason=\"snappy\"} 1",
+        "highlander_election_promoted_source_info{group=\"default\",source=\"a\"} 1",
+        "highlander_shipper_sent_samples_total{endpoint=\"lts\"} 1",
+        "highlander_shipper_state{endpoint=\"lts\",state=\"idle\"}",
+        "highlander_wal_flush_duration_seconds_count",
+        "highlander_ready 1",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}

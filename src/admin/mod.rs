@@ -9,6 +9,7 @@
 
 mod actions;
 mod auth;
+mod metrics;
 mod views;
 
 use std::sync::atomic::AtomicBool;
@@ -74,6 +75,7 @@ pub struct Admin {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(views::healthz))
         .route("/readyz", web::get().to(views::readyz))
+        .route("/metrics", web::get().to(metrics::metrics))
         .route("/api/v1/status", web::get().to(views::status))
         .route("/api/v1/queue", web::get().to(views::queue))
         .route("/api/v1/queue/records", web::get().to(views::records))

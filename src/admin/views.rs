@@ -86,13 +86,13 @@ pub async fn status(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
 /// One endpoint: the worker's status with its position in the buffer.
 #[derive(Serialize)]
 pub struct EndpointView {
-    name: String,
+    pub(super) name: String,
     url: String,
-    state: EndpointState,
+    pub(super) state: EndpointState,
     cursor: u64,
-    lag_records: u64,
-    lag_bytes: u64,
-    lag_seconds: f64,
+    pub(super) lag_records: u64,
+    pub(super) lag_bytes: u64,
+    pub(super) lag_seconds: f64,
     dropped_records: u64,
     last_error: Option<String>,
     last_error_ms: Option<u64>,
@@ -108,15 +108,15 @@ pub struct EndpointView {
 /// `/api/v1/queue`.
 #[derive(Serialize)]
 pub struct QueueView {
-    records: u64,
-    bytes: u64,
-    max_bytes: u64,
-    oldest_age_seconds: f64,
+    pub(super) records: u64,
+    pub(super) bytes: u64,
+    pub(super) max_bytes: u64,
+    pub(super) oldest_age_seconds: f64,
     first_seq: u64,
     next_seq: u64,
     dropped_records: u64,
-    quarantined: usize,
-    endpoints: Vec<EndpointView>,
+    pub(super) quarantined: usize,
+    pub(super) endpoints: Vec<EndpointView>,
 }
 
 /// Builds the queue view (blocking: reads the WAL's index).

@@ -113,6 +113,10 @@ impl Elector {
     /// Logs a change and records it in the durable history.
     fn publish(&self, change: Change, now_ms: u64) {
         self.log(&change);
+        crate::metrics::METRICS
+            .election_changes
+            .with_label_values(&[change.reason_label()])
+            .inc();
         if let Some(store) = &self.store {
             if let Change::PinExpired { group, .. } = &change {
                 if let Err(e) = store.save_pin(group, None) {

@@ -87,6 +87,20 @@ pub enum Change {
 }
 
 impl Change {
+    /// A short, stable name of why it happened, for metrics.
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            Change::Promoted { reason, .. } => match reason {
+                Reason::NoPromotedSource => "no_promoted_source",
+                Reason::BiggerWeight { .. } => "bigger_weight",
+                Reason::Pinned { .. } => "pinned",
+                Reason::Failover { .. } => "failover",
+            },
+            Change::Demoted { .. } => "silent",
+            Change::PinExpired { .. } => "pin_expired",
+        }
+    }
+
     /// The group it concerns.
     pub fn group(&self) -> &str {
         match self {

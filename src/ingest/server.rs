@@ -13,6 +13,7 @@ use super::error::IngestError;
 use super::identity::{self, Params};
 use super::wire::Wanted;
 use crate::election::{Clock, Observation, Promotions, Role};
+use crate::metrics::METRICS;
 use crate::wal::{Record, Wal, WalError};
 
 /// Seconds a sender is asked to wait after a 503.
@@ -61,13 +62,39 @@ enum Outcome {
 }
 
 async fn write(req: HttpRequest, payload: web::Payload, ingest: web::Data<Ingest>) -> HttpResponse {
-    match accept(&req, payload, &ingest).await {
-        Ok(Outcome::Stored) => HttpResponse::NoContent().finish(),
-        Ok(Outcome::Dropped) => HttpResponse::Accepted()
-            .insert_header(("X-Highlander-Role", "standby"))
-            .finish(),
-        Err(e) => refuse(&req, &e),
-    }
+    let started = std::time::Instant::now();
+    let result = accept(&req, payload, &ingest).await;
+    let m = &METRICS;
+    let (outcome, resp) = match result {
+        Ok((Outcome::Stored, samples, bytes)) => {
+            m.ingest_samples
+                .with_label_values(&["promoted"])
+                .inc_by(samples);
+            m.ingest_bytes
+                .with_label_values(&["promoted"])
+                .inc_by(bytes);
+            ("promoted", HttpResponse::NoContent().finish())
+        }
+        Ok((Outcome::Dropped, samples, bytes)) => {
+            m.ingest_samples
+                .with_label_values(&["standby"])
+                .inc_by(samples);
+            m.ingest_bytes.with_label_values(&["standby"]).inc_by(bytes);
+            let resp = HttpResponse::Accepted()
+                .insert_header(("X-Highlander-Role", "standby"))
+                .finish();
+            ("standby", resp)
+        }
+        Err(e) => {
+            m.ingest_rejected.with_label_values(&[e.as_label()]).inc();
+            ("rejected", refuse(&req, &e))
+        }
+    };
+    m.ingest_requests.with_label_values(&[outcome]).inc();
+    m.ingest_duration
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
+    resp
 }
 
 fn refuse(req: &HttpRequest, e: &IngestError) -> HttpResponse {
@@ -94,7 +121,7 @@ async fn accept(
     req: &HttpRequest,
     payload: web::Payload,
     ingest: &Ingest,
-) -> Result<Outcome, IngestError> {
+) -> Result<(Outcome, u64, u64), IngestError> {
     check_headers(req.headers())?;
     let params = Params::parse(req.query_string())?;
     if !ingest.ready.load(Ordering::Acquire) {
@@ -105,7 +132,9 @@ async fn accept(
         replica: ingest.replica_label.as_deref(),
         group: ingest.group_label.as_deref(),
     };
+    let bytes = body.len() as u64;
     let decoded = decode::decode(body, ingest.limits, wanted)?;
+    let samples = u64::from(decoded.meta.samples) + u64::from(decoded.meta.histograms);
     let source = identity::source(
         &params,
         decoded.replica.as_deref(),
@@ -116,10 +145,10 @@ async fn accept(
         group: &group,
         source: &source,
         weight: params.weight,
-        samples: u64::from(decoded.meta.samples) + u64::from(decoded.meta.histograms),
+        samples,
     });
     if role == Role::Standby {
-        return Ok(Outcome::Dropped);
+        return Ok((Outcome::Dropped, samples, bytes));
     }
     let mut meta = decoded.meta;
     meta.received_ms = ingest.clock.now_ms();
@@ -130,7 +159,7 @@ async fn accept(
         payload: decoded.payload,
     };
     match ingest.wal.append(&record).await {
-        Ok(_) => Ok(Outcome::Stored),
+        Ok(_) => Ok((Outcome::Stored, samples, bytes)),
         Err(WalError::Full { .. }) => Err(IngestError::Full),
         Err(WalError::Closed) => Err(IngestError::NotReady),
         Err(e) => Err(IngestError::Internal(e.to_string())),

@@ -34,6 +34,21 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// The failure class for metrics (`5xx`, `429`, `413`, `4xx`, `network`), or `None`
+    /// for a delivery.
+    pub fn failure_class(&self) -> Option<&'static str> {
+        match self {
+            Verdict::Delivered => None,
+            Verdict::TooLarge => Some("413"),
+            Verdict::Reject { .. } => Some("4xx"),
+            Verdict::Retry { reason, .. } if reason.starts_with("HTTP 429") => Some("429"),
+            Verdict::Retry { reason, .. } if reason.starts_with("HTTP ") => Some("5xx"),
+            Verdict::Retry { .. } => Some("network"),
+        }
+    }
+}
+
 /// Classifies an HTTP answer.
 pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Verdict {
     let answer = one_line(body);

@@ -20,6 +20,7 @@ use super::retry::{Backoff, Verdict};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
 use crate::election::{Clock, SystemClock};
+use crate::metrics::METRICS;
 use crate::wal::{ReadItem, Record, Wal};
 
 /// Records read from the WAL at a time.
@@ -122,6 +123,7 @@ impl Worker {
                 match item {
                     ReadItem::Corrupt(seq, e) => {
                         tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: damaged record skipped; its samples are lost");
+                        METRICS.wal_damaged.inc();
                     }
                     ReadItem::Record(seq, record) => match self.deliver(&record).await {
                         Err(Stop::Shutdown) => return,
@@ -147,6 +149,16 @@ impl Worker {
 
     fn count_sent(&self, record: &Record) {
         let samples = u64::from(record.meta.samples) + u64::from(record.meta.histograms);
+        let m = &METRICS;
+        m.shipper_sent_records
+            .with_label_values(&[&self.name])
+            .inc();
+        m.shipper_sent_samples
+            .with_label_values(&[&self.name])
+            .inc_by(samples);
+        m.shipper_sent_bytes
+            .with_label_values(&[&self.name])
+            .inc_by(record.payload.len() as u64);
         self.update(|s| {
             s.sent_records += 1;
             s.sent_samples += samples;
@@ -164,6 +176,10 @@ impl Worker {
         if let Err(e) = self.wal.quarantine(&self.name, seq, record, status, answer) {
             tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not store the quarantined batch; it is lost");
         }
+        METRICS
+            .shipper_quarantined
+            .with_label_values(&[&self.name])
+            .inc();
         self.update(|s| {
             s.quarantined += 1;
             s.last_error = Some(format!("HTTP {status}: {answer}"));
@@ -246,11 +262,22 @@ impl Worker {
                 }
             });
             let client = self.client.clone();
+            let started = std::time::Instant::now();
             let verdict = tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = self.control_rx.changed() => return Err(Stop::Interrupted),
                 v = client.send(payload.clone()) => v,
             };
+            METRICS
+                .shipper_request_duration
+                .with_label_values(&[&self.name])
+                .observe(started.elapsed().as_secs_f64());
+            if let Some(class) = verdict.failure_class() {
+                METRICS
+                    .shipper_failures
+                    .with_label_values(&[&self.name, class])
+                    .inc();
+            }
             let (reason, after) = match verdict {
                 Verdict::Retry { reason, after } => (reason, after),
                 Verdict::Delivered => return Ok(self.recovered(failures, Final::Delivered)),
@@ -260,6 +287,10 @@ impl Worker {
                 }
             };
             failures += 1;
+            METRICS
+                .shipper_retries
+                .with_label_values(&[&self.name])
+                .inc();
             let delay = self.backoff.next_delay(after);
             let now = SystemClock.now_ms();
             self.update(|s| {

@@ -34,13 +34,19 @@ pub async fn run_flusher(wal: Wal, shutdown: CancellationToken) {
             }
         }
         let target = wal.next_seq();
-        if *durable_sender(&wal).borrow() >= target {
+        let already = *durable_sender(&wal).borrow();
+        if already >= target {
             continue;
         }
         let db = db(&wal);
         let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || db.flush()).await {
             Ok(Ok(_)) => {
+                let m = &crate::metrics::METRICS;
+                m.wal_flush_duration
+                    .observe(started.elapsed().as_secs_f64());
+                m.wal_group_commit_records
+                    .observe((target - already) as f64);
                 durable_sender(&wal).send_if_modified(|d| {
                     let moved = target > *d;
                     *d = (*d).max(target);

@@ -10,6 +10,7 @@ use tokio::sync::{watch, Notify};
 use super::record::{CodecError, Record};
 use super::{Durability, FullPolicy, StartAt, WalConfig, WalError, GC_CHUNK};
 use crate::election::{Clock, SystemClock};
+use crate::metrics::METRICS;
 
 const NEXT_SEQ: &[u8] = b"next_seq";
 
@@ -196,6 +197,7 @@ impl Wal {
                 }
                 Err(e) => {
                     tracing::error!(seq, error = %e, "wal: damaged record removed at recovery; its samples are lost");
+                    METRICS.wal_damaged.inc();
                     records.remove(key)?;
                     index.push_back(hole());
                     damaged += 1;
@@ -276,6 +278,7 @@ impl Wal {
 
     /// Inserts one encoded record (blocking). Enforces the byte cap first.
     pub(super) fn insert(&self, encoded: &[u8], meta: super::RecordMeta) -> Result<u64, WalError> {
+        let started = Instant::now();
         let limit = self.inner.config.max_bytes;
         let len = encoded.len() as u64;
         let mut log = self.lock();
@@ -319,6 +322,9 @@ impl Wal {
         let next = log.next_seq;
         drop(log);
         self.inner.appended.send_replace(next);
+        METRICS
+            .wal_append_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(seq)
     }
 
@@ -351,6 +357,10 @@ impl Wal {
             }
         }
         log.dropped_total += records;
+        METRICS
+            .wal_dropped
+            .with_label_values(&[why])
+            .inc_by(records);
         self.delete_below(log, upto)?;
         log.unlogged_drops += records;
         let now = Instant::now();

@@ -1,0 +1,81 @@
+//! `GET /metrics`: fills the scrape-time gauges from the parts' handles, then encodes the
+//! whole registry in the Prometheus text format.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::views::queue_view;
+use super::{auth, Admin};
+use crate::metrics::{encode, METRICS};
+use crate::shipper::EndpointState;
+
+const STATES: [(EndpointState, &str); 5] = [
+    (EndpointState::Idle, "idle"),
+    (EndpointState::Shipping, "shipping"),
+    (EndpointState::Backoff, "backoff"),
+    (EndpointState::Failing, "failing"),
+    (EndpointState::Paused, "paused"),
+];
+
+fn refresh(admin: &Admin) {
+    let m = &METRICS;
+    m.ready.set(i64::from(admin.ready.load(Ordering::Acquire)));
+    let q = queue_view(admin);
+    m.wal_records.set(q.records as i64);
+    m.wal_bytes.set(q.bytes as i64);
+    m.wal_max_bytes.set(q.max_bytes as i64);
+    m.wal_oldest_age.set(q.oldest_age_seconds);
+    m.wal_quarantined.set(q.quarantined as i64);
+    for e in &q.endpoints {
+        m.shipper_lag_records
+            .with_label_values(&[&e.name])
+            .set(e.lag_records as i64);
+        m.shipper_lag_bytes
+            .with_label_values(&[&e.name])
+            .set(e.lag_bytes as i64);
+        m.shipper_lag_seconds
+            .with_label_values(&[&e.name])
+            .set(e.lag_seconds);
+        for (state, label) in STATES {
+            m.shipper_state
+                .with_label_values(&[&e.name, label])
+                .set(i64::from(e.state == state));
+        }
+    }
+    // Groups and sources come and go: rebuild these from scratch.
+    m.election_promoted.reset();
+    m.election_sources.reset();
+    for (name, group) in admin.promotions.groups() {
+        m.election_sources
+            .with_label_values(&[&name])
+            .set(group.sources.len() as i64);
+        if let Some(p) = &group.promoted {
+            m.election_promoted
+                .with_label_values(&[&name, &p.source])
+                .set(1);
+        }
+    }
+}
+
+pub async fn metrics(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    if let Some(resp) = auth::read(&admin, &req) {
+        return resp;
+    }
+    let admin = admin.get_ref().clone();
+    match web::block(move || {
+        refresh(&admin);
+        encode()
+    })
+    .await
+    {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text),
+        Err(e) => super::error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+    }
+}
