@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Admin, NodeInfo};
 use crate::config::Config;
 use crate::election::{Clock, ElectionStore, Elector, Promotions, SystemClock};
+use crate::ingest::handover::Handover;
 use crate::ingest::{self, Ingest};
 use crate::shipper::{ClientError, Shipper};
 use crate::wal::{self, Wal, WalError};
@@ -159,6 +160,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         group_label: config.ingest.group_label.as_deref().map(Arc::from),
         ready: ready.clone(),
         clock: Arc::new(SystemClock),
+        handover: Handover::new(config.ingest.handover),
     };
     let info = NodeInfo {
         instance_id,

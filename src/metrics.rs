@@ -77,6 +77,20 @@ pub struct Metrics {
     pub election_sources: IntGaugeVec,
     /// 1 when the node accepts writes (scrape time).
     pub ready: IntGauge,
+    /// Handovers between sources.
+    pub handovers: IntCounter,
+    /// Samples of the new source's held writes forwarded at handovers.
+    pub handover_backfilled: IntCounter,
+    /// Samples of the new source dropped as overlap (at or before the handover point).
+    pub handover_trimmed: IntCounter,
+    /// Time one handover took (learning the cut and trimming the backfill).
+    pub handover_duration: prometheus::Histogram,
+}
+
+fn int_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -306,6 +320,28 @@ impl Metrics {
                 &["group"],
             ),
             ready: gauge(&r, "highlander_ready", "1 when the node accepts writes."),
+            handovers: int_counter(
+                &r,
+                "highlander_handover_total",
+                "Handovers from one source of a group to another.",
+            ),
+            handover_backfilled: int_counter(
+                &r,
+                "highlander_handover_backfilled_samples_total",
+                "Samples of the new source's held writes forwarded at handovers.",
+            ),
+            handover_trimmed: int_counter(
+                &r,
+                "highlander_handover_trimmed_samples_total",
+                "Samples of a new source dropped as overlap at or before the handover point.",
+            ),
+            handover_duration: single(histogram(
+                &r,
+                "highlander_handover_duration_seconds",
+                "Time one handover took.",
+                seconds(),
+                &[],
+            )),
             registry: r,
         }
     }

@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// absent.
     #[arg(long, env = "HIGHLANDER_GROUP_LABEL")]
     pub group_label: Option<String>,
+    /// Data time of recent writes held per source, for gapless handovers [default: 3 ×
+    /// health-expiry].
+    #[arg(long, env = "HIGHLANDER_HANDOVER_WINDOW")]
+    pub handover_window: Option<String>,
+    /// Bytes of recent writes held per source, for gapless handovers [default: 64MiB].
+    #[arg(long, env = "HIGHLANDER_HANDOVER_MAX_BYTES")]
+    pub handover_max_bytes: Option<String>,
     /// Largest compressed request body [default: 32MiB].
     #[arg(long, env = "HIGHLANDER_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<String>,

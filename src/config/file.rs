@@ -31,6 +31,10 @@ pub struct FileConfig {
     pub replica_label: Option<String>,
     /// Label carrying the HA group name.
     pub group_label: Option<String>,
+    /// Data time of recent writes held per source for handovers.
+    pub handover_window: Option<String>,
+    /// Bytes of recent writes held per source for handovers.
+    pub handover_max_bytes: Option<String>,
     /// Largest compressed request body.
     pub max_body_bytes: Option<String>,
     /// Largest decoded request body.

@@ -13,6 +13,7 @@ pub use cli::{Cli, Command, ServeArgs};
 use file::{EndpointSection, FileConfig};
 use units::{parse_duration, parse_size};
 
+use crate::ingest::handover::HandoverConfig;
 use crate::ingest::Limits;
 use crate::shipper::{Auth, EndpointConfig, RetryConfig};
 use crate::wal::{Durability, FullPolicy, StartAt, WalConfig};
@@ -41,6 +42,8 @@ pub const DEFAULT_BUFFER_MAX_AGE: &str = "24h";
 pub const DEFAULT_FLUSH_INTERVAL: &str = "200ms";
 /// Default request timeout to a storage.
 pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
+/// Default bytes of recent writes held per source for handovers.
+pub const DEFAULT_HANDOVER_MAX_BYTES: &str = "64MiB";
 /// Default graceful shutdown deadline.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 
@@ -64,6 +67,8 @@ pub struct IngestConfig {
     pub replica_label: Option<String>,
     /// Group label.
     pub group_label: Option<String>,
+    /// Rings of recent writes for gapless handovers.
+    pub handover: HandoverConfig,
 }
 
 /// Election settings.
@@ -255,6 +260,22 @@ impl Config {
             &file.shutdown_timeout,
             DEFAULT_SHUTDOWN_TIMEOUT,
         );
+        let handover_window = match args
+            .handover_window
+            .as_ref()
+            .or(file.handover_window.as_ref())
+        {
+            Some(w) => p.take("handover-window", parse_duration(w)),
+            // A few expiry windows: the new source's data since the old one went silent.
+            None => health_expiry.map(|e| e * 3),
+        };
+        let handover_max = size(
+            &mut p,
+            "handover-max-bytes",
+            &args.handover_max_bytes,
+            &file.handover_max_bytes,
+            DEFAULT_HANDOVER_MAX_BYTES,
+        );
         let full_policy = p.take(
             "buffer-full-policy",
             match pick(&args.buffer_full_policy, &b.full_policy, "drop-oldest") {
@@ -363,6 +384,9 @@ impl Config {
                 ),
             );
         }
+        if let (Some(w), Some(e)) = (handover_window, health_expiry) {
+            p.check(w > e, "handover-window must be longer than health-expiry (the new source's data since the old one went silent must still be held)");
+        }
         if let (Some(b), Some(d)) = (max_body, max_decoded) {
             p.check(
                 b > 0 && b <= d,
@@ -381,25 +405,17 @@ impl Config {
         if !p.0.is_empty() {
             return Err(ConfigError { problems: p.0 });
         }
-        let (
-            Some(listen),
-            Some(admin_listen),
-            Some(health_tick),
-            Some(health_expiry),
-            Some(max_body),
-            Some(max_decoded),
-            Some(buffer_max),
-            Some(buffer_age),
-            Some(flush_interval),
-            Some(shutdown_timeout),
-            Some(full_policy),
-            Some(durability),
-            Some(start_at),
-            Some(retry_initial),
-            Some(retry_max),
-            Some(max_retry_after),
-            Some(log_format),
-        ) = (
+        // Every parse failure was recorded above; a None left here would be a bug.
+        macro_rules! parsed {
+            ($($v:ident),* $(,)?) => {
+                $(let Some($v) = $v else {
+                    return Err(ConfigError {
+                        problems: vec![format!("internal: {} failed to parse silently", stringify!($v))],
+                    });
+                };)*
+            };
+        }
+        parsed!(
             listen,
             admin_listen,
             health_tick,
@@ -417,14 +433,9 @@ impl Config {
             retry_max,
             max_retry_after,
             log_format,
-        )
-        else {
-            return Err(ConfigError {
-                problems: vec![
-                    "internal: a value failed to parse without a problem recorded".into(),
-                ],
-            });
-        };
+            handover_window,
+            handover_max,
+        );
         Ok(Config {
             wal: WalConfig {
                 dir: data_dir.join("wal"),
@@ -444,6 +455,11 @@ impl Config {
                 },
                 replica_label,
                 group_label,
+                handover: HandoverConfig {
+                    window: handover_window,
+                    max_bytes_per_source: handover_max,
+                    max_decoded_bytes: max_decoded,
+                },
             },
             election: ElectionConfig {
                 health_tick,

@@ -310,6 +310,7 @@ mod tests {
             source,
             weight: 0,
             samples: 1,
+            data_ts: None,
         };
         assert_eq!(e.observe(w("a")), Role::Promoted);
         clock.0.store(5_999, Ordering::SeqCst);
@@ -317,7 +318,14 @@ mod tests {
         assert_eq!(e.observe(w("b")), Role::Standby);
         clock.0.store(6_000, Ordering::SeqCst);
         e.tick();
-        assert!(e.groups()["default"].promoted.is_none());
+        // b wrote within the expiry: promoted at the tick that demoted a.
+        assert_eq!(
+            e.groups()["default"]
+                .promoted
+                .as_ref()
+                .map(|p| p.source.as_str()),
+            Some("b")
+        );
         assert_eq!(e.observe(w("b")), Role::Promoted);
     }
 }

@@ -16,6 +16,9 @@ pub struct Observation<'a> {
     pub weight: u64,
     /// Samples (float + histogram) in the request, for the per-source counters.
     pub samples: u64,
+    /// Newest sample timestamp of the request (ms), if it has samples: how fresh the
+    /// source's data is.
+    pub data_ts: Option<i64>,
 }
 
 /// Whether a write is forwarded.
@@ -174,6 +177,8 @@ pub struct SourceView {
     pub first_seen_ms: u64,
     /// Receive time of its latest write (ms since the epoch).
     pub last_seen_ms: u64,
+    /// Newest sample timestamp it sent (ms since the epoch).
+    pub last_data_ts: Option<i64>,
     /// Writes forwarded.
     pub requests_accepted: u64,
     /// Writes dropped as standby.
@@ -204,6 +209,50 @@ pub struct GroupView {
     pub sources: BTreeMap<String, SourceView>,
     /// Operator override, if any.
     pub pin: Option<PinView>,
+}
+
+/// After `demoted` went silent: promotes the best live standby at once — the pinned source
+/// if it is alive, else the highest weight, then the freshest data (a lagging replica must
+/// not win), then the most recent write. `None` when no other source wrote within the
+/// expiry: the next source that writes is promoted (seed rule).
+fn promote_best(
+    name: &str,
+    group: &mut GroupView,
+    demoted: &str,
+    expiry_ms: u64,
+    now_ms: u64,
+) -> Option<Change> {
+    let alive = |s: &SourceView| now_ms.saturating_sub(s.last_seen_ms) < expiry_ms;
+    let pinned = group.pin.as_ref().map(|p| p.source.clone());
+    let (source, view) = group
+        .sources
+        .iter()
+        .filter(|(id, s)| id.as_str() != demoted && alive(s))
+        .max_by_key(|(id, s)| {
+            (
+                pinned.as_deref() == Some(id.as_str()),
+                s.weight,
+                s.last_data_ts.unwrap_or(i64::MIN),
+                s.last_seen_ms,
+            )
+        })?;
+    let (source, weight) = (source.clone(), view.weight);
+    let reason = if pinned.as_deref() == Some(source.as_str()) {
+        Reason::Pinned { previous: None }
+    } else {
+        Reason::NoPromotedSource
+    };
+    group.promoted = Some(PromotedView {
+        source: source.clone(),
+        weight,
+        since_ms: now_ms,
+    });
+    Some(Change::Promoted {
+        group: name.to_owned(),
+        source,
+        weight,
+        reason,
+    })
 }
 
 /// The election of every group.
@@ -277,6 +326,9 @@ impl ElectionState {
             });
         source.weight = obs.weight;
         source.last_seen_ms = source.last_seen_ms.max(now_ms);
+        if let Some(ts) = obs.data_ts {
+            source.last_data_ts = Some(source.last_data_ts.map_or(ts, |t| t.max(ts)));
+        }
         match role {
             Role::Promoted => {
                 source.requests_accepted += 1;
@@ -311,12 +363,18 @@ impl ElectionState {
                     .map_or(p.since_ms, |s| s.last_seen_ms);
                 let silent_ms = now_ms.saturating_sub(last);
                 if silent_ms >= self.expiry_ms {
+                    let demoted = p.source.clone();
                     changes.push(Change::Demoted {
                         group: name.clone(),
-                        source: p.source.clone(),
+                        source: demoted.clone(),
                         silent_ms,
                     });
                     group.promoted = None;
+                    if let Some(change) =
+                        promote_best(name, group, &demoted, self.expiry_ms, now_ms)
+                    {
+                        changes.push(change);
+                    }
                 }
             }
             let forget_ms = self.forget_ms;
@@ -419,7 +477,7 @@ impl ElectionState {
             .sources
             .iter()
             .filter(|(id, s)| **id != previous && self.alive(s, now_ms))
-            .max_by_key(|(_, s)| (s.weight, s.last_seen_ms))
+            .max_by_key(|(_, s)| (s.weight, s.last_data_ts.unwrap_or(i64::MIN), s.last_seen_ms))
             .map(|(id, s)| (id.clone(), s.weight))
             .ok_or_else(|| ElectionError::NoCandidate(group_name.to_owned()))?;
         let group = self.groups.get_mut(group_name).expect("looked up above");
@@ -463,6 +521,7 @@ mod tests {
             source,
             weight,
             samples: 10,
+            data_ts: None,
         }
     }
 
@@ -528,16 +587,35 @@ mod tests {
         s.observe(obs("a", 1), 0);
         s.observe(obs("b", 1), 100);
         assert!(s.tick(4_999).is_empty());
+        // b wrote within the expiry: it is promoted at the same tick.
         assert_eq!(
             s.tick(5_000),
-            vec![Change::Demoted {
-                group: "g".into(),
-                source: "a".into(),
-                silent_ms: 5_000
-            }]
+            vec![
+                Change::Demoted {
+                    group: "g".into(),
+                    source: "a".into(),
+                    silent_ms: 5_000
+                },
+                Change::Promoted {
+                    group: "g".into(),
+                    source: "b".into(),
+                    weight: 1,
+                    reason: Reason::NoPromotedSource
+                }
+            ]
         );
-        // Seed semantics: the next source that writes is promoted.
-        let (role, change) = s.observe(obs("b", 1), 5_100);
+        assert_eq!(s.observe(obs("b", 1), 5_100), (Role::Promoted, None));
+    }
+
+    #[test]
+    fn without_a_live_standby_the_next_writer_is_promoted() {
+        let mut s = ElectionState::new(1_000);
+        s.observe(obs("a", 1), 0);
+        s.observe(obs("b", 1), 0);
+        // Both silent: a is demoted, b is not alive either.
+        assert_eq!(s.tick(1_000).len(), 1);
+        assert!(s.groups()["g"].promoted.is_none());
+        let (role, change) = s.observe(obs("c", 0), 1_100);
         assert_eq!(role, Role::Promoted);
         assert!(matches!(
             change,
@@ -546,6 +624,27 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn expiry_prefers_the_heaviest_then_the_freshest_live_standby() {
+        let data = |source: &'static str, weight, ts| Observation {
+            group: "g",
+            source,
+            weight,
+            samples: 1,
+            data_ts: Some(ts),
+        };
+        let mut s = ElectionState::new(1_000);
+        s.observe(data("a", 9, 10_000), 0);
+        s.observe(data("light", 1, 10_000), 500);
+        s.observe(data("lagging", 5, 4_000), 600);
+        s.observe(data("fresh", 5, 9_900), 700);
+        let changes = s.tick(1_000);
+        assert!(
+            matches!(&changes[1], Change::Promoted { source, .. } if source == "fresh"),
+            "{changes:?}"
+        );
     }
 
     #[test]
@@ -565,12 +664,14 @@ mod tests {
             source: "a",
             weight: 1,
             samples: 1,
+            data_ts: None,
         };
         let b = Observation {
             group: "us",
             source: "b",
             weight: 1,
             samples: 1,
+            data_ts: None,
         };
         assert_eq!(s.observe(a, 0).0, Role::Promoted);
         assert_eq!(s.observe(b, 0).0, Role::Promoted);

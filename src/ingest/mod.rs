@@ -14,8 +14,10 @@
 
 pub mod decode;
 pub mod error;
+pub mod handover;
 pub mod identity;
 mod server;
+pub mod trim;
 pub mod wire;
 
 pub use decode::Limits;

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use super::decode::{self, Limits};
 use super::error::IngestError;
+use super::handover::{Handover, Held};
 use super::identity::{self, Params};
 use super::wire::Wanted;
 use crate::election::{Clock, Observation, Promotions, Role};
@@ -36,6 +37,8 @@ pub struct Ingest {
     pub ready: Arc<AtomicBool>,
     /// Receive times.
     pub clock: Arc<dyn Clock>,
+    /// Recent writes of every source, for gapless handovers.
+    pub handover: Handover,
 }
 
 /// Registers the write routes.
@@ -141,25 +144,56 @@ async fn accept(
         req.peer_addr().map(|a| a.ip()),
     );
     let group = identity::group(&params, decoded.group.as_deref());
+    let has_samples = decoded.meta.samples + decoded.meta.histograms > 0;
     let role = ingest.promotions.observe(Observation {
         group: &group,
         source: &source,
         weight: params.weight,
         samples,
+        data_ts: has_samples.then_some(decoded.meta.max_ts),
     });
-    if role == Role::Standby {
-        return Ok((Outcome::Dropped, samples, bytes));
-    }
     let mut meta = decoded.meta;
     meta.received_ms = ingest.clock.now_ms();
-    let record = Record {
-        group,
-        source,
-        meta,
+    let held = Held {
         payload: decoded.payload,
+        meta,
     };
-    match ingest.wal.append(&record).await {
-        Ok(_) => Ok((Outcome::Stored, samples, bytes)),
+    if role == Role::Standby {
+        ingest.handover.hold(&group, &source, &held, false);
+        return Ok((Outcome::Dropped, samples, bytes));
+    }
+    // The group's lock is held while inserting (so a handover's backfill lands before any
+    // later write of the group), not while waiting for the flush (group commit).
+    let plan = ingest.handover.plan(&group, &source, held.clone()).await?;
+    let records: Vec<Record> = plan
+        .backfill
+        .iter()
+        .chain(plan.live.iter())
+        .map(|h| Record {
+            group: group.clone(),
+            source: source.clone(),
+            meta: h.meta,
+            payload: h.payload.clone(),
+        })
+        .collect();
+    let inserted = if records.is_empty() {
+        Ok(None)
+    } else {
+        ingest.wal.insert_all(&records).await.map(Some)
+    };
+    // The ring keeps what was forwarded (the trimmed write) apart from what was not.
+    match (&plan.live, &inserted) {
+        (Some(live), Ok(_)) => ingest.handover.hold(&group, &source, live, true),
+        _ => ingest.handover.hold(&group, &source, &held, false),
+    }
+    drop(plan);
+    let durable = match inserted {
+        Ok(Some(seq)) => ingest.wal.wait_durable(seq).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match durable {
+        Ok(()) => Ok((Outcome::Stored, samples, bytes)),
         Err(WalError::Full { .. }) => Err(IngestError::Full),
         Err(WalError::Closed) => Err(IngestError::NotReady),
         Err(e) => Err(IngestError::Internal(e.to_string())),

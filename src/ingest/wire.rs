@@ -121,18 +121,18 @@ impl Summary<'_> {
 
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
-const LEN: u8 = 2;
+pub(crate) const LEN: u8 = 2;
 const FIXED32: u8 = 5;
 
 /// A cursor over protobuf fields of one message.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 /// The value of one field, as its wire type gives it.
 #[derive(Clone, Copy)]
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     Varint(u64),
     Fixed64,
     Len(&'a [u8]),
@@ -151,11 +151,11 @@ impl Value<'_> {
 }
 
 /// One field: number, value and the byte range it occupied (key included).
-struct Field<'a> {
-    number: u64,
-    value: Value<'a>,
-    start: usize,
-    end: usize,
+pub(crate) struct Field<'a> {
+    pub(crate) number: u64,
+    pub(crate) value: Value<'a>,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
@@ -183,11 +183,11 @@ pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 impl<'a> Fields<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Fields { buf, pos: 0 }
     }
 
-    fn next_field(&mut self) -> Result<Option<Field<'a>>, WireError> {
+    pub(crate) fn next_field(&mut self) -> Result<Option<Field<'a>>, WireError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }

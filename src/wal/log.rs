@@ -264,16 +264,26 @@ impl Wal {
 
     /// Appends a record and returns its sequence once it is as durable as the mode asks.
     pub async fn append(&self, record: &Record) -> Result<u64, WalError> {
-        let encoded = record.encode();
-        let wal = self.clone();
-        let meta = record.meta;
-        let seq = tokio::task::spawn_blocking(move || wal.insert(&encoded, meta))
-            .await
-            .map_err(|_| WalError::Closed)??;
-        if self.inner.config.durability == Durability::Sync {
-            self.wait_durable(seq).await?;
-        }
+        let seq = self.insert_all(std::slice::from_ref(record)).await?;
+        self.wait_durable(seq).await?;
         Ok(seq)
+    }
+
+    /// Inserts records in order, without waiting for their flush; returns the last
+    /// sequence. Pair with [`Wal::wait_durable`] before acknowledging.
+    pub async fn insert_all(&self, records: &[Record]) -> Result<u64, WalError> {
+        let encoded: Vec<(Vec<u8>, super::RecordMeta)> =
+            records.iter().map(|r| (r.encode(), r.meta)).collect();
+        let wal = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut last = None;
+            for (bytes, meta) in &encoded {
+                last = Some(wal.insert(bytes, *meta)?);
+            }
+            last.ok_or(WalError::Closed)
+        })
+        .await
+        .map_err(|_| WalError::Closed)?
     }
 
     /// Inserts one encoded record (blocking). Enforces the byte cap first.
@@ -328,7 +338,11 @@ impl Wal {
         Ok(seq)
     }
 
-    async fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+    /// Waits until `seq` is as durable as the mode asks (at once unless `sync`).
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+        if self.inner.config.durability != Durability::Sync {
+            return Ok(());
+        }
         let mut rx = self.inner.durable.subscribe();
         self.inner.flush_wanted.notify_one();
         rx.wait_for(|d| *d > seq)

@@ -1,0 +1,268 @@
+//! Per-series sample trimming for gapless, overlap-free handovers (see
+//! [`super::handover`]): learning where each series of the old source ended, and rewriting
+//! a request without the samples at or before that point.
+//!
+//! Works on the wire bytes (like [`super::wire`]): everything that is not a sample,
+//! histogram or exemplar of a trimmed series is copied as it was.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use super::wire::{write_varint, Field, Fields, Value, WireError, LEN};
+
+/// Where one series of the old source ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesEnd {
+    /// Its last forwarded timestamp (ms).
+    pub last: i64,
+    /// The gap between its last two samples (ms), 0 if unknown: its scrape interval.
+    pub step: i64,
+}
+
+impl SeriesEnd {
+    /// The new source's samples must be newer than this: at least half a scrape interval
+    /// after the old source's last one, so that no two samples crowd each other.
+    pub fn threshold(&self) -> i64 {
+        self.last.saturating_add(self.step / 2)
+    }
+}
+
+/// A series' identity: a hash of its label names and values, in order.
+pub fn series_hash(series: &[u8]) -> Result<u64, WireError> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut fields = Fields::new(series);
+    while let Some(f) = fields.next_field()? {
+        if let (1, Value::Len(label)) = (f.number, f.value) {
+            let mut lf = Fields::new(label);
+            while let Some(l) = lf.next_field()? {
+                if let Value::Len(b) = l.value {
+                    l.number.hash(&mut h);
+                    b.hash(&mut h);
+                }
+            }
+            0xffu8.hash(&mut h);
+        }
+    }
+    Ok(h.finish())
+}
+
+/// The timestamp of a sample (field 2 of `Sample`) or histogram (field 15).
+fn timestamp_of(msg: &[u8], ts_field: u64) -> Result<i64, WireError> {
+    let mut ts = 0i64;
+    let mut fields = Fields::new(msg);
+    while let Some(f) = fields.next_field()? {
+        if let (n, Value::Varint(v)) = (f.number, f.value) {
+            if n == ts_field {
+                ts = v as i64;
+            }
+        }
+    }
+    Ok(ts)
+}
+
+/// The timestamp of one field of a `TimeSeries`, if it is timestamped (sample, exemplar,
+/// histogram).
+fn field_ts(f: &Field<'_>) -> Result<Option<i64>, WireError> {
+    let Value::Len(b) = f.value else {
+        return Ok(None);
+    };
+    Ok(match f.number {
+        2 => Some(timestamp_of(b, 2)?),
+        3 => Some(timestamp_of(b, 3)?),
+        4 => Some(timestamp_of(b, 15)?),
+        _ => None,
+    })
+}
+
+/// Records, for every series of a decoded `WriteRequest`, where it ends (feed the old
+/// source's requests in order).
+pub fn learn_ends(buf: &[u8], ends: &mut HashMap<u64, SeriesEnd>) -> Result<(), WireError> {
+    let mut fields = Fields::new(buf);
+    while let Some(f) = fields.next_field()? {
+        let (1, Value::Len(series)) = (f.number, f.value) else {
+            continue;
+        };
+        let hash = series_hash(series)?;
+        let mut sf = Fields::new(series);
+        while let Some(sample) = sf.next_field()? {
+            if sample.number != 2 && sample.number != 4 {
+                continue;
+            }
+            let Some(ts) = field_ts(&sample)? else {
+                continue;
+            };
+            let end = ends.entry(hash).or_insert(SeriesEnd { last: ts, step: 0 });
+            if ts > end.last {
+                end.step = ts - end.last;
+                end.last = ts;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a trim kept and dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// The rewritten request (series left without samples are dropped).
+    pub raw: Vec<u8>,
+    /// Samples and histograms kept.
+    pub kept: u64,
+    /// Samples and histograms dropped.
+    pub trimmed: u64,
+}
+
+/// Rewrites a decoded `WriteRequest` keeping, per series, only samples, histograms and
+/// exemplars strictly newer than `threshold(series_hash)`; `None` keeps the whole series.
+pub fn trim(buf: &[u8], threshold: impl Fn(u64) -> Option<i64>) -> Result<Trimmed, WireError> {
+    let mut out = Trimmed {
+        raw: Vec::with_capacity(buf.len()),
+        ..Trimmed::default()
+    };
+    let mut fields = Fields::new(buf);
+    while let Some(f) = fields.next_field()? {
+        let (1, Value::Len(series)) = (f.number, f.value) else {
+            out.raw.extend_from_slice(&buf[f.start..f.end]);
+            continue;
+        };
+        let Some(limit) = threshold(series_hash(series)?) else {
+            out.kept += count_samples(series)?;
+            out.raw.extend_from_slice(&buf[f.start..f.end]);
+            continue;
+        };
+        let mut kept_series = Vec::with_capacity(series.len());
+        let mut kept_samples = 0u64;
+        let mut sf = Fields::new(series);
+        while let Some(part) = sf.next_field()? {
+            match field_ts(&part)? {
+                Some(ts) if ts <= limit => {
+                    if part.number != 3 {
+                        out.trimmed += 1;
+                    }
+                }
+                Some(_) => {
+                    if part.number != 3 {
+                        kept_samples += 1;
+                    }
+                    kept_series.extend_from_slice(&series[part.start..part.end]);
+                }
+                None => kept_series.extend_from_slice(&series[part.start..part.end]),
+            }
+        }
+        if kept_samples > 0 {
+            out.kept += kept_samples;
+            write_varint(&mut out.raw, (1 << 3) | u64::from(LEN));
+            write_varint(&mut out.raw, kept_series.len() as u64);
+            out.raw.extend_from_slice(&kept_series);
+        }
+    }
+    Ok(out)
+}
+
+fn count_samples(series: &[u8]) -> Result<u64, WireError> {
+    let mut n = 0;
+    let mut sf = Fields::new(series);
+    while let Some(part) = sf.next_field()? {
+        if part.number == 2 || part.number == 4 {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
+    use prost::Message;
+
+    fn series(name: &str, ts: &[i64]) -> TimeSeries {
+        TimeSeries {
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: name.into(),
+            }],
+            samples: ts
+                .iter()
+                .map(|&t| Sample {
+                    value: t as f64,
+                    timestamp: t,
+                })
+                .collect(),
+            ..TimeSeries::default()
+        }
+    }
+
+    fn req(series: Vec<TimeSeries>) -> Vec<u8> {
+        WriteRequest {
+            timeseries: series,
+            metadata: vec![],
+        }
+        .encode_to_vec()
+    }
+
+    fn hash_of(name: &str) -> u64 {
+        let raw = series(name, &[]).encode_to_vec();
+        series_hash(&raw).expect("valid")
+    }
+
+    #[test]
+    fn learns_the_last_timestamp_and_the_step_per_series() {
+        let mut ends = HashMap::new();
+        learn_ends(
+            &req(vec![series("a", &[1_000, 2_000]), series("b", &[1_500])]),
+            &mut ends,
+        )
+        .expect("valid");
+        learn_ends(&req(vec![series("a", &[3_000])]), &mut ends).expect("valid");
+        assert_eq!(
+            ends[&hash_of("a")],
+            SeriesEnd {
+                last: 3_000,
+                step: 1_000
+            }
+        );
+        assert_eq!(
+            ends[&hash_of("b")],
+            SeriesEnd {
+                last: 1_500,
+                step: 0
+            }
+        );
+        assert_eq!(ends[&hash_of("a")].threshold(), 3_500);
+    }
+
+    #[test]
+    fn trims_per_series_and_drops_emptied_series() {
+        let raw = req(vec![
+            series("a", &[1_000, 2_000, 3_000]),
+            series("b", &[1_000]),
+            series("c", &[5]),
+        ]);
+        let (a, b) = (hash_of("a"), hash_of("b"));
+        let t = trim(&raw, |h| {
+            if h == a {
+                Some(2_000)
+            } else if h == b {
+                Some(1_000)
+            } else {
+                None
+            }
+        })
+        .expect("valid");
+        assert_eq!((t.kept, t.trimmed), (2, 3));
+        let got = WriteRequest::decode(t.raw.as_slice()).expect("valid");
+        assert_eq!(
+            got.timeseries,
+            vec![series("a", &[3_000]), series("c", &[5])]
+        );
+    }
+
+    #[test]
+    fn nothing_to_trim_keeps_the_bytes() {
+        let raw = req(vec![series("a", &[1_000, 2_000])]);
+        let t = trim(&raw, |_| Some(0)).expect("valid");
+        assert_eq!(t.raw, raw);
+        assert_eq!((t.kept, t.trimmed), (2, 0));
+    }
+}
