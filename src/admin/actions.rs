@@ -144,15 +144,7 @@ pub async fn pause(
     req: HttpRequest,
     name: web::Path<String>,
 ) -> HttpResponse {
-    guard_mutation!(admin, req);
-    match admin.shipper.pause(&name) {
-        Ok(was) => {
-            tracing::info!(caller = %auth::caller(&req), endpoint = %name, "admin: endpoint paused");
-            HttpResponse::Ok()
-                .json(serde_json::json!({ "endpoint": *name, "paused": true, "was_paused": was }))
-        }
-        Err(e) => shipper_error(&e),
-    }
+    set_paused(&admin, &req, &name, true)
 }
 
 pub async fn resume(
@@ -160,12 +152,22 @@ pub async fn resume(
     req: HttpRequest,
     name: web::Path<String>,
 ) -> HttpResponse {
+    set_paused(&admin, &req, &name, false)
+}
+
+fn set_paused(admin: &Admin, req: &HttpRequest, name: &str, paused: bool) -> HttpResponse {
     guard_mutation!(admin, req);
-    match admin.shipper.resume(&name) {
+    let result = if paused {
+        admin.shipper.pause(name)
+    } else {
+        admin.shipper.resume(name)
+    };
+    match result {
         Ok(was) => {
-            tracing::info!(caller = %auth::caller(&req), endpoint = %name, "admin: endpoint resumed");
+            let action = if paused { "paused" } else { "resumed" };
+            tracing::info!(caller = %auth::caller(req), endpoint = %name, "admin: endpoint {action}");
             HttpResponse::Ok()
-                .json(serde_json::json!({ "endpoint": *name, "paused": false, "was_paused": was }))
+                .json(serde_json::json!({ "endpoint": name, "paused": paused, "was_paused": was }))
         }
         Err(e) => shipper_error(&e),
     }

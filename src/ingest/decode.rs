@@ -59,14 +59,7 @@ pub fn decode(body: Bytes, limits: Limits, wanted: Wanted<'_>) -> Result<Decoded
     let replica = summary.replica.map(str::to_owned);
     let group = summary.group.map(str::to_owned);
     let payload = match (summary.replica_seen, wanted.replica) {
-        (true, Some(label)) => {
-            let stripped = wire::strip_label(&raw, label)?;
-            Bytes::from(
-                snap::raw::Encoder::new()
-                    .compress_vec(&stripped)
-                    .map_err(|e| IngestError::Internal(format!("snappy encode: {e}")))?,
-            )
-        }
+        (true, Some(label)) => compress(&wire::strip_label(&raw, label)?)?,
         _ => body,
     };
     Ok(Decoded {
@@ -77,7 +70,16 @@ pub fn decode(body: Bytes, limits: Limits, wanted: Wanted<'_>) -> Result<Decoded
     })
 }
 
-fn meta_of(s: &Summary<'_>) -> RecordMeta {
+/// Snappy block compression of a decoded body.
+pub fn compress(raw: &[u8]) -> Result<Bytes, IngestError> {
+    snap::raw::Encoder::new()
+        .compress_vec(raw)
+        .map(Bytes::from)
+        .map_err(|e| IngestError::Internal(format!("snappy encode: {e}")))
+}
+
+/// The record metadata of a scanned body (receive time left 0 for the caller).
+pub fn meta_of(s: &Summary<'_>) -> RecordMeta {
     RecordMeta {
         received_ms: 0,
         min_ts: s.min_ts.unwrap_or(0),

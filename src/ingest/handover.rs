@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::decode::decompress;
+use super::decode::{compress, decompress, meta_of};
 use super::error::IngestError;
 use super::trim::{learn_ends, trim};
 use super::wire::{self, Wanted};
@@ -312,22 +312,11 @@ impl Handover {
         if t.kept == 0 {
             return Ok((None, 0, t.trimmed));
         }
-        let s = wire::scan(&t.raw, Wanted::default())?;
-        let payload = snap::raw::Encoder::new()
-            .compress_vec(&t.raw)
-            .map_err(|e| IngestError::Internal(format!("snappy encode: {e}")))?;
-        let meta = RecordMeta {
-            received_ms: held.meta.received_ms,
-            min_ts: s.min_ts.unwrap_or(0),
-            max_ts: s.max_ts.unwrap_or(0),
-            series: s.series,
-            samples: s.samples,
-            histograms: s.histograms,
-            exemplars: s.exemplars,
-        };
+        let mut meta = meta_of(&wire::scan(&t.raw, Wanted::default())?);
+        meta.received_ms = held.meta.received_ms;
         Ok((
             Some(Held {
-                payload: Bytes::from(payload),
+                payload: compress(&t.raw)?,
                 meta,
             }),
             t.kept,

@@ -175,25 +175,29 @@ impl Shipper {
 
     /// Moves `name`'s cursor forward, dropping its backlog up to `target`.
     pub fn skip(&self, name: &str, target: Target) -> Result<CursorMove, ShipperError> {
-        let h = self.handle(name)?;
-        let to = self.seq_of(target);
-        let at = self.wal.cursor(name)?;
-        if to < at {
-            return Err(ShipperError::Direction(format!(
-                "sequence {to} is behind the cursor ({at}); use replay to go back"
-            )));
-        }
-        let moved = self.wal.move_cursor(name, to)?;
-        h.control.poke();
-        Ok(moved)
+        self.move_cursor(name, target, true)
     }
 
     /// Moves `name`'s cursor back to `target` to send buffered records again.
     pub fn replay(&self, name: &str, target: Target) -> Result<CursorMove, ShipperError> {
+        self.move_cursor(name, target, false)
+    }
+
+    fn move_cursor(
+        &self,
+        name: &str,
+        target: Target,
+        forward: bool,
+    ) -> Result<CursorMove, ShipperError> {
         let h = self.handle(name)?;
         let to = self.seq_of(target);
         let at = self.wal.cursor(name)?;
-        if to > at {
+        if forward && to < at {
+            return Err(ShipperError::Direction(format!(
+                "sequence {to} is behind the cursor ({at}); use replay to go back"
+            )));
+        }
+        if !forward && to > at {
             return Err(ShipperError::Direction(format!(
                 "sequence {to} is ahead of the cursor ({at}); use skip to go forward"
             )));
