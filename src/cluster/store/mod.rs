@@ -1,0 +1,59 @@
+//! Raft storage on sled: the log store ([`LogStore`]) and the state machine
+//! ([`StateMachineStore`]) share one sled database in their own directory
+//! (`<data-dir>/raft`), apart from the WAL and the election store.
+//!
+//! Trees: `raft_log` (entries by big-endian index), `raft_meta` (vote, committed, last
+//! purged log id), `raft_sm` (the state machine as one JSON value, the current snapshot and
+//! the snapshot sequence).
+
+mod log;
+mod state_machine;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use log::{LogStore, PURGE_CHUNK};
+pub use state_machine::{AppliedControl, ControlReader, SnapshotBuilder, StateMachineStore};
+
+/// Why the raft stores could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory or the sled database could not be opened (also: another process, or a
+    /// not yet released handle of this one, holds its lock).
+    #[error("cannot open the raft database in {dir}: {source}")]
+    Sled {
+        /// The database directory.
+        dir: String,
+        /// What sled said.
+        source: sled::Error,
+    },
+    /// The stored state machine or snapshot cannot be read.
+    #[error("cannot load the raft state machine: {0}")]
+    State(#[source] Box<crate::cluster::types::StorageError>),
+}
+
+impl From<crate::cluster::types::StorageError> for OpenError {
+    fn from(e: crate::cluster::types::StorageError) -> Self {
+        OpenError::State(Box::new(e))
+    }
+}
+
+/// Opens (or creates) the raft database in `dir` and returns its log store and state
+/// machine, ready for `Raft::new`. Blocking: call it off the reactor.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
+    let sled_err = |source| OpenError::Sled {
+        dir: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| sled_err(e.into()))?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(8 << 20)
+        .open()
+        .map_err(sled_err)?;
+    let log = LogStore::open(&db).map_err(sled_err)?;
+    let sm = StateMachineStore::open(&db)?;
+    Ok((log, sm))
+}
