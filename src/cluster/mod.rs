@@ -32,10 +32,37 @@
 //! - the current snapshot is persisted with its meta; an installed snapshot replaces state
 //!   and snapshot in one batch; a restart never starts behind the stored snapshot;
 //! - applying is deterministic: the same log gives the same state on every node.
+//!
+//! # The node
+//! [`Cluster::start`] ([`node`]) opens the store, starts raft, the cluster listener and the
+//! bootstrap from the static peers; the [`Cluster`] handle proposes from any node (a follower
+//! forwards to the leader), reads the applied state, reports status and changes membership.
+//! Leadership for acting alone (shipping) is [`Cluster::leader_lease`], not
+//! [`Cluster::is_leader`]: see [`node`].
+//!
+//! # The transport
+//! Raft RPCs and forwarded proposals are JSON over HTTP on the cluster's own listener
+//! ([`rpc`]: `POST /raft/append`, `/raft/vote`, `/raft/snapshot` in 1 MiB chunks,
+//! `/cluster/write`), every request carrying the shared secret (`Authorization: Bearer`,
+//! checked in constant time before the body is read; 401 and a WARN otherwise). The client
+//! side ([`network`]) is one reqwest client per node; refused connections are reported to
+//! openraft as unreachable so it backs off (heartbeat interval doubling up to 1 s).
 
+pub mod network;
+pub mod node;
+pub mod proposal;
+pub mod rpc;
 pub mod store;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
+pub use node::{
+    Cluster, ClusterConfig, ClusterError, ClusterStatus, ClusterWriteError, Member,
+    ReplicationStatus, Role,
+};
+pub use proposal::{Proposal, ProposalReply};
 pub use store::{AppliedControl, ControlReader, LogStore, StateMachineStore};
 pub use types::{
     ControlState, GroupControl, NodeId, PromotedSource, Raft, Request, Response, TypeConfig,

@@ -1,0 +1,931 @@
+//! One cluster node: [`Cluster::start`] opens the raft stores, starts raft, the cluster
+//! listener and the bootstrap; the [`Cluster`] handle proposes (from any node, forwarding to
+//! the leader), reads the committed control state and reports status.
+//!
+//! # Bootstrap
+//! Every node of the initial cluster starts with the same static `peers` and calls raft's
+//! `initialize` with them: on a pristine node it writes the initial membership (log index 0,
+//! identical on every node, so doing it on all of them is safe) and starts an election; on a
+//! node that already has state it is refused, which we treat as done. The peer with the
+//! smallest id initialises at once, the others only after `2 × election_timeout_max` if no
+//! leader reached them by then (a pristine node campaigning in the leader's own term would
+//! force one more election). Raft elects a leader as soon as a quorum of peers is up;
+//! nothing here waits for peers.
+//!
+//! `peers` must stay as the cluster was first formed: later changes go through
+//! [`Cluster::add_voter`] / [`Cluster::remove`] (the admin API), and a node added that way
+//! starts with [`ClusterConfig::bootstrap`] off, so it never writes an initial membership
+//! that differs from the cluster's (raft assumes equal log ids hold equal entries).
+//!
+//! # Leadership and shipping
+//! [`Cluster::is_leader`] reads raft's metrics: fine for routing, not for acting alone. A
+//! leader cut off from the others believes it leads until it notices; to act as the only
+//! leader (shipping), check [`Cluster::leader_lease`] before each batch: it is `Some` only
+//! while a quorum acknowledged this leader recently enough that no other node can have been
+//! elected since (voters refuse to elect another leader within `election_timeout_max` of
+//! hearing from the current one; the lease keeps a heartbeat of margin).
+//! [`Cluster::ensure_linearizable`] is the slower, exact check (one round trip to a quorum).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use openraft::error::{CheckIsLeaderError, InitializeError, RaftError};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::network::{ClusterTransport, ForwardError, TransportError};
+use crate::cluster::proposal::{propose_locally, Proposal, ProposalReply};
+use crate::cluster::rpc::{self, RpcState, Secret};
+use crate::cluster::store::{self, ControlReader, OpenError};
+use crate::cluster::types::{NodeId, Raft, Request, Response};
+
+/// Default leader heartbeat interval.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+/// Default lower bound of the randomised election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1_000);
+/// Default upper bound of the randomised election timeout; also the leader lease voters
+/// honour. A failover takes about `max + a random value in [min, max)` plus one vote round.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2_000);
+/// Default time a proposal may take, forwarding and commit included.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of log entries between two snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5_000;
+/// Default number of log entries kept behind a snapshot (lets a briefly absent follower
+/// catch up from the log rather than a snapshot).
+pub const DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+
+/// How a node joins the cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// This node's id (`--node-id`); must be a key of `peers` when `bootstrap` is on.
+    pub node_id: NodeId,
+    /// Address the cluster listener binds (raft RPCs and forwarded proposals).
+    pub listen: SocketAddr,
+    /// The initial cluster: node id → `host:port` of its cluster listener, this node
+    /// included (`--peers`).
+    pub peers: BTreeMap<NodeId, String>,
+    /// Shared secret every cluster request carries. Never logged.
+    pub secret: String,
+    /// Directory of this node's raft database (the app passes `<data-dir>/raft`).
+    pub data_dir: PathBuf,
+    /// Whether to form the cluster from `peers` when this node has no raft state yet. Off
+    /// for a node added later through the admin API: it gets its membership from the leader.
+    pub bootstrap: bool,
+    /// Leader heartbeat interval; also the timeout of one append-entries RPC.
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomised election timeout; also the timeout of a vote RPC.
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomised election timeout and the leader lease.
+    pub election_timeout_max: Duration,
+    /// How long a proposal may take, forwarding and commit included.
+    pub write_timeout: Duration,
+    /// Log entries between two snapshots.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl ClusterConfig {
+    /// A configuration with the default timings.
+    pub fn new(
+        node_id: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, String>,
+        secret: String,
+        data_dir: PathBuf,
+    ) -> Self {
+        ClusterConfig {
+            node_id,
+            listen,
+            peers,
+            secret,
+            data_dir,
+            bootstrap: true,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            election_timeout_min: DEFAULT_ELECTION_TIMEOUT_MIN,
+            election_timeout_max: DEFAULT_ELECTION_TIMEOUT_MAX,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            logs_kept_after_snapshot: DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT,
+        }
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, ClusterError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        openraft::Config {
+            cluster_name: "highlander".to_owned(),
+            heartbeat_interval: ms(self.heartbeat_interval),
+            election_timeout_min: ms(self.election_timeout_min),
+            election_timeout_max: ms(self.election_timeout_max),
+            // One chunk per RPC, loopback or LAN: generous, snapshots are a few KiB.
+            install_snapshot_timeout: ms(self.election_timeout_max).max(5_000),
+            snapshot_max_chunk_size: rpc::SNAPSHOT_CHUNK_BYTES,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Config(format!("raft timings: {e}")))
+    }
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("secret", &"<redacted>")
+            .field("data_dir", &self.data_dir)
+            .field("bootstrap", &self.bootstrap)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("election_timeout_min", &self.election_timeout_min)
+            .field("election_timeout_max", &self.election_timeout_max)
+            .field("write_timeout", &self.write_timeout)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("logs_kept_after_snapshot", &self.logs_kept_after_snapshot)
+            .finish()
+    }
+}
+
+/// Why a cluster node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The configuration is unusable (empty secret, node not among its peers, timings).
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The raft database could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The cluster listener could not bind.
+    #[error("cannot listen on {addr} (cluster): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Raft failed to start or to initialise.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a proposal or a leadership check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterWriteError {
+    /// No leader was known within the write timeout (election under way, or no quorum).
+    /// Nothing was proposed.
+    #[error("no cluster leader")]
+    NoLeader,
+    /// The leader could not be reached within the write timeout. Nothing was proposed.
+    #[error("cluster leader {leader} unreachable: {reason}")]
+    LeaderUnreachable {
+        /// The leader.
+        leader: NodeId,
+        /// The last failure.
+        reason: String,
+    },
+    /// The proposal was handed to a leader but its commit was not confirmed (no quorum in
+    /// time, leader lost, raft stopped): it may or may not take effect.
+    #[error("proposal outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// Why.
+        reason: String,
+    },
+    /// The leader refused a membership change; nothing was committed.
+    #[error("membership change rejected: {reason}")]
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// This node is not the leader (leadership checks).
+    #[error("not the cluster leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// This node leads but could not confirm it with a quorum in time.
+    #[error("leadership not confirmed by a quorum: {reason}")]
+    NoQuorum {
+        /// Why.
+        reason: String,
+    },
+    /// This node's raft has stopped.
+    #[error("raft stopped on this node")]
+    Stopped,
+}
+
+impl ClusterWriteError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            ClusterWriteError::Rejected { .. } | ClusterWriteError::Stopped
+        )
+    }
+
+    /// Whether the proposal may still take effect.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, ClusterWriteError::OutcomeUnknown { .. })
+    }
+
+    /// A metrics label.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            ClusterWriteError::NoLeader => "no_leader",
+            ClusterWriteError::LeaderUnreachable { .. } => "leader_unreachable",
+            ClusterWriteError::OutcomeUnknown { .. } => "outcome_unknown",
+            ClusterWriteError::Rejected { .. } => "rejected",
+            ClusterWriteError::NotLeader { .. } => "not_leader",
+            ClusterWriteError::NoQuorum { .. } => "no_quorum",
+            ClusterWriteError::Stopped => "stopped",
+        }
+    }
+}
+
+/// A node's raft role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Leads the cluster: proposes, replicates, ships.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Replicates without voting.
+    Learner,
+    /// Raft stopped.
+    Shutdown,
+}
+
+impl Role {
+    /// Lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl From<ServerState> for Role {
+    fn from(s: ServerState) -> Self {
+        match s {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        }
+    }
+}
+
+/// One cluster member as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// Its cluster listener, `host:port`.
+    pub addr: String,
+    /// Voter (else learner).
+    pub voter: bool,
+}
+
+/// How far one member's log is behind the leader's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicationStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// The last log index known to be replicated to it.
+    pub matched_index: Option<u64>,
+    /// Entries it is missing.
+    pub lag: u64,
+}
+
+/// A node's view of the cluster, for the admin API and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Current raft term.
+    pub term: u64,
+    /// Last log index on this node.
+    pub last_log_index: Option<u64>,
+    /// Last log index applied to the control state.
+    pub last_applied: Option<u64>,
+    /// Last log index covered by the current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Leader only: remaining leader lease (see [`Cluster::leader_lease`]), in ms.
+    pub lease_remaining_ms: Option<u64>,
+    /// Members, voters and learners.
+    pub members: Vec<Member>,
+    /// Leader only: replication progress of every member.
+    pub replication: Vec<ReplicationStatus>,
+}
+
+/// A running cluster node. A cheap clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    node_id: NodeId,
+    raft: Raft,
+    control: ControlReader,
+    transport: ClusterTransport,
+    write_timeout: Duration,
+    retry_pause: Duration,
+    lease: Duration,
+    /// When a quorum last acknowledged this node as leader; `None` when not leading.
+    quorum_ack: Arc<Mutex<Option<Instant>>>,
+    server: ServerHandle,
+    server_task: Mutex<Option<JoinHandle<std::io::Result<()>>>>,
+    stop: CancellationToken,
+    stopped: tokio::sync::OnceCell<()>,
+}
+
+impl Cluster {
+    /// Starts this node: opens the raft database, starts raft and the cluster listener,
+    /// forms the cluster from the static peers (if this node is new), and stops when
+    /// `shutdown` is cancelled (or on [`Cluster::shutdown`]).
+    pub async fn start(
+        config: ClusterConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Cluster, ClusterError> {
+        let secret = Secret::new(&config.secret);
+        if secret.is_empty() {
+            return Err(ClusterError::Config("the cluster secret is empty".into()));
+        }
+        if config.bootstrap && !config.peers.contains_key(&config.node_id) {
+            return Err(ClusterError::Config(format!(
+                "node {} is not among the peers {:?}",
+                config.node_id,
+                config.peers.keys().collect::<Vec<_>>()
+            )));
+        }
+        let raft_config = Arc::new(config.raft_config()?);
+        let transport = ClusterTransport::new(config.node_id, &secret, config.heartbeat_interval)?;
+
+        let dir = config.data_dir.clone();
+        let (log_store, state_machine) = tokio::task::spawn_blocking(move || store::open(&dir))
+            .await
+            .map_err(|e| ClusterError::Raft(format!("opening the raft database: {e}")))??;
+        let control = state_machine.reader();
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            transport.clone(),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+
+        let state = RpcState {
+            raft: raft.clone(),
+            node_id: config.node_id,
+            secret,
+            write_timeout: config.write_timeout,
+        };
+        let server = match HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(rpc::routes)
+        })
+        .workers(2)
+        .keep_alive(Duration::from_secs(15))
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(config.listen)
+        {
+            Ok(s) => s.run(),
+            Err(source) => {
+                let _ = raft.shutdown().await;
+                return Err(ClusterError::Bind {
+                    addr: config.listen,
+                    source,
+                });
+            }
+        };
+        let server_handle = server.handle();
+        let server_task = tokio::spawn(server);
+
+        let stop = shutdown.child_token();
+        let quorum_ack = Arc::new(Mutex::new(None));
+        let lease = config
+            .election_timeout_max
+            .saturating_sub(config.heartbeat_interval);
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                node_id: config.node_id,
+                raft: raft.clone(),
+                control,
+                transport,
+                write_timeout: config.write_timeout,
+                retry_pause: config.heartbeat_interval,
+                lease,
+                quorum_ack: quorum_ack.clone(),
+                server: server_handle,
+                server_task: Mutex::new(Some(server_task)),
+                stop: stop.clone(),
+                stopped: tokio::sync::OnceCell::new(),
+            }),
+        };
+        tokio::spawn(watch_metrics(
+            raft.clone(),
+            config.node_id,
+            quorum_ack,
+            stop.clone(),
+        ));
+        let weak: Weak<Inner> = Arc::downgrade(&cluster.inner);
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            if let Some(inner) = weak.upgrade() {
+                Cluster { inner }.shutdown().await;
+            }
+        });
+
+        tracing::info!(
+            node = config.node_id,
+            listen = %config.listen,
+            peers = ?config.peers,
+            "cluster: started"
+        );
+        if config.bootstrap {
+            if let Err(e) = cluster.bootstrap(&config).await {
+                cluster.shutdown().await;
+                return Err(e);
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Forms the cluster from the static peers if this node has no raft state. The peer with
+    /// the smallest id initialises at once; the others give it `2 × election_timeout_max` to
+    /// reach them first: a pristine node that initialised itself while a leader was already
+    /// elected would start a competing election in the same term and cost one more election.
+    async fn bootstrap(&self, config: &ClusterConfig) -> Result<(), ClusterError> {
+        let node = self.inner.node_id;
+        let initialized = self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if initialized {
+            tracing::info!(node, "cluster: raft state found, rejoining");
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        if config.peers.keys().next() == Some(&node) {
+            return initialize(&self.inner.raft, node, members).await;
+        }
+        let raft = self.inner.raft.clone();
+        let stop = self.inner.stop.clone();
+        let grace = config.election_timeout_max * 2;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(grace) => {}
+            }
+            if let Err(e) = initialize(&raft, node, members).await {
+                tracing::error!(node, error = %e, "cluster: cannot form the cluster");
+            }
+        });
+        Ok(())
+    }
+    /// The raft node.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The committed control state, as applied on this node.
+    pub fn control(&self) -> &ControlReader {
+        &self.inner.control
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// Whether this node believes it leads (raft's metrics; for routing and display; use
+    /// [`Cluster::leader_lease`] before acting as the only leader).
+    pub fn is_leader(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.inner.node_id)
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// The current raft term.
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
+    /// While this node leads with a fresh quorum acknowledgement: how much longer no other
+    /// node can have become leader. `None` when not leading or the quorum went silent.
+    pub fn leader_lease(&self) -> Option<Duration> {
+        if !self.is_leader() {
+            return None;
+        }
+        let acked = (*lock(&self.inner.quorum_ack))?;
+        self.inner
+            .lease
+            .checked_sub(acked.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Confirms with a quorum that this node still leads and waits until everything committed
+    /// so far is applied here (a linearizable read point).
+    pub async fn ensure_linearizable(&self) -> Result<(), ClusterWriteError> {
+        if self.inner.stop.is_cancelled() {
+            return Err(ClusterWriteError::Stopped);
+        }
+        let timeout = self.inner.write_timeout;
+        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ClusterWriteError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(ClusterWriteError::NoQuorum {
+                    reason: e.to_string(),
+                })
+            }
+            Ok(Err(RaftError::Fatal(_))) => Err(ClusterWriteError::Stopped),
+            Err(_) => Err(ClusterWriteError::NoQuorum {
+                reason: format!("no answer within {timeout:?}"),
+            }),
+        }
+    }
+
+    /// Commits `request` through the leader (forwarding when this node follows) and returns
+    /// what applying it did. Commands are safe to repeat after an
+    /// [`ClusterWriteError::OutcomeUnknown`]: re-promoting the promoted source, demoting a
+    /// source no longer promoted, setting the same pin or an older watermark change nothing.
+    pub async fn write(&self, request: Request) -> Result<Response, ClusterWriteError> {
+        self.propose(Proposal::Write { request }).await
+    }
+
+    /// Adds (or re-addresses) a learner: it starts replicating but does not vote. Does not
+    /// wait for it to catch up (see [`Cluster::status`]).
+    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), ClusterWriteError> {
+        self.propose(Proposal::AddLearner { id, addr })
+            .await
+            .map(|_| ())
+    }
+
+    /// Adds a voter: as a learner first, then into the voters.
+    pub async fn add_voter(&self, id: NodeId, addr: String) -> Result<(), ClusterWriteError> {
+        self.add_learner(id, addr).await?;
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await
+    }
+
+    /// Applies a membership change (joint consensus). With `retain`, removed voters stay as
+    /// learners.
+    pub async fn change_membership(
+        &self,
+        changes: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<(), ClusterWriteError> {
+        self.propose(Proposal::ChangeMembership { changes, retain })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes a member, voter or learner. Removing the leader makes it step down once the
+    /// change commits.
+    pub async fn remove(&self, id: NodeId) -> Result<(), ClusterWriteError> {
+        let member = self.members().into_iter().find(|m| m.id == id);
+        match member {
+            Some(m) if m.voter => {
+                self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+            }
+            Some(_) => {
+                self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                    .await
+            }
+            None => Err(ClusterWriteError::Rejected {
+                reason: format!("node {id} is not a member"),
+            }),
+        }
+    }
+
+    /// The members as this node knows them (the latest membership in its log).
+    pub fn members(&self) -> Vec<Member> {
+        members_of(&self.metrics())
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.metrics();
+        let last = m.last_log_index;
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        let matched_index = matched.map(|l| l.index);
+                        let have = matched_index.map_or(0, |i| i + 1);
+                        let want = last.map_or(0, |i| i + 1);
+                        ReplicationStatus {
+                            id: *id,
+                            matched_index,
+                            lag: want.saturating_sub(have),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterStatus {
+            node_id: self.inner.node_id,
+            role: m.state.into(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: last,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            lease_remaining_ms: self
+                .leader_lease()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            members: members_of(&m),
+            replication,
+        }
+    }
+
+    /// Stops the cluster listener and raft. Idempotent; concurrent callers all wait for the
+    /// one shutdown.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner
+            .stopped
+            .get_or_init(|| async {
+                inner.stop.cancel();
+                inner.server.stop(true).await;
+                if let Err(e) = inner.raft.shutdown().await {
+                    tracing::warn!(error = %e, "cluster: raft did not stop cleanly");
+                }
+                let task = lock(&inner.server_task).take();
+                if let Some(task) = task {
+                    match tokio::time::timeout(Duration::from_secs(2), task).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cluster: listener failed"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cluster: listener task failed"),
+                        Err(_) => tracing::warn!("cluster: listener did not stop in time"),
+                    }
+                }
+                tracing::info!(node = inner.node_id, "cluster: stopped");
+            })
+            .await;
+    }
+
+    /// Runs `proposal` on the leader, finding it, forwarding and retrying while nothing was
+    /// proposed, within the write timeout.
+    async fn propose(&self, proposal: Proposal) -> Result<Response, ClusterWriteError> {
+        let inner = &self.inner;
+        if inner.stop.is_cancelled() {
+            return Err(ClusterWriteError::Stopped);
+        }
+        let deadline = tokio::time::Instant::now() + inner.write_timeout;
+        let mut hint: Option<NodeId> = None;
+        let mut last_failure = ClusterWriteError::NoLeader;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(last_failure);
+            }
+            let remaining = deadline - now;
+            let target = match hint.take().or_else(|| self.leader()) {
+                Some(l) => l,
+                None => self.wait_for_leader(deadline).await?,
+            };
+            let reply = if target == inner.node_id {
+                propose_locally(&inner.raft, proposal.clone(), remaining).await
+            } else {
+                let addr = self
+                    .members()
+                    .into_iter()
+                    .find(|m| m.id == target)
+                    .map(|m| m.addr);
+                let Some(addr) = addr else {
+                    last_failure = ClusterWriteError::LeaderUnreachable {
+                        leader: target,
+                        reason: "no address in the membership".into(),
+                    };
+                    self.pause(deadline).await;
+                    continue;
+                };
+                match inner
+                    .transport
+                    .forward(target, &addr, &proposal, remaining)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(ForwardError::NotDelivered { reason, .. }) => {
+                        tracing::debug!(leader = target, %reason, "cluster: forward failed");
+                        last_failure = ClusterWriteError::LeaderUnreachable {
+                            leader: target,
+                            reason,
+                        };
+                        self.pause(deadline).await;
+                        continue;
+                    }
+                    Err(e @ ForwardError::NoReply { .. }) => {
+                        return Err(ClusterWriteError::OutcomeUnknown {
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            };
+            match reply {
+                ProposalReply::Applied { response } => return Ok(response),
+                ProposalReply::ForwardToLeader { leader } => {
+                    last_failure = ClusterWriteError::NoLeader;
+                    hint = leader.filter(|l| *l != target);
+                    if hint.is_none() {
+                        self.pause(deadline).await;
+                    }
+                }
+                ProposalReply::Rejected { reason } => {
+                    return Err(ClusterWriteError::Rejected { reason })
+                }
+                ProposalReply::Failed { reason, .. } => {
+                    return Err(ClusterWriteError::OutcomeUnknown { reason })
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, deadline: tokio::time::Instant) {
+        let until = (tokio::time::Instant::now() + self.inner.retry_pause).min(deadline);
+        tokio::time::sleep_until(until).await;
+    }
+
+    async fn wait_for_leader(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<NodeId, ClusterWriteError> {
+        let mut rx = self.inner.raft.metrics();
+        let wait = async {
+            rx.wait_for(|m| m.current_leader.is_some())
+                .await
+                .map(|m| m.current_leader)
+        };
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(Some(leader))) => Ok(leader),
+            Ok(Ok(None)) | Err(_) => Err(ClusterWriteError::NoLeader),
+            Ok(Err(_)) => Err(ClusterWriteError::Stopped),
+        }
+    }
+}
+
+/// Writes the initial membership unless this node already has raft state (then it joined
+/// through the leader, or restarted).
+async fn initialize(
+    raft: &Raft,
+    node: NodeId,
+    members: BTreeMap<NodeId, BasicNode>,
+) -> Result<(), ClusterError> {
+    // Checked first: openraft logs a refused initialize as an error.
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+    if initialized {
+        tracing::debug!(node, "cluster: already part of the cluster");
+        return Ok(());
+    }
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(node, "cluster: initial membership written");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            tracing::debug!(node, "cluster: already part of the cluster");
+            Ok(())
+        }
+        Err(e) => Err(ClusterError::Raft(format!("initialize: {e}"))),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Holders only copy or swap a value: it stays valid after a panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn members_of(m: &RaftMetrics<NodeId, BasicNode>) -> Vec<Member> {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, node)| Member {
+            id: *id,
+            addr: node.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect()
+}
+
+/// Follows raft's metrics: logs role and leader changes, and timestamps the leader's quorum
+/// acknowledgements for [`Cluster::leader_lease`]. Raft reports how long ago a quorum acked;
+/// stamping it on arrival keeps the lease shrinking even if raft stops reporting.
+async fn watch_metrics(
+    raft: Raft,
+    node_id: NodeId,
+    quorum_ack: Arc<Mutex<Option<Instant>>>,
+    stop: CancellationToken,
+) {
+    let mut rx = raft.metrics();
+    let mut seen: Option<(Role, Option<NodeId>, u64)> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            changed = rx.changed() => if changed.is_err() { break },
+        }
+        let now = Instant::now();
+        let (role, leader, term, acked_ms) = {
+            let m = rx.borrow_and_update();
+            (
+                Role::from(m.state),
+                m.current_leader,
+                m.current_term,
+                m.millis_since_quorum_ack,
+            )
+        };
+        *lock(&quorum_ack) = match (role, acked_ms) {
+            (Role::Leader, Some(ms)) => now.checked_sub(Duration::from_millis(ms)),
+            _ => None,
+        };
+        let current = (role, leader, term);
+        let (was_role, was_leader) = seen.map_or((None, None), |(r, l, _)| (Some(r), l));
+        if was_role != Some(role) || was_leader != leader {
+            if role == Role::Leader {
+                tracing::info!(node = node_id, term, "cluster: this node leads");
+            } else if was_role == Some(Role::Leader) {
+                tracing::info!(
+                    node = node_id,
+                    term,
+                    ?leader,
+                    role = role.as_str(),
+                    "cluster: this node stopped leading"
+                );
+            } else if was_leader != leader {
+                tracing::info!(
+                    node = node_id,
+                    term,
+                    ?leader,
+                    role = role.as_str(),
+                    "cluster: leader changed"
+                );
+            }
+        }
+        seen = Some(current);
+    }
+    *lock(&quorum_ack) = None;
+}
