@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin, NodeInfo};
+use crate::cluster::{self, promotions::ClusterPromotions, Cluster, ClusterConfig, ClusterError};
 use crate::config::Config;
 use crate::election::{Clock, ElectionStore, Elector, Promotions, SystemClock};
 use crate::ingest::handover::Handover;
@@ -30,6 +31,9 @@ pub enum AppError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The cluster could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// The election state could not be opened.
     #[error("opening the election state: {0}")]
     State(sled::Error),
@@ -134,23 +138,65 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .await
         .map_err(|_| WalError::Closed)?
         .map_err(AppError::State)?;
-    let elector = Elector::with_store(config.election.health_expiry, Arc::new(SystemClock), store);
-    tasks.push(tokio::spawn(
-        elector
-            .clone()
-            .run_health_checks(config.election.health_tick, shutdown.clone()),
-    ));
     let flusher = tokio::spawn(wal::commit::run_flusher(wal.clone(), shutdown.clone()));
     tasks.push(tokio::spawn(collect_garbage(wal.clone(), shutdown.clone())));
+    // Standalone: always ship. Cluster: only while this node leads (see cluster::shipping).
+    let (gate, gate_rx) = tokio::sync::watch::channel(config.cluster.is_none());
     let (shipper, workers) = Shipper::start(
         &config.shipper.endpoints,
         config.shipper.retry,
         &wal,
         &shutdown,
+        gate_rx,
     )?;
     tasks.extend(workers);
 
-    let promotions: Arc<dyn Promotions> = Arc::new(elector);
+    let (promotions, cluster): (Arc<dyn Promotions>, Option<Cluster>) = match &config.cluster {
+        None => {
+            let elector =
+                Elector::with_store(config.election.health_expiry, Arc::new(SystemClock), store);
+            tasks.push(tokio::spawn(
+                elector
+                    .clone()
+                    .run_health_checks(config.election.health_tick, shutdown.clone()),
+            ));
+            (Arc::new(elector), None)
+        }
+        Some(c) => {
+            if c.peers.len() == 2 {
+                tracing::warn!("cluster: 2 voters cannot survive the loss of either; run 3 (or 5)");
+            }
+            let cc = ClusterConfig::new(
+                c.node_id,
+                c.listen,
+                c.peers.clone(),
+                c.secret.clone(),
+                config.data_dir.join("raft"),
+            );
+            let cluster = Cluster::start(cc, shutdown.clone()).await?;
+            tracing::info!(node = c.node_id, listen = %c.listen, peers = ?c.peers, "cluster: started");
+            let promotions = ClusterPromotions::new(
+                cluster.clone(),
+                config.election.health_expiry,
+                Arc::new(SystemClock),
+                Some(store),
+            );
+            tasks.push(tokio::spawn(
+                promotions
+                    .clone()
+                    .run(config.election.health_tick, shutdown.clone()),
+            ));
+            tasks.push(tokio::spawn(cluster::shipping::run(
+                cluster.clone(),
+                wal.clone(),
+                shipper.clone(),
+                c.overlap,
+                gate,
+                shutdown.clone(),
+            )));
+            (Arc::new(promotions), Some(cluster))
+        }
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let ingest = Ingest {
         wal: wal.clone(),
@@ -183,6 +229,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         wal: wal.clone(),
         promotions,
         shipper,
+        cluster: cluster.clone(),
         ready: ready.clone(),
         info: Arc::new(info),
         token: config.admin.token.as_deref().map(Arc::from),

@@ -89,7 +89,7 @@ pub async fn pin(
         Ok(u) => u,
         Err(e) => return bad_request(&e),
     };
-    match admin.promotions.pin(&group, &body.source, until) {
+    match admin.promotions.pin(&group, &body.source, until).await {
         Ok(view) => {
             tracing::info!(caller = %auth::caller(&req), group = %group, source = %body.source, until_ms = ?until, "admin: group pinned");
             HttpResponse::Ok().json(view)
@@ -104,7 +104,7 @@ pub async fn unpin(
     group: web::Path<String>,
 ) -> HttpResponse {
     guard_mutation!(admin, req);
-    match admin.promotions.unpin(&group) {
+    match admin.promotions.unpin(&group).await {
         Ok(pin) => {
             tracing::info!(caller = %auth::caller(&req), group = %group, source = %pin.source, "admin: group unpinned");
             HttpResponse::Ok().json(serde_json::json!({ "removed": pin }))
@@ -125,7 +125,7 @@ pub async fn failover(
         Ok(u) => u,
         Err(e) => return bad_request(&e),
     };
-    match admin.promotions.failover(&group, until) {
+    match admin.promotions.failover(&group, until).await {
         Ok(view) => {
             tracing::info!(
                 caller = %auth::caller(&req),

@@ -10,7 +10,8 @@ use super::{auth, Admin};
 use crate::metrics::{encode, METRICS};
 use crate::shipper::EndpointState;
 
-const STATES: [(EndpointState, &str); 5] = [
+const STATES: [(EndpointState, &str); 6] = [
+    (EndpointState::Standby, "standby"),
     (EndpointState::Idle, "idle"),
     (EndpointState::Shipping, "shipping"),
     (EndpointState::Backoff, "backoff"),

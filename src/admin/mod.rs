@@ -69,6 +69,8 @@ pub struct Admin {
     pub token: Option<Arc<str>>,
     /// Whether reads need the token.
     pub token_reads: bool,
+    /// The cluster, when this node is a member of one.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Registers the admin routes.
@@ -77,6 +79,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(views::readyz))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/api/v1/status", web::get().to(views::status))
+        .route("/api/v1/cluster", web::get().to(views::cluster))
         .route("/api/v1/queue", web::get().to(views::queue))
         .route("/api/v1/queue/records", web::get().to(views::records))
         .route("/api/v1/queue/records/{seq}", web::get().to(views::record))

@@ -68,7 +68,8 @@ pub async fn status(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
             "started_ms": info.started_ms,
             "uptime_seconds": now.saturating_sub(info.started_ms) / 1000,
         },
-        "role": "standalone",
+        "role": admin.cluster.as_ref().map_or("standalone", |c| c.status().role.as_str()),
+        "cluster": admin.cluster.as_ref().map(|c| c.status()),
         "ready": admin.ready.load(Ordering::Acquire),
         "listeners": { "ingest": info.ingest_listen, "admin": info.admin_listen },
         "data_dir": info.data_dir,
@@ -81,6 +82,22 @@ pub async fn status(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
         "health": { "tick_ms": info.health_tick_ms, "expiry_ms": info.health_expiry_ms },
         "endpoints": admin.shipper.statuses().into_iter().map(|s| s.name).collect::<Vec<_>>(),
     }))
+}
+
+pub async fn cluster(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    guard_read!(admin, req);
+    match &admin.cluster {
+        Some(c) => HttpResponse::Ok().json(serde_json::json!({
+            "status": c.status(),
+            "members": c.members(),
+            "control": c.control().current().state,
+        })),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this node runs standalone (no --peers)",
+        ),
+    }
 }
 
 /// One endpoint: the worker's status with its position in the buffer.

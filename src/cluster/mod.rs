@@ -50,8 +50,11 @@
 
 pub mod network;
 pub mod node;
+pub mod promotions;
 pub mod proposal;
-pub mod rpc;
+pub mod reports;
+mod rpc;
+pub mod shipping;
 pub mod store;
 pub mod types;
 

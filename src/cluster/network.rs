@@ -145,6 +145,25 @@ impl ClusterTransport {
             .await
     }
 
+    /// Sends this node's report to the leader at `addr`.
+    pub async fn report(
+        &self,
+        addr: &str,
+        report: &super::reports::Report,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+        let response = self
+            .post(addr, rpc::REPORT_PATH, body, timeout)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", response.status()))
+        }
+    }
+
     /// Sends `proposal` to the leader `leader` at `addr` and waits at most `timeout`.
     pub async fn forward(
         &self,

@@ -26,6 +26,7 @@
 //! hearing from the current one; the lease keeps a heartbeat of margin).
 //! [`Cluster::ensure_linearizable`] is the slower, exact check (one round trip to a quorum).
 
+use crate::cluster::reports::{Report, Reports};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -366,6 +367,8 @@ struct Inner {
     lease: Duration,
     /// When a quorum last acknowledged this node as leader; `None` when not leading.
     quorum_ack: Arc<Mutex<Option<Instant>>>,
+    /// Latest follower reports (used while leading).
+    reports: Reports,
     server: ServerHandle,
     server_task: Mutex<Option<JoinHandle<std::io::Result<()>>>>,
     stop: CancellationToken,
@@ -409,11 +412,13 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
+        let reports = Reports::default();
         let state = RpcState {
             raft: raft.clone(),
             node_id: config.node_id,
             secret,
             write_timeout: config.write_timeout,
+            reports: reports.clone(),
         };
         let server = match HttpServer::new(move || {
             App::new()
@@ -453,6 +458,7 @@ impl Cluster {
                 retry_pause: config.heartbeat_interval,
                 lease,
                 quorum_ack: quorum_ack.clone(),
+                reports,
                 server: server_handle,
                 server_task: Mutex::new(Some(server_task)),
                 stop: stop.clone(),
@@ -654,6 +660,31 @@ impl Cluster {
                 reason: format!("node {id} is not a member"),
             }),
         }
+    }
+
+    /// Follower reports received while leading.
+    pub fn reports(&self) -> &Reports {
+        &self.inner.reports
+    }
+
+    /// Sends this node's report to the current leader (no-op without a known leader or
+    /// when this node leads).
+    pub async fn send_report(&self, report: &Report) -> Result<(), String> {
+        let Some(leader) = self.leader().filter(|l| *l != self.inner.node_id) else {
+            return Ok(());
+        };
+        let Some(addr) = self
+            .members()
+            .into_iter()
+            .find(|m| m.id == leader)
+            .map(|m| m.addr)
+        else {
+            return Err(format!("leader {leader} has no known address"));
+        };
+        self.inner
+            .transport
+            .report(&addr, report, self.inner.write_timeout)
+            .await
     }
 
     /// The members as this node knows them (the latest membership in its log).

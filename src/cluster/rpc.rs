@@ -27,6 +27,8 @@ pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Path where the leader takes proposals forwarded by followers.
 pub const WRITE_PATH: &str = "/cluster/write";
+/// Follower reports of the sources they see.
+pub const REPORT_PATH: &str = "/cluster/report";
 
 /// Largest request body on the cluster listener. Snapshot chunks are at most
 /// [`SNAPSHOT_CHUNK_BYTES`] of data, which JSON (an array of numbers) inflates up to 4×;
@@ -83,6 +85,8 @@ pub(crate) struct RpcState {
     pub(crate) secret: Secret,
     /// How long a forwarded proposal may wait for its commit.
     pub(crate) write_timeout: Duration,
+    /// Reports received from followers.
+    pub(crate) reports: super::reports::Reports,
 }
 
 /// Registers the cluster routes on an app that carries `web::Data<RpcState>`.
@@ -94,7 +98,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route(APPEND_PATH, web::post().to(append))
             .route(VOTE_PATH, web::post().to(vote))
             .route(SNAPSHOT_PATH, web::post().to(snapshot))
-            .route(WRITE_PATH, web::post().to(write)),
+            .route(WRITE_PATH, web::post().to(write))
+            .route(REPORT_PATH, web::post().to(report)),
     );
 }
 
@@ -174,6 +179,16 @@ async fn write(state: web::Data<RpcState>, body: web::Bytes) -> HttpResponse {
                 "cluster: forwarded proposal"
             );
             reply(&propose_locally(&state.raft, proposal, state.write_timeout).await)
+        }
+        Err(e) => bad_request(&e),
+    }
+}
+
+async fn report(state: web::Data<RpcState>, body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<super::reports::Report>(&body) {
+        Ok(r) => {
+            state.reports.insert(r);
+            HttpResponse::NoContent().finish()
         }
         Err(e) => bad_request(&e),
     }

@@ -76,6 +76,26 @@ pub struct ServeArgs {
     /// absent.
     #[arg(long, env = "HIGHLANDER_GROUP_LABEL")]
     pub group_label: Option<String>,
+    /// Cluster: this node's id (a member of --peers).
+    #[arg(long, env = "HIGHLANDER_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Cluster: the raft RPC listener [default: 0.0.0.0:9093].
+    #[arg(long, env = "HIGHLANDER_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// Cluster: every member as `id=host:port`, comma-separated (this node included). Without
+    /// it the node runs standalone.
+    #[arg(long, env = "HIGHLANDER_PEERS")]
+    pub peers: Option<String>,
+    /// Cluster: shared secret of the raft RPCs (prefer the file or env form).
+    #[arg(long, env = "HIGHLANDER_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Cluster: file holding the shared secret.
+    #[arg(long, env = "HIGHLANDER_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Cluster: data time re-sent after a leader change, and kept by followers behind the
+    /// shipped watermark [default: 30s].
+    #[arg(long, env = "HIGHLANDER_CLUSTER_OVERLAP")]
+    pub cluster_overlap: Option<String>,
     /// Data time of recent writes held per source, for gapless handovers [default: 3 ×
     /// health-expiry].
     #[arg(long, env = "HIGHLANDER_HANDOVER_WINDOW")]

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub replica_label: Option<String>,
     /// Label carrying the HA group name.
     pub group_label: Option<String>,
+    /// Cluster settings.
+    pub cluster: Option<ClusterSection>,
     /// Data time of recent writes held per source for handovers.
     pub handover_window: Option<String>,
     /// Bytes of recent writes held per source for handovers.
@@ -54,6 +56,22 @@ pub struct FileConfig {
     /// Storage endpoints (in addition to `--remote-write`).
     #[serde(default, rename = "endpoint")]
     pub endpoints: Vec<EndpointSection>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's id.
+    pub node_id: Option<u64>,
+    /// Raft RPC listener.
+    pub listen: Option<String>,
+    /// Members, `id = "host:port"`.
+    pub peers: Option<BTreeMap<String, String>>,
+    /// File holding the shared secret.
+    pub secret_file: Option<PathBuf>,
+    /// Data time re-sent after a leader change.
+    pub overlap: Option<String>,
 }
 
 /// `[buffer]`.

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod file;
 pub mod units;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub const DEFAULT_BUFFER_MAX_AGE: &str = "24h";
 pub const DEFAULT_FLUSH_INTERVAL: &str = "200ms";
 /// Default request timeout to a storage.
 pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
+/// Default raft RPC listener.
+pub const DEFAULT_CLUSTER_LISTEN: &str = "0.0.0.0:9093";
+/// Default cluster overlap window.
+pub const DEFAULT_CLUSTER_OVERLAP: &str = "30s";
 /// Default bytes of recent writes held per source for handovers.
 pub const DEFAULT_HANDOVER_MAX_BYTES: &str = "64MiB";
 /// Default graceful shutdown deadline.
@@ -91,6 +96,21 @@ pub struct ShipperConfig {
     pub retry: RetryConfig,
 }
 
+/// Cluster settings (present only when members are configured).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// This node's id.
+    pub node_id: u64,
+    /// Raft RPC listener.
+    pub listen: SocketAddr,
+    /// Every member, `id → host:port`.
+    pub peers: BTreeMap<u64, String>,
+    /// Shared secret of the raft RPCs.
+    pub secret: String,
+    /// Data time re-sent after a leader change / kept behind the watermark.
+    pub overlap: Duration,
+}
+
 /// Admin settings.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -119,6 +139,8 @@ pub struct Config {
     pub shipper: ShipperConfig,
     /// Admin.
     pub admin: AdminConfig,
+    /// Cluster, when members are configured.
+    pub cluster: Option<ClusterSettings>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -355,6 +377,7 @@ impl Config {
         if let Some(t) = &token {
             p.check(!t.is_empty(), "admin token: must not be empty");
         }
+        let cluster = cluster(&mut p, args, file);
         let token_reads = args.admin_token_reads || file.admin_token_reads.unwrap_or(false);
         p.check(
             !token_reads || token.is_some(),
@@ -474,6 +497,7 @@ impl Config {
                     max_retry_after,
                 },
             },
+            cluster,
             admin: AdminConfig {
                 listen: admin_listen,
                 token,
@@ -484,6 +508,94 @@ impl Config {
             shutdown_timeout,
         })
     }
+}
+
+/// Parses the cluster settings; `None` (standalone) without members.
+fn cluster(p: &mut Problems, args: &ServeArgs, file: &FileConfig) -> Option<ClusterSettings> {
+    let section = file.cluster.clone().unwrap_or_default();
+    let peers: Option<BTreeMap<u64, String>> = match (&args.peers, &section.peers) {
+        (Some(flag), _) => {
+            let mut out = BTreeMap::new();
+            for part in flag.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match part
+                    .split_once('=')
+                    .map(|(id, addr)| (id.trim().parse::<u64>(), addr.trim()))
+                {
+                    Some((Ok(id), addr)) if !addr.is_empty() => {
+                        out.insert(id, addr.to_owned());
+                    }
+                    _ => p.check(false, format!("peers: {part:?} is not id=host:port")),
+                }
+            }
+            Some(out)
+        }
+        (None, Some(map)) => {
+            let mut out = BTreeMap::new();
+            for (id, addr) in map {
+                match id.parse::<u64>() {
+                    Ok(id) => {
+                        out.insert(id, addr.clone());
+                    }
+                    Err(_) => p.check(false, format!("cluster.peers: {id:?} is not a node id")),
+                }
+            }
+            Some(out)
+        }
+        (None, None) => None,
+    };
+    let peers = peers?;
+    let node_id = args.node_id.or(section.node_id);
+    let listen = p.take(
+        "cluster-listen",
+        parse_addr(
+            args.cluster_listen
+                .as_deref()
+                .or(section.listen.as_deref())
+                .unwrap_or(DEFAULT_CLUSTER_LISTEN),
+        ),
+    );
+    let secret = match (
+        &args.cluster_secret,
+        args.cluster_secret_file
+            .as_ref()
+            .or(section.secret_file.as_ref()),
+    ) {
+        (Some(s), _) => Some(s.trim().to_owned()),
+        (None, Some(path)) => p.take(
+            "cluster-secret-file",
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("{}: {e}", path.display())),
+        ),
+        (None, None) => None,
+    };
+    let overlap = p.take(
+        "cluster-overlap",
+        parse_duration(
+            args.cluster_overlap
+                .as_deref()
+                .or(section.overlap.as_deref())
+                .unwrap_or(DEFAULT_CLUSTER_OVERLAP),
+        ),
+    );
+    p.check(node_id.is_some(), "node-id: required with peers");
+    if let Some(id) = node_id {
+        p.check(
+            peers.contains_key(&id),
+            format!("node-id {id} is not one of the peers"),
+        );
+    }
+    p.check(
+        secret.as_deref().is_some_and(|s| !s.is_empty()),
+        "cluster secret: required with peers (--cluster-secret-file or HIGHLANDER_CLUSTER_SECRET)",
+    );
+    Some(ClusterSettings {
+        node_id: node_id?,
+        listen: listen?,
+        peers,
+        secret: secret?,
+        overlap: overlap?,
+    })
 }
 
 /// Reads and parses the TOML file.

@@ -29,11 +29,74 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use state::ElectionState;
 pub use state::{Change, ElectionError, GroupView, Observation, PinKind, PinView, Reason, Role};
 pub use store::{ElectionStore, HistoryEntry};
+
+/// Writes the seed's log line for an election change.
+pub fn log_change(change: &Change, expiry: Duration) {
+    match change {
+        Change::Promoted {
+            group,
+            source,
+            weight,
+            reason: Reason::NoPromotedSource,
+        } => tracing::info!(
+            group = %group,
+            "new source : '{source}' (no current promoted source) ({weight})"
+        ),
+        Change::Promoted {
+            group,
+            source,
+            weight,
+            reason:
+                Reason::BiggerWeight {
+                    previous,
+                    previous_weight,
+                },
+        } => tracing::info!(
+            group = %group,
+            previous = %previous,
+            "new source : '{source}' (bigger Highlander Weight) ({previous_weight} -> {weight})"
+        ),
+        Change::Promoted {
+            group,
+            source,
+            weight,
+            reason: Reason::Pinned { previous },
+        } => tracing::info!(
+            group = %group,
+            previous = ?previous,
+            "new source : '{source}' (pinned by operator) ({weight})"
+        ),
+        Change::Promoted {
+            group,
+            source,
+            weight,
+            reason: Reason::Failover { previous },
+        } => tracing::info!(
+            group = %group,
+            previous = %previous,
+            "new source : '{source}' (failover by operator from '{previous}') ({weight})"
+        ),
+        Change::PinExpired { group, source } => {
+            tracing::info!(group = %group, source = %source, "election: pin expired")
+        }
+        Change::Demoted {
+            group,
+            source,
+            silent_ms,
+        } => tracing::info!(
+            group = %group,
+            silent_ms,
+            "lost source : '{source}' (no data for {})",
+            humantime::format_duration(expiry)
+        ),
+    }
+}
 
 /// Milliseconds since the Unix epoch, from an injectable source.
 pub trait Clock: Send + Sync + 'static {
@@ -62,16 +125,20 @@ pub trait Promotions: Send + Sync + 'static {
     /// Every group as it stands.
     fn groups(&self) -> BTreeMap<String, GroupView>;
     /// Pins `source` in `group` until unpinned or `until_ms`.
-    fn pin(
-        &self,
-        group: &str,
-        source: &str,
+    fn pin<'a>(
+        &'a self,
+        group: &'a str,
+        source: &'a str,
         until_ms: Option<u64>,
-    ) -> Result<GroupView, ElectionError>;
+    ) -> BoxFuture<'a, Result<GroupView, ElectionError>>;
     /// Removes the group's pin.
-    fn unpin(&self, group: &str) -> Result<PinView, ElectionError>;
+    fn unpin<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<PinView, ElectionError>>;
     /// Demotes the promoted source now and promotes (and pins) the next candidate.
-    fn failover(&self, group: &str, until_ms: Option<u64>) -> Result<GroupView, ElectionError>;
+    fn failover<'a>(
+        &'a self,
+        group: &'a str,
+        until_ms: Option<u64>,
+    ) -> BoxFuture<'a, Result<GroupView, ElectionError>>;
     /// The group's recent election events, newest first.
     fn history(&self, group: &str) -> Vec<HistoryEntry>;
 }
@@ -112,7 +179,7 @@ impl Elector {
 
     /// Logs a change and records it in the durable history.
     fn publish(&self, change: Change, now_ms: u64) {
-        self.log(&change);
+        log_change(&change, self.expiry);
         crate::metrics::METRICS
             .election_changes
             .with_label_values(&[change.reason_label()])
@@ -146,67 +213,6 @@ impl Elector {
     fn lock(&self) -> std::sync::MutexGuard<'_, ElectionState> {
         // The state stays consistent even if a holder panicked: every method leaves it valid.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn log(&self, change: &Change) {
-        match change {
-            Change::Promoted {
-                group,
-                source,
-                weight,
-                reason: Reason::NoPromotedSource,
-            } => tracing::info!(
-                group = %group,
-                "new source : '{source}' (no current promoted source) ({weight})"
-            ),
-            Change::Promoted {
-                group,
-                source,
-                weight,
-                reason:
-                    Reason::BiggerWeight {
-                        previous,
-                        previous_weight,
-                    },
-            } => tracing::info!(
-                group = %group,
-                previous = %previous,
-                "new source : '{source}' (bigger Highlander Weight) ({previous_weight} -> {weight})"
-            ),
-            Change::Promoted {
-                group,
-                source,
-                weight,
-                reason: Reason::Pinned { previous },
-            } => tracing::info!(
-                group = %group,
-                previous = ?previous,
-                "new source : '{source}' (pinned by operator) ({weight})"
-            ),
-            Change::Promoted {
-                group,
-                source,
-                weight,
-                reason: Reason::Failover { previous },
-            } => tracing::info!(
-                group = %group,
-                previous = %previous,
-                "new source : '{source}' (failover by operator from '{previous}') ({weight})"
-            ),
-            Change::PinExpired { group, source } => {
-                tracing::info!(group = %group, source = %source, "election: pin expired")
-            }
-            Change::Demoted {
-                group,
-                source,
-                silent_ms,
-            } => tracing::info!(
-                group = %group,
-                silent_ms,
-                "lost source : '{source}' (no data for {})",
-                humantime::format_duration(self.expiry)
-            ),
-        }
     }
 
     /// Runs the health check every `tick` until `shutdown`.
@@ -244,7 +250,37 @@ impl Promotions for Elector {
         self.lock().groups().clone()
     }
 
-    fn pin(
+    fn pin<'a>(
+        &'a self,
+        group: &'a str,
+        source: &'a str,
+        until_ms: Option<u64>,
+    ) -> BoxFuture<'a, Result<GroupView, ElectionError>> {
+        Box::pin(std::future::ready(self.pin_now(group, source, until_ms)))
+    }
+
+    fn unpin<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<PinView, ElectionError>> {
+        Box::pin(std::future::ready(self.unpin_now(group)))
+    }
+
+    fn failover<'a>(
+        &'a self,
+        group: &'a str,
+        until_ms: Option<u64>,
+    ) -> BoxFuture<'a, Result<GroupView, ElectionError>> {
+        Box::pin(std::future::ready(self.failover_now(group, until_ms)))
+    }
+
+    fn history(&self, group: &str) -> Vec<HistoryEntry> {
+        self.store
+            .as_ref()
+            .map(|s| s.history(group))
+            .unwrap_or_default()
+    }
+}
+
+impl Elector {
+    fn pin_now(
         &self,
         group: &str,
         source: &str,
@@ -263,13 +299,13 @@ impl Promotions for Elector {
         Ok(view)
     }
 
-    fn unpin(&self, group: &str) -> Result<PinView, ElectionError> {
+    fn unpin_now(&self, group: &str) -> Result<PinView, ElectionError> {
         let pin = self.lock().unpin(group)?;
         self.save_pin(group, None)?;
         Ok(pin)
     }
 
-    fn failover(&self, group: &str, until_ms: Option<u64>) -> Result<GroupView, ElectionError> {
+    fn failover_now(&self, group: &str, until_ms: Option<u64>) -> Result<GroupView, ElectionError> {
         let now = self.clock.now_ms();
         let (change, view) = {
             let mut state = self.lock();
@@ -279,13 +315,6 @@ impl Promotions for Elector {
         self.save_pin(group, view.pin.as_ref())?;
         self.publish(change, now);
         Ok(view)
-    }
-
-    fn history(&self, group: &str) -> Vec<HistoryEntry> {
-        self.store
-            .as_ref()
-            .map(|s| s.history(group))
-            .unwrap_or_default()
     }
 }
 

@@ -29,6 +29,9 @@ pub enum Role {
     Promoted,
     /// The write comes from a standby: acknowledge and drop it.
     Standby,
+    /// Nobody is promoted yet and this node cannot decide now (cluster: no leader, or the
+    /// leader has not committed a promotion yet): the sender must retry.
+    Undecided,
 }
 
 /// Why a source was promoted.
@@ -169,7 +172,7 @@ pub enum ElectionError {
 }
 
 /// What is known of one source of a group.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SourceView {
     /// Weight of its latest write.
     pub weight: u64,
@@ -187,6 +190,28 @@ pub struct SourceView {
     pub samples_accepted: u64,
     /// Samples dropped as standby.
     pub samples_dropped: u64,
+}
+
+impl SourceView {
+    /// Records one write of this source and what became of it.
+    pub fn record(&mut self, obs: &Observation<'_>, role: Role, now_ms: u64) {
+        self.weight = obs.weight;
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        if let Some(ts) = obs.data_ts {
+            self.last_data_ts = Some(self.last_data_ts.map_or(ts, |t| t.max(ts)));
+        }
+        match role {
+            Role::Promoted => {
+                self.requests_accepted += 1;
+                self.samples_accepted += obs.samples;
+            }
+            Role::Standby => {
+                self.requests_dropped += 1;
+                self.samples_dropped += obs.samples;
+            }
+            Role::Undecided => {}
+        }
+    }
 }
 
 /// The promoted source of a group.
@@ -324,21 +349,7 @@ impl ElectionState {
                 first_seen_ms: now_ms,
                 ..SourceView::default()
             });
-        source.weight = obs.weight;
-        source.last_seen_ms = source.last_seen_ms.max(now_ms);
-        if let Some(ts) = obs.data_ts {
-            source.last_data_ts = Some(source.last_data_ts.map_or(ts, |t| t.max(ts)));
-        }
-        match role {
-            Role::Promoted => {
-                source.requests_accepted += 1;
-                source.samples_accepted += obs.samples;
-            }
-            Role::Standby => {
-                source.requests_dropped += 1;
-                source.samples_dropped += obs.samples;
-            }
-        }
+        source.record(&obs, role, now_ms);
         (role, change)
     }
 
@@ -498,6 +509,95 @@ impl ElectionState {
             weight,
             reason: Reason::Failover { previous },
         })
+    }
+
+    /// Restores a group's committed decision (cluster: rebuilt from raft on the leader).
+    pub fn restore(&mut self, group: &str, promoted: Option<PromotedView>, pin: Option<PinView>) {
+        let g = self.groups.entry(group.to_owned()).or_default();
+        g.promoted = promoted;
+        g.pin = pin;
+    }
+
+    /// Merges what some node saw of a source (cluster: the union of every node's view).
+    pub fn see(&mut self, group: &str, source: &str, seen: &SourceView) {
+        let view = self
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .sources
+            .entry(source.to_owned())
+            .or_insert_with(|| SourceView {
+                first_seen_ms: seen.first_seen_ms,
+                ..SourceView::default()
+            });
+        if seen.last_seen_ms >= view.last_seen_ms {
+            view.weight = seen.weight;
+            view.last_seen_ms = seen.last_seen_ms;
+        }
+        view.first_seen_ms = view.first_seen_ms.min(seen.first_seen_ms);
+        view.last_data_ts = view.last_data_ts.max(seen.last_data_ts);
+    }
+
+    /// Every decision at once, from the merged view (cluster leader, each tick): pin
+    /// expiry and silent sources (as [`ElectionState::tick`]), then per group: nobody
+    /// promoted → the best live source; a live pinned source not promoted → it takes over;
+    /// unpinned → a live source with a strictly bigger weight takes over.
+    pub fn decide(&mut self, now_ms: u64) -> Vec<Change> {
+        let mut changes = self.tick(now_ms);
+        let expiry_ms = self.expiry_ms;
+        for (name, group) in &mut self.groups {
+            let alive = |s: &SourceView| now_ms.saturating_sub(s.last_seen_ms) < expiry_ms;
+            let Some(current) = group.promoted.clone() else {
+                changes.extend(promote_best(name, group, "", expiry_ms, now_ms));
+                continue;
+            };
+            let pinned = group.pin.as_ref().map(|p| p.source.clone());
+            let next = match &pinned {
+                Some(pin) if *pin != current.source => {
+                    group.sources.get(pin).filter(|s| alive(s)).map(|s| {
+                        (
+                            pin.clone(),
+                            s.weight,
+                            Reason::Pinned {
+                                previous: Some(current.source.clone()),
+                            },
+                        )
+                    })
+                }
+                Some(_) => None,
+                None => group
+                    .sources
+                    .iter()
+                    .filter(|(id, s)| {
+                        **id != current.source && alive(s) && s.weight > current.weight
+                    })
+                    .max_by_key(|(_, s)| (s.weight, s.last_data_ts.unwrap_or(i64::MIN)))
+                    .map(|(id, s)| {
+                        (
+                            id.clone(),
+                            s.weight,
+                            Reason::BiggerWeight {
+                                previous: current.source.clone(),
+                                previous_weight: current.weight,
+                            },
+                        )
+                    }),
+            };
+            if let Some((source, weight, reason)) = next {
+                group.promoted = Some(PromotedView {
+                    source: source.clone(),
+                    weight,
+                    since_ms: now_ms,
+                });
+                changes.push(Change::Promoted {
+                    group: name.clone(),
+                    source,
+                    weight,
+                    reason,
+                });
+            }
+        }
+        changes
     }
 
     /// Restores a pin kept durably (at start-up), creating the group if needed.
@@ -823,6 +923,85 @@ mod tests {
         assert_eq!(
             s.failover("g", None, 10_000),
             Err(ElectionError::NothingPromoted("g".into()))
+        );
+    }
+
+    fn seen(weight: u64, last_seen_ms: u64, data: i64) -> SourceView {
+        SourceView {
+            weight,
+            first_seen_ms: 0,
+            last_seen_ms,
+            last_data_ts: Some(data),
+            ..SourceView::default()
+        }
+    }
+
+    #[test]
+    fn decide_promotes_the_best_live_source_of_an_empty_group() {
+        let mut s = ElectionState::new(1_000);
+        s.see("g", "a", &seen(1, 900, 100));
+        s.see("g", "b", &seen(5, 950, 100));
+        s.see("g", "stale", &seen(9, 0, 100));
+        let changes = s.decide(1_000);
+        assert!(
+            matches!(&changes[..], [Change::Promoted { source, reason: Reason::NoPromotedSource, .. }] if source == "b"),
+            "{changes:?}"
+        );
+        assert!(s.decide(1_100).is_empty(), "stable once decided");
+    }
+
+    #[test]
+    fn decide_applies_bigger_weight_and_pins_from_the_merged_view() {
+        let mut s = ElectionState::new(1_000);
+        s.restore(
+            "g",
+            Some(PromotedView {
+                source: "a".into(),
+                weight: 1,
+                since_ms: 0,
+            }),
+            None,
+        );
+        s.see("g", "a", &seen(1, 990, 100));
+        // Another node saw b, heavier, recently: it takes over.
+        s.see("g", "b", &seen(3, 995, 100));
+        let changes = s.decide(1_000);
+        assert!(
+            matches!(&changes[..], [Change::Promoted { source, reason: Reason::BiggerWeight { .. }, .. }] if source == "b"),
+            "{changes:?}"
+        );
+        // A pin on a beats the weight.
+        s.restore(
+            "g",
+            Some(PromotedView {
+                source: "b".into(),
+                weight: 3,
+                since_ms: 0,
+            }),
+            Some(PinView {
+                source: "a".into(),
+                kind: PinKind::Pin,
+                since_ms: 0,
+                until_ms: None,
+            }),
+        );
+        let changes = s.decide(1_000);
+        assert!(
+            matches!(&changes[..], [Change::Promoted { source, reason: Reason::Pinned { .. }, .. }] if source == "a"),
+            "{changes:?}"
+        );
+    }
+
+    #[test]
+    fn see_merges_views_of_several_nodes() {
+        let mut s = ElectionState::new(1_000);
+        s.see("g", "a", &seen(1, 500, 10));
+        s.see("g", "a", &seen(2, 800, 5));
+        s.see("g", "a", &seen(7, 600, 20));
+        let v = &s.groups()["g"].sources["a"];
+        assert_eq!(
+            (v.weight, v.last_seen_ms, v.last_data_ts),
+            (2, 800, Some(20))
         );
     }
 }

@@ -54,6 +54,10 @@ pub enum IngestError {
     /// Starting up or shutting down.
     #[error("not ready, retry later")]
     NotReady,
+    /// Cluster: no promoted source committed for the group yet (no leader, or the leader
+    /// is still deciding).
+    #[error("no promoted source decided for this group yet (no cluster leader or election in progress), retry later")]
+    NoLeader,
     /// The WAL failed; nothing was acknowledged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,7 +77,9 @@ impl IngestError {
             | IngestError::Snappy(_)
             | IngestError::Wire(_)
             | IngestError::Param { .. } => StatusCode::BAD_REQUEST,
-            IngestError::Full | IngestError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Full | IngestError::NotReady | IngestError::NoLeader => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +97,7 @@ impl IngestError {
             IngestError::Param { .. } => "query_param",
             IngestError::Full => "buffer_full",
             IngestError::NotReady => "not_ready",
+            IngestError::NoLeader => "no_leader",
             IngestError::Internal(_) => "internal",
         }
     }

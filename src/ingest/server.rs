@@ -158,9 +158,13 @@ async fn accept(
         payload: decoded.payload,
         meta,
     };
-    if role == Role::Standby {
-        ingest.handover.hold(&group, &source, &held, false);
-        return Ok((Outcome::Dropped, samples, bytes));
+    match role {
+        Role::Promoted => {}
+        Role::Standby => {
+            ingest.handover.hold(&group, &source, &held, false);
+            return Ok((Outcome::Dropped, samples, bytes));
+        }
+        Role::Undecided => return Err(IngestError::NoLeader),
     }
     // The group's lock is held while inserting (so a handover's backfill lands before any
     // later write of the group), not while waiting for the flush (group commit).

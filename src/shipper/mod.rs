@@ -19,6 +19,7 @@ mod worker;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +97,7 @@ impl Shipper {
         retry: RetryConfig,
         wal: &Wal,
         shutdown: &CancellationToken,
+        gate: watch::Receiver<bool>,
     ) -> Result<(Shipper, Vec<JoinHandle<()>>), ClientError> {
         let clients = endpoints
             .iter()
@@ -123,6 +125,7 @@ impl Shipper {
                 control,
                 backoff: retry::Backoff::new(retry.initial, retry.max, retry.max_retry_after),
                 shutdown: shutdown.clone(),
+                gate: gate.clone(),
             };
             tasks.push(tokio::spawn(worker.run()));
         }
@@ -171,6 +174,21 @@ impl Shipper {
             Target::Seq(s) => s,
             Target::Time(ms) => self.wal.seq_at(ms),
         }
+    }
+
+    /// Cluster: puts `name`'s cursor at `seq` (either way, as far as records are buffered)
+    /// when this node takes over shipping or trims as a follower.
+    pub fn reposition(&self, name: &str, seq: u64) -> Result<CursorMove, ShipperError> {
+        let h = self.handle(name)?;
+        let first = self.wal.stats().first_seq;
+        let moved = self.wal.move_cursor(name, seq.max(first))?;
+        h.control.poke();
+        Ok(moved)
+    }
+
+    /// Endpoint names, in configuration order.
+    pub fn names(&self) -> Vec<String> {
+        self.endpoints.iter().map(|h| h.name.clone()).collect()
     }
 
     /// Moves `name`'s cursor forward, dropping its backlog up to `target`.

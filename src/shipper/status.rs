@@ -16,6 +16,8 @@ pub enum EndpointState {
     Failing,
     /// Stopped by an operator.
     Paused,
+    /// Cluster: this node is not the leader; the leader ships.
+    Standby,
 }
 
 /// One endpoint as its worker sees it.
@@ -45,6 +47,8 @@ pub struct EndpointStatus {
     pub retries: u64,
     /// Records quarantined after a permanent rejection.
     pub quarantined: u64,
+    /// Newest sample timestamp delivered (ms), the shipped watermark.
+    pub shipped_data_ts: Option<i64>,
 }
 
 impl EndpointStatus {
@@ -63,6 +67,7 @@ impl EndpointStatus {
             failed_requests: 0,
             retries: 0,
             quarantined: 0,
+            shipped_data_ts: None,
         }
     }
 }

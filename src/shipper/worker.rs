@@ -54,6 +54,8 @@ pub(super) struct Worker {
     pub control_rx: watch::Receiver<u64>,
     pub backoff: Backoff,
     pub shutdown: CancellationToken,
+    /// False while this node must not ship (cluster follower).
+    pub gate: watch::Receiver<bool>,
 }
 
 impl Worker {
@@ -69,6 +71,19 @@ impl Worker {
                 return;
             }
             self.control_rx.mark_unchanged();
+            self.gate.mark_unchanged();
+            if !*self.gate.borrow() {
+                self.update(|s| {
+                    s.state = EndpointState::Standby;
+                    s.next_retry_ms = None;
+                });
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = self.gate.changed() => {}
+                    _ = self.control_rx.changed() => {}
+                }
+                continue;
+            }
             if self.control.is_paused() {
                 self.update(|s| {
                     s.state = EndpointState::Paused;
@@ -149,6 +164,10 @@ impl Worker {
 
     fn count_sent(&self, record: &Record) {
         let samples = u64::from(record.meta.samples) + u64::from(record.meta.histograms);
+        if samples > 0 {
+            let ts = record.meta.max_ts;
+            self.update(|s| s.shipped_data_ts = Some(s.shipped_data_ts.map_or(ts, |t| t.max(ts))));
+        }
         let m = &METRICS;
         m.shipper_sent_records
             .with_label_values(&[&self.name])
@@ -226,6 +245,7 @@ impl Worker {
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
             _ = self.control_rx.changed() => Err(Stop::Interrupted),
+            _ = self.gate.changed() => Err(Stop::Interrupted),
             _ = tokio::time::sleep(d) => Ok(()),
         }
     }
@@ -261,11 +281,15 @@ impl Worker {
                     s.state = EndpointState::Shipping;
                 }
             });
+            if !*self.gate.borrow() {
+                return Err(Stop::Interrupted);
+            }
             let client = self.client.clone();
             let started = std::time::Instant::now();
             let verdict = tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = self.control_rx.changed() => return Err(Stop::Interrupted),
+                _ = self.gate.changed() => return Err(Stop::Interrupted),
                 v = client.send(payload.clone()) => v,
             };
             METRICS

@@ -556,6 +556,16 @@ impl Wal {
         Ok(CursorMove { from, to, records })
     }
 
+    /// The first buffered sequence holding a sample at or after `data_ts` (ms): every
+    /// record before it has only older samples. The next sequence when there is none.
+    pub fn seq_at_data_ts(&self, data_ts: i64) -> u64 {
+        let log = self.lock();
+        log.index
+            .iter()
+            .position(|e| e.has_samples() && e.max_ts >= data_ts)
+            .map_or(log.next_seq, |p| log.first_seq + p as u64)
+    }
+
     /// The first buffered sequence received at or after `received_ms` (the next sequence
     /// when there is none).
     pub fn seq_at(&self, received_ms: u64) -> u64 {

@@ -1,0 +1,190 @@
+//! Three real highlander processes forming a raft cluster on loopback, with an in-test
+//! storage: a leader ships, the others stand by; SIGKILL of the leader under load → a new
+//! leader within seconds, the same promoted source, shipping resumes and every sample a
+//! surviving node acknowledged arrives; the killed node rejoins as a follower.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+const SECRET: &str = "cluster-test-secret";
+
+async fn start_cluster(sink: &Sink) -> Vec<Node> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let listen = format!("127.0.0.1:{port}");
+        nodes.push(
+            Node::start(&[
+                "--remote-write",
+                &sink.url(),
+                "--node-id",
+                &id,
+                "--cluster-listen",
+                &listen,
+                "--peers",
+                &peers,
+                "--cluster-secret",
+                SECRET,
+                "--health-tick",
+                "200ms",
+                "--health-expiry",
+                "2s",
+                "--cluster-overlap",
+                "10s",
+            ])
+            .await,
+        );
+    }
+    nodes
+}
+
+async fn role(node: &Node) -> String {
+    node.admin_json("/api/v1/status").await["role"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+async fn leader_of(nodes: &[&Node]) -> usize {
+    wait_until("a cluster leader", Duration::from_secs(30), || async {
+        for (i, n) in nodes.iter().enumerate() {
+            if role(n).await == "leader" {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Writes one request of source `a` to every live node; returns the samples each 204
+/// acknowledged.
+async fn write_everywhere(
+    nodes: &[Option<&Node>],
+    t: i64,
+) -> Vec<(usize, BTreeSet<(String, i64)>)> {
+    let client = http();
+    let req = request("clustered", 5, 1, t);
+    let keys: BTreeSet<(String, i64)> = req
+        .timeseries
+        .iter()
+        .map(|s| (series_key(&s.labels), s.samples[0].timestamp))
+        .collect();
+    let mut acked = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        let url = node.write_url("highlander_source=a&highlander_weight=10");
+        let ok = client
+            .post(&url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .body(body(&req))
+            .send()
+            .await
+            .map(|r| r.status().as_u16() == 204)
+            .unwrap_or(false);
+        if ok {
+            acked.push((i, keys.clone()));
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_loss_keeps_the_promoted_source_and_loses_nothing_acknowledged() {
+    let sink = Sink::start().await;
+    let mut nodes = start_cluster(&sink).await;
+    let first_leader = leader_of(&nodes.iter().collect::<Vec<_>>()).await;
+
+    // The first writes get 503 until the leader commits the promotion; then 204 everywhere.
+    let t0 = 1_700_000_000_000i64;
+    let mut t = t0;
+    wait_until(
+        "the promotion of a to be committed",
+        Duration::from_secs(20),
+        || {
+            t += 1_000;
+            let nodes: Vec<Option<&Node>> = nodes.iter().map(Some).collect();
+            let ts = t;
+            async move { (write_everywhere(&nodes, ts).await.len() == 3).then_some(()) }
+        },
+    )
+    .await;
+
+    let mut acked_by: Vec<BTreeSet<(String, i64)>> = vec![BTreeSet::new(); 3];
+    for _ in 0..20 {
+        t += 1_000;
+        let live: Vec<Option<&Node>> = nodes.iter().map(Some).collect();
+        for (i, keys) in write_everywhere(&live, t).await {
+            acked_by[i].extend(keys);
+        }
+    }
+    // Only the leader ships.
+    sink.wait_samples(100, Duration::from_secs(20)).await;
+    let q = nodes[(first_leader + 1) % 3]
+        .admin_json("/api/v1/queue")
+        .await;
+    assert_eq!(
+        q["endpoints"][0]["state"], "standby",
+        "a follower must not ship: {q}"
+    );
+
+    // SIGKILL the leader while writes continue.
+    nodes[first_leader].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != first_leader).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < deadline {
+        t += 1_000;
+        let live: Vec<Option<&Node>> = (0..3)
+            .map(|i| (i != first_leader).then(|| &nodes[i]))
+            .collect();
+        for (i, keys) in write_everywhere(&live, t).await {
+            acked_by[i].extend(keys);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let survivor_refs: Vec<&Node> = survivors.iter().map(|i| &nodes[*i]).collect();
+    let new_leader = survivors[leader_of(&survivor_refs).await];
+    assert_ne!(new_leader, first_leader);
+    let g = nodes[new_leader].admin_json("/api/v1/groups/default").await;
+    assert_eq!(
+        g["promoted"]["source"], "a",
+        "the promoted source is kept: {g}"
+    );
+
+    // Every sample a surviving node acknowledged reaches the storage.
+    let wanted: BTreeSet<(String, i64)> = survivors
+        .iter()
+        .flat_map(|i| acked_by[*i].iter().cloned())
+        .collect();
+    assert!(!wanted.is_empty());
+    wait_until(
+        "every sample acknowledged by a survivor at the storage",
+        Duration::from_secs(60),
+        || async {
+            let got: BTreeSet<(String, i64)> = sink.samples().into_iter().collect();
+            wanted.is_subset(&got).then_some(())
+        },
+    )
+    .await;
+
+    // The killed node comes back as a follower.
+    nodes[first_leader].restart().await;
+    wait_until(
+        "the old leader to rejoin as follower",
+        Duration::from_secs(30),
+        || async { (role(&nodes[first_leader]).await == "follower").then_some(()) },
+    )
+    .await;
+}
