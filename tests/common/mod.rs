@@ -2,6 +2,7 @@
 //! process, an in-test storage that decodes what it receives, a request builder, and waits
 //! with deadlines. Every child process is killed when its handle drops.
 #![allow(dead_code)]
+pub mod e2e;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
