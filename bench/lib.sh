@@ -1,0 +1,166 @@
+# Shared helpers of bench/compare.sh and bench/scenarios.sh (sourced, not run).
+# Every process started here is recorded and killed on exit; all traffic stays on 127.0.0.1.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/target/release/highlander-bench"
+HIGHLANDER="$ROOT/target/release/highlander"
+VMAGENT=${VMAGENT:-/usr/bin/vmagent}
+STARTED_PIDS=()
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+need_tools() {
+    for t in curl timeout awk; do
+        command -v "$t" >/dev/null || die "$t is required"
+    done
+}
+
+build_release() {
+    if [[ ${NO_BUILD:-0} != 1 ]]; then
+        log "cargo build --release --bin highlander --bin highlander-bench"
+        (cd "$ROOT" && cargo build --release --bin highlander --bin highlander-bench) >&2
+    fi
+    [[ -x $BENCH && -x $HIGHLANDER ]] || die "release binaries missing (unset NO_BUILD)"
+}
+
+# A free-looking port range; the kernel tells us soon enough if it is not.
+pick_ports() {
+    local base=${BENCH_PORT_BASE:-$((20000 + RANDOM % 20000))}
+    SINK_PORT=$base
+    RELAY_PORT=$((base + 1))
+    ADMIN_PORT=$((base + 2))
+}
+
+# start NAME LOGFILE CMD...: runs CMD in the background, sets $LAST_PID.
+start() {
+    local name=$1 logfile=$2
+    shift 2
+    "$@" >"$logfile" 2>&1 &
+    LAST_PID=$!
+    STARTED_PIDS+=("$LAST_PID")
+    log "started $name (pid $LAST_PID)"
+}
+
+# stop PID [SIGNAL]: signal (default TERM), wait up to 10 s, then SIGKILL.
+stop() {
+    local pid=$1 sig=${2:-TERM}
+    [[ -n $pid ]] || return 0
+    # Not one of our unreaped jobs any more: nothing of ours to stop.
+    [[ " $(jobs -p | tr '\n' ' ') " == *" $pid "* ]] || return 0
+    kill -s "$sig" "$pid" 2>/dev/null || return 0
+    local i
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Only our own background jobs that have not been reaped yet: a reaped PID may belong to
+# someone else by now.
+kill_all_started() {
+    set +e
+    local pid live
+    live=" $(jobs -p | tr '\n' ' ') "
+    for pid in "${STARTED_PIDS[@]}"; do
+        [[ $live == *" $pid "* ]] && kill -9 "$pid" 2>/dev/null
+    done
+    for pid in "${STARTED_PIDS[@]}"; do
+        [[ $live == *" $pid "* ]] && wait "$pid" 2>/dev/null
+    done
+    return 0
+}
+
+# wait_http URL SECONDS: until URL answers 2xx.
+wait_http() {
+    local url=$1 deadline=$((SECONDS + $2))
+    until curl -sf -o /dev/null --max-time 2 "$url"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+# json_num FILE KEY: the first number under "KEY" in a JSON file (flat lookup).
+json_num() {
+    { grep -o "\"$2\": *-\{0,1\}[0-9][0-9.eE+-]*" "$1" 2>/dev/null || true; } | head -1 | sed 's/.*: *//'
+}
+
+# cpu_seconds PID: user+system CPU time of a live process.
+cpu_seconds() {
+    local tck
+    tck=$(getconf CLK_TCK)
+    # Field 2 (comm) may hold spaces: count fields after the closing parenthesis.
+    { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null || echo; } | awk -v t="$tck" '{printf "%.2f", ($12 + $13) / t}'
+}
+
+# hwm_kb PID: peak resident set size.
+hwm_kb() {
+    awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+sink_stats() { curl -sf --max-time 5 "http://127.0.0.1:$SINK_PORT/stats"; }
+
+# sink_num KEY: one counter of the live sink (empty if it does not answer).
+sink_num() {
+    { sink_stats || true; } | { grep -o "\"$1\":[0-9]*" || true; } | sed 's/.*://'
+}
+
+# start_sink DIR: a fresh sink; sets SINK_PID.
+start_sink() {
+    start sink "$1/sink.log" "$BENCH" sink --listen "127.0.0.1:$SINK_PORT" ${SINK_ARGS:-}
+    SINK_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$SINK_PORT/stats" 15 || die "sink did not start (see $1/sink.log)"
+}
+
+# start_relay MODE DIR DATADIR: sets RELAY_PID (empty for direct) and WRITE_URL.
+start_relay() {
+    local mode=$1 dir=$2 data=$3
+    local sink_url="http://127.0.0.1:$SINK_PORT/api/v1/write"
+    case $mode in
+    direct)
+        RELAY_PID=
+        WRITE_URL=$sink_url
+        ;;
+    highlander)
+        start highlander "$dir/relay.log" "$HIGHLANDER" serve \
+            --listen "127.0.0.1:$RELAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+            --data-dir "$data" --remote-write "$sink_url" --durability sync \
+            --log-level warn ${HIGHLANDER_ARGS:-}
+        RELAY_PID=$LAST_PID
+        wait_http "http://127.0.0.1:$ADMIN_PORT/readyz" 60 || die "highlander not ready (see $dir/relay.log)"
+        WRITE_URL="http://127.0.0.1:$RELAY_PORT/api/v1/write"
+        ;;
+    vmagent)
+        [[ -x $VMAGENT ]] || die "$VMAGENT not found (Debian package victoria-metrics)"
+        start vmagent "$dir/relay.log" "$VMAGENT" \
+            -httpListenAddr="127.0.0.1:$RELAY_PORT" -remoteWrite.url="$sink_url" \
+            -remoteWrite.tmpDataPath="$data" -loggerLevel=WARN ${VMAGENT_ARGS:-}
+        RELAY_PID=$LAST_PID
+        wait_http "http://127.0.0.1:$RELAY_PORT/health" 60 || die "vmagent not ready (see $dir/relay.log)"
+        WRITE_URL="http://127.0.0.1:$RELAY_PORT/api/v1/write"
+        ;;
+    *) die "unknown mode $mode" ;;
+    esac
+}
+
+# wait_delivered TARGET MAX_SECONDS: until the sink holds TARGET unique samples, or its
+# count stops moving for STALL_S (default 5) seconds, or MAX_SECONDS pass.
+wait_delivered() {
+    local target=$1 deadline=$((SECONDS + $2)) last=-1 still=0 got
+    while :; do
+        got=$(sink_num unique_samples)
+        got=${got:-0}
+        ((got >= target)) && return 0
+        ((SECONDS < deadline)) || return 1
+        if ((got == last)); then
+            still=$((still + 1))
+            ((still >= ${STALL_S:-5} * 5)) && return 1
+        else
+            still=0
+            last=$got
+        fi
+        sleep 0.2
+    done
+}

@@ -1,0 +1,282 @@
+//! `highlander-bench sink`: a Remote-Write receiver that decodes and counts everything.
+//!
+//! `POST /api/v1/write` (and `POST /`): snappy-decode, scan (see [`crate::wire`]), record
+//! every sample in the [`Ledger`], answer 204; a bad body gets 400. While the outage switch
+//! is on (`POST /outage/on`, or the `--outage-file` exists) every write gets
+//! `--fail-status` (503) without being read further. `GET /stats` returns the counters as
+//! JSON, `POST /check` takes 16-byte records (series hash, timestamp; little endian) and
+//! answers how many were never received. The final stats are printed on SIGTERM/SIGINT.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::json;
+
+use crate::ledger::{shard_of, Ledger, SHARDS};
+use crate::wire;
+use crate::workload::now_ms;
+
+/// Everything `sink` needs (parsed by `main`).
+pub struct SinkConfig {
+    /// Listen address.
+    pub listen: String,
+    /// Status answered during an outage.
+    pub fail_status: u16,
+    /// `Retry-After` seconds sent with outage answers (none by default, like most storages).
+    pub retry_after: Option<u64>,
+    /// While this file exists, the sink is in outage.
+    pub outage_file: Option<PathBuf>,
+    /// actix-web worker threads.
+    pub workers: usize,
+    /// Bound on remembered sample timestamps (8 bytes each).
+    pub max_remembered: u64,
+    /// Largest decoded body accepted.
+    pub max_decoded_bytes: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    rejected_requests: AtomicU64,
+    bad_requests: AtomicU64,
+    bytes_compressed: AtomicU64,
+    bytes_decoded: AtomicU64,
+    series: AtomicU64,
+    samples: AtomicU64,
+    unique_samples: AtomicU64,
+    duplicate_samples: AtomicU64,
+    histograms: AtomicU64,
+    exemplars: AtomicU64,
+    first_request_ms: AtomicI64,
+    last_request_ms: AtomicI64,
+    max_sample_ts_ms: AtomicI64,
+}
+
+struct Sink {
+    counters: Counters,
+    ledger: Ledger,
+    outage: AtomicBool,
+    outage_file_present: AtomicBool,
+    fail_status: StatusCode,
+    retry_after: Option<u64>,
+    max_decoded_bytes: usize,
+    started: Instant,
+}
+
+/// Per-thread scratch space: the decoded body and one batch per ledger shard.
+struct Scratch {
+    decoded: Vec<u8>,
+    batches: Vec<Vec<(u64, i64)>>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        decoded: Vec::new(),
+        batches: (0..SHARDS).map(|_| Vec::new()).collect(),
+    });
+}
+
+impl Sink {
+    fn in_outage(&self) -> bool {
+        self.outage.load(Ordering::Relaxed) || self.outage_file_present.load(Ordering::Relaxed)
+    }
+
+    fn ingest(&self, body: &[u8]) -> Result<(), String> {
+        let len = snap::raw::decompress_len(body).map_err(|e| format!("snappy: {e}"))?;
+        if len > self.max_decoded_bytes {
+            return Err(format!("decoded size {len} over the limit"));
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Scratch { decoded, batches } = &mut *scratch;
+            decoded.resize(len, 0);
+            snap::raw::Decoder::new()
+                .decompress(body, decoded)
+                .map_err(|e| format!("snappy: {e}"))?;
+            for b in batches.iter_mut() {
+                b.clear();
+            }
+            let mut max_ts = i64::MIN;
+            let counts = wire::for_each_sample(decoded, |series, ts| {
+                max_ts = max_ts.max(ts);
+                batches[shard_of(series)].push((series, ts));
+            })
+            .map_err(|e| format!("protobuf: {e}"))?;
+            let mut new = 0;
+            let mut duplicates = 0;
+            for (shard, batch) in batches.iter().enumerate() {
+                let o = self.ledger.record(shard, batch);
+                new += o.new;
+                duplicates += o.duplicates;
+            }
+            let c = &self.counters;
+            let now = now_ms();
+            c.requests.fetch_add(1, Ordering::Relaxed);
+            c.bytes_compressed
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            c.bytes_decoded.fetch_add(len as u64, Ordering::Relaxed);
+            c.series.fetch_add(counts.series, Ordering::Relaxed);
+            c.samples.fetch_add(counts.samples, Ordering::Relaxed);
+            c.unique_samples.fetch_add(new, Ordering::Relaxed);
+            c.duplicate_samples.fetch_add(duplicates, Ordering::Relaxed);
+            c.histograms.fetch_add(counts.histograms, Ordering::Relaxed);
+            c.exemplars.fetch_add(counts.exemplars, Ordering::Relaxed);
+            let _ =
+                c.first_request_ms
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+            c.last_request_ms.fetch_max(now, Ordering::Relaxed);
+            c.max_sample_ts_ms.fetch_max(max_ts, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "outage": self.in_outage(),
+            "requests": get(&c.requests),
+            "rejected_requests": get(&c.rejected_requests),
+            "bad_requests": get(&c.bad_requests),
+            "bytes_compressed": get(&c.bytes_compressed),
+            "bytes_decoded": get(&c.bytes_decoded),
+            "series": get(&c.series),
+            "unique_series": self.ledger.series(),
+            "samples": get(&c.samples),
+            "unique_samples": get(&c.unique_samples),
+            "duplicate_samples": get(&c.duplicate_samples),
+            "histograms": get(&c.histograms),
+            "exemplars": get(&c.exemplars),
+            "ledger_saturated": self.ledger.saturated(),
+            "first_request_unix_ms": c.first_request_ms.load(Ordering::Relaxed),
+            "last_request_unix_ms": c.last_request_ms.load(Ordering::Relaxed),
+            "max_sample_ts_ms": c.max_sample_ts_ms.load(Ordering::Relaxed).max(0),
+        })
+    }
+}
+
+async fn write(sink: web::Data<Sink>, body: web::Bytes) -> HttpResponse {
+    if sink.in_outage() {
+        sink.counters
+            .rejected_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let mut answer = HttpResponse::build(sink.fail_status);
+        if let Some(seconds) = sink.retry_after {
+            answer.insert_header(("Retry-After", seconds.to_string()));
+        }
+        return answer.body("sink outage\n");
+    }
+    match sink.ingest(&body) {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(reason) => {
+            sink.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            HttpResponse::BadRequest().body(format!("{reason}\n"))
+        }
+    }
+}
+
+async fn stats(sink: web::Data<Sink>) -> HttpResponse {
+    HttpResponse::Ok().json(sink.stats())
+}
+
+async fn outage(sink: web::Data<Sink>, path: web::Path<String>) -> HttpResponse {
+    let on = match path.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return HttpResponse::NotFound().body("use /outage/on or /outage/off\n"),
+    };
+    sink.outage.store(on, Ordering::Relaxed);
+    HttpResponse::Ok().json(json!({ "outage": sink.in_outage() }))
+}
+
+async fn check(sink: web::Data<Sink>, body: web::Bytes) -> HttpResponse {
+    if body.len() % 16 != 0 {
+        return HttpResponse::BadRequest().body("body must be 16-byte records\n");
+    }
+    let sink = sink.into_inner();
+    let missing = web::block(move || {
+        let samples: Vec<(u64, i64)> = body
+            .chunks_exact(16)
+            .map(|r| {
+                let (h, t) = r.split_at(8);
+                (
+                    u64::from_le_bytes(h.try_into().expect("8 bytes")),
+                    i64::from_le_bytes(t.try_into().expect("8 bytes")),
+                )
+            })
+            .collect();
+        (samples.len(), sink.ledger.missing(&samples))
+    })
+    .await;
+    match missing {
+        Ok((checked, missing)) => {
+            HttpResponse::Ok().json(json!({ "checked": checked, "missing": missing }))
+        }
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+/// Runs the sink until SIGTERM/SIGINT, then prints the stats.
+pub async fn run(config: SinkConfig) -> Result<(), String> {
+    let fail_status = StatusCode::from_u16(config.fail_status)
+        .map_err(|_| format!("--fail-status {} is not an HTTP status", config.fail_status))?;
+    let sink = web::Data::new(Sink {
+        counters: Counters::default(),
+        ledger: Ledger::new(config.max_remembered),
+        outage: AtomicBool::new(false),
+        outage_file_present: AtomicBool::new(false),
+        fail_status,
+        retry_after: config.retry_after,
+        max_decoded_bytes: config.max_decoded_bytes,
+        started: Instant::now(),
+    });
+    if let Some(file) = config.outage_file.clone() {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                // One stat(2) every 100 ms: cheap enough to do on the reactor.
+                let present = file.exists();
+                sink.outage_file_present.store(present, Ordering::Relaxed);
+            }
+        });
+    }
+    let max_body = config.max_decoded_bytes;
+    let data = sink.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .route("/api/v1/write", web::post().to(write))
+            .route("/", web::post().to(write))
+            .route("/stats", web::get().to(stats))
+            .route("/outage/{switch}", web::post().to(outage))
+            .route("/check", web::post().to(check))
+    })
+    .workers(config.workers)
+    .backlog(1024)
+    .disable_signals()
+    .bind(&config.listen)
+    .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?
+    .run();
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    eprintln!("highlander-bench sink listening on {}", config.listen);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("{}", sink.stats());
+    handle.stop(false).await;
+    let _ = serving.await;
+    Ok(())
+}

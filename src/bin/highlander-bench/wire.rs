@@ -1,0 +1,378 @@
+//! A borrowing, allocation-free scan of a decoded Remote-Write 1.0 `WriteRequest`.
+//!
+//! The sink must count millions of samples per second on a shared 2-core machine, so it
+//! never builds prost's owned structs (one `String` per label name and value). It walks
+//! the protobuf wire format instead, using the field numbers of `proto/remote.proto`:
+//! `WriteRequest.timeseries = 1`, `TimeSeries.labels = 1`, `.samples = 2`,
+//! `.exemplars = 3`, `.histograms = 4`, `Sample.timestamp = 2`.
+//!
+//! This is the bench's own, independent reading of the format (it does not reuse the
+//! relay's scanner): a judge should not share the code it judges.
+//!
+//! The identity of a series is [`series_hash`]: xxh3 of the raw bytes of its label fields,
+//! concatenated in order. Every encoder we meet writes a label as `name`, then `value`, so
+//! equal label sets have equal bytes whichever relay re-encoded them.
+
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+/// Why a body is not a well-formed `WriteRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The body ends inside a varint, a fixed field or a length-delimited field.
+    #[error("truncated protobuf at byte {0}")]
+    Truncated(usize),
+    /// A varint longer than 10 bytes.
+    #[error("overlong varint at byte {0}")]
+    Varint(usize),
+    /// Wire type 3/4 (groups) or 6/7, which Remote-Write never uses.
+    #[error("unsupported wire type {1} at byte {0}")]
+    WireType(usize, u8),
+    /// A known field carries the wrong wire type.
+    #[error("field {1} has the wrong wire type at byte {0}")]
+    FieldType(usize, u32),
+}
+
+/// One field's payload.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Varint(u64),
+    Fixed,
+    /// Bytes of a length-delimited field, and the offset of its first byte in the buffer
+    /// the reader was created on.
+    Bytes(&'a [u8], usize),
+}
+
+/// A cursor over one protobuf message.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Offset of `buf[0]` in the outermost buffer (for error messages and patch offsets).
+    base: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        Reader { buf, pos: 0, base }
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, WireError> {
+        // Tags and short lengths are one byte: the common case.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        let mut value = 0u64;
+        for shift in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(WireError::Truncated(self.base + self.pos));
+            };
+            self.pos += 1;
+            value |= u64::from(b & 0x7f) << (7 * shift);
+            if b < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(WireError::Varint(self.base + self.pos))
+    }
+
+    #[inline]
+    fn skip(&mut self, n: usize) -> Result<(), WireError> {
+        if self.buf.len() - self.pos < n {
+            return Err(WireError::Truncated(self.base + self.buf.len()));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    /// The next field: its start offset (tag included, relative to `buf`), number and value.
+    #[inline]
+    fn field(&mut self) -> Result<Option<(usize, u32, Value<'a>)>, WireError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let start = self.pos;
+        let tag = self.varint()?;
+        let number = (tag >> 3) as u32;
+        let value = match (tag & 7) as u8 {
+            0 => Value::Varint(self.varint()?),
+            1 => {
+                self.skip(8)?;
+                Value::Fixed
+            }
+            5 => {
+                self.skip(4)?;
+                Value::Fixed
+            }
+            2 => {
+                let len = self.varint()?;
+                let len = usize::try_from(len)
+                    .map_err(|_| WireError::Truncated(self.base + self.buf.len()))?;
+                let at = self.pos;
+                self.skip(len)?;
+                Value::Bytes(&self.buf[at..at + len], self.base + at)
+            }
+            other => return Err(WireError::WireType(self.base + start, other)),
+        };
+        Ok(Some((start, number, value)))
+    }
+}
+
+/// What one request held.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// `TimeSeries` entries.
+    pub series: u64,
+    /// Float samples.
+    pub samples: u64,
+    /// Native histogram samples.
+    pub histograms: u64,
+    /// Exemplars.
+    pub exemplars: u64,
+}
+
+/// Calls `on_sample(series_hash, timestamp_ms)` for every float sample of a decoded
+/// `WriteRequest`, and counts what it saw. One pass over each series: its timestamps are
+/// held back until its labels (and so its hash) are known.
+pub fn for_each_sample(
+    body: &[u8],
+    mut on_sample: impl FnMut(u64, i64),
+) -> Result<Counts, WireError> {
+    let mut counts = Counts::default();
+    let mut timestamps: Vec<i64> = Vec::with_capacity(16);
+    let mut request = Reader::new(body, 0);
+    while let Some((at, number, value)) = request.field()? {
+        if number != 1 {
+            continue; // metadata and unknown fields
+        }
+        let Value::Bytes(series, base) = value else {
+            return Err(WireError::FieldType(at, number));
+        };
+        counts.series += 1;
+        timestamps.clear();
+        let mut span: Option<(usize, usize)> = None;
+        let mut contiguous = true;
+        let mut fields = Reader::new(series, base);
+        while let Some((at, number, value)) = fields.field()? {
+            match (number, value) {
+                (1, Value::Bytes(..)) => match span {
+                    None => span = Some((at, fields.pos)),
+                    Some((start, end)) if end == at => span = Some((start, fields.pos)),
+                    Some(_) => contiguous = false,
+                },
+                (2, Value::Bytes(sample, base)) => {
+                    timestamps.push(sample_timestamp(sample, base)?.0);
+                }
+                (3, Value::Bytes(..)) => counts.exemplars += 1,
+                (4, Value::Bytes(..)) => counts.histograms += 1,
+                (1..=4, _) => return Err(WireError::FieldType(base + at, number)),
+                _ => {}
+            }
+        }
+        let hash = match span {
+            Some((start, end)) if contiguous => xxh3_64(&series[start..end]),
+            _ => series_hash_at(series, base)?,
+        };
+        counts.samples += timestamps.len() as u64;
+        for &ts in &timestamps {
+            on_sample(hash, ts);
+        }
+    }
+    Ok(counts)
+}
+
+/// Where things are in a decoded `WriteRequest`.
+#[derive(Debug, Default)]
+pub struct Layout {
+    /// Offset and length of every float sample's timestamp varint.
+    pub slots: Vec<(usize, usize)>,
+    /// The series hash of every `TimeSeries`, in order.
+    pub series_hashes: Vec<u64>,
+}
+
+/// The [`Layout`] of a decoded `WriteRequest`.
+pub fn layout(body: &[u8]) -> Result<Layout, WireError> {
+    let mut slots = Vec::new();
+    let mut hashes = Vec::new();
+    let mut request = Reader::new(body, 0);
+    while let Some((at, number, value)) = request.field()? {
+        if number != 1 {
+            continue;
+        }
+        let Value::Bytes(series, base) = value else {
+            return Err(WireError::FieldType(at, number));
+        };
+        hashes.push(series_hash_at(series, base)?);
+        let mut fields = Reader::new(series, base);
+        while let Some((_, number, value)) = fields.field()? {
+            if let (2, Value::Bytes(sample, base)) = (number, value) {
+                let (_, slot) = sample_timestamp(sample, base)?;
+                if let Some(slot) = slot {
+                    slots.push(slot);
+                }
+            }
+        }
+    }
+    Ok(Layout {
+        slots,
+        series_hashes: hashes,
+    })
+}
+
+/// A `Sample`'s timestamp (0 when absent) and where its varint sits.
+fn sample_timestamp(
+    sample: &[u8],
+    base: usize,
+) -> Result<(i64, Option<(usize, usize)>), WireError> {
+    let mut fields = Reader::new(sample, base);
+    let mut found = (0, None);
+    while let Some((at, number, value)) = fields.field()? {
+        if number == 2 {
+            let Value::Varint(ts) = value else {
+                return Err(WireError::FieldType(base + at, number));
+            };
+            // The varint starts after the one-byte tag (field 2, wire type 0 = 0x10).
+            let start = base + at + 1;
+            found = (ts as i64, Some((start, fields.pos - (at + 1))));
+        }
+    }
+    Ok(found)
+}
+
+/// The identity of one encoded `TimeSeries` message: xxh3 of its label fields' raw bytes.
+#[cfg(test)]
+pub fn series_hash(series: &[u8]) -> Result<u64, WireError> {
+    series_hash_at(series, 0)
+}
+
+fn series_hash_at(series: &[u8], base: usize) -> Result<u64, WireError> {
+    // Encoders write all labels first, so the common case hashes one contiguous span.
+    let mut span: Option<(usize, usize)> = None;
+    let mut contiguous = true;
+    let mut fields = Reader::new(series, base);
+    while let Some((at, number, _)) = fields.field()? {
+        if number == 1 {
+            match span {
+                None => span = Some((at, fields.pos)),
+                Some((start, end)) if end == at => span = Some((start, fields.pos)),
+                Some(_) => contiguous = false,
+            }
+        }
+    }
+    match span {
+        None => Ok(xxh3_64(&[])),
+        Some((start, end)) if contiguous => Ok(xxh3_64(&series[start..end])),
+        Some(_) => {
+            let mut hasher = Xxh3::new();
+            let mut fields = Reader::new(series, base);
+            while let Some((at, number, _)) = fields.field()? {
+                if number == 1 {
+                    hasher.update(&series[at..fields.pos]);
+                }
+            }
+            Ok(hasher.digest())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
+    use prost::Message;
+
+    fn label(name: &str, value: &str) -> Label {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    fn request() -> WriteRequest {
+        WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![label("__name__", "up"), label("job", "node")],
+                    samples: vec![
+                        Sample {
+                            value: 1.0,
+                            timestamp: 1_700_000_000_000,
+                        },
+                        Sample {
+                            value: 2.0,
+                            timestamp: 1_700_000_015_000,
+                        },
+                    ],
+                    ..Default::default()
+                },
+                TimeSeries {
+                    labels: vec![label("__name__", "up"), label("job", "other")],
+                    samples: vec![Sample {
+                        value: 0.0,
+                        timestamp: 1_700_000_000_000,
+                    }],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counts_samples_and_reads_timestamps() {
+        let body = request().encode_to_vec();
+        let mut seen = Vec::new();
+        let counts = for_each_sample(&body, |h, ts| seen.push((h, ts))).expect("valid");
+        assert_eq!(counts.series, 2);
+        assert_eq!(counts.samples, 3);
+        assert_eq!(seen[0].0, seen[1].0, "same series, same hash");
+        assert_ne!(seen[0].0, seen[2].0, "other labels, other hash");
+        assert_eq!(seen[1].1, 1_700_000_015_000);
+    }
+
+    #[test]
+    fn timestamp_slots_point_at_the_varints() {
+        let body = request().encode_to_vec();
+        let layout = layout(&body).expect("valid");
+        assert_eq!(layout.slots.len(), 3);
+        assert_eq!(layout.series_hashes.len(), 2);
+        for (at, len) in layout.slots {
+            assert_eq!(len, 6);
+            assert_eq!(body[at - 1], 0x10, "preceded by the timestamp tag");
+        }
+    }
+
+    #[test]
+    fn interleaved_labels_hash_like_contiguous_ones() {
+        let contiguous = request().timeseries[0].encode_to_vec();
+        // Re-order the fields by hand: label, sample, label.
+        let ts = &request().timeseries[0];
+        let mut interleaved = Vec::new();
+        let mut one = |m: &dyn Fn(&mut Vec<u8>)| m(&mut interleaved);
+        one(&|b| {
+            prost::encoding::message::encode(1, &ts.labels[0], b);
+        });
+        one(&|b| {
+            prost::encoding::message::encode(2, &ts.samples[0], b);
+        });
+        one(&|b| {
+            prost::encoding::message::encode(1, &ts.labels[1], b);
+        });
+        assert_eq!(
+            series_hash(&contiguous).expect("valid"),
+            series_hash(&interleaved).expect("valid")
+        );
+    }
+
+    #[test]
+    fn rejects_truncated_bodies() {
+        let body = request().encode_to_vec();
+        for cut in 1..body.len() {
+            // Some prefixes happen to be well-formed; none may panic.
+            let _ = for_each_sample(&body[..cut], |_, _| {});
+        }
+        assert!(for_each_sample(&body[..body.len() - 1], |_, _| {}).is_err());
+    }
+}
