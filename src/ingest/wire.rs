@@ -201,7 +201,7 @@ impl<'a> Fields<'a> {
             VARINT => Value::Varint(read_varint(self.buf, &mut self.pos)?),
             FIXED64 => {
                 self.take(8)
-                    .ok_or(WireError::Malformed("truncated fixed64"))?;
+                    .ok_or_else(|| WireError::Malformed("truncated fixed64"))?;
                 Value::Fixed64
             }
             LEN => {
@@ -210,12 +210,12 @@ impl<'a> Fields<'a> {
                     usize::try_from(len).map_err(|_| WireError::Malformed("length overflow"))?;
                 let bytes = self
                     .take(len)
-                    .ok_or(WireError::Malformed("length past the end of the message"))?;
+                    .ok_or_else(|| WireError::Malformed("length past the end of the message"))?;
                 Value::Len(bytes)
             }
             FIXED32 => {
                 self.take(4)
-                    .ok_or(WireError::Malformed("truncated fixed32"))?;
+                    .ok_or_else(|| WireError::Malformed("truncated fixed32"))?;
                 Value::Fixed32
             }
             _ => {
@@ -366,8 +366,17 @@ fn scan_label(buf: &[u8], series: usize) -> Result<(&str, &str), WireError> {
             _ => {}
         }
     }
-    let utf8 = |b| std::str::from_utf8(b).map_err(|_| WireError::Utf8 { series });
-    Ok((utf8(name)?, utf8(value)?))
+    Ok((utf8(name, series)?, utf8(value, series)?))
+}
+
+/// Label text as `&str`. Almost every label is ASCII: a word-at-a-time check, with the
+/// full UTF-8 validation only for the rest (the profile showed it at 10 % of ingest CPU).
+fn utf8(bytes: &[u8], series: usize) -> Result<&str, WireError> {
+    if bytes.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).map_err(|_| WireError::Utf8 { series })
 }
 
 /// Scans a message whose timestamp is the varint field `ts_field`; returns the timestamp.
