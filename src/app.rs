@@ -166,13 +166,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             if c.peers.len() == 2 {
                 tracing::warn!("cluster: 2 voters cannot survive the loss of either; run 3 (or 5)");
             }
-            let cc = ClusterConfig::new(
+            let mut cc = ClusterConfig::new(
                 c.node_id,
                 c.listen,
                 c.peers.clone(),
                 c.secret.clone(),
                 config.data_dir.join("raft"),
             );
+            cc.bootstrap = !c.join;
             let cluster = Cluster::start(cc, shutdown.clone()).await?;
             tracing::info!(node = c.node_id, listen = %c.listen, peers = ?c.peers, "cluster: started");
             let promotions = ClusterPromotions::new(
@@ -255,6 +256,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         App::new()
             .app_data(web::Data::new(admin.clone()))
             .configure(admin::routes)
+            .default_service(web::route().to(admin::not_found))
     })
     .workers(1)
     .disable_signals()

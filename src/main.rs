@@ -30,6 +30,7 @@ fn init_logs(config: &Config) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(command) => highlander::client::run(command),
         Command::Serve(args) => {
             let config = match Config::build(&args) {
                 Ok(c) => c,

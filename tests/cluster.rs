@@ -188,3 +188,81 @@ async fn leader_loss_keeps_the_promoted_source_and_loses_nothing_acknowledged() 
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_through_the_admin_api_and_is_removed_again() {
+    let sink = Sink::start().await;
+    let nodes = start_cluster(&sink).await;
+    let leader = leader_of(&nodes.iter().collect::<Vec<_>>()).await;
+    let port = free_port();
+    let status = nodes[0].admin_json("/api/v1/cluster").await;
+    let mut peers: Vec<String> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| format!("{}={}", m["id"], m["addr"].as_str().expect("addr")))
+        .collect();
+    peers.push(format!("4=127.0.0.1:{port}"));
+    let listen = format!("127.0.0.1:{port}");
+    let joiner = Node::start(&[
+        "--remote-write",
+        &sink.url(),
+        "--node-id",
+        "4",
+        "--cluster-listen",
+        &listen,
+        "--peers",
+        &peers.join(","),
+        "--cluster-secret",
+        SECRET,
+        "--join",
+    ])
+    .await;
+    // Added through a follower (forwarded to the leader).
+    let via = &nodes[(leader + 1) % 3];
+    let url = format!("http://{}/api/v1/cluster/members", via.admin);
+    let r = http()
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body(serde_json::json!({"id": 4, "addr": listen}).to_string())
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    wait_until(
+        "the new node to follow",
+        Duration::from_secs(30),
+        || async { (role(&joiner).await == "follower").then_some(()) },
+    )
+    .await;
+    let r = http()
+        .delete(format!("{url}/4"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(r.status().as_u16(), 200);
+    wait_until(
+        "node 4 to leave the membership",
+        Duration::from_secs(30),
+        || async {
+            let members = nodes[leader].admin_json("/api/v1/cluster").await["members"].clone();
+            (!members.to_string().contains(&listen)).then_some(())
+        },
+    )
+    .await;
+    // A standalone node has no cluster to change.
+    let alone = Node::start(&[]).await;
+    let r = http()
+        .post(format!("http://{}/api/v1/cluster/members", alone.admin))
+        .header("Content-Type", "application/json")
+        .body(serde_json::json!({"id": 9, "addr": "x:1"}).to_string())
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(r.status().as_u16(), 404);
+}

@@ -291,3 +291,77 @@ pub async fn delete_quarantined(
         ),
     }
 }
+
+/// Body of `POST /api/v1/cluster/members`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    id: u64,
+    addr: String,
+    #[serde(default = "yes")]
+    voter: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn cluster_error(e: &crate::cluster::ClusterWriteError) -> HttpResponse {
+    use crate::cluster::ClusterWriteError as E;
+    let status = match e {
+        E::Rejected { .. } => StatusCode::CONFLICT,
+        _ if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.as_label(), &e.to_string())
+}
+
+fn not_clustered() -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_clustered",
+        "this node runs standalone (no --peers)",
+    )
+}
+
+pub async fn add_member(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    body: web::Json<MemberBody>,
+) -> HttpResponse {
+    guard_mutation!(admin, req);
+    let Some(cluster) = &admin.cluster else {
+        return not_clustered();
+    };
+    let result = if body.voter {
+        cluster.add_voter(body.id, body.addr.clone()).await
+    } else {
+        cluster.add_learner(body.id, body.addr.clone()).await
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(caller = %auth::caller(&req), id = body.id, addr = %body.addr, voter = body.voter, "admin: cluster member added");
+            HttpResponse::Ok().json(serde_json::json!({ "members": cluster.members() }))
+        }
+        Err(e) => cluster_error(&e),
+    }
+}
+
+pub async fn remove_member(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    id: web::Path<u64>,
+) -> HttpResponse {
+    guard_mutation!(admin, req);
+    let Some(cluster) = &admin.cluster else {
+        return not_clustered();
+    };
+    let id = id.into_inner();
+    match cluster.remove(id).await {
+        Ok(()) => {
+            tracing::warn!(caller = %auth::caller(&req), id, "admin: cluster member removed");
+            HttpResponse::Ok().json(serde_json::json!({ "members": cluster.members() }))
+        }
+        Err(e) => cluster_error(&e),
+    }
+}

@@ -10,6 +10,7 @@
 mod actions;
 mod auth;
 mod metrics;
+mod page;
 mod views;
 
 use std::sync::atomic::AtomicBool;
@@ -77,9 +78,18 @@ pub struct Admin {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(views::healthz))
         .route("/readyz", web::get().to(views::readyz))
+        .route("/", web::get().to(page::index))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/api/v1/status", web::get().to(views::status))
         .route("/api/v1/cluster", web::get().to(views::cluster))
+        .route(
+            "/api/v1/cluster/members",
+            web::post().to(actions::add_member),
+        )
+        .route(
+            "/api/v1/cluster/members/{id}",
+            web::delete().to(actions::remove_member),
+        )
         .route("/api/v1/queue", web::get().to(views::queue))
         .route("/api/v1/queue/records", web::get().to(views::records))
         .route("/api/v1/queue/records/{seq}", web::get().to(views::record))
@@ -144,6 +154,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .into()
         }));
+}
+
+/// Any other path or method: a JSON 404 like every other admin error.
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no admin endpoint {} {}", req.method(), req.path()),
+    )
 }
 
 /// A JSON error `{error, detail}`.

@@ -21,6 +21,247 @@ pub struct Cli {
 pub enum Command {
     /// Run a relay node.
     Serve(Box<ServeArgs>),
+    /// Client commands that talk to a running node's admin API.
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+/// The admin client's subcommands (`highlander status`, `highlander pin …`): each is one
+/// call to the admin API of a running node, printed as a table (or its JSON with `--json`).
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The node: identity, version, uptime, role, listeners, durability, buffer limits.
+    Status(AdminArgs),
+    /// Every HA group's promoted source and sources; with GROUP, also its history.
+    Groups(GroupsArgs),
+    /// The buffer and, per storage, its lag, state and last error.
+    Queue(AdminArgs),
+    /// The storages: URL, cursor, state, lag, sent counts, last error.
+    Endpoints(AdminArgs),
+    /// Peek at buffered records (no payloads); with SEQ, one record with a preview.
+    Records(RecordsArgs),
+    /// Batches a storage rejected permanently; `replay` or `delete` one.
+    Quarantine(QuarantineArgs),
+    /// Prefer SOURCE in GROUP over any weight, now and until unpinned or expired.
+    Pin(PinArgs),
+    /// Remove GROUP's pin (or failover hold): weights count again.
+    Unpin(GroupArgs),
+    /// Demote GROUP's promoted source now; the best other live source takes over.
+    Failover(FailoverArgs),
+    /// Stop sending to ENDPOINT; its records stay buffered.
+    Pause(EndpointArgs),
+    /// Send to ENDPOINT again.
+    Resume(EndpointArgs),
+    /// Drop ENDPOINT's backlog up to a record (the records are not sent to it).
+    Skip(SkipArgs),
+    /// Send ENDPOINT buffered records again from an earlier record.
+    Replay(ReplayArgs),
+}
+
+impl AdminCommand {
+    /// How to reach the admin API, whatever the command.
+    pub fn admin(&self) -> &AdminArgs {
+        match self {
+            AdminCommand::Status(a) | AdminCommand::Queue(a) | AdminCommand::Endpoints(a) => a,
+            AdminCommand::Groups(a) => &a.admin,
+            AdminCommand::Records(a) => &a.admin,
+            AdminCommand::Quarantine(a) => &a.admin,
+            AdminCommand::Pin(a) => &a.admin,
+            AdminCommand::Unpin(a) => &a.admin,
+            AdminCommand::Failover(a) => &a.admin,
+            AdminCommand::Pause(a) | AdminCommand::Resume(a) => &a.admin,
+            AdminCommand::Skip(a) => &a.admin,
+            AdminCommand::Replay(a) => &a.admin,
+        }
+    }
+}
+
+/// Where the admin API is and how to talk to it (every client command takes these).
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Base URL of the node's admin listener.
+    #[arg(
+        long = "admin",
+        env = "HIGHLANDER_ADMIN",
+        default_value = "http://127.0.0.1:9092",
+        global = true
+    )]
+    pub url: String,
+    /// Admin bearer token (prefer the env or file form: flags show in `ps`).
+    #[arg(
+        long,
+        env = "HIGHLANDER_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+    /// File holding the admin bearer token.
+    #[arg(
+        long,
+        env = "HIGHLANDER_ADMIN_TOKEN_FILE",
+        conflicts_with = "token",
+        global = true
+    )]
+    pub token_file: Option<PathBuf>,
+    /// Print the server's JSON answer (pretty) instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long to wait for the node's answer.
+    #[arg(long, default_value = "10s", global = true)]
+    pub timeout: String,
+}
+
+/// `highlander groups [GROUP]`.
+#[derive(Debug, Clone, Args)]
+pub struct GroupsArgs {
+    /// One group, with its election history.
+    pub group: Option<String>,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `highlander records [SEQ] [--from SEQ] [--limit N]`.
+#[derive(Debug, Clone, Args)]
+pub struct RecordsArgs {
+    /// One record, with a decoded preview of its first series.
+    #[arg(conflicts_with_all = ["from", "limit"])]
+    pub seq: Option<u64>,
+    /// First sequence to show [default: the oldest buffered].
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// How many records (at most 1000) [default: 100].
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `highlander quarantine [replay|delete SEQ]`.
+#[derive(Debug, Clone, Args)]
+pub struct QuarantineArgs {
+    /// Without an action: list the quarantined batches.
+    #[command(subcommand)]
+    pub action: Option<QuarantineAction>,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// What to do with a quarantined batch.
+#[derive(Debug, Clone, Subcommand)]
+pub enum QuarantineAction {
+    /// Send the batch again (to the storages that rejected it, or only to --endpoint).
+    Replay(QuarantinedBatch),
+    /// Delete the batch for good (for every storage that rejected it, or only --endpoint).
+    Delete(QuarantinedBatch),
+}
+
+/// One quarantined batch.
+#[derive(Debug, Clone, Args)]
+pub struct QuarantinedBatch {
+    /// Its sequence.
+    pub seq: u64,
+    /// Only this storage's copy.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+}
+
+/// How long an operator override lasts: `--for 1h` or `--until TIME` (default: until
+/// removed).
+#[derive(Debug, Clone, Args)]
+pub struct HoldArgs {
+    /// For how long, e.g. `30m`, `1h`.
+    #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
+    pub for_: Option<String>,
+    /// Until when: RFC 3339 (`2026-11-21T22:00:00Z`) or ms since the epoch.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+/// `highlander pin GROUP SOURCE`.
+#[derive(Debug, Clone, Args)]
+pub struct PinArgs {
+    /// HA group.
+    pub group: String,
+    /// Source to promote and keep.
+    pub source: String,
+    /// How long the pin lasts (default: until unpinned).
+    #[command(flatten)]
+    pub hold: HoldArgs,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `highlander unpin GROUP`.
+#[derive(Debug, Clone, Args)]
+pub struct GroupArgs {
+    /// HA group.
+    pub group: String,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `highlander failover GROUP`.
+#[derive(Debug, Clone, Args)]
+pub struct FailoverArgs {
+    /// HA group.
+    pub group: String,
+    /// How long the newly promoted source is held (default: until unpinned).
+    #[command(flatten)]
+    pub hold: HoldArgs,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `highlander pause|resume ENDPOINT`.
+#[derive(Debug, Clone, Args)]
+pub struct EndpointArgs {
+    /// Storage name (see `highlander endpoints`).
+    pub endpoint: String,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `highlander skip ENDPOINT (--to-seq N | --to-time T)`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true)))]
+pub struct SkipArgs {
+    /// Storage name.
+    pub endpoint: String,
+    /// The first record it will be sent (everything before is skipped).
+    #[arg(long, group = "target", value_name = "SEQ")]
+    pub to_seq: Option<u64>,
+    /// Skip the records received before this time: RFC 3339, ms since the epoch, `now`,
+    /// or an age like `10m ago`.
+    #[arg(long, group = "target", value_name = "TIME")]
+    pub to_time: Option<String>,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `highlander replay ENDPOINT (--from-seq N | --from-time T)`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true)))]
+pub struct ReplayArgs {
+    /// Storage name.
+    pub endpoint: String,
+    /// The first record to send again.
+    #[arg(long, group = "target", value_name = "SEQ")]
+    pub from_seq: Option<u64>,
+    /// Send again the records received from this time on: RFC 3339, ms since the epoch,
+    /// or an age like `2h ago`.
+    #[arg(long, group = "target", value_name = "TIME")]
+    pub from_time: Option<String>,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Flags of `highlander serve`. Flags override the config file; the file overrides the
@@ -86,6 +327,10 @@ pub struct ServeArgs {
     /// it the node runs standalone.
     #[arg(long, env = "HIGHLANDER_PEERS")]
     pub peers: Option<String>,
+    /// Cluster: this node joins an existing cluster (added with `POST
+    /// /api/v1/cluster/members` on a member) instead of forming one from --peers.
+    #[arg(long, env = "HIGHLANDER_JOIN")]
+    pub join: bool,
     /// Cluster: shared secret of the raft RPCs (prefer the file or env form).
     #[arg(long, env = "HIGHLANDER_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,

@@ -109,6 +109,8 @@ pub struct ClusterSettings {
     pub secret: String,
     /// Data time re-sent after a leader change / kept behind the watermark.
     pub overlap: Duration,
+    /// Join an existing cluster instead of forming one.
+    pub join: bool,
 }
 
 /// Admin settings.
@@ -595,6 +597,7 @@ fn cluster(p: &mut Problems, args: &ServeArgs, file: &FileConfig) -> Option<Clus
         peers,
         secret: secret?,
         overlap: overlap?,
+        join: args.join,
     })
 }
 

@@ -8,6 +8,7 @@ fn args(flags: &[&str]) -> ServeArgs {
     argv.extend_from_slice(flags);
     match Cli::try_parse_from(argv).expect("flags parse").command {
         Command::Serve(a) => *a,
+        other => panic!("parsed as {other:?}, not serve"),
     }
 }
 

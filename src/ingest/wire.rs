@@ -201,7 +201,7 @@ impl<'a> Fields<'a> {
             VARINT => Value::Varint(read_varint(self.buf, &mut self.pos)?),
             FIXED64 => {
                 self.take(8)
-                    .ok_or_else(|| WireError::Malformed("truncated fixed64"))?;
+                    .ok_or(WireError::Malformed("truncated fixed64"))?;
                 Value::Fixed64
             }
             LEN => {
@@ -210,12 +210,12 @@ impl<'a> Fields<'a> {
                     usize::try_from(len).map_err(|_| WireError::Malformed("length overflow"))?;
                 let bytes = self
                     .take(len)
-                    .ok_or_else(|| WireError::Malformed("length past the end of the message"))?;
+                    .ok_or(WireError::Malformed("length past the end of the message"))?;
                 Value::Len(bytes)
             }
             FIXED32 => {
                 self.take(4)
-                    .ok_or_else(|| WireError::Malformed("truncated fixed32"))?;
+                    .ok_or(WireError::Malformed("truncated fixed32"))?;
                 Value::Fixed32
             }
             _ => {

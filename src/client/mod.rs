@@ -1,0 +1,349 @@
+//! The admin client: `highlander status | groups | queue | endpoints | records | quarantine
+//! | pin | unpin | failover | pause | resume | skip | replay`, each one call to the admin
+//! API of a running node.
+//!
+//! - Where: `--admin URL` (`HIGHLANDER_ADMIN`, default `http://127.0.0.1:9092`, the node's
+//!   default admin listener). Token: `--token`, `--token-file` or `HIGHLANDER_ADMIN_TOKEN`,
+//!   sent as `Authorization: Bearer`.
+//! - Output: a human table on stdout ([`render`], built on [`table`]); with `--json` the
+//!   server's JSON as is (pretty), for scripts. Reads and writes the same API the web page
+//!   uses, so the three views never disagree.
+//! - Failure: the exit code is 1 with the server's `{error, detail}` on stderr
+//!   (`highlander: 404 unknown_group: …`), or with what went wrong reaching the listener;
+//!   2 for a usage problem found before anything was sent (bad URL, unreadable token file).
+//!
+//! The client holds no state and never retries: an operator action runs once or fails
+//! loudly.
+
+pub mod api;
+pub mod render;
+pub mod table;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use crate::config::cli::{AdminArgs, AdminCommand, HoldArgs, QuarantineAction};
+use api::{Api, ClientError};
+
+/// Runs one client command and returns the process exit code; prints the result on
+/// stdout and any error on stderr.
+pub fn run(command: AdminCommand) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Usage(format!("cannot start the runtime: {e}")))
+        .and_then(|rt| rt.block_on(execute(&command)));
+    match result {
+        Ok(out) => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("highlander: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The token from `--token` / `HIGHLANDER_ADMIN_TOKEN`, else from `--token-file`.
+fn token(args: &AdminArgs) -> Result<Option<String>, ClientError> {
+    if let Some(t) = &args.token {
+        return Ok(Some(t.trim().to_owned()).filter(|t| !t.is_empty()));
+    }
+    let Some(path) = &args.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ClientError::Usage(format!("cannot read --token-file {}: {e}", path.display()))
+    })?;
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(ClientError::Usage(format!(
+            "--token-file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Some(t.to_owned()))
+}
+
+/// A point in time for the API: ms since the epoch for `now`, digits and ages (`10m ago`,
+/// `-10m`); anything else goes as text, which the node reads as RFC 3339 (and rejects
+/// with a 400 that says so).
+fn time_arg(s: &str, now: u64) -> Result<Value, ClientError> {
+    let s = s.trim();
+    if s == "now" {
+        return Ok(json!(now));
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(|ms| json!(ms))
+            .map_err(|e| ClientError::Usage(format!("{s:?}: {e}")));
+    }
+    let age = s
+        .strip_suffix(" ago")
+        .or_else(|| s.strip_prefix('-'))
+        .map(str::trim);
+    if let Some(age) = age {
+        let d = humantime::parse_duration(age)
+            .map_err(|e| ClientError::Usage(format!("{s:?} is not an age like `10m ago`: {e}")))?;
+        return Ok(json!(now.saturating_sub(d.as_millis() as u64)));
+    }
+    Ok(json!(s))
+}
+
+/// `{for}` or `{until}` of a pin or failover body.
+fn hold(h: &HoldArgs, now: u64) -> Result<Map<String, Value>, ClientError> {
+    let mut body = Map::new();
+    if let Some(f) = &h.for_ {
+        body.insert("for".into(), json!(f));
+    }
+    if let Some(u) = &h.until {
+        body.insert("until".into(), time_arg(u, now)?);
+    }
+    Ok(body)
+}
+
+/// Turns a command's JSON answer into its human form.
+type Human = Box<dyn Fn(&Value) -> String>;
+
+/// One command: the call, then its JSON or human rendering.
+async fn execute(command: &AdminCommand) -> Result<String, ClientError> {
+    let args = command.admin();
+    let timeout = humantime::parse_duration(&args.timeout).map_err(|e| {
+        ClientError::Usage(format!(
+            "--timeout {:?} is not a duration: {e}",
+            args.timeout
+        ))
+    })?;
+    let api = Api::new(
+        &args.url,
+        token(args)?,
+        timeout.max(Duration::from_millis(1)),
+    )?;
+    let now = now_ms();
+    let v1 = |rest: &[&str]| {
+        let mut segments = vec!["api", "v1"];
+        segments.extend_from_slice(rest);
+        api.url(&segments)
+    };
+    let (value, human): (Value, Human) = match command {
+        AdminCommand::Status(_) => (
+            api.get(v1(&["status"])).await?,
+            Box::new(move |v| render::status(v, now)),
+        ),
+        AdminCommand::Groups(a) => match &a.group {
+            Some(g) => (
+                api.get(v1(&["groups", g])).await?,
+                Box::new(move |v| render::group(v, now)),
+            ),
+            None => (
+                api.get(v1(&["groups"])).await?,
+                Box::new(move |v| render::groups(v, now)),
+            ),
+        },
+        AdminCommand::Queue(_) => (
+            api.get(v1(&["queue"])).await?,
+            Box::new(move |v| render::queue(v, now)),
+        ),
+        AdminCommand::Endpoints(_) => (
+            api.get(v1(&["endpoints"])).await?,
+            Box::new(move |v| render::endpoints(v, now)),
+        ),
+        AdminCommand::Records(a) => match a.seq {
+            Some(seq) => (
+                api.get(v1(&["queue", "records", &seq.to_string()])).await?,
+                Box::new(move |v| render::record(v, now)),
+            ),
+            None => {
+                let mut url = v1(&["queue", "records"]);
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(from) = a.from {
+                        q.append_pair("from", &from.to_string());
+                    }
+                    if let Some(limit) = a.limit {
+                        q.append_pair("limit", &limit.to_string());
+                    }
+                }
+                if url.query() == Some("") {
+                    url.set_query(None);
+                }
+                (
+                    api.get(url).await?,
+                    Box::new(move |v| render::records(v, now)),
+                )
+            }
+        },
+        AdminCommand::Quarantine(a) => match &a.action {
+            None => (
+                api.get(v1(&["quarantine"])).await?,
+                Box::new(move |v| render::quarantine(v, now)),
+            ),
+            Some(QuarantineAction::Replay(b)) => {
+                let mut url = v1(&["quarantine", &b.seq.to_string(), "replay"]);
+                if let Some(e) = &b.endpoint {
+                    url.query_pairs_mut().append_pair("endpoint", e);
+                }
+                (
+                    api.post(url, None).await?,
+                    Box::new(|v| render::quarantine_changed(v, "queued_for", "queued for replay")),
+                )
+            }
+            Some(QuarantineAction::Delete(b)) => {
+                let mut url = v1(&["quarantine", &b.seq.to_string()]);
+                if let Some(e) = &b.endpoint {
+                    url.query_pairs_mut().append_pair("endpoint", e);
+                }
+                (
+                    api.delete(url).await?,
+                    Box::new(|v| render::quarantine_changed(v, "deleted_for", "deleted")),
+                )
+            }
+        },
+        AdminCommand::Pin(a) => {
+            let mut body = hold(&a.hold, now)?;
+            body.insert("source".into(), json!(a.source));
+            let group = a.group.clone();
+            let what = format!("pinned to {}", a.source);
+            (
+                api.post(v1(&["groups", &a.group, "pin"]), Some(Value::Object(body)))
+                    .await?,
+                Box::new(move |v| render::group_changed(&what, &group, v, now)),
+            )
+        }
+        AdminCommand::Unpin(a) => {
+            let group = a.group.clone();
+            (
+                api.post(v1(&["groups", &a.group, "unpin"]), None).await?,
+                Box::new(move |v| render::unpinned(&group, v)),
+            )
+        }
+        AdminCommand::Failover(a) => {
+            let body = hold(&a.hold, now)?;
+            let body = (!body.is_empty()).then_some(Value::Object(body));
+            let group = a.group.clone();
+            (
+                api.post(v1(&["groups", &a.group, "failover"]), body)
+                    .await?,
+                Box::new(move |v| render::group_changed("failover done", &group, v, now)),
+            )
+        }
+        AdminCommand::Pause(a) => (
+            api.post(v1(&["endpoints", &a.endpoint, "pause"]), None)
+                .await?,
+            Box::new(render::paused),
+        ),
+        AdminCommand::Resume(a) => (
+            api.post(v1(&["endpoints", &a.endpoint, "resume"]), None)
+                .await?,
+            Box::new(render::paused),
+        ),
+        AdminCommand::Skip(a) => {
+            let body = match (a.to_seq, &a.to_time) {
+                (Some(seq), _) => json!({ "to_seq": seq }),
+                (None, Some(t)) => json!({ "to_time": time_arg(t, now)? }),
+                (None, None) => json!({}),
+            };
+            (
+                api.post(v1(&["endpoints", &a.endpoint, "skip"]), Some(body))
+                    .await?,
+                Box::new(render::skipped),
+            )
+        }
+        AdminCommand::Replay(a) => {
+            let body = match (a.from_seq, &a.from_time) {
+                (Some(seq), _) => json!({ "from_seq": seq }),
+                (None, Some(t)) => json!({ "from_time": time_arg(t, now)? }),
+                (None, None) => json!({}),
+            };
+            (
+                api.post(v1(&["endpoints", &a.endpoint, "replay"]), Some(body))
+                    .await?,
+                Box::new(render::replayed),
+            )
+        }
+    };
+    if args.json {
+        let mut out = serde_json::to_string_pretty(&value)
+            .map_err(|e| ClientError::Usage(format!("cannot print the answer: {e}")))?;
+        out.push('\n');
+        Ok(out)
+    } else {
+        Ok(human(&value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_args_accept_epoch_millis_ages_and_now() {
+        let now = 1_800_000_000_000;
+        assert_eq!(time_arg("now", now).ok(), Some(json!(now)));
+        assert_eq!(
+            time_arg("1700000000000", now).ok(),
+            Some(json!(1_700_000_000_000u64))
+        );
+        assert_eq!(time_arg("10m ago", now).ok(), Some(json!(now - 600_000)));
+        assert_eq!(time_arg("-2h", now).ok(), Some(json!(now - 7_200_000)));
+        assert_eq!(
+            time_arg("2026-11-21T22:00:00Z", now).ok(),
+            Some(json!("2026-11-21T22:00:00Z"))
+        );
+        assert!(time_arg("soon ago", now).is_err());
+    }
+
+    fn parse(argv: &[&str]) -> Result<AdminCommand, clap::Error> {
+        use crate::config::{Cli, Command};
+        use clap::Parser;
+        match Cli::try_parse_from(std::iter::once("highlander").chain(argv.iter().copied()))?
+            .command
+        {
+            Command::Admin(c) => Ok(c),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn global_options_go_anywhere_after_the_command() {
+        let c = parse(&["quarantine", "replay", "7", "--endpoint", "lts", "--json"]).expect("ok");
+        assert!(c.admin().json);
+        match c {
+            AdminCommand::Quarantine(q) => match q.action {
+                Some(QuarantineAction::Replay(b)) => {
+                    assert_eq!((b.seq, b.endpoint.as_deref()), (7, Some("lts")))
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&["--admin", "http://h:1", "status"]);
+        assert!(
+            c.is_err(),
+            "client options follow the command, not precede it"
+        );
+        let c = parse(&["status", "--admin", "http://h:1", "--token", "t"]).expect("ok");
+        assert_eq!(c.admin().url, "http://h:1");
+    }
+
+    #[test]
+    fn skip_and_replay_need_exactly_one_target() {
+        assert!(parse(&["skip", "lts"]).is_err());
+        assert!(parse(&["skip", "lts", "--to-seq", "3", "--to-time", "now"]).is_err());
+        assert!(parse(&["replay", "lts", "--from-time", "2h ago"]).is_ok());
+        assert!(parse(&["pin", "g", "a", "--for", "1h", "--until", "now"]).is_err());
+        assert!(parse(&["records", "5", "--limit", "3"]).is_err());
+    }
+}
