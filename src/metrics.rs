@@ -77,6 +77,16 @@ pub struct Metrics {
     pub election_sources: IntGaugeVec,
     /// 1 when the node accepts writes (scrape time).
     pub ready: IntGauge,
+    /// Cluster: 1 when this node leads (scrape time).
+    pub cluster_leader: IntGauge,
+    /// Cluster: the raft term (scrape time).
+    pub cluster_term: IntGauge,
+    /// Cluster: members known to this node (scrape time).
+    pub cluster_members: IntGauge,
+    /// Cluster: 1 while this node's leader lease is fresh, i.e. it may ship (scrape time).
+    pub cluster_lease: IntGauge,
+    /// Cluster, leader only: log entries each member is missing (scrape time).
+    pub cluster_replication_lag: IntGaugeVec,
     /// Handovers between sources.
     pub handovers: IntCounter,
     /// Samples of the new source's held writes forwarded at handovers.
@@ -320,6 +330,28 @@ impl Metrics {
                 &["group"],
             ),
             ready: gauge(&r, "highlander_ready", "1 when the node accepts writes."),
+            cluster_leader: gauge(
+                &r,
+                "highlander_cluster_leader",
+                "1 when this node is the raft leader.",
+            ),
+            cluster_term: gauge(&r, "highlander_cluster_term", "Current raft term."),
+            cluster_members: gauge(
+                &r,
+                "highlander_cluster_members",
+                "Cluster members known to this node.",
+            ),
+            cluster_lease: gauge(
+                &r,
+                "highlander_cluster_lease_fresh",
+                "1 while this node leads with a fresh lease and may ship.",
+            ),
+            cluster_replication_lag: gauge_vec(
+                &r,
+                "highlander_cluster_replication_lag_entries",
+                "Leader only: raft log entries each member is missing.",
+                &["member"],
+            ),
             handovers: int_counter(
                 &r,
                 "highlander_handover_total",

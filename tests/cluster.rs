@@ -139,6 +139,22 @@ async fn leader_loss_keeps_the_promoted_source_and_loses_nothing_acknowledged() 
         q["endpoints"][0]["state"], "standby",
         "a follower must not ship: {q}"
     );
+    let metrics = http()
+        .get(format!("http://{}/metrics", nodes[first_leader].admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "highlander_cluster_leader 1",
+        "highlander_cluster_members 3",
+        "highlander_cluster_lease_fresh 1",
+        "highlander_cluster_replication_lag_entries{member=",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?}");
+    }
 
     // SIGKILL the leader while writes continue.
     nodes[first_leader].kill9();

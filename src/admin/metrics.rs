@@ -44,6 +44,20 @@ fn refresh(admin: &Admin) {
                 .set(i64::from(e.state == state));
         }
     }
+    if let Some(c) = &admin.cluster {
+        let status = c.status();
+        m.cluster_leader
+            .set(i64::from(status.leader == Some(status.node_id)));
+        m.cluster_term.set(status.term as i64);
+        m.cluster_members.set(status.members.len() as i64);
+        m.cluster_lease.set(i64::from(c.leader_lease().is_some()));
+        m.cluster_replication_lag.reset();
+        for r in &status.replication {
+            m.cluster_replication_lag
+                .with_label_values(&[&r.id.to_string()])
+                .set(r.lag as i64);
+        }
+    }
     // Groups and sources come and go: rebuild these from scratch.
     m.election_promoted.reset();
     m.election_sources.reset();
