@@ -234,34 +234,31 @@ async fn a_node_joins_through_the_admin_api_and_is_removed_again() {
         "--join",
     ])
     .await;
-    // Added through a follower (forwarded to the leader).
+    // Added with the CLI through a follower (forwarded to the leader).
     let via = &nodes[(leader + 1) % 3];
-    let url = format!("http://{}/api/v1/cluster/members", via.admin);
-    let r = http()
-        .post(&url)
-        .header("Content-Type", "application/json")
-        .body(serde_json::json!({"id": 4, "addr": listen}).to_string())
-        .send()
-        .await
-        .expect("admin");
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_highlander"))
+            .args(args)
+            .args(["--admin", &format!("http://{}", via.admin)])
+            .output()
+            .expect("run the CLI");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&["cluster", "add", "4", &listen]);
     wait_until(
         "the new node to follow",
         Duration::from_secs(30),
         || async { (role(&joiner).await == "follower").then_some(()) },
     )
     .await;
-    let r = http()
-        .delete(format!("{url}/4"))
-        .send()
-        .await
-        .expect("admin");
-    assert_eq!(r.status().as_u16(), 200);
+    let members = cli(&["cluster"]);
+    assert!(members.contains(&listen), "{members}");
+    cli(&["cluster", "remove", "4"]);
     wait_until(
         "node 4 to leave the membership",
         Duration::from_secs(30),

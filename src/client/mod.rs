@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::cli::{AdminArgs, AdminCommand, HoldArgs, QuarantineAction};
+use crate::config::cli::{AdminArgs, AdminCommand, ClusterAction, HoldArgs, QuarantineAction};
 use api::{Api, ClientError};
 
 /// Runs one client command and returns the process exit code; prints the result on
@@ -210,6 +210,24 @@ async fn execute(command: &AdminCommand) -> Result<String, ClientError> {
                     Box::new(|v| render::quarantine_changed(v, "deleted_for", "deleted")),
                 )
             }
+        },
+        AdminCommand::Cluster(a) => match &a.action {
+            None | Some(ClusterAction::Members) => {
+                (api.get(v1(&["cluster"])).await?, Box::new(render::cluster))
+            }
+            Some(ClusterAction::Add { id, addr, learner }) => (
+                api.post(
+                    v1(&["cluster", "members"]),
+                    Some(serde_json::json!({ "id": id, "addr": addr, "voter": !learner })),
+                )
+                .await?,
+                Box::new(render::cluster),
+            ),
+            Some(ClusterAction::Remove { id }) => (
+                api.delete(v1(&["cluster", "members", &id.to_string()]))
+                    .await?,
+                Box::new(render::cluster),
+            ),
         },
         AdminCommand::Pin(a) => {
             let mut body = hold(&a.hold, now)?;

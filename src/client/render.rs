@@ -616,6 +616,53 @@ pub fn quarantine_changed(v: &Value, key: &str, what: &str) -> String {
     )
 }
 
+/// `cluster`: status (when present) and members.
+pub fn cluster(v: &Value) -> String {
+    let mut out = String::new();
+    let s = &v["status"];
+    if s.is_object() {
+        let leader = s["leader"]
+            .as_u64()
+            .map_or_else(|| "none known".to_owned(), |l| l.to_string());
+        out.push_str(&pairs(&[
+            ("node", count(&s["node_id"])),
+            ("role", text(&s["role"])),
+            ("leader", leader),
+            ("term", count(&s["term"])),
+            ("last log index", count(&s["last_log_index"])),
+            ("last applied", count(&s["last_applied"])),
+        ]));
+        out.push('\n');
+    }
+    let lag: std::collections::BTreeMap<u64, u64> = array(&s["replication"])
+        .iter()
+        .filter_map(|r| Some((r["id"].as_u64()?, r["lag"].as_u64()?)))
+        .collect();
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("ADDRESS", Align::Left),
+        ("VOTER", Align::Left),
+        ("LAG", Align::Right),
+    ]);
+    for m in array(&v["members"]) {
+        let id = m["id"].as_u64().unwrap_or(0);
+        t.row(vec![
+            id.to_string(),
+            text(&m["addr"]),
+            if m["voter"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "learner"
+            }
+            .to_owned(),
+            lag.get(&id)
+                .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+        ]);
+    }
+    out.push_str(&t.render());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

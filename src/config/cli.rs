@@ -56,6 +56,41 @@ pub enum AdminCommand {
     Skip(SkipArgs),
     /// Send ENDPOINT buffered records again from an earlier record.
     Replay(ReplayArgs),
+    /// The raft cluster: members (default), `add`, `remove`.
+    Cluster(ClusterArgs),
+}
+
+/// `highlander cluster [members | add ID ADDR | remove ID]`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Without an action: the cluster's status and members.
+    #[command(subcommand)]
+    pub action: Option<ClusterAction>,
+    /// How to reach the node.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// A membership change (any member forwards it to the leader).
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterAction {
+    /// Status and members (the default).
+    Members,
+    /// Add node ID at ADDR (host:port of its cluster listener); start it with --join first.
+    Add {
+        /// Node id.
+        id: u64,
+        /// Its cluster listener, host:port.
+        addr: String,
+        /// Add it as a non-voting learner only.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove node ID from the cluster.
+    Remove {
+        /// Node id.
+        id: u64,
+    },
 }
 
 impl AdminCommand {
@@ -72,6 +107,7 @@ impl AdminCommand {
             AdminCommand::Pause(a) | AdminCommand::Resume(a) => &a.admin,
             AdminCommand::Skip(a) => &a.admin,
             AdminCommand::Replay(a) => &a.admin,
+            AdminCommand::Cluster(a) => &a.admin,
         }
     }
 }
