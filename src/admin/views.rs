@@ -330,8 +330,14 @@ pub async fn group(
     let name = name.into_inner();
     let admin = admin.get_ref().clone();
     let view = blocking(move || {
-        let group = admin.promotions.groups().remove(&name)?;
         let history = admin.promotions.history(&name);
+        // A group silent for long is forgotten by the election, but its history is kept:
+        // show it with nobody promoted rather than as unknown.
+        let group = match admin.promotions.groups().remove(&name) {
+            Some(g) => g,
+            None if !history.is_empty() => GroupView::default(),
+            None => return None,
+        };
         Some(NamedGroup {
             name,
             group,
