@@ -1,6 +1,7 @@
 //! Config tests: the example file, precedence, and all problems at once.
 
 use super::*;
+use crate::shipper::Auth;
 
 fn args(flags: &[&str]) -> ServeArgs {
     use clap::Parser;

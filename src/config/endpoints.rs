@@ -1,0 +1,259 @@
+//! The parts of the configuration that are lists: storage endpoints (flags and
+//! `[[endpoint]]` sections) and cluster members.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::file::{EndpointSection, FileConfig};
+use super::units::parse_duration;
+use super::{
+    parse_addr, ClusterSettings, Problems, ServeArgs, DEFAULT_CLUSTER_LISTEN,
+    DEFAULT_CLUSTER_OVERLAP, DEFAULT_ENDPOINT_TIMEOUT, DEFAULT_REMOTE_WRITE,
+};
+use crate::shipper::{Auth, EndpointConfig};
+
+/// Parses a storage URL; a URL without a path gets `/api/v1/write`.
+pub fn parse_endpoint_url(s: &str) -> Result<url::Url, String> {
+    let mut url = url::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{s:?}: only http and https are supported"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} has no host"));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        url.set_path("/api/v1/write");
+    }
+    Ok(url)
+}
+
+fn default_name(url: &url::Url) -> String {
+    match url.port_or_known_default() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("storage")),
+        None => url.host_str().unwrap_or("storage").to_owned(),
+    }
+}
+
+pub(super) fn endpoints(
+    p: &mut Problems,
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Vec<EndpointConfig> {
+    let timeout_default = parse_duration(DEFAULT_ENDPOINT_TIMEOUT).expect("valid default");
+    let mut out: Vec<EndpointConfig> = Vec::new();
+    let from_flags: Vec<String> = if args.remote_write.is_empty() && file.endpoints.is_empty() {
+        vec![DEFAULT_REMOTE_WRITE.to_owned()]
+    } else {
+        args.remote_write.clone()
+    };
+    for spec in &from_flags {
+        let (name, url) = match spec.split_once('=') {
+            Some((n, u)) if !n.contains('/') && !n.contains(':') => (Some(n.trim().to_owned()), u),
+            _ => (None, spec.as_str()),
+        };
+        let Some(url) = p.take("remote-write", parse_endpoint_url(url)) else {
+            continue;
+        };
+        out.push(EndpointConfig {
+            name: name.unwrap_or_else(|| default_name(&url)),
+            url,
+            headers: Vec::new(),
+            auth: Auth::None,
+            timeout: timeout_default,
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
+        });
+    }
+    for (i, e) in file.endpoints.iter().enumerate() {
+        if let Some(ep) = endpoint_from_file(p, i, e, timeout_default) {
+            out.push(ep);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &out {
+        p.check(!e.name.is_empty(), "endpoint names must not be empty");
+        p.check(
+            seen.insert(e.name.clone()),
+            format!(
+                "endpoint name {:?} is used twice; name them with name=URL or [[endpoint]] name",
+                e.name
+            ),
+        );
+    }
+    out
+}
+
+fn endpoint_from_file(
+    p: &mut Problems,
+    i: usize,
+    e: &EndpointSection,
+    timeout_default: Duration,
+) -> Option<EndpointConfig> {
+    let what = format!("endpoint[{i}]");
+    let Some(url) = e.url.as_deref() else {
+        p.check(false, format!("{what}: url is required"));
+        return None;
+    };
+    let url = p.take(&what, parse_endpoint_url(url))?;
+    let read_secret = |p: &mut Problems, path: &Path| {
+        p.take(
+            &what,
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|err| format!("{}: {err}", path.display())),
+        )
+    };
+    let auth = match (&e.basic_auth, &e.bearer_token, &e.bearer_token_file) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            p.check(
+                false,
+                format!("{what}: choose one of basic_auth, bearer_token, bearer_token_file"),
+            );
+            Auth::None
+        }
+        (Some(b), None, None) => {
+            let password = match (&b.password, &b.password_file) {
+                (Some(pw), None) => pw.clone(),
+                (None, Some(f)) => read_secret(p, f).unwrap_or_default(),
+                _ => {
+                    p.check(
+                        false,
+                        format!("{what}: basic_auth needs exactly one of password, password_file"),
+                    );
+                    String::new()
+                }
+            };
+            Auth::Basic {
+                username: b.username.clone(),
+                password,
+            }
+        }
+        (None, Some(t), None) => Auth::Bearer(t.clone()),
+        (None, None, Some(f)) => Auth::Bearer(read_secret(p, f).unwrap_or_default()),
+        (None, None, None) => Auth::None,
+    };
+    let timeout = match &e.timeout {
+        Some(t) => p.take(&format!("{what}.timeout"), parse_duration(t))?,
+        None => timeout_default,
+    };
+    for (name, value) in &e.headers {
+        p.check(
+            reqwest::header::HeaderName::try_from(name.as_str()).is_ok()
+                && reqwest::header::HeaderValue::try_from(value.as_str()).is_ok(),
+            format!("{what}: header {name:?} is not a valid HTTP header"),
+        );
+    }
+    if let Some(ca) = &e.tls_ca_file {
+        p.check(
+            ca.is_file(),
+            format!("{what}: tls_ca_file {} does not exist", ca.display()),
+        );
+    }
+    Some(EndpointConfig {
+        name: e.name.clone().unwrap_or_else(|| default_name(&url)),
+        url,
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        auth,
+        timeout,
+        tls_ca_file: e.tls_ca_file.clone(),
+        tls_insecure_skip_verify: e.tls_insecure_skip_verify,
+    })
+}
+
+/// Parses the cluster settings; `None` (standalone) without members.
+pub(super) fn cluster(
+    p: &mut Problems,
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Option<ClusterSettings> {
+    let section = file.cluster.clone().unwrap_or_default();
+    let peers: Option<BTreeMap<u64, String>> = match (&args.peers, &section.peers) {
+        (Some(flag), _) => {
+            let mut out = BTreeMap::new();
+            for part in flag.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match part
+                    .split_once('=')
+                    .map(|(id, addr)| (id.trim().parse::<u64>(), addr.trim()))
+                {
+                    Some((Ok(id), addr)) if !addr.is_empty() => {
+                        out.insert(id, addr.to_owned());
+                    }
+                    _ => p.check(false, format!("peers: {part:?} is not id=host:port")),
+                }
+            }
+            Some(out)
+        }
+        (None, Some(map)) => {
+            let mut out = BTreeMap::new();
+            for (id, addr) in map {
+                match id.parse::<u64>() {
+                    Ok(id) => {
+                        out.insert(id, addr.clone());
+                    }
+                    Err(_) => p.check(false, format!("cluster.peers: {id:?} is not a node id")),
+                }
+            }
+            Some(out)
+        }
+        (None, None) => None,
+    };
+    let peers = peers?;
+    let node_id = args.node_id.or(section.node_id);
+    let listen = p.take(
+        "cluster-listen",
+        parse_addr(
+            args.cluster_listen
+                .as_deref()
+                .or(section.listen.as_deref())
+                .unwrap_or(DEFAULT_CLUSTER_LISTEN),
+        ),
+    );
+    let secret = match (
+        &args.cluster_secret,
+        args.cluster_secret_file
+            .as_ref()
+            .or(section.secret_file.as_ref()),
+    ) {
+        (Some(s), _) => Some(s.trim().to_owned()),
+        (None, Some(path)) => p.take(
+            "cluster-secret-file",
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("{}: {e}", path.display())),
+        ),
+        (None, None) => None,
+    };
+    let overlap = p.take(
+        "cluster-overlap",
+        parse_duration(
+            args.cluster_overlap
+                .as_deref()
+                .or(section.overlap.as_deref())
+                .unwrap_or(DEFAULT_CLUSTER_OVERLAP),
+        ),
+    );
+    p.check(node_id.is_some(), "node-id: required with peers");
+    if let Some(id) = node_id {
+        p.check(
+            peers.contains_key(&id),
+            format!("node-id {id} is not one of the peers"),
+        );
+    }
+    p.check(
+        secret.as_deref().is_some_and(|s| !s.is_empty()),
+        "cluster secret: required with peers (--cluster-secret-file or HIGHLANDER_CLUSTER_SECRET)",
+    );
+    Some(ClusterSettings {
+        node_id: node_id?,
+        listen: listen?,
+        peers,
+        secret: secret?,
+        overlap: overlap?,
+        join: args.join,
+    })
+}
