@@ -48,6 +48,7 @@
 //! side ([`network`]) is one reqwest client per node; refused connections are reported to
 //! openraft as unreachable so it backs off (heartbeat interval doubling up to 1 s).
 
+mod error;
 pub mod network;
 pub mod node;
 pub mod promotions;
@@ -55,6 +56,7 @@ pub mod proposal;
 pub mod reports;
 mod rpc;
 pub mod shipping;
+mod status;
 pub mod store;
 pub mod types;
 

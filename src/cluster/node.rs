@@ -38,15 +38,18 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use openraft::error::{CheckIsLeaderError, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
-use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::network::{ClusterTransport, ForwardError, TransportError};
+use crate::cluster::network::{ClusterTransport, ForwardError};
 use crate::cluster::proposal::{propose_locally, Proposal, ProposalReply};
 use crate::cluster::rpc::{self, RpcState, Secret};
-use crate::cluster::store::{self, ControlReader, OpenError};
+use crate::cluster::store::{self, ControlReader};
 use crate::cluster::types::{NodeId, Raft, Request, Response};
+
+pub use super::error::{ClusterError, ClusterWriteError};
+use super::status::members_of;
+pub use super::status::{ClusterStatus, Member, ReplicationStatus, Role};
 
 /// Default leader heartbeat interval.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
@@ -155,192 +158,6 @@ impl fmt::Debug for ClusterConfig {
             .field("logs_kept_after_snapshot", &self.logs_kept_after_snapshot)
             .finish()
     }
-}
-
-/// Why a cluster node could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The configuration is unusable (empty secret, node not among its peers, timings).
-    #[error("cluster configuration: {0}")]
-    Config(String),
-    /// The HTTP client could not be built.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// The raft database could not be opened.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// The cluster listener could not bind.
-    #[error("cannot listen on {addr} (cluster): {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// Raft failed to start or to initialise.
-    #[error("raft: {0}")]
-    Raft(String),
-}
-
-/// Why a proposal or a leadership check failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClusterWriteError {
-    /// No leader was known within the write timeout (election under way, or no quorum).
-    /// Nothing was proposed.
-    #[error("no cluster leader")]
-    NoLeader,
-    /// The leader could not be reached within the write timeout. Nothing was proposed.
-    #[error("cluster leader {leader} unreachable: {reason}")]
-    LeaderUnreachable {
-        /// The leader.
-        leader: NodeId,
-        /// The last failure.
-        reason: String,
-    },
-    /// The proposal was handed to a leader but its commit was not confirmed (no quorum in
-    /// time, leader lost, raft stopped): it may or may not take effect.
-    #[error("proposal outcome unknown: {reason}")]
-    OutcomeUnknown {
-        /// Why.
-        reason: String,
-    },
-    /// The leader refused a membership change; nothing was committed.
-    #[error("membership change rejected: {reason}")]
-    Rejected {
-        /// Why.
-        reason: String,
-    },
-    /// This node is not the leader (leadership checks).
-    #[error("not the cluster leader (leader: {leader:?})")]
-    NotLeader {
-        /// The leader this node knows of.
-        leader: Option<NodeId>,
-    },
-    /// This node leads but could not confirm it with a quorum in time.
-    #[error("leadership not confirmed by a quorum: {reason}")]
-    NoQuorum {
-        /// Why.
-        reason: String,
-    },
-    /// This node's raft has stopped.
-    #[error("raft stopped on this node")]
-    Stopped,
-}
-
-impl ClusterWriteError {
-    /// Whether trying again later can succeed.
-    pub fn is_retryable(&self) -> bool {
-        !matches!(
-            self,
-            ClusterWriteError::Rejected { .. } | ClusterWriteError::Stopped
-        )
-    }
-
-    /// Whether the proposal may still take effect.
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(self, ClusterWriteError::OutcomeUnknown { .. })
-    }
-
-    /// A metrics label.
-    pub fn as_label(&self) -> &'static str {
-        match self {
-            ClusterWriteError::NoLeader => "no_leader",
-            ClusterWriteError::LeaderUnreachable { .. } => "leader_unreachable",
-            ClusterWriteError::OutcomeUnknown { .. } => "outcome_unknown",
-            ClusterWriteError::Rejected { .. } => "rejected",
-            ClusterWriteError::NotLeader { .. } => "not_leader",
-            ClusterWriteError::NoQuorum { .. } => "no_quorum",
-            ClusterWriteError::Stopped => "stopped",
-        }
-    }
-}
-
-/// A node's raft role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Leads the cluster: proposes, replicates, ships.
-    Leader,
-    /// Follows a leader.
-    Follower,
-    /// Campaigning.
-    Candidate,
-    /// Replicates without voting.
-    Learner,
-    /// Raft stopped.
-    Shutdown,
-}
-
-impl Role {
-    /// Lower-case name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::Learner => "learner",
-            Role::Shutdown => "shutdown",
-        }
-    }
-}
-
-impl From<ServerState> for Role {
-    fn from(s: ServerState) -> Self {
-        match s {
-            ServerState::Leader => Role::Leader,
-            ServerState::Follower => Role::Follower,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-        }
-    }
-}
-
-/// One cluster member as this node knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Member {
-    /// Node id.
-    pub id: NodeId,
-    /// Its cluster listener, `host:port`.
-    pub addr: String,
-    /// Voter (else learner).
-    pub voter: bool,
-}
-
-/// How far one member's log is behind the leader's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReplicationStatus {
-    /// Node id.
-    pub id: NodeId,
-    /// The last log index known to be replicated to it.
-    pub matched_index: Option<u64>,
-    /// Entries it is missing.
-    pub lag: u64,
-}
-
-/// A node's view of the cluster, for the admin API and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClusterStatus {
-    /// This node.
-    pub node_id: NodeId,
-    /// Its role.
-    pub role: Role,
-    /// The leader it knows of.
-    pub leader: Option<NodeId>,
-    /// Current raft term.
-    pub term: u64,
-    /// Last log index on this node.
-    pub last_log_index: Option<u64>,
-    /// Last log index applied to the control state.
-    pub last_applied: Option<u64>,
-    /// Last log index covered by the current snapshot.
-    pub snapshot_index: Option<u64>,
-    /// Leader only: remaining leader lease (see [`Cluster::leader_lease`]), in ms.
-    pub lease_remaining_ms: Option<u64>,
-    /// Members, voters and learners.
-    pub members: Vec<Member>,
-    /// Leader only: replication progress of every member.
-    pub replication: Vec<ReplicationStatus>,
 }
 
 /// A running cluster node. A cheap clone.
@@ -888,19 +705,6 @@ async fn initialize(
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Holders only copy or swap a value: it stays valid after a panic.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn members_of(m: &RaftMetrics<NodeId, BasicNode>) -> Vec<Member> {
-    let membership = m.membership_config.membership();
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    membership
-        .nodes()
-        .map(|(id, node)| Member {
-            id: *id,
-            addr: node.addr.clone(),
-            voter: voters.contains(id),
-        })
-        .collect()
 }
 
 /// Follows raft's metrics: logs role and leader changes, and timestamps the leader's quorum

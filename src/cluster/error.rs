@@ -1,0 +1,105 @@
+//! Why a cluster node could not start, and why a proposal or leadership check failed.
+
+use std::net::SocketAddr;
+
+use crate::cluster::network::TransportError;
+use crate::cluster::store::OpenError;
+use crate::cluster::types::NodeId;
+
+/// Why a cluster node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The configuration is unusable (empty secret, node not among its peers, timings).
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The raft database could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The cluster listener could not bind.
+    #[error("cannot listen on {addr} (cluster): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Raft failed to start or to initialise.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a proposal or a leadership check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterWriteError {
+    /// No leader was known within the write timeout (election under way, or no quorum).
+    /// Nothing was proposed.
+    #[error("no cluster leader")]
+    NoLeader,
+    /// The leader could not be reached within the write timeout. Nothing was proposed.
+    #[error("cluster leader {leader} unreachable: {reason}")]
+    LeaderUnreachable {
+        /// The leader.
+        leader: NodeId,
+        /// The last failure.
+        reason: String,
+    },
+    /// The proposal was handed to a leader but its commit was not confirmed (no quorum in
+    /// time, leader lost, raft stopped): it may or may not take effect.
+    #[error("proposal outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// Why.
+        reason: String,
+    },
+    /// The leader refused a membership change; nothing was committed.
+    #[error("membership change rejected: {reason}")]
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// This node is not the leader (leadership checks).
+    #[error("not the cluster leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// This node leads but could not confirm it with a quorum in time.
+    #[error("leadership not confirmed by a quorum: {reason}")]
+    NoQuorum {
+        /// Why.
+        reason: String,
+    },
+    /// This node's raft has stopped.
+    #[error("raft stopped on this node")]
+    Stopped,
+}
+
+impl ClusterWriteError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            ClusterWriteError::Rejected { .. } | ClusterWriteError::Stopped
+        )
+    }
+
+    /// Whether the proposal may still take effect.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, ClusterWriteError::OutcomeUnknown { .. })
+    }
+
+    /// A metrics label.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            ClusterWriteError::NoLeader => "no_leader",
+            ClusterWriteError::LeaderUnreachable { .. } => "leader_unreachable",
+            ClusterWriteError::OutcomeUnknown { .. } => "outcome_unknown",
+            ClusterWriteError::Rejected { .. } => "rejected",
+            ClusterWriteError::NotLeader { .. } => "not_leader",
+            ClusterWriteError::NoQuorum { .. } => "no_quorum",
+            ClusterWriteError::Stopped => "stopped",
+        }
+    }
+}

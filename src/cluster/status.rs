@@ -1,0 +1,110 @@
+//! A node's view of the cluster (role, leader, term, members, replication), for the admin
+//! API and metrics.
+
+use std::collections::BTreeSet;
+
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use serde::Serialize;
+
+use crate::cluster::types::NodeId;
+
+/// A node's raft role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Leads the cluster: proposes, replicates, ships.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Replicates without voting.
+    Learner,
+    /// Raft stopped.
+    Shutdown,
+}
+
+impl Role {
+    /// Lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl From<ServerState> for Role {
+    fn from(s: ServerState) -> Self {
+        match s {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        }
+    }
+}
+
+/// One cluster member as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Node id.
+    pub id: NodeId,
+    /// Its cluster listener, `host:port`.
+    pub addr: String,
+    /// Voter (else learner).
+    pub voter: bool,
+}
+
+/// How far one member's log is behind the leader's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicationStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// The last log index known to be replicated to it.
+    pub matched_index: Option<u64>,
+    /// Entries it is missing.
+    pub lag: u64,
+}
+
+/// A node's view of the cluster, for the admin API and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Current raft term.
+    pub term: u64,
+    /// Last log index on this node.
+    pub last_log_index: Option<u64>,
+    /// Last log index applied to the control state.
+    pub last_applied: Option<u64>,
+    /// Last log index covered by the current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Leader only: remaining leader lease (see [`Cluster::leader_lease`]), in ms.
+    pub lease_remaining_ms: Option<u64>,
+    /// Members, voters and learners.
+    pub members: Vec<Member>,
+    /// Leader only: replication progress of every member.
+    pub replication: Vec<ReplicationStatus>,
+}
+
+pub(super) fn members_of(m: &RaftMetrics<NodeId, BasicNode>) -> Vec<Member> {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, node)| Member {
+            id: *id,
+            addr: node.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect()
+}
