@@ -600,3 +600,165 @@ pub fn rel(ts: &[i64], origin: i64) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// One Prometheus replica's config writing to several highlander nodes: the same scrape
+/// as [`prometheus_config`], one `remote_write` entry per URL (named `hl1`, `hl2`, ...),
+/// each with the same prompt queue settings.
+pub fn prometheus_config_multi(
+    target: std::net::SocketAddr,
+    write_urls: &[String],
+    replica: &str,
+) -> String {
+    let mut config = format!(
+        r#"global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+  external_labels:
+    __replica__: {replica}
+scrape_configs:
+  - job_name: e2e
+    static_configs:
+      - targets: ['{target}']
+remote_write:
+"#
+    );
+    for (i, url) in write_urls.iter().enumerate() {
+        config.push_str(&format!(
+            r#"  - name: hl{}
+    url: '{url}'
+    remote_timeout: 5s
+    queue_config:
+      batch_send_deadline: 1s
+      min_backoff: 100ms
+      max_backoff: 1s
+"#,
+            i + 1
+        ));
+    }
+    config
+}
+
+/// Starts a VictoriaMetrics single node with its data in `dir`; waits until it answers.
+/// Returns the process and its base URL.
+pub async fn start_victoria_metrics(client: &reqwest::Client, dir: &Path) -> (Proc, String) {
+    require_servers();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut vm = Proc::spawn(
+        "victoria-metrics",
+        VICTORIA_METRICS,
+        vec![
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            format!("-storageDataPath={}", dir.join("vm-data").display()),
+            "-retentionPeriod=100y".into(),
+            "-search.latencyOffset=0s".into(),
+            "-loggerLevel=WARN".into(),
+        ],
+        dir.join("vm.log"),
+    );
+    vm.wait_http_ok(client, &format!("{url}/health"), Duration::from_secs(30))
+        .await;
+    (vm, url)
+}
+
+/// Starts Prometheus `name` with `config` (YAML), its files in `dir/prom-<name>`; waits
+/// until it is ready. Returns the process and its API base URL.
+pub async fn start_prometheus(
+    client: &reqwest::Client,
+    dir: &Path,
+    name: &str,
+    config: &str,
+) -> (Proc, String) {
+    require_servers();
+    let dir = dir.join(format!("prom-{name}"));
+    std::fs::create_dir_all(&dir).expect("prometheus dir");
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config).expect("write prometheus config");
+    let port = free_port();
+    let mut proc = Proc::spawn(
+        &format!("prometheus-{name}"),
+        PROMETHEUS,
+        vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        dir.join("prometheus.log"),
+    );
+    let api = format!("http://127.0.0.1:{port}");
+    proc.wait_http_ok(client, &format!("{api}/-/ready"), Duration::from_secs(30))
+        .await;
+    (proc, api)
+}
+
+/// The raw samples of [`METRIC`] VictoriaMetrics at `vm_url` exports, as (timestamp ms,
+/// value) sorted by timestamp (duplicates kept), and the label sets of every series.
+/// `None` while VM does not answer.
+pub async fn vm_export(
+    client: &reqwest::Client,
+    vm_url: &str,
+) -> Option<(Vec<(i64, f64)>, BTreeSet<String>)> {
+    let r = client
+        .get(with_params(
+            &format!("{vm_url}/api/v1/export"),
+            &[("match[]", METRIC.to_owned())],
+        ))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let text = r.text().await.ok()?;
+    let mut samples = Vec::new();
+    let mut series = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("VM export {line}: {e}"));
+        series.insert(v["metric"].to_string());
+        let ts = v["timestamps"].as_array().expect("timestamps");
+        let vals = v["values"].as_array().expect("values");
+        assert_eq!(ts.len(), vals.len(), "VM export line {line}");
+        for (t, x) in ts.iter().zip(vals) {
+            samples.push((t.as_i64().expect("ts"), x.as_f64().unwrap_or(f64::NAN)));
+        }
+    }
+    samples.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
+    Some((samples, series))
+}
+
+/// The timestamps of [`METRIC`] a Prometheus (API base `api`) scraped itself, in
+/// `[from, to]`; `None` when it does not answer (e.g. killed).
+pub async fn prometheus_samples(
+    client: &reqwest::Client,
+    api: &str,
+    from: i64,
+    to: i64,
+) -> Option<Vec<i64>> {
+    let range_secs = (now_ms() - from) / 1000 + 2;
+    let text = client
+        .get(with_params(
+            &format!("{api}/api/v1/query"),
+            &[
+                ("query", format!("{METRIC}{{job=\"e2e\"}}[{range_secs}s]")),
+                ("time", format!("{:.3}", now_ms() as f64 / 1000.0)),
+            ],
+        ))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let result = v["data"]["result"].as_array()?;
+    let values = result.first()?["values"].as_array()?;
+    Some(
+        values
+            .iter()
+            .filter_map(|v| Some((v[0].as_f64()? * 1000.0).round() as i64))
+            .filter(|t| (from..=to).contains(t))
+            .collect(),
+    )
+}
