@@ -22,11 +22,31 @@ pub fn http() -> reqwest::Client {
 }
 
 /// A port nobody listens on right now.
+///
+/// Ports come from a counter in 20000–31999, below the kernel's ephemeral range, so two
+/// tests running in parallel in one binary never get the same port, and no outgoing
+/// connection can grab a port between the pick and the child's bind (asking the kernel for
+/// port 0 and releasing it raced with parallel tests and produced "address in use").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test binary starts at its own offset, so consecutive binaries rarely reuse ports
+    // that may still linger in TIME_WAIT.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() % 600) * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
