@@ -48,6 +48,7 @@
 //! side ([`network`]) is one reqwest client per node; refused connections are reported to
 //! openraft as unreachable so it backs off (heartbeat interval doubling up to 1 s).
 
+mod config;
 mod error;
 pub mod network;
 pub mod node;
