@@ -211,7 +211,7 @@ pub async fn records(
 ) -> HttpResponse {
     guard_read!(admin, req);
     let wal = admin.wal.clone();
-    let from = q.from.unwrap_or_else(|| wal.stats().first_seq);
+    let from = q.from.unwrap_or_else(|| wal.first_seq());
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PEEK);
     match blocking(move || wal.peek(from, limit)).await {
         Ok(Ok(records)) => HttpResponse::Ok().json(serde_json::json!({ "records": records })),

@@ -259,6 +259,28 @@ impl ClusterPromotions {
         }
     }
 
+    /// Commits an operator override decided on `state`: the group's pin first, then the
+    /// promotion it caused (if any); returns the group as committed.
+    async fn commit_override(
+        &self,
+        group: &str,
+        state: &ElectionState,
+        changes: Vec<Change>,
+    ) -> Result<GroupView, ElectionError> {
+        let pin = state.groups()[group].pin.clone();
+        self.inner
+            .cluster
+            .write(Request::SetPin {
+                group: group.to_owned(),
+                pin,
+            })
+            .await
+            .map_err(write_error)?;
+        self.commit(changes).await?;
+        self.view(group)
+            .ok_or_else(|| ElectionError::UnknownGroup(group.to_owned()))
+    }
+
     fn view(&self, group: &str) -> Option<GroupView> {
         self.groups().remove(group)
     }
@@ -327,18 +349,8 @@ impl Promotions for ClusterPromotions {
             let mut state = self.merged(&committed.state);
             let now = self.inner.clock.now_ms();
             let change = state.pin(group, source, until_ms, now)?;
-            let pin = state.groups()[group].pin.clone();
-            self.inner
-                .cluster
-                .write(Request::SetPin {
-                    group: group.to_owned(),
-                    pin,
-                })
+            self.commit_override(group, &state, change.into_iter().collect())
                 .await
-                .map_err(write_error)?;
-            self.commit(change.into_iter().collect()).await?;
-            self.view(group)
-                .ok_or_else(|| ElectionError::UnknownGroup(group.to_owned()))
         })
     }
 
@@ -373,18 +385,7 @@ impl Promotions for ClusterPromotions {
             let committed = self.inner.cluster.control().current();
             let mut state = self.merged(&committed.state);
             let change = state.failover(group, until_ms, self.inner.clock.now_ms())?;
-            let pin = state.groups()[group].pin.clone();
-            self.inner
-                .cluster
-                .write(Request::SetPin {
-                    group: group.to_owned(),
-                    pin,
-                })
-                .await
-                .map_err(write_error)?;
-            self.commit(vec![change]).await?;
-            self.view(group)
-                .ok_or_else(|| ElectionError::UnknownGroup(group.to_owned()))
+            self.commit_override(group, &state, vec![change]).await
         })
     }
 

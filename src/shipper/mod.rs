@@ -180,7 +180,7 @@ impl Shipper {
     /// when this node takes over shipping or trims as a follower.
     pub fn reposition(&self, name: &str, seq: u64) -> Result<CursorMove, ShipperError> {
         let h = self.handle(name)?;
-        let first = self.wal.stats().first_seq;
+        let first = self.wal.first_seq();
         let moved = self.wal.move_cursor(name, seq.max(first))?;
         h.control.poke();
         Ok(moved)

@@ -458,6 +458,11 @@ impl Wal {
             .map_err(|_| WalError::Closed)?
     }
 
+    /// The oldest buffered sequence (the next one when the buffer is empty).
+    pub fn first_seq(&self) -> u64 {
+        self.lock().first_seq
+    }
+
     /// The next sequence to be assigned (everything below it was appended).
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq
