@@ -224,8 +224,12 @@ async fn prometheus_pair_through_highlander_into_victoria_metrics() {
         "outage: drained {:.1}s after VM came back",
         (drained_at - restarted_at) as f64 / 1000.0
     );
-    let samples = e.wait_vm_reaches(drained_at, Duration::from_secs(20)).await;
     let (from, to) = (stopped_at - 3_000, restarted_at + 3_000);
+    // Read VM only once it holds samples past the window's end: the last second of the
+    // window may still be in flight (Prometheus sends in 1 s batches) when the queue drains.
+    let samples = e
+        .wait_vm_reaches(drained_at.max(to + 2_000), Duration::from_secs(20))
+        .await;
     let across = in_window(&samples, from, to);
     let worst = gaps(&across).into_iter().max_by_key(|g| g.2).expect("gaps");
     assert!(
