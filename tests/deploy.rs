@@ -77,3 +77,30 @@ fn dockerfile_runs_as_non_root_with_a_volume_and_a_health_check() {
     assert!(text.contains("HEALTHCHECK") && text.contains("/healthz"));
     assert!(text.contains("--locked"));
 }
+
+/// No Docker engine runs here, so the build context is checked by hand: cargo refuses a
+/// manifest whose `[[bench]]`/`build` files are missing, even for `--bin highlander`.
+#[test]
+fn dockerfile_copies_everything_the_manifest_names() {
+    let text = std::fs::read_to_string(repo("Dockerfile")).expect("Dockerfile");
+    let manifest = std::fs::read_to_string(repo("Cargo.toml")).expect("Cargo.toml");
+    let mut needed = vec!["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src"];
+    if manifest.contains("[[bench]]") {
+        needed.push("benches");
+    }
+    let copied: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[..parts.len().saturating_sub(1)].to_vec()
+        })
+        .collect();
+    for path in needed {
+        assert!(
+            copied.iter().any(|c| c.trim_end_matches('/') == path),
+            "the Dockerfile's build stage does not copy {path} (copied: {copied:?})"
+        );
+    }
+}

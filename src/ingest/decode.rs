@@ -33,6 +33,14 @@ pub struct Decoded {
 /// Decompresses a snappy block, refusing before allocation when the announced size is over
 /// the limit (a few bytes can announce gigabytes).
 pub fn decompress(body: &[u8], limit: u64) -> Result<Vec<u8>, IngestError> {
+    checked_len(body, limit)?;
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| IngestError::Snappy(e.to_string()))
+}
+
+/// The decoded length a snappy block announces, if within `limit`.
+fn checked_len(body: &[u8], limit: u64) -> Result<usize, IngestError> {
     let len = snap::raw::decompress_len(body).map_err(|e| IngestError::Snappy(e.to_string()))?;
     if len as u64 > limit {
         return Err(IngestError::DecodedTooLarge {
@@ -40,9 +48,7 @@ pub fn decompress(body: &[u8], limit: u64) -> Result<Vec<u8>, IngestError> {
             limit,
         });
     }
-    snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| IngestError::Snappy(e.to_string()))
+    Ok(len)
 }
 
 /// Validates a compressed body and prepares what is stored.
@@ -53,13 +59,52 @@ pub fn decode(body: Bytes, limits: Limits, wanted: Wanted<'_>) -> Result<Decoded
             limit: limits.max_body_bytes,
         });
     }
-    let raw = decompress(&body, limits.max_decoded_bytes)?;
-    let summary = wire::scan(&raw, wanted)?;
+    with_decompressed(&body, limits.max_decoded_bytes, |raw| {
+        validate(raw, body.clone(), wanted)
+    })
+}
+
+/// Largest scratch buffer a thread keeps between requests.
+const SCRATCH_KEPT: usize = 8 << 20;
+
+thread_local! {
+    /// Decompression buffer reused by every request this thread handles: a fresh
+    /// allocation per request (hundreds of KiB, zeroed pages) showed in the profile.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the decompressed `body`, in this thread's scratch buffer.
+fn with_decompressed<T>(
+    body: &[u8],
+    limit: u64,
+    f: impl FnOnce(&[u8]) -> Result<T, IngestError>,
+) -> Result<T, IngestError> {
+    let len = checked_len(body, limit)?;
+    SCRATCH.with(|cell| {
+        // A re-entrant call (none today) gets its own buffer rather than a panic.
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut().ok();
+        let buf = guard.as_deref_mut().unwrap_or(&mut own);
+        buf.clear();
+        buf.resize(len, 0);
+        let result = snap::raw::Decoder::new()
+            .decompress(body, buf)
+            .map_err(|e| IngestError::Snappy(e.to_string()))
+            .and_then(|n| f(&buf[..n]));
+        if buf.capacity() > SCRATCH_KEPT {
+            *buf = Vec::new();
+        }
+        result
+    })
+}
+
+fn validate(raw: &[u8], body: Bytes, wanted: Wanted<'_>) -> Result<Decoded, IngestError> {
+    let summary = wire::scan(raw, wanted)?;
     let meta = meta_of(&summary);
     let replica = summary.replica.map(str::to_owned);
     let group = summary.group.map(str::to_owned);
     let payload = match (summary.replica_seen, wanted.replica) {
-        (true, Some(label)) => compress(&wire::strip_label(&raw, label)?)?,
+        (true, Some(label)) => compress(&wire::strip_label(raw, label)?)?,
         _ => body,
     };
     Ok(Decoded {

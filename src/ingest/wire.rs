@@ -77,6 +77,17 @@ impl WireError {
     }
 }
 
+/// A framing error: what the cursor found wrong. Small on purpose (one pointer pair), so
+/// the hot field loop moves no large `Result`s; it becomes [`WireError::Malformed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed(pub(crate) &'static str);
+
+impl From<Malformed> for WireError {
+    fn from(m: Malformed) -> Self {
+        WireError::Malformed(m.0)
+    }
+}
+
 /// Which label values the scan should pick up (first series that carries them wins: all
 /// series of one Prometheus request share its external labels).
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,11 +169,24 @@ pub(crate) struct Field<'a> {
     pub(crate) end: usize,
 }
 
-pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
+    // Almost every key and length on this path is one byte.
+    match buf.get(*pos) {
+        Some(&b) if b < 0x80 => {
+            *pos += 1;
+            Ok(u64::from(b))
+        }
+        Some(_) => read_varint_slow(buf, pos),
+        None => Err(Malformed("truncated varint")),
+    }
+}
+
+#[cold]
+fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
     let mut out: u64 = 0;
     for shift in (0..64).step_by(7) {
         let Some(&b) = buf.get(*pos) else {
-            return Err(WireError::Malformed("truncated varint"));
+            return Err(Malformed("truncated varint"));
         };
         *pos += 1;
         out |= u64::from(b & 0x7f) << shift;
@@ -170,7 +194,7 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError>
             return Ok(out);
         }
     }
-    Err(WireError::Malformed("varint longer than 10 bytes"))
+    Err(Malformed("varint longer than 10 bytes"))
 }
 
 /// Appends `v` as a protobuf varint.
@@ -187,7 +211,8 @@ impl<'a> Fields<'a> {
         Fields { buf, pos: 0 }
     }
 
-    pub(crate) fn next_field(&mut self) -> Result<Option<Field<'a>>, WireError> {
+    #[inline]
+    pub(crate) fn next_field(&mut self) -> Result<Option<Field<'a>>, Malformed> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
@@ -195,34 +220,27 @@ impl<'a> Fields<'a> {
         let key = read_varint(self.buf, &mut self.pos)?;
         let number = key >> 3;
         if number == 0 {
-            return Err(WireError::Malformed("field number 0"));
+            return Err(Malformed("field number 0"));
         }
         let value = match (key & 7) as u8 {
             VARINT => Value::Varint(read_varint(self.buf, &mut self.pos)?),
             FIXED64 => {
-                self.take(8)
-                    .ok_or(WireError::Malformed("truncated fixed64"))?;
+                self.take(8).ok_or(Malformed("truncated fixed64"))?;
                 Value::Fixed64
             }
             LEN => {
                 let len = read_varint(self.buf, &mut self.pos)?;
-                let len =
-                    usize::try_from(len).map_err(|_| WireError::Malformed("length overflow"))?;
+                let len = usize::try_from(len).map_err(|_| Malformed("length overflow"))?;
                 let bytes = self
                     .take(len)
-                    .ok_or(WireError::Malformed("length past the end of the message"))?;
+                    .ok_or(Malformed("length past the end of the message"))?;
                 Value::Len(bytes)
             }
             FIXED32 => {
-                self.take(4)
-                    .ok_or(WireError::Malformed("truncated fixed32"))?;
+                self.take(4).ok_or(Malformed("truncated fixed32"))?;
                 Value::Fixed32
             }
-            _ => {
-                return Err(WireError::Malformed(
-                    "unsupported wire type (group or reserved)",
-                ))
-            }
+            _ => return Err(Malformed("unsupported wire type (group or reserved)")),
         };
         Ok(Some(Field {
             number,
@@ -232,6 +250,7 @@ impl<'a> Fields<'a> {
         }))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let bytes = self.buf.get(self.pos..end)?;
@@ -263,7 +282,7 @@ fn expect_varint(message: &'static str, f: &Field<'_>) -> Result<u64, WireError>
 }
 
 /// Checks that a message is well-formed protobuf, without knowing its schema.
-fn skim(buf: &[u8]) -> Result<(), WireError> {
+fn skim(buf: &[u8]) -> Result<(), Malformed> {
     let mut fields = Fields::new(buf);
     while fields.next_field()?.is_some() {}
     Ok(())
@@ -306,7 +325,7 @@ fn scan_series<'a>(
                     return Err(WireError::EmptyLabelName { series: index });
                 }
                 if let Some(p) = prev {
-                    match p.cmp(name) {
+                    match name_order(p, name) {
                         std::cmp::Ordering::Less => {}
                         std::cmp::Ordering::Equal => {
                             return Err(WireError::Duplicate {
@@ -355,7 +374,40 @@ fn scan_series<'a>(
     Ok(())
 }
 
+/// Label names in byte order. Names of one series almost always differ in their first
+/// byte (`__name__`, `cpu`, `instance`, `job`, ...): decide there without a `memcmp` call.
+#[inline]
+fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 fn scan_label(buf: &[u8], series: usize) -> Result<(&str, &str), WireError> {
+    let (name, value) = match label_fast(buf) {
+        Some(nv) => nv,
+        None => label_fields(buf)?,
+    };
+    Ok((utf8(name, series)?, utf8(value, series)?))
+}
+
+/// The common encoding of a label, `0x0a len name 0x12 len value` with one-byte lengths
+/// and nothing else; `None` sends anything else through the general field loop.
+#[inline]
+fn label_fast(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&k1, rest) = buf.split_first()?;
+    let (&n, rest) = rest.split_first()?;
+    if k1 != 0x0a || n >= 0x80 || rest.len() < n as usize + 2 {
+        return None;
+    }
+    let (name, rest) = rest.split_at(n as usize);
+    let (&k2, rest) = rest.split_first()?;
+    let (&v, value) = rest.split_first()?;
+    (k2 == 0x12 && v < 0x80 && value.len() == v as usize).then_some((name, value))
+}
+
+fn label_fields(buf: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
     let mut name: &[u8] = &[];
     let mut value: &[u8] = &[];
     let mut fields = Fields::new(buf);
@@ -366,7 +418,7 @@ fn scan_label(buf: &[u8], series: usize) -> Result<(&str, &str), WireError> {
             _ => {}
         }
     }
-    Ok((utf8(name, series)?, utf8(value, series)?))
+    Ok((name, value))
 }
 
 /// Label text as `&str`. Almost every label is ASCII: a word-at-a-time check, with the
@@ -381,6 +433,11 @@ fn utf8(bytes: &[u8], series: usize) -> Result<&str, WireError> {
 
 /// Scans a message whose timestamp is the varint field `ts_field`; returns the timestamp.
 fn scan_timestamped(buf: &[u8], message: &'static str, ts_field: u64) -> Result<i64, WireError> {
+    if ts_field == 2 {
+        if let Some(ts) = sample_fast(buf) {
+            return Ok(ts);
+        }
+    }
     let mut ts = 0i64;
     let mut fields = Fields::new(buf);
     while let Some(f) = fields.next_field()? {
@@ -390,6 +447,18 @@ fn scan_timestamped(buf: &[u8], message: &'static str, ts_field: u64) -> Result<
         }
     }
     Ok(ts)
+}
+
+/// The common encoding of a float sample, `0x09 <8 bytes> 0x10 <varint>` and nothing
+/// else; `None` sends anything else through the general field loop.
+#[inline]
+fn sample_fast(buf: &[u8]) -> Option<i64> {
+    if buf.len() < 11 || buf[0] != 0x09 || buf[9] != 0x10 {
+        return None;
+    }
+    let mut pos = 10;
+    let ts = read_varint(buf, &mut pos).ok()?;
+    (pos == buf.len()).then_some(ts as i64)
 }
 
 fn scan_exemplar(buf: &[u8], series: usize) -> Result<(), WireError> {
@@ -457,5 +526,93 @@ impl fmt::Display for Summary<'_> {
             "{} series, {} samples, {} histograms, {} exemplars",
             self.series, self.samples, self.histograms, self.exemplars
         )
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn generic_sample(buf: &[u8]) -> Result<i64, WireError> {
+        let mut ts = 0i64;
+        let mut fields = Fields::new(buf);
+        while let Some(f) = fields.next_field()? {
+            if f.number == 2 {
+                ts = expect_varint("Sample", &f)? as i64;
+            }
+        }
+        Ok(ts)
+    }
+
+    fn encoded_label(name: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x0a];
+        write_varint(&mut out, name.len() as u64);
+        out.extend_from_slice(name);
+        out.push(0x12);
+        write_varint(&mut out, value.len() as u64);
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn fast_paths_take_the_usual_encodings() {
+        let label = encoded_label(b"job", b"node");
+        assert_eq!(label_fast(&label), Some((&b"job"[..], &b"node"[..])));
+        let mut sample = vec![0x09];
+        sample.extend_from_slice(&1.5f64.to_le_bytes());
+        sample.push(0x10);
+        write_varint(&mut sample, 1_700_000_000_000);
+        assert_eq!(sample_fast(&sample), Some(1_700_000_000_000));
+        // Negative timestamps are ten-byte varints: still the fast path.
+        let mut negative = sample[..10].to_vec();
+        write_varint(&mut negative, -5i64 as u64);
+        assert_eq!(sample_fast(&negative), Some(-5));
+    }
+
+    proptest! {
+        /// Whenever a fast path answers, the general field loop gives the same answer.
+        #[test]
+        fn fast_label_agrees_with_the_field_loop(
+            name in proptest::collection::vec(any::<u8>(), 0..200),
+            value in proptest::collection::vec(any::<u8>(), 0..200),
+            cut in 0usize..420,
+            flip in proptest::option::of((0usize..420, any::<u8>())),
+        ) {
+            let mut buf = encoded_label(&name, &value);
+            buf.truncate(cut.min(buf.len()));
+            if let Some((at, byte)) = flip {
+                if let Some(b) = buf.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            if let Some(fast) = label_fast(&buf) {
+                prop_assert_eq!(label_fields(&buf).ok(), Some(fast));
+            }
+        }
+
+        #[test]
+        fn fast_sample_agrees_with_the_field_loop(
+            value in any::<f64>(),
+            ts in any::<i64>(),
+            cut in 0usize..24,
+            flip in proptest::option::of((0usize..24, any::<u8>())),
+        ) {
+            let mut buf = vec![0x09];
+            buf.extend_from_slice(&value.to_le_bytes());
+            buf.push(0x10);
+            write_varint(&mut buf, ts as u64);
+            if cut < buf.len() {
+                buf.truncate(cut);
+            }
+            if let Some((at, byte)) = flip {
+                if let Some(b) = buf.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            if let Some(fast) = sample_fast(&buf) {
+                prop_assert_eq!(generic_sample(&buf).ok(), Some(fast));
+            }
+        }
     }
 }

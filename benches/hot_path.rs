@@ -1,0 +1,358 @@
+//! Microbenchmarks of the per-request hot path, so a regression shows as a number:
+//!
+//! - `decode`: snappy + wire scan of a realistic Remote-Write 1.0 request (2000
+//!   node_exporter-like series, one sample each), as received and with the replica label to
+//!   strip (which re-encodes and re-compresses the body);
+//! - `election`: [`ElectionState::observe`] for the promoted source and for a standby, and
+//!   [`ElectionState::tick`] over 100 groups of 2 sources;
+//! - `wal_append`: `insert_all` + `wait_durable` of one ~50 KB record, durability `none`
+//!   and `sync` (group commit, so one flush per append here);
+//! - `record_codec`: [`Record::encode`] / [`Record::decode`] of the same record.
+//!
+//! `cargo bench --bench hot_path` (add `-- --quick` for a fast look, or a group name to
+//! filter, e.g. `-- decode`). The end-to-end comparison with vmagent is in `bench/`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use prost::Message;
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+use highlander::election::state::ElectionState;
+use highlander::election::Observation;
+use highlander::ingest::decode::decode;
+use highlander::ingest::wire::Wanted;
+use highlander::ingest::Limits;
+use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
+use highlander::wal::{
+    commit, Durability, FullPolicy, Record, RecordMeta, StartAt, Wal, WalConfig,
+};
+
+/// Series per request: Prometheus' default `max_samples_per_send` is 2000.
+const SERIES: usize = 2_000;
+const REPLICA_LABEL: &str = "__replica__";
+/// A sample time in the recent past (ms since the epoch); the scan only reads it.
+const TS_MS: i64 = 1_763_700_000_000;
+
+const LIMITS: Limits = Limits {
+    max_body_bytes: 64 << 20,
+    max_decoded_bytes: 256 << 20,
+};
+
+/// A node_exporter-like request: 10 labels per series (11 with the replica label), sorted
+/// by name as Prometheus sends them, one float sample each.
+fn write_request(series: usize, replica: Option<&str>) -> WriteRequest {
+    const MODES: [&str; 8] = [
+        "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
+    ];
+    const FILESYSTEMS: [(&str, &str, &str); 4] = [
+        ("/dev/nvme0n1p1", "ext4", "/"),
+        ("/dev/nvme0n1p2", "ext4", "/var/lib/prometheus"),
+        ("tmpfs", "tmpfs", "/run"),
+        ("/dev/nvme1n1", "xfs", "/srv/data"),
+    ];
+    const NICS: [&str; 4] = ["eth0", "eth1", "bond0", "lo"];
+    let label = |name: &str, value: &str| Label {
+        name: name.to_owned(),
+        value: value.to_owned(),
+    };
+    let timeseries = (0..series)
+        .map(|i| {
+            // About 250 series per host, like one node_exporter scrape.
+            let host = i / 250;
+            let j = i % 250;
+            let mut labels = Vec::with_capacity(11);
+            let (name, specific): (&str, Vec<(&str, String)>) = match j {
+                0..=127 => (
+                    "node_cpu_seconds_total",
+                    vec![
+                        ("cpu", (j / 8).to_string()),
+                        ("mode", MODES[j % 8].to_owned()),
+                    ],
+                ),
+                128..=191 => {
+                    let (device, fstype, mountpoint) = FILESYSTEMS[j % 4];
+                    let metric = [
+                        "node_filesystem_avail_bytes",
+                        "node_filesystem_size_bytes",
+                        "node_filesystem_free_bytes",
+                        "node_filesystem_files_free",
+                    ][(j / 4) % 4];
+                    (
+                        metric,
+                        vec![
+                            ("device", device.to_owned()),
+                            ("fstype", fstype.to_owned()),
+                            ("mountpoint", mountpoint.to_owned()),
+                        ],
+                    )
+                }
+                192..=223 => (
+                    [
+                        "node_network_receive_bytes_total",
+                        "node_network_transmit_bytes_total",
+                        "node_network_receive_packets_total",
+                        "node_network_transmit_errs_total",
+                    ][(j / 4) % 4],
+                    vec![("device", NICS[j % 4].to_owned())],
+                ),
+                _ => (
+                    [
+                        "node_disk_read_bytes_total",
+                        "node_disk_written_bytes_total",
+                        "node_disk_io_time_seconds_total",
+                    ][j % 3],
+                    vec![("device", format!("nvme{}n1", j % 2))],
+                ),
+            };
+            labels.push(label("__name__", name));
+            if let Some(r) = replica {
+                labels.push(label(REPLICA_LABEL, r));
+            }
+            labels.push(label("cluster", "eu-west-1-prod"));
+            labels.push(label("datacenter", "eu-west-1b"));
+            labels.push(label("env", "production"));
+            labels.push(label(
+                "instance",
+                &format!("node-{host:03}.eu-west-1.prod.example.internal:9100"),
+            ));
+            labels.push(label("job", "node"));
+            labels.push(label("region", "eu-west-1"));
+            labels.push(label("team", "platform-observability"));
+            labels.extend(specific.iter().map(|(n, v)| label(n, v)));
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            TimeSeries {
+                labels,
+                samples: vec![Sample {
+                    value: 1_234_567.25 + i as f64,
+                    timestamp: TS_MS + (i % 7) as i64,
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    WriteRequest {
+        timeseries,
+        ..Default::default()
+    }
+}
+
+/// The body as Prometheus sends it: protobuf, snappy block-compressed.
+fn body(req: &WriteRequest) -> Bytes {
+    let raw = req.encode_to_vec();
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .map(Bytes::from)
+        .expect("snappy accepts any input")
+}
+
+/// One accepted write of the decode benchmark's request (about 52 KB), as the WAL stores it.
+fn record() -> Record {
+    Record {
+        group: "eu-west-1-prod".to_owned(),
+        source: "prometheus-0".to_owned(),
+        meta: RecordMeta {
+            received_ms: TS_MS as u64 + 150,
+            min_ts: TS_MS,
+            max_ts: TS_MS + 6,
+            series: SERIES as u32,
+            samples: SERIES as u32,
+            histograms: 0,
+            exemplars: 0,
+        },
+        payload: body(&write_request(SERIES, None)),
+    }
+}
+
+fn decode_benches(c: &mut Criterion) {
+    let plain = body(&write_request(SERIES, None));
+    let with_replica = body(&write_request(SERIES, Some("prometheus-0")));
+    eprintln!(
+        "decode: {SERIES} series, body {} B compressed / {} B raw (with {REPLICA_LABEL}: {} B)",
+        plain.len(),
+        snap::raw::decompress_len(&plain).unwrap_or(0),
+        with_replica.len(),
+    );
+    let mut group = c.benchmark_group("decode");
+    // Samples per second (one per series); criterion shows one throughput per benchmark,
+    // so bytes per second = samples per second × the body size above / SERIES.
+    group.throughput(Throughput::Elements(SERIES as u64));
+    // No label configured (identity from the query): the body is stored as received.
+    group.bench_function("as_received", |b| {
+        b.iter(|| decode(black_box(plain.clone()), LIMITS, Wanted::default()).expect("valid"))
+    });
+    let wanted = Wanted {
+        replica: Some(REPLICA_LABEL),
+        ..Wanted::default()
+    };
+    let stripped = decode(with_replica.clone(), LIMITS, wanted).expect("valid");
+    assert!(
+        stripped.payload.len() < with_replica.len(),
+        "label was stripped"
+    );
+    group.bench_function("strip_replica", |b| {
+        b.iter(|| decode(black_box(with_replica.clone()), LIMITS, wanted).expect("valid"))
+    });
+    group.finish();
+}
+
+const GROUPS: usize = 100;
+const EXPIRY_MS: u64 = 5_000;
+
+fn obs<'a>(group: &'a str, source: &'a str) -> Observation<'a> {
+    Observation {
+        group,
+        source,
+        weight: 0,
+        samples: SERIES as u64,
+        data_ts: Some(TS_MS),
+    }
+}
+
+/// 100 groups, each with `replica-a` promoted and `replica-b` as standby, both seen at
+/// `now_ms`.
+fn election_state(names: &[String], now_ms: u64) -> ElectionState {
+    let mut state = ElectionState::new(EXPIRY_MS);
+    for g in names {
+        state.observe(obs(g, "replica-a"), now_ms);
+        state.observe(obs(g, "replica-b"), now_ms);
+    }
+    state
+}
+
+fn election_benches(c: &mut Criterion) {
+    let names: Vec<String> = (0..GROUPS)
+        .map(|i| format!("k8s-eu-west-1-prod-{i:03}"))
+        .collect();
+    let start = TS_MS as u64;
+    let mut group = c.benchmark_group("election");
+    group.throughput(Throughput::Elements(1));
+
+    let mut state = election_state(&names, start);
+    let g = names[GROUPS / 2].as_str();
+    let mut now = start;
+    group.bench_function("observe_promoted", |b| {
+        b.iter(|| {
+            now += 1;
+            state.observe(black_box(obs(g, "replica-a")), now)
+        })
+    });
+    group.bench_function("observe_standby", |b| {
+        b.iter(|| {
+            now += 1;
+            state.observe(black_box(obs(g, "replica-b")), now)
+        })
+    });
+
+    // Per tick over every group, hence one element per group.
+    group.throughput(Throughput::Elements(GROUPS as u64));
+    let mut state = election_state(&names, start);
+    group.bench_function("tick_steady_100x2", |b| {
+        // Nobody is silent: the check that runs every health tick.
+        b.iter(|| state.tick(black_box(start + 1)))
+    });
+    let state = election_state(&names, start);
+    group.bench_function("tick_failover_100x2", |b| {
+        // Worst case: every promoted source is silent past the expiry while its standby
+        // wrote, so each group demotes and promotes.
+        let mut silent = state.clone();
+        for g in &names {
+            silent.observe(obs(g, "replica-b"), start + EXPIRY_MS);
+        }
+        b.iter_batched_ref(
+            || silent.clone(),
+            |s| s.tick(black_box(start + EXPIRY_MS + 1)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+/// Records appended between two garbage collections (outside the timing), so the buffer
+/// stays around 12 MB whatever the iteration count.
+const GC_EVERY: u64 = 256;
+
+fn wal_config(dir: &Path, durability: Durability) -> WalConfig {
+    WalConfig {
+        dir: dir.to_path_buf(),
+        max_bytes: 1 << 30,
+        max_age: Duration::from_secs(3600),
+        full_policy: FullPolicy::Block,
+        durability,
+        flush_interval: Duration::from_millis(100),
+    }
+}
+
+fn wal_benches(c: &mut Criterion) {
+    let rt = Runtime::new().expect("tokio runtime");
+    let record = record();
+    let records = std::slice::from_ref(&record);
+    let mut group = c.benchmark_group("wal_append");
+    group.throughput(Throughput::Bytes(record.encode().len() as u64));
+    for (name, durability) in [("none", Durability::None), ("sync", Durability::Sync)] {
+        if durability == Durability::Sync {
+            // Disk-bound: one fsync per append (milliseconds here, and noisy on a shared
+            // disk), so few samples keep the run short.
+            group.sample_size(10);
+            group.measurement_time(Duration::from_secs(5));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = Wal::open(wal_config(&dir.path().join("wal"), durability)).expect("open wal");
+        wal.register_endpoints(&["bench".to_owned()], StartAt::Oldest)
+            .expect("register endpoint");
+        let shutdown = CancellationToken::new();
+        let flusher = rt.spawn(commit::run_flusher(wal.clone(), shutdown.clone()));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let chunk = left.min(GC_EVERY);
+                    left -= chunk;
+                    total += rt.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..chunk {
+                            let seq = wal.insert_all(records).await.expect("insert");
+                            wal.wait_durable(seq).await.expect("durable");
+                        }
+                        started.elapsed()
+                    });
+                    // The endpoint takes everything, the GC removes it.
+                    let cursor = wal.cursor("bench").expect("cursor");
+                    wal.advance_cursor("bench", cursor, wal.next_seq())
+                        .expect("advance");
+                    wal.collect_garbage().expect("gc");
+                }
+                total
+            })
+        });
+        shutdown.cancel();
+        rt.block_on(flusher).expect("flusher stops");
+    }
+    group.finish();
+}
+
+fn codec_benches(c: &mut Criterion) {
+    let record = record();
+    let encoded = record.encode();
+    let mut group = c.benchmark_group("record_codec");
+    group.throughput(Throughput::Bytes(encoded.len() as u64));
+    group.bench_function("encode", |b| b.iter(|| black_box(&record).encode()));
+    group.bench_function("decode", |b| {
+        b.iter(|| Record::decode(black_box(&encoded)).expect("valid"))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    decode_benches,
+    election_benches,
+    wal_benches,
+    codec_benches
+);
+criterion_main!(benches);
