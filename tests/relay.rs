@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
@@ -528,4 +528,58 @@ async fn full_buffer_under_block_policy_answers_503_with_retry_after() {
         (post(&c, &url, &request("m", 1, 1, T0 + 10_000_000)).await.0 == 204).then_some(())
     })
     .await;
+}
+
+/// A storage that was down gets the backlog in fewer, joined requests: every sample, per
+/// series in timestamp order; a bad write inside a joined request is the only one
+/// quarantined (the rest are sent again one by one and delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_is_joined_into_fewer_requests_in_order() {
+    let sink = Sink::start().await;
+    sink.set_mode(Mode::Fail(503));
+    let node = Node::start(&["--remote-write", &sink.url()]).await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    let writes = 30;
+    for i in 0..writes {
+        let t = T0 + i as i64 * 10_000;
+        assert_eq!(post(&c, &url, &request("m", 5, 2, t)).await.0, 204);
+    }
+    sink.set_mode(Mode::Accept);
+    sink.wait_samples(writes * 5 * 2, Duration::from_secs(30))
+        .await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    let samples = sink.samples();
+    assert_eq!(samples.len(), writes * 5 * 2, "no sample twice, none lost");
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for (series, ts) in &samples {
+        if let Some(prev) = last.insert(series.clone(), *ts) {
+            assert!(prev < *ts, "{series}: {ts} arrived after {prev}");
+        }
+    }
+    let requests = sink.with(|r| r.requests.len());
+    assert!(
+        requests < writes / 2,
+        "{writes} buffered writes should go out joined, got {requests} requests"
+    );
+
+    // A poison write in the middle of a backlog: joined request refused, then one by one.
+    sink.set_mode(Mode::Fail(503));
+    for i in 0..10 {
+        let name = if i == 4 { "poison" } else { "n" };
+        let t = T0 + 1_000_000 + i as i64 * 1000;
+        assert_eq!(post(&c, &url, &request(name, 2, 1, t)).await.0, 204);
+    }
+    sink.set_mode(Mode::RejectMetric("poison".into()));
+    sink.wait_samples(writes * 5 * 2 + 9 * 2, Duration::from_secs(30))
+        .await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    let q = node.admin_json("/api/v1/queue").await;
+    assert_eq!(q["quarantined"], 1, "only the poison write: {q}");
+    let poisoned = sink
+        .samples()
+        .iter()
+        .filter(|(k, _)| k.contains("poison"))
+        .count();
+    assert_eq!(poisoned, 0);
 }

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{EndpointSection, FileConfig};
-use super::units::parse_duration;
+use super::file::{ClusterSection, EndpointSection, FileConfig};
+use super::units::{parse_duration, parse_size};
 use super::{
     parse_addr, ClusterSettings, Problems, ServeArgs, DEFAULT_CLUSTER_LISTEN,
-    DEFAULT_CLUSTER_OVERLAP, DEFAULT_ENDPOINT_TIMEOUT, DEFAULT_REMOTE_WRITE,
+    DEFAULT_CLUSTER_OVERLAP, DEFAULT_ENDPOINT_TIMEOUT, DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_REMOTE_WRITE,
 };
+use crate::cluster::ClusterTls;
 use crate::shipper::{Auth, EndpointConfig};
 
 /// Parses a storage URL; a URL without a path gets `/api/v1/write`.
@@ -63,6 +65,7 @@ pub(super) fn endpoints(
             timeout: timeout_default,
             tls_ca_file: None,
             tls_insecure_skip_verify: false,
+            max_batch_bytes: default_batch(),
         });
     }
     for (i, e) in file.endpoints.iter().enumerate() {
@@ -150,6 +153,10 @@ fn endpoint_from_file(
             format!("{what}: tls_ca_file {} does not exist", ca.display()),
         );
     }
+    let max_batch_bytes = match &e.max_batch_bytes {
+        Some(b) => p.take(&format!("{what}.max_batch_bytes"), parse_size(b))?,
+        None => default_batch(),
+    };
     Some(EndpointConfig {
         name: e.name.clone().unwrap_or_else(|| default_name(&url)),
         url,
@@ -162,7 +169,12 @@ fn endpoint_from_file(
         timeout,
         tls_ca_file: e.tls_ca_file.clone(),
         tls_insecure_skip_verify: e.tls_insecure_skip_verify,
+        max_batch_bytes,
     })
+}
+
+fn default_batch() -> u64 {
+    parse_size(DEFAULT_MAX_BATCH_BYTES).expect("valid default")
 }
 
 /// Parses the cluster settings; `None` (standalone) without members.
@@ -248,6 +260,7 @@ pub(super) fn cluster(
         secret.as_deref().is_some_and(|s| !s.is_empty()),
         "cluster secret: required with peers (--cluster-secret-file or HIGHLANDER_CLUSTER_SECRET)",
     );
+    let tls = cluster_tls(p, args, &section);
     Some(ClusterSettings {
         node_id: node_id?,
         listen: listen?,
@@ -255,5 +268,45 @@ pub(super) fn cluster(
         secret: secret?,
         overlap: overlap?,
         join: args.join,
+        tls,
     })
+}
+
+/// The cluster's TLS files, checked (they are read and parsed here, so a bad one is a
+/// configuration error); `None`: plain HTTP.
+fn cluster_tls(p: &mut Problems, args: &ServeArgs, section: &ClusterSection) -> Option<ClusterTls> {
+    let cert = args
+        .cluster_tls_cert
+        .clone()
+        .or_else(|| section.tls_cert.clone());
+    let key = args
+        .cluster_tls_key
+        .clone()
+        .or_else(|| section.tls_key.clone());
+    let ca = args
+        .cluster_tls_ca
+        .clone()
+        .or_else(|| section.tls_ca.clone());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => ClusterTls { cert, key, ca },
+        (None, None) => {
+            p.check(
+                ca.is_none(),
+                "cluster-tls-ca needs cluster-tls-cert and cluster-tls-key (a cluster runs TLS on every node or on none)",
+            );
+            return None;
+        }
+        _ => {
+            p.check(
+                false,
+                "cluster-tls-cert and cluster-tls-key go together: set both or neither",
+            );
+            return None;
+        }
+    };
+    let problems = tls.problems();
+    for problem in &problems {
+        p.check(false, format!("cluster TLS: {problem}"));
+    }
+    problems.is_empty().then_some(tls)
 }

@@ -72,6 +72,12 @@ pub struct ClusterSection {
     pub secret_file: Option<PathBuf>,
     /// Data time re-sent after a leader change.
     pub overlap: Option<String>,
+    /// PEM certificate (chain) of the cluster listener; with `tls_key`: TLS on.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM roots trusted when calling peers over HTTPS (default: the system's).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `[buffer]`.
@@ -128,6 +134,9 @@ pub struct EndpointSection {
     /// Accept any certificate (testing only).
     #[serde(default)]
     pub tls_insecure_skip_verify: bool,
+    /// Decoded bytes of consecutive buffered writes joined into one request (e.g. "4MiB";
+    /// "0": one write per request).
+    pub max_batch_bytes: Option<String>,
 }
 
 /// `basic_auth = { ... }`.

@@ -17,6 +17,7 @@ use endpoints::{cluster, endpoints};
 use file::FileConfig;
 use units::{parse_duration, parse_size};
 
+use crate::cluster::ClusterTls;
 use crate::ingest::handover::HandoverConfig;
 use crate::ingest::Limits;
 use crate::shipper::{EndpointConfig, RetryConfig};
@@ -44,6 +45,9 @@ pub const DEFAULT_BUFFER_MAX_BYTES: &str = "2GiB";
 pub const DEFAULT_BUFFER_MAX_AGE: &str = "24h";
 /// Default flush period in `batch` mode.
 pub const DEFAULT_FLUSH_INTERVAL: &str = "200ms";
+/// Default decoded size of one request to a storage when consecutive buffered writes are
+/// joined (well under the usual receiver limits: Mimir 100 MiB, VictoriaMetrics 32 MiB).
+pub const DEFAULT_MAX_BATCH_BYTES: &str = "4MiB";
 /// Default request timeout to a storage.
 pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
 /// Default raft RPC listener.
@@ -114,6 +118,8 @@ pub struct ClusterSettings {
     pub overlap: Duration,
     /// Join an existing cluster instead of forming one.
     pub join: bool,
+    /// TLS on the cluster listener and to the peers; `None`: plain HTTP.
+    pub tls: Option<ClusterTls>,
 }
 
 /// Admin settings.

@@ -57,6 +57,9 @@ pub struct EndpointConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Accept any certificate (testing only).
     pub tls_insecure_skip_verify: bool,
+    /// Decoded bytes of consecutive records joined into one request; a single record
+    /// larger than this still goes out alone. Set it to 0 to send one record per request.
+    pub max_batch_bytes: u64,
 }
 
 impl EndpointConfig {

@@ -1,14 +1,18 @@
 //! Shipper: delivers buffered records to every storage endpoint.
 //!
 //! One worker per endpoint, each with its own durable cursor in the WAL, so a slow or dead
-//! storage never slows the others. Within an endpoint, records go out one at a time in
-//! sequence order: per series, samples reach the storage in timestamp order.
+//! storage never slows the others. Within an endpoint, one request is in flight at a time,
+//! in sequence order: per series, samples reach the storage in timestamp order. A lagging
+//! worker joins consecutive records into one request ([`batch`]: a byte copy, no re-encode)
+//! up to the endpoint's `max_batch_bytes`; a joined request the storage refuses is sent
+//! again record by record, so verdicts and quarantine stay per record.
 //!
 //! Outcomes (see [`retry`]): 2xx moves the cursor; 5xx, 429 and network errors are retried
 //! with capped exponential backoff and full jitter, honouring `Retry-After`, forever; 413
 //! splits the batch in halves; any other 4xx is permanent: the batch is quarantined in the
 //! WAL (kept, inspectable), counted, logged, and the cursor moves on.
 
+mod batch;
 pub mod client;
 pub mod control;
 pub mod retry;
@@ -126,6 +130,7 @@ impl Shipper {
                 backoff: retry::Backoff::new(retry.initial, retry.max, retry.max_retry_after),
                 shutdown: shutdown.clone(),
                 gate: gate.clone(),
+                max_batch_bytes: cfg.max_batch_bytes,
             };
             tasks.push(tokio::spawn(worker.run()));
         }

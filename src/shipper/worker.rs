@@ -1,5 +1,6 @@
-//! One endpoint's worker: reads the WAL from its own cursor, sends record by record in
-//! sequence order (so per series the storage sees timestamps in order), retries what is
+//! One endpoint's worker: reads the WAL from its own cursor, sends one request at a time in
+//! sequence order (consecutive records joined up to the batch limit; per series the
+//! storage sees timestamps in order), retries what is
 //! transient, quarantines what is permanent, and moves the cursor only past records that
 //! are done — and only if nobody (an operator, the buffer limits) moved it meanwhile.
 //!
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{decoded_len, join};
 use super::client::EndpointClient;
 use super::control::EndpointControl;
 use super::retry::{Backoff, Verdict};
@@ -56,6 +58,14 @@ pub(super) struct Worker {
     pub shutdown: CancellationToken,
     /// False while this node must not ship (cluster follower).
     pub gate: watch::Receiver<bool>,
+    /// Decoded bytes of consecutive records joined into one request (at least one record).
+    pub max_batch_bytes: u64,
+}
+
+/// What a record adds to a joined request (decoded bytes; a record whose preamble cannot
+/// be read counts as too large to join, so it goes alone).
+fn batch_len(record: &Record) -> u64 {
+    decoded_len(&record.payload).unwrap_or(u64::MAX / 2)
 }
 
 impl Worker {
@@ -133,33 +143,93 @@ impl Worker {
                 continue;
             }
             let mut expected = cursor;
-            for item in items {
-                let seq = item.seq();
-                match item {
+            let mut items = items.into_iter().peekable();
+            while let Some(item) = items.next() {
+                let (first, record) = match item {
                     ReadItem::Corrupt(seq, e) => {
                         tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: damaged record skipped; its samples are lost");
                         METRICS.wal_damaged.inc();
-                    }
-                    ReadItem::Record(seq, record) => match self.deliver(&record).await {
-                        Err(Stop::Shutdown) => return,
-                        Err(Stop::Interrupted) => break,
-                        Ok(None) => self.count_sent(&record),
-                        Ok(Some((status, answer))) => {
-                            self.quarantine(seq, &record, status, &answer)
+                        match self.move_cursor(expected, seq + 1) {
+                            Some(next) => expected = next,
+                            None => break,
                         }
-                    },
-                }
-                match self.wal.advance_cursor(&self.name, expected, seq + 1) {
-                    Ok(true) => expected = seq + 1,
-                    // Moved by an operator or the limits: their position wins.
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::error!(endpoint = %self.name, error = %e, "shipper: cursor update failed");
+                        continue;
+                    }
+                    ReadItem::Record(seq, record) => (seq, record),
+                };
+                // Consecutive records go out as one request, up to the batch limit.
+                let mut batch = vec![record];
+                let mut decoded = batch_len(&batch[0]);
+                while let Some(ReadItem::Record(_, next)) = items.peek() {
+                    let len = batch_len(next);
+                    if decoded + len > self.max_batch_bytes {
                         break;
                     }
+                    decoded += len;
+                    let Some(ReadItem::Record(_, next)) = items.next() else {
+                        unreachable!("peeked a record")
+                    };
+                    batch.push(next);
+                }
+                let last = first + batch.len() as u64 - 1;
+                match self.deliver_batch(first, &batch, expected).await {
+                    Err(Stop::Shutdown) => return,
+                    Err(Stop::Interrupted) => break,
+                    Ok(Some(next)) if next == last + 1 => expected = next,
+                    // The cursor moved under us (operator, limits) or a part was interrupted.
+                    Ok(_) => break,
                 }
             }
         }
+    }
+
+    /// Moves the cursor from `from` to `to`; `None` when someone else moved it meanwhile
+    /// (their position wins) or the update failed.
+    fn move_cursor(&self, from: u64, to: u64) -> Option<u64> {
+        match self.wal.advance_cursor(&self.name, from, to) {
+            Ok(true) => Some(to),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::error!(endpoint = %self.name, error = %e, "shipper: cursor update failed");
+                None
+            }
+        }
+    }
+
+    /// Ships the records `first, first + 1, ...` as one request when the storage takes it;
+    /// else (rejected, too large, or just one record) record by record, each with its own
+    /// verdict and quarantine entry. Moves the cursor from `cursor` past what is done and
+    /// returns where it stands, `None` when it could not be moved.
+    async fn deliver_batch(
+        &mut self,
+        first: u64,
+        batch: &[Record],
+        cursor: u64,
+    ) -> Result<Option<u64>, Stop> {
+        if batch.len() > 1 {
+            let payloads: Vec<Bytes> = batch.iter().map(|r| r.payload.clone()).collect();
+            if let Some(joined) = join(&payloads) {
+                if let Final::Delivered = self.send_until_final(&joined).await? {
+                    for record in batch {
+                        self.count_sent(record);
+                    }
+                    return Ok(self.move_cursor(cursor, first + batch.len() as u64));
+                }
+                tracing::debug!(endpoint = %self.name, records = batch.len(), "shipper: joined batch not taken; sending its records one by one");
+            }
+        }
+        let mut at = cursor;
+        for (seq, record) in (first..).zip(batch) {
+            match self.deliver(record).await? {
+                None => self.count_sent(record),
+                Some((status, answer)) => self.quarantine(seq, record, status, &answer),
+            }
+            match self.move_cursor(at, seq + 1) {
+                Some(next) => at = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(at))
     }
 
     fn count_sent(&self, record: &Record) {
