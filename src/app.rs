@@ -174,6 +174,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 config.data_dir.join("raft"),
             );
             cc.bootstrap = !c.join;
+            cc.tls = c.tls.clone();
             let cluster = Cluster::start(cc, shutdown.clone()).await?;
             tracing::info!(node = c.node_id, listen = %c.listen, peers = ?c.peers, "cluster: started");
             let promotions = ClusterPromotions::new(

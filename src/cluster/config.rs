@@ -10,6 +10,7 @@ use openraft::SnapshotPolicy;
 
 use crate::cluster::error::ClusterError;
 use crate::cluster::rpc;
+use crate::cluster::tls::ClusterTls;
 use crate::cluster::types::NodeId;
 
 /// Default leader heartbeat interval.
@@ -56,6 +57,8 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot.
     pub logs_kept_after_snapshot: u64,
+    /// TLS on the listener and to the peers; `None`: plain HTTP.
+    pub tls: Option<ClusterTls>,
 }
 
 impl ClusterConfig {
@@ -80,6 +83,7 @@ impl ClusterConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             logs_kept_after_snapshot: DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT,
+            tls: None,
         }
     }
 
@@ -117,6 +121,7 @@ impl fmt::Debug for ClusterConfig {
             .field("write_timeout", &self.write_timeout)
             .field("snapshot_every", &self.snapshot_every)
             .field("logs_kept_after_snapshot", &self.logs_kept_after_snapshot)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use crate::cluster::network::TransportError;
 use crate::cluster::store::OpenError;
+use crate::cluster::tls::TlsError;
 use crate::cluster::types::NodeId;
 
 /// Why a cluster node could not start.
@@ -15,6 +16,9 @@ pub enum ClusterError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The listener's TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The raft database could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),

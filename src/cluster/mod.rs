@@ -15,7 +15,9 @@
 //! own WAL, and only the leader ships. The leader itself is raft's leader (not in the state).
 //!
 //! Commands ([`Request`]) are decided by the leader and applied by every node with the pure
-//! [`ControlState::apply`]; what an apply did comes back as a [`Response`].
+//! [`ControlState::apply`]; what an apply did comes back as a [`Response`]. An election
+//! command carries the state of its group it was decided on ([`Expect`]) and changes nothing
+//! if the group moved on before it was committed.
 //!
 //! # The store
 //! One sled database in its own directory (`<data-dir>/raft`, see [`store::open`]) holds the
@@ -46,7 +48,9 @@
 //! `/cluster/write`), every request carrying the shared secret (`Authorization: Bearer`,
 //! checked in constant time before the body is read; 401 and a WARN otherwise). The client
 //! side ([`network`]) is one reqwest client per node; refused connections are reported to
-//! openraft as unreachable so it backs off (heartbeat interval doubling up to 1 s).
+//! openraft as unreachable so it backs off (heartbeat interval doubling up to 1 s). TLS is
+//! optional ([`tls`]): with a certificate and key the listener speaks HTTPS only and peers
+//! are called over HTTPS; the secret still authenticates callers (no client certificates).
 
 mod config;
 mod error;
@@ -59,8 +63,11 @@ mod rpc;
 pub mod shipping;
 mod status;
 pub mod store;
+pub mod tls;
 pub mod types;
 
+#[cfg(test)]
+mod sim_tests;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +77,7 @@ pub use node::{
 };
 pub use proposal::{Proposal, ProposalReply};
 pub use store::{AppliedControl, ControlReader, LogStore, StateMachineStore};
+pub use tls::{ClusterTls, TlsError};
 pub use types::{
-    ControlState, GroupControl, NodeId, PromotedSource, Raft, Request, Response, TypeConfig,
+    ControlState, Expect, GroupControl, NodeId, PromotedSource, Raft, Request, Response, TypeConfig,
 };

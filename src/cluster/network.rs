@@ -1,12 +1,11 @@
 //! The client side of the cluster transport: raft RPCs to peers over HTTP (reqwest, one
 //! client for the whole node) and proposals forwarded to the leader.
 //!
-//! Errors are classified so openraft reacts well: a peer that refuses the connection (or
-//! answers with anything but a raft reply) is [`Unreachable`] and openraft backs off before
-//! retrying ([`ClusterTransport`]'s backoff: heartbeat interval doubling up to
-//! [`MAX_BACKOFF`]); a timeout is a [`Timeout`]; a connection lost mid-request is a
-//! [`NetworkError`] (retried at the next heartbeat); a raft error the peer returned is a
-//! [`RemoteError`].
+//! Errors are classified so openraft reacts well: a peer that refuses the connection, closes
+//! it before answering (or answers with anything but a raft reply) is [`Unreachable`] and
+//! openraft backs off before retrying ([`ClusterTransport`]'s backoff: heartbeat interval
+//! doubling up to [`MAX_BACKOFF`]); a timeout is a [`Timeout`]; a reply body lost midway is
+//! a [`NetworkError`]; a raft error the peer returned is a [`RemoteError`].
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -29,6 +28,7 @@ use serde::Serialize;
 
 use crate::cluster::proposal::{Proposal, ProposalReply};
 use crate::cluster::rpc::{self, Secret};
+use crate::cluster::tls::{ClusterTls, TlsError};
 use crate::cluster::types::{NodeId, TypeConfig};
 
 /// Longest pause openraft makes between attempts to reach an unreachable peer; also bounds
@@ -44,6 +44,9 @@ pub enum TransportError {
     /// reqwest could not build its client.
     #[error("cannot build the cluster HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The roots to trust when calling peers are unusable.
+    #[error("TLS roots: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Why a forwarded proposal got no reply.
@@ -76,6 +79,8 @@ pub enum ForwardError {
 #[derive(Debug, Clone)]
 pub struct ClusterTransport {
     client: reqwest::Client,
+    /// `https` when the cluster runs TLS, else `http`.
+    scheme: &'static str,
     auth: HeaderValue,
     node_id: NodeId,
     first_backoff: Duration,
@@ -85,18 +90,20 @@ pub struct ClusterTransport {
 }
 
 impl ClusterTransport {
-    /// Builds the transport of node `node_id`. `heartbeat` sets the first backoff step.
+    /// Builds the transport of node `node_id`. `heartbeat` sets the first backoff step;
+    /// with `tls`, peers are called over HTTPS only, trusting its roots.
     pub fn new(
         node_id: NodeId,
         secret: &Secret,
         heartbeat: Duration,
+        tls: Option<&ClusterTls>,
     ) -> Result<Self, TransportError> {
         crate::shipper::client::install_crypto_provider();
         let mut auth = HeaderValue::from_str(&secret.authorization())
             .map_err(|_| TransportError::SecretNotAHeader)?;
         // Keeps it out of HTTP debug logs.
         auth.set_sensitive(true);
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!(
                 "highlander/",
                 env!("CARGO_PKG_VERSION"),
@@ -106,11 +113,21 @@ impl ClusterTransport {
             // Below the listener's keep-alive (15 s): never reuse a connection it closed.
             .pool_idle_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(4)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(TransportError::Client)?;
+            .tcp_nodelay(true);
+        let scheme = match tls {
+            Some(tls) => {
+                builder = builder.https_only(true);
+                if let Some(roots) = tls.client_roots()? {
+                    builder = builder.tls_certs_only(roots);
+                }
+                "https"
+            }
+            None => "http",
+        };
+        let client = builder.build().map_err(TransportError::Client)?;
         Ok(ClusterTransport {
             client,
+            scheme,
             auth,
             node_id,
             first_backoff: heartbeat.max(Duration::from_millis(10)),
@@ -136,9 +153,10 @@ impl ClusterTransport {
         timeout: Duration,
     ) -> Result<reqwest::Response, reqwest::Error> {
         self.client
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
             .header(CONTENT_TYPE, "application/json")
             .header(AUTHORIZATION, self.auth.clone())
+            .header(rpc::NODE_HEADER, self.node_id)
             .timeout(timeout)
             .body(body)
             .send()
@@ -316,7 +334,10 @@ impl PeerConnection {
                 target: self.target,
                 timeout,
             })
-        } else if e.is_connect() {
+        } else if e.is_connect() || e.is_request() {
+            // Refused, or closed before any answer (a proxy or sidecar in front of a dead
+            // peer, a TLS mismatch): back off as for a dead peer. As a `NetworkError`,
+            // openraft would resend at once, hundreds of times a second.
             RPCError::Unreachable(unreachable(&error_chain(e)))
         } else {
             RPCError::Network(NetworkError::new(e))
@@ -386,8 +407,9 @@ mod tests {
 
     #[tokio::test]
     async fn backoff_doubles_up_to_the_cap() {
-        let transport = ClusterTransport::new(1, &Secret::new("x"), Duration::from_millis(100))
-            .expect("transport");
+        let transport =
+            ClusterTransport::new(1, &Secret::new("x"), Duration::from_millis(100), None)
+                .expect("transport");
         let conn = PeerConnection {
             transport,
             target: 2,
@@ -403,8 +425,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
         };
-        let mut factory = ClusterTransport::new(1, &Secret::new("x"), Duration::from_millis(100))
-            .expect("transport");
+        let mut factory =
+            ClusterTransport::new(1, &Secret::new("x"), Duration::from_millis(100), None)
+                .expect("transport");
         let mut conn = factory
             .new_client(2, &BasicNode::new(format!("127.0.0.1:{port}")))
             .await;

@@ -102,7 +102,17 @@ impl Cluster {
             )));
         }
         let raft_config = Arc::new(config.raft_config()?);
-        let transport = ClusterTransport::new(config.node_id, &secret, config.heartbeat_interval)?;
+        let tls_server = config
+            .tls
+            .as_ref()
+            .map(|tls| tls.server_config())
+            .transpose()?;
+        let transport = ClusterTransport::new(
+            config.node_id,
+            &secret,
+            config.heartbeat_interval,
+            config.tls.as_ref(),
+        )?;
 
         let dir = config.data_dir.clone();
         let (log_store, state_machine) = tokio::task::spawn_blocking(move || store::open(&dir))
@@ -127,7 +137,7 @@ impl Cluster {
             write_timeout: config.write_timeout,
             reports: reports.clone(),
         };
-        let server = match HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
                 .configure(rpc::routes)
@@ -135,9 +145,12 @@ impl Cluster {
         .workers(2)
         .keep_alive(Duration::from_secs(15))
         .disable_signals()
-        .shutdown_timeout(1)
-        .bind(config.listen)
-        {
+        .shutdown_timeout(1);
+        let bound = match tls_server {
+            Some(tls) => server.bind_rustls_0_23(config.listen, tls),
+            None => server.bind(config.listen),
+        };
+        let server = match bound {
             Ok(s) => s.run(),
             Err(source) => {
                 let _ = raft.shutdown().await;
@@ -190,6 +203,7 @@ impl Cluster {
             node = config.node_id,
             listen = %config.listen,
             peers = ?config.peers,
+            tls = config.tls.is_some(),
             "cluster: started"
         );
         if config.bootstrap {

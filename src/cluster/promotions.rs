@@ -11,8 +11,20 @@
 //!   ([`ElectionState::decide`]: expiry, best live standby, bigger weight, pins) and
 //!   commits each change. The decision is stateless across ticks, so a new leader keeps the
 //!   committed promoted source: no re-election storm, no double promotion.
+//! - A new leader has not heard from the followers yet: for its first expiry it counts
+//!   every committed promoted source as seen when it took over, and makes no bigger-weight
+//!   takeover from one it has no news of (`merge`, `decide`). Otherwise a source that
+//!   writes only to other nodes would be failed over, and promoted back at the next report.
+//! - Every command carries the state of its group it was decided on ([`Expect`]) and
+//!   changes nothing if the group moved on before it landed: a round's commands land after
+//!   anything committed meanwhile (an operator's pin, the last round of a leader that lost
+//!   its lease, forwarded to its successor), and must not undo it.
 //! - Every node watches the committed state and writes the seed's log lines and its own
 //!   election history from it.
+//!
+//! The decision itself is pure (`decide`, `requests`, `override_requests`); the
+//! deterministic simulation in `sim_tests.rs` drives it with [`ControlState::apply`] under
+//! message loss, reordering and leader changes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::reports::{Report, Seen};
-use super::types::{ControlState, Request};
+use super::types::{ControlState, Expect, Request};
 use super::Cluster;
 use crate::election::state::{ElectionState, PromotedView, SourceView};
 use crate::election::{
@@ -42,7 +54,7 @@ pub struct ClusterPromotions {
 
 struct Inner {
     cluster: Cluster,
-    seen: Mutex<BTreeMap<(String, String), SourceView>>,
+    seen: Mutex<LocalView>,
     clock: Arc<dyn Clock>,
     expiry: Duration,
     decide_now: Notify,
@@ -64,7 +76,7 @@ impl ClusterPromotions {
         ClusterPromotions {
             inner: Arc::new(Inner {
                 cluster,
-                seen: Mutex::new(BTreeMap::new()),
+                seen: Mutex::new(LocalView::default()),
                 clock,
                 expiry,
                 decide_now: Notify::new(),
@@ -80,61 +92,27 @@ impl ClusterPromotions {
     /// This node's view of the sources, pruned of long-silent ones.
     fn local_seen(&self) -> Vec<Seen> {
         let now = self.inner.clock.now_ms();
-        let forget = self.expiry_ms() * u64::from(FORGET_EXPIRIES);
         let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, v| now.saturating_sub(v.last_seen_ms) < forget);
-        seen.iter()
-            .map(|((group, source), view)| Seen {
-                group: group.clone(),
-                source: source.clone(),
-                view: view.clone(),
-            })
-            .collect()
+        seen.seen(now, self.expiry_ms() * u64::from(FORGET_EXPIRIES))
     }
 
     /// The election as the leader sees it now: committed decisions plus every node's view.
     fn merged(&self, committed: &ControlState) -> ElectionState {
-        let mut state = ElectionState::new(self.expiry_ms());
-        for (group, gc) in &committed.groups {
-            let promoted = gc.promoted.as_ref().map(|p| PromotedView {
-                source: p.source.clone(),
-                weight: p.weight,
-                since_ms: p.since_ms,
-            });
-            state.restore(group, promoted, gc.pin.clone());
-        }
         let reports = self.inner.cluster.reports().fresh(self.inner.expiry * 2);
-        for s in self.local_seen().iter().chain(reports.iter()) {
-            state.see(&s.group, &s.source, &s.view);
-        }
-        state
+        let local = self.local_seen();
+        merge(
+            self.expiry_ms(),
+            committed,
+            local.iter().chain(reports.iter()),
+            None,
+        )
     }
 
-    /// Commits election changes in order; stops at the first failure (the next tick
-    /// decides again from what was committed).
-    async fn commit(&self, changes: Vec<Change>) -> Result<(), ElectionError> {
-        let now = self.inner.clock.now_ms();
-        for change in changes {
-            let request = match change {
-                Change::Promoted {
-                    group,
-                    source,
-                    weight,
-                    reason,
-                } => Request::Promote {
-                    group,
-                    source,
-                    weight,
-                    reason,
-                    at_ms: now,
-                },
-                Change::Demoted { group, source, .. } => Request::Demote {
-                    group,
-                    source,
-                    at_ms: now,
-                },
-                Change::PinExpired { group, .. } => Request::SetPin { group, pin: None },
-            };
+    /// Commits the commands in order; stops at the first failure (the next tick decides
+    /// again from what was committed). A command whose group has left the state it was
+    /// decided on is committed but changes nothing ([`Expect`]).
+    async fn commit(&self, requests: Vec<Request>) -> Result<(), ElectionError> {
+        for request in requests {
             self.inner
                 .cluster
                 .write(request)
@@ -144,10 +122,11 @@ impl ClusterPromotions {
         Ok(())
     }
 
-    /// Leader: decide and commit. Follower: report to the leader.
-    async fn round(&self, leading: &mut bool) {
+    /// Leader: decide and commit. Follower: report to the leader. `leading` is the term this
+    /// node leads in and when it took over (ms), `None` while it follows.
+    async fn round(&self, leading: &mut Option<(u64, u64)>) {
         if self.inner.cluster.leader_lease().is_none() {
-            *leading = false;
+            *leading = None;
             let report = Report {
                 node: self.inner.cluster.node_id(),
                 seen: self.local_seen(),
@@ -157,19 +136,32 @@ impl ClusterPromotions {
             }
             return;
         }
-        if !*leading {
-            // A new leader may not have applied everything committed before it took over.
-            if let Err(e) = self.inner.cluster.ensure_linearizable().await {
-                tracing::debug!(error = %e, "cluster: not confirmed as leader yet");
-                return;
+        let term = self.inner.cluster.term();
+        let took_over_ms = match *leading {
+            Some((t, since)) if t == term => since,
+            _ => {
+                // A new leader may not have applied everything committed before it took over.
+                if let Err(e) = self.inner.cluster.ensure_linearizable().await {
+                    tracing::debug!(error = %e, "cluster: not confirmed as leader yet");
+                    return;
+                }
+                let now = self.inner.clock.now_ms();
+                *leading = Some((term, now));
+                now
             }
-            *leading = true;
-        }
+        };
         let committed = self.inner.cluster.control().current();
-        let changes = self
-            .merged(&committed.state)
-            .decide(self.inner.clock.now_ms());
-        if let Err(e) = self.commit(changes).await {
+        let now = self.inner.clock.now_ms();
+        let reports = self.inner.cluster.reports().fresh(self.inner.expiry * 2);
+        let local = self.local_seen();
+        let requests = decide(
+            self.expiry_ms(),
+            &committed.state,
+            local.iter().chain(reports.iter()),
+            took_over_ms,
+            now,
+        );
+        if let Err(e) = self.commit(requests).await {
             tracing::warn!(error = %e, "cluster: election change not committed; deciding again next tick");
         }
     }
@@ -180,7 +172,7 @@ impl ClusterPromotions {
         tokio::spawn(self.clone().watch_committed(shutdown.clone()));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut leading = false;
+        let mut leading = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -259,24 +251,18 @@ impl ClusterPromotions {
         }
     }
 
-    /// Commits an operator override decided on `state`: the group's pin first, then the
-    /// promotion it caused (if any); returns the group as committed.
+    /// Commits an operator override decided on `state` (built on `committed`): the group's
+    /// pin first, then the promotion it caused (if any); returns the group as committed.
     async fn commit_override(
         &self,
         group: &str,
+        committed: &ControlState,
         state: &ElectionState,
         changes: Vec<Change>,
     ) -> Result<GroupView, ElectionError> {
-        let pin = state.groups()[group].pin.clone();
-        self.inner
-            .cluster
-            .write(Request::SetPin {
-                group: group.to_owned(),
-                pin,
-            })
-            .await
-            .map_err(write_error)?;
-        self.commit(changes).await?;
+        let now = self.inner.clock.now_ms();
+        self.commit(override_requests(group, committed, state, changes, now))
+            .await?;
         self.view(group)
             .ok_or_else(|| ElectionError::UnknownGroup(group.to_owned()))
     }
@@ -289,28 +275,12 @@ impl ClusterPromotions {
 impl Promotions for ClusterPromotions {
     fn observe(&self, obs: Observation<'_>) -> Role {
         let now = self.inner.clock.now_ms();
-        let role = match self
-            .inner
-            .cluster
-            .control()
-            .current()
-            .state
-            .promoted(obs.group)
-        {
-            Some(p) if p.source == obs.source => Role::Promoted,
-            Some(_) => Role::Standby,
-            None => {
-                self.inner.decide_now.notify_one();
-                Role::Undecided
-            }
-        };
+        let role = role(&self.inner.cluster.control().current().state, &obs);
+        if role == Role::Undecided {
+            self.inner.decide_now.notify_one();
+        }
         let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.entry((obs.group.to_owned(), obs.source.to_owned()))
-            .or_insert_with(|| SourceView {
-                first_seen_ms: now,
-                ..SourceView::default()
-            })
-            .record(&obs, role, now);
+        seen.record(&obs, role, now);
         role
     }
 
@@ -349,8 +319,13 @@ impl Promotions for ClusterPromotions {
             let mut state = self.merged(&committed.state);
             let now = self.inner.clock.now_ms();
             let change = state.pin(group, source, until_ms, now)?;
-            self.commit_override(group, &state, change.into_iter().collect())
-                .await
+            self.commit_override(
+                group,
+                &committed.state,
+                &state,
+                change.into_iter().collect(),
+            )
+            .await
         })
     }
 
@@ -369,6 +344,7 @@ impl Promotions for ClusterPromotions {
                 .write(Request::SetPin {
                     group: group.to_owned(),
                     pin: None,
+                    expect: None,
                 })
                 .await
                 .map_err(write_error)?;
@@ -385,7 +361,8 @@ impl Promotions for ClusterPromotions {
             let committed = self.inner.cluster.control().current();
             let mut state = self.merged(&committed.state);
             let change = state.failover(group, until_ms, self.inner.clock.now_ms())?;
-            self.commit_override(group, &state, vec![change]).await
+            self.commit_override(group, &committed.state, &state, vec![change])
+                .await
         })
     }
 
@@ -397,3 +374,208 @@ impl Promotions for ClusterPromotions {
             .unwrap_or_default()
     }
 }
+
+/// The role of a write on a node whose applied state is `committed`: only the committed
+/// promoted source is forwarded; nobody promoted yet means the sender must retry.
+pub(crate) fn role(committed: &ControlState, obs: &Observation<'_>) -> Role {
+    match committed.promoted(obs.group) {
+        Some(p) if p.source == obs.source => Role::Promoted,
+        Some(_) => Role::Standby,
+        None => Role::Undecided,
+    }
+}
+
+/// The sources one node has seen writing: what it reports to the leader (or, leading, adds
+/// to the followers' reports).
+#[derive(Debug, Default)]
+pub(crate) struct LocalView(BTreeMap<(String, String), SourceView>);
+
+impl LocalView {
+    /// Records one write received at `now_ms` and the role it got.
+    pub(crate) fn record(&mut self, obs: &Observation<'_>, role: Role, now_ms: u64) {
+        self.0
+            .entry((obs.group.to_owned(), obs.source.to_owned()))
+            .or_insert_with(|| SourceView {
+                first_seen_ms: now_ms,
+                ..SourceView::default()
+            })
+            .record(obs, role, now_ms);
+    }
+
+    /// Every source seen within `forget_ms`; older ones are forgotten.
+    pub(crate) fn seen(&mut self, now_ms: u64, forget_ms: u64) -> Vec<Seen> {
+        self.0
+            .retain(|_, v| now_ms.saturating_sub(v.last_seen_ms) < forget_ms);
+        self.0
+            .iter()
+            .map(|((group, source), view)| Seen {
+                group: group.clone(),
+                source: source.clone(),
+                view: view.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The election as a node sees it: the committed decisions (promoted sources, pins) plus the
+/// union of what the nodes saw (`seen`: its own view and the reports it holds).
+///
+/// A promoted source is compared by the weight of its latest write, as the standalone
+/// election does, not by the weight it was promoted with: a replica restarted with a lower
+/// weight loses to a bigger standby. Only a write seen since its promotion counts: a node's
+/// older view of it may predate the weight it was promoted with.
+///
+/// A leader that took over at `took_over_ms` counts every committed promoted source as seen
+/// then. Until the followers have reported for a whole expiry, its own view (and reports
+/// kept from an earlier term) cannot tell a silent source from one that writes only to
+/// other nodes, or from one that has not reached this node since it restarted; demoting on
+/// that view would fail over a source that is writing, and the next report would promote it
+/// back. The price: when the promoted source and the leader fail together, the source is
+/// demoted one expiry after the new leader took over rather than after its last write.
+pub(crate) fn merge<'a>(
+    expiry_ms: u64,
+    committed: &ControlState,
+    seen: impl IntoIterator<Item = &'a Seen>,
+    took_over_ms: Option<u64>,
+) -> ElectionState {
+    let mut state = ElectionState::new(expiry_ms);
+    for s in seen {
+        state.see(&s.group, &s.source, &s.view);
+    }
+    for (group, gc) in &committed.groups {
+        let promoted = gc.promoted.as_ref().map(|p| {
+            let weight = state
+                .groups()
+                .get(group)
+                .and_then(|g| g.sources.get(&p.source))
+                .filter(|v| v.last_seen_ms >= p.since_ms)
+                .map_or(p.weight, |v| v.weight);
+            if let Some(at) = took_over_ms {
+                let view = SourceView {
+                    weight,
+                    first_seen_ms: at,
+                    last_seen_ms: at,
+                    ..SourceView::default()
+                };
+                state.see(group, &p.source, &view);
+            }
+            PromotedView {
+                source: p.source.clone(),
+                weight,
+                since_ms: p.since_ms,
+            }
+        });
+        state.restore(group, promoted, gc.pin.clone());
+    }
+    state
+}
+
+/// One leader round at `now_ms`, for a leader that took over at `took_over_ms`: the
+/// election rebuilt from the committed state and what the nodes saw ([`merge`]), every rule
+/// applied ([`ElectionState::decide`]); returns the commands to commit, in order.
+///
+/// For its first expiry, a new leader also holds back a bigger-weight takeover from a
+/// promoted source it has heard nothing of since it took over: the weight it would compare
+/// with may be older than the source's latest write (to other nodes).
+pub(crate) fn decide<'a>(
+    expiry_ms: u64,
+    committed: &ControlState,
+    seen: impl IntoIterator<Item = &'a Seen>,
+    took_over_ms: u64,
+    now_ms: u64,
+) -> Vec<Request> {
+    let seen: Vec<&Seen> = seen.into_iter().collect();
+    let settling = now_ms < took_over_ms.saturating_add(expiry_ms);
+    let heard_since_takeover = |group: &str, source: &str| {
+        seen.iter()
+            .any(|s| s.group == group && s.source == source && s.view.last_seen_ms >= took_over_ms)
+    };
+    let changes = merge(
+        expiry_ms,
+        committed,
+        seen.iter().copied(),
+        Some(took_over_ms),
+    )
+    .decide(now_ms)
+    .into_iter()
+    .filter(|change| match change {
+        Change::Promoted {
+            group,
+            reason: Reason::BiggerWeight { previous, .. },
+            ..
+        } => !settling || heard_since_takeover(group, previous),
+        _ => true,
+    })
+    .collect();
+    requests(changes, committed, now_ms)
+}
+
+/// The raft commands that commit `changes`, decided at `now_ms` on `committed`, in order.
+/// Each expects its group as the commands before it leave it ([`Expect`]), so the batch
+/// lands whole only if nothing else changed the group in between.
+pub(crate) fn requests(
+    changes: Vec<Change>,
+    committed: &ControlState,
+    now_ms: u64,
+) -> Vec<Request> {
+    let mut scratch = committed.clone();
+    changes
+        .into_iter()
+        .map(|change| {
+            let expect = Some(Expect::of(&scratch, change.group()));
+            let request = match change {
+                Change::Promoted {
+                    group,
+                    source,
+                    weight,
+                    reason,
+                } => Request::Promote {
+                    group,
+                    source,
+                    weight,
+                    reason,
+                    at_ms: now_ms,
+                    expect,
+                },
+                Change::Demoted { group, source, .. } => Request::Demote {
+                    group,
+                    source,
+                    at_ms: now_ms,
+                    expect,
+                },
+                Change::PinExpired { group, .. } => Request::SetPin {
+                    group,
+                    pin: None,
+                    expect,
+                },
+            };
+            scratch.apply(&request);
+            request
+        })
+        .collect()
+}
+
+/// The raft commands that commit an operator override decided on `state` (built on
+/// `committed`): the group's pin first, unconditionally (the operator's word), then the
+/// promotion it caused (if any), which expects the group as the pin leaves it.
+pub(crate) fn override_requests(
+    group: &str,
+    committed: &ControlState,
+    state: &ElectionState,
+    changes: Vec<Change>,
+    now_ms: u64,
+) -> Vec<Request> {
+    let pin = Request::SetPin {
+        group: group.to_owned(),
+        pin: state.groups().get(group).and_then(|g| g.pin.clone()),
+        expect: None,
+    };
+    let mut scratch = committed.clone();
+    scratch.apply(&pin);
+    let mut out = vec![pin];
+    out.extend(requests(changes, &scratch, now_ms));
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,13 @@
 //! Follower reports: every tick each follower tells the leader which sources it sees, so
 //! the leader decides on the union of every node's view (a replica that can reach only
 //! some nodes is still alive for the group).
+//!
+//! Reports travel over HTTP and can arrive late, twice, or after a newer one. The leader
+//! therefore keeps, per node and source, the newest view (by last write) any report carried,
+//! not the last report to arrive: an old report delivered late must not make a source that
+//! is writing look silent (and get it demoted).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,26 +36,110 @@ pub struct Report {
     pub seen: Vec<Seen>,
 }
 
-/// A node's latest report and when it arrived.
-type Latest = HashMap<NodeId, (Instant, Vec<Seen>)>;
+/// Per node, per (group, source): the newest view its reports carried and when the report
+/// that carried it arrived. Ordered, so the leader merges views in the same order every time.
+type Latest = BTreeMap<NodeId, BTreeMap<(String, String), (Instant, SourceView)>>;
 
-/// The latest report of each node, as received by this one. A cheap clone.
+/// What the nodes reported to this one, as received. A cheap clone.
 #[derive(Debug, Clone, Default)]
 pub struct Reports(Arc<Mutex<Latest>>);
 
 impl Reports {
-    /// Keeps a node's latest report.
+    /// Keeps what a node's report says that is newer than what it said before.
     pub fn insert(&self, report: Report) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(report.node, (Instant::now(), report.seen));
+        self.insert_at(report, Instant::now());
     }
 
-    /// Every source from reports received within `max_age`; older reports are dropped.
+    /// Every source reported within `max_age`; older views are dropped.
     pub fn fresh(&self, max_age: Duration) -> Vec<Seen> {
+        self.fresh_at(max_age, Instant::now())
+    }
+
+    /// [`Reports::insert`] of a report received at `now`.
+    pub(crate) fn insert_at(&self, report: Report, now: Instant) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, (at, _)| at.elapsed() <= max_age);
+        let node = map.entry(report.node).or_default();
+        for Seen {
+            group,
+            source,
+            view,
+        } in report.seen
+        {
+            let kept = node.entry((group, source)).or_insert((now, view.clone()));
+            if view.last_seen_ms >= kept.1.last_seen_ms {
+                *kept = (now, view);
+            }
+        }
+    }
+
+    /// [`Reports::fresh`] as of `now`.
+    pub(crate) fn fresh_at(&self, max_age: Duration, now: Instant) -> Vec<Seen> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for sources in map.values_mut() {
+            sources.retain(|_, (at, _)| now.saturating_duration_since(*at) <= max_age);
+        }
+        map.retain(|_, sources| !sources.is_empty());
         map.values()
-            .flat_map(|(_, seen)| seen.iter().cloned())
+            .flat_map(|sources| {
+                sources.iter().map(|((group, source), (_, view))| Seen {
+                    group: group.clone(),
+                    source: source.clone(),
+                    view: view.clone(),
+                })
+            })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(node: NodeId, source: &str, last_seen_ms: u64) -> Report {
+        Report {
+            node,
+            seen: vec![Seen {
+                group: "g".into(),
+                source: source.into(),
+                view: SourceView {
+                    weight: 1,
+                    first_seen_ms: 0,
+                    last_seen_ms,
+                    ..SourceView::default()
+                },
+            }],
+        }
+    }
+
+    fn last_seen(seen: &[Seen], source: &str) -> Vec<u64> {
+        seen.iter()
+            .filter(|s| s.source == source)
+            .map(|s| s.view.last_seen_ms)
+            .collect()
+    }
+
+    #[test]
+    fn a_report_delivered_late_does_not_hide_a_newer_one() {
+        let reports = Reports::default();
+        let t0 = Instant::now();
+        reports.insert_at(report(2, "a", 2_000), t0);
+        reports.insert_at(report(2, "a", 1_000), t0 + Duration::from_secs(1));
+        reports.insert_at(report(2, "a", 2_000), t0 + Duration::from_secs(2));
+        let seen = reports.fresh_at(Duration::from_secs(10), t0 + Duration::from_secs(3));
+        assert_eq!(last_seen(&seen, "a"), [2_000]);
+    }
+
+    #[test]
+    fn views_expire_by_arrival_per_source_and_nodes_stay_apart() {
+        let reports = Reports::default();
+        let t0 = Instant::now();
+        reports.insert_at(report(2, "a", 1_000), t0);
+        reports.insert_at(report(2, "b", 1_000), t0 + Duration::from_secs(5));
+        reports.insert_at(report(3, "a", 900), t0 + Duration::from_secs(5));
+        let seen = reports.fresh_at(Duration::from_secs(10), t0 + Duration::from_secs(12));
+        assert_eq!(last_seen(&seen, "a"), [900]);
+        assert_eq!(last_seen(&seen, "b"), [1_000]);
+        let seen = reports.fresh_at(Duration::from_secs(10), t0 + Duration::from_secs(16));
+        assert!(seen.is_empty());
     }
 }

@@ -29,6 +29,9 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const WRITE_PATH: &str = "/cluster/write";
 /// Follower reports of the sources they see.
 pub const REPORT_PATH: &str = "/cluster/report";
+/// Header naming the sending node on every cluster request (logs; the partition test's
+/// fault proxy). Informational only: never trusted for authentication.
+pub const NODE_HEADER: &str = "x-highlander-node";
 
 /// Largest request body on the cluster listener. Snapshot chunks are at most
 /// [`SNAPSHOT_CHUNK_BYTES`] of data, which JSON (an array of numbers) inflates up to 4×;
@@ -119,8 +122,15 @@ async fn authenticate(
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let presented = req.headers().contains_key(header::AUTHORIZATION);
+    let node = req
+        .headers()
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown")
+        .to_owned();
     tracing::warn!(
         %peer,
+        %node,
         path = req.path(),
         credentials_presented = presented,
         "cluster: request without the cluster secret rejected"

@@ -74,7 +74,10 @@ pub async fn run(
         }
         last_watermark = tokio::time::Instant::now();
         if leading && *gate.borrow() {
-            commit_watermarks(&cluster, &shipper).await;
+            // Bounded by the lease: without a quorum the commit waits for the write timeout
+            // (5 s), and the gate must close when the lease ends, not after that.
+            let lease = cluster.leader_lease().unwrap_or_default();
+            let _ = tokio::time::timeout(lease, commit_watermarks(&cluster, &shipper)).await;
         } else if !leading {
             trim(&cluster, &wal, &shipper, overlap_ms);
         }

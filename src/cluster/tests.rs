@@ -147,6 +147,7 @@ fn promote(source: &str, at_ms: u64) -> Request {
         weight: 1,
         reason: Reason::NoPromotedSource,
         at_ms,
+        expect: None,
     }
 }
 
@@ -463,4 +464,99 @@ async fn start_refuses_an_empty_secret_and_a_node_outside_its_peers() {
         .expect_err("not a peer");
     assert!(matches!(err, ClusterError::Config(_)), "{err}");
     assert!(!format!("{:?}", node_config(1, &peers, &dir)).contains(SECRET));
+}
+
+/// An HTTPS client of the test cluster's listeners, trusting `roots` only.
+fn https_client(roots: Vec<reqwest::Certificate>) -> reqwest::Client {
+    crate::shipper::client::install_crypto_provider();
+    reqwest::Client::builder()
+        .tls_certs_only(roots)
+        .build()
+        .expect("https client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_over_tls_elects_commits_fails_over_and_still_checks_the_secret() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let tls = crate::cluster::tls::testing::files(certs.path());
+    let mut tc = TestCluster::start(3, |c| c.tls = Some(tls.clone())).await;
+    let leader = tc.agreed_leader().await;
+
+    // Raft RPCs and a forwarded write, all over HTTPS.
+    let follower = a_follower(&tc, leader).node_id();
+    let r = tc
+        .node(follower)
+        .write(promote("a", 1))
+        .await
+        .expect("write");
+    assert_eq!(
+        r,
+        Response::Group {
+            epoch: 1,
+            changed: true
+        }
+    );
+    wait_promoted_everywhere(&tc, "a", 1).await;
+
+    // A new leader, and the old one catching up when it comes back.
+    tc.stop(leader).await;
+    let new = tc.agreed_leader().await;
+    assert_ne!(new, leader);
+    tc.node(new).write(promote("b", 2)).await.expect("write");
+    tc.restart(leader).await;
+    wait_promoted_everywhere(&tc, "b", 2).await;
+
+    let addr = tc.configs[(new - 1) as usize].peers[&new].clone();
+    // Plain HTTP gets no HTTP answer at all.
+    let plain = reqwest::Client::new()
+        .post(format!("http://{addr}{}", rpc::VOTE_PATH))
+        .header("authorization", format!("Bearer {SECRET}"))
+        .body("{}")
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    // Over HTTPS the secret is checked as before: 401 without it, past the check with it.
+    let roots = tls.client_roots().expect("roots").expect("a CA");
+    let client = https_client(roots);
+    let post = |auth: Option<String>| {
+        let mut req = client
+            .post(format!("https://{addr}{}", rpc::VOTE_PATH))
+            .header("content-type", "application/json")
+            .body("{}");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let r = post(None).await.expect("https");
+    assert_eq!(r.status(), 401);
+    let r = post(Some("Bearer wrong".into())).await.expect("https");
+    assert_eq!(r.status(), 401);
+    let r = post(Some(format!("Bearer {SECRET}"))).await.expect("https");
+    assert_eq!(r.status(), 400, "the empty body is refused after the check");
+    // A client that does not trust the cluster's CA does not get through the handshake.
+    let (stranger, _) = crate::cluster::tls::testing::ca("another CA");
+    let stranger = reqwest::Certificate::from_pem(stranger.pem().as_bytes()).expect("pem");
+    let r = https_client(vec![stranger])
+        .post(format!("https://{addr}{}", rpc::VOTE_PATH))
+        .send()
+        .await;
+    assert!(r.is_err(), "an untrusted certificate was accepted: {r:?}");
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_unusable_tls_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peers = BTreeMap::from([(1, format!("127.0.0.1:{}", free_port()))]);
+    let mut c = node_config(1, &peers, &dir);
+    c.tls = Some(crate::cluster::ClusterTls {
+        cert: dir.path().join("missing.pem"),
+        key: dir.path().join("missing-key.pem"),
+        ca: None,
+    });
+    let err = Cluster::start(c, CancellationToken::new())
+        .await
+        .expect_err("missing files");
+    assert!(matches!(err, ClusterError::Tls(_)), "{err}");
 }

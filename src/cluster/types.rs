@@ -48,7 +48,8 @@ pub type StorageError = openraft::StorageError<NodeId>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum Request {
-    /// `source` becomes the promoted source of `group`.
+    /// `source` becomes the promoted source of `group`. Ignored when `expect` no longer
+    /// describes the group (a stale decision must not replace a newer one).
     Promote {
         /// HA group.
         group: String,
@@ -60,9 +61,13 @@ pub enum Request {
         reason: Reason,
         /// When the leader decided (ms since the epoch).
         at_ms: u64,
+        /// The group as the decision saw it; `None`: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<Expect>,
     },
     /// `source` stops being the promoted source of `group`. Ignored when `source` is not the
-    /// promoted source any more (a stale demotion must not demote its successor).
+    /// promoted source any more (a stale demotion must not demote its successor), or when
+    /// `expect` no longer describes the group.
     Demote {
         /// HA group.
         group: String,
@@ -70,13 +75,21 @@ pub enum Request {
         source: String,
         /// When the leader decided (ms since the epoch).
         at_ms: u64,
+        /// The group as the decision saw it; `None`: unconditional.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<Expect>,
     },
-    /// Sets (`Some`) or removes (`None`) the operator pin of `group`.
+    /// Sets (`Some`) or removes (`None`) the operator pin of `group`. Ignored when `expect`
+    /// no longer describes the group (the leader removing an expired pin must not remove
+    /// the one an operator set since).
     SetPin {
         /// HA group.
         group: String,
         /// The new pin.
         pin: Option<PinView>,
+        /// The group as the decision saw it; `None`: unconditional (an operator's pin).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<Expect>,
     },
     /// The leader shipped everything up to `data_ts` (sample time, ms) to `endpoint`.
     /// Monotonic: an older watermark never moves it back.
@@ -88,6 +101,41 @@ pub enum Request {
         /// When the leader proposed it (ms since the epoch); for logs only.
         at_ms: u64,
     },
+}
+
+/// The state of a group a command was decided on: the command applies only if the group is
+/// still in it. The leader decides on the state it applied, but its commands land later,
+/// after any command committed in between (an operator's pin, the decisions of a leader
+/// that just lost its lease and forwards them to its successor); without this check such a
+/// stale decision would undo a newer one, and the next round would undo it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expect {
+    /// The group's epoch ([`GroupControl::epoch`]).
+    pub epoch: u64,
+    /// The promoted source. With the epoch: two different histories can reach the same
+    /// epoch, but then the command still fits the group it lands on.
+    pub promoted: Option<String>,
+    /// The group's pin, exactly.
+    pub pin: Option<PinView>,
+}
+
+impl Expect {
+    /// `group` as it stands in `state` (a group never seen: epoch 0, nothing promoted, no
+    /// pin).
+    pub fn of(state: &ControlState, group: &str) -> Expect {
+        let g = state.groups.get(group);
+        Expect {
+            epoch: g.map_or(0, |g| g.epoch),
+            promoted: g
+                .and_then(|g| g.promoted.as_ref())
+                .map(|p| p.source.clone()),
+            pin: g.and_then(|g| g.pin.clone()),
+        }
+    }
+
+    fn holds(expect: Option<&Expect>, state: &ControlState, group: &str) -> bool {
+        expect.is_none_or(|e| *e == Expect::of(state, group))
+    }
 }
 
 /// What applying one log entry did.
@@ -167,7 +215,14 @@ impl ControlState {
                 weight,
                 reason,
                 at_ms,
+                expect,
             } => {
+                if !Expect::holds(expect.as_ref(), self, group) {
+                    return Response::Group {
+                        epoch: self.epoch(group),
+                        changed: false,
+                    };
+                }
                 let g = self.groups.entry(group.clone()).or_default();
                 if let Some(p) = g.promoted.as_mut().filter(|p| &p.source == source) {
                     p.weight = *weight;
@@ -194,7 +249,14 @@ impl ControlState {
                 group,
                 source,
                 at_ms,
+                expect,
             } => {
+                if !Expect::holds(expect.as_ref(), self, group) {
+                    return Response::Group {
+                        epoch: self.epoch(group),
+                        changed: false,
+                    };
+                }
                 let Some(g) = self.groups.get_mut(group) else {
                     return Response::Group {
                         epoch: 0,
@@ -215,7 +277,10 @@ impl ControlState {
                     changed: true,
                 }
             }
-            Request::SetPin { group, pin } => {
+            Request::SetPin { group, pin, expect } => {
+                if !Expect::holds(expect.as_ref(), self, group) {
+                    return Response::Pin { changed: false };
+                }
                 let changed = match (self.groups.get_mut(group), pin) {
                     (Some(g), _) => {
                         let changed = g.pin != *pin;
@@ -289,6 +354,7 @@ mod tests {
             weight,
             reason: Reason::NoPromotedSource,
             at_ms,
+            expect: None,
         }
     }
 
@@ -297,6 +363,7 @@ mod tests {
             group: group.into(),
             source: source.into(),
             at_ms,
+            expect: None,
         }
     }
 
@@ -350,6 +417,7 @@ mod tests {
                 previous_weight: 1,
             },
             at_ms: 2,
+            expect: None,
         });
         assert_eq!(
             r,
@@ -438,6 +506,7 @@ mod tests {
             s.apply(&Request::SetPin {
                 group: "g".into(),
                 pin: p,
+                expect: None,
             })
         };
         assert_eq!(set(&mut s, None), Response::Pin { changed: false });
@@ -452,6 +521,100 @@ mod tests {
         assert_eq!(set(&mut s, None), Response::Pin { changed: true });
         assert_eq!(s.groups["g"].pin, None);
         assert_eq!(s.epoch("g"), 0);
+    }
+
+    #[test]
+    fn a_command_decided_on_another_state_of_its_group_changes_nothing() {
+        let mut s = ControlState::default();
+        s.apply(&promote("g", "a", 1, 1));
+        let on_a = Expect::of(&s, "g");
+        assert_eq!(
+            on_a,
+            Expect {
+                epoch: 1,
+                promoted: Some("a".into()),
+                pin: None
+            }
+        );
+        // An operator pin lands first: the stale takeover and demotion are ignored.
+        s.apply(&Request::SetPin {
+            group: "g".into(),
+            pin: Some(pin("a")),
+            expect: None,
+        });
+        let before = s.clone();
+        let r = s.apply(&Request::Promote {
+            group: "g".into(),
+            source: "b".into(),
+            weight: 9,
+            reason: Reason::BiggerWeight {
+                previous: "a".into(),
+                previous_weight: 1,
+            },
+            at_ms: 2,
+            expect: Some(on_a.clone()),
+        });
+        assert_eq!(
+            r,
+            Response::Group {
+                epoch: 1,
+                changed: false
+            }
+        );
+        let r = s.apply(&Request::Demote {
+            group: "g".into(),
+            source: "a".into(),
+            at_ms: 2,
+            expect: Some(on_a.clone()),
+        });
+        assert_eq!(
+            r,
+            Response::Group {
+                epoch: 1,
+                changed: false
+            }
+        );
+        // Nor does removing a pin that was replaced since the decision.
+        let r = s.apply(&Request::SetPin {
+            group: "g".into(),
+            pin: None,
+            expect: Some(on_a),
+        });
+        assert_eq!(r, Response::Pin { changed: false });
+        assert_eq!(s, before);
+        // The same commands decided on the current state apply.
+        let now = Expect::of(&s, "g");
+        let r = s.apply(&Request::Demote {
+            group: "g".into(),
+            source: "a".into(),
+            at_ms: 3,
+            expect: Some(now),
+        });
+        assert_eq!(
+            r,
+            Response::Group {
+                epoch: 2,
+                changed: true
+            }
+        );
+    }
+
+    #[test]
+    fn commands_logged_without_an_expectation_still_apply() {
+        let json = r#"{"op":"promote","group":"g","source":"a","weight":1,
+            "reason":{"kind":"no_promoted_source"},"at_ms":5}"#;
+        let r: Request = serde_json::from_str(json).expect("deserialize");
+        assert_eq!(r, promote("g", "a", 1, 5));
+        let json = serde_json::to_value(&r).expect("serialize");
+        assert!(json.get("expect").is_none(), "{json}");
+        let mut s = ControlState::default();
+        assert_eq!(
+            s.apply(&r),
+            Response::Group {
+                epoch: 1,
+                changed: true
+            }
+        );
     }
 
     #[test]
@@ -499,6 +662,7 @@ mod tests {
             Request::SetPin {
                 group: "g".into(),
                 pin: Some(pin("a")),
+                expect: None,
             },
             watermark("vm", 4),
         ];

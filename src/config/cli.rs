@@ -377,6 +377,16 @@ pub struct ServeArgs {
     /// shipped watermark [default: 30s].
     #[arg(long, env = "HIGHLANDER_CLUSTER_OVERLAP")]
     pub cluster_overlap: Option<String>,
+    /// Cluster: PEM certificate (chain) of this node's cluster listener; with
+    /// --cluster-tls-key, the listener speaks HTTPS only and peers are called over HTTPS.
+    #[arg(long, env = "HIGHLANDER_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// Cluster: PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "HIGHLANDER_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// Cluster: PEM roots trusted when calling peers over HTTPS [default: the system's].
+    #[arg(long, env = "HIGHLANDER_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// Data time of recent writes held per source, for gapless handovers [default: 3 ×
     /// health-expiry].
     #[arg(long, env = "HIGHLANDER_HANDOVER_WINDOW")]

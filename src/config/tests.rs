@@ -163,3 +163,98 @@ fn endpoint_auth_from_file() {
     let bad: FileConfig = toml::from_str("[[endpoint]]\nurl = \"http://a\"\nbearer_token = \"x\"\nbasic_auth = { username = \"u\", password = \"p\" }").expect("toml");
     assert!(Config::from_parts(&ServeArgs::default(), &bad).is_err());
 }
+
+fn cluster_args(extra: &[&str]) -> ServeArgs {
+    let mut flags = vec![
+        "--node-id",
+        "1",
+        "--peers",
+        "1=127.0.0.1:9093,2=127.0.0.1:9094,3=127.0.0.1:9095",
+        "--cluster-secret",
+        "s3cret",
+    ];
+    flags.extend_from_slice(extra);
+    args(&flags)
+}
+
+#[test]
+fn cluster_tls_from_flags_or_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = crate::cluster::tls::testing::files(dir.path());
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let ca = tls.ca.as_ref().expect("ca").display().to_string();
+    let c = Config::from_parts(
+        &cluster_args(&[
+            "--cluster-tls-cert",
+            &cert,
+            "--cluster-tls-key",
+            &key,
+            "--cluster-tls-ca",
+            &ca,
+        ]),
+        &FileConfig::default(),
+    )
+    .expect("valid");
+    assert_eq!(c.cluster.expect("cluster").tls, Some(tls.clone()));
+
+    let file: FileConfig = toml::from_str(&format!(
+        "[cluster]\ntls_cert = {cert:?}\ntls_key = {key:?}\n"
+    ))
+    .expect("toml");
+    let c = Config::from_parts(&cluster_args(&[]), &file).expect("valid");
+    let from_file = c.cluster.expect("cluster").tls.expect("tls");
+    assert_eq!(from_file.ca, None, "without a CA: the system's roots");
+
+    let c = Config::from_parts(&cluster_args(&[]), &FileConfig::default()).expect("valid");
+    assert_eq!(c.cluster.expect("cluster").tls, None);
+}
+
+#[test]
+fn cluster_tls_problems_are_reported_with_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = crate::cluster::tls::testing::files(dir.path());
+    let cert = tls.cert.display().to_string();
+    let e = Config::from_parts(
+        &cluster_args(&["--cluster-tls-cert", &cert, "--listen", "nowhere"]),
+        &FileConfig::default(),
+    )
+    .expect_err("key missing");
+    assert_eq!(e.problems.len(), 2, "{e}");
+    assert!(e.to_string().contains("both or neither"), "{e}");
+
+    let ca = tls.ca.as_ref().expect("ca").display().to_string();
+    let e = Config::from_parts(
+        &cluster_args(&["--cluster-tls-ca", &ca]),
+        &FileConfig::default(),
+    )
+    .expect_err("a CA alone");
+    assert!(
+        e.to_string()
+            .contains("cluster-tls-ca needs cluster-tls-cert"),
+        "{e}"
+    );
+
+    // Unusable files are configuration problems too, each named.
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let e = Config::from_parts(
+        &cluster_args(&[
+            "--cluster-tls-cert",
+            &missing,
+            "--cluster-tls-key",
+            &tls.key.display().to_string(),
+            "--cluster-tls-ca",
+            &tls.key.display().to_string(),
+        ]),
+        &FileConfig::default(),
+    )
+    .expect_err("unusable files");
+    assert_eq!(e.problems.len(), 2, "{e}");
+    assert!(
+        e.problems.iter().all(|p| p.starts_with("cluster TLS: ")),
+        "{e}"
+    );
+    assert!(e.problems[0].contains("missing.pem"), "{e}");
+}

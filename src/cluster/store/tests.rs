@@ -75,6 +75,7 @@ fn promote(source: &str, at_ms: u64) -> EntryPayload<TypeConfig> {
         weight: 1,
         reason: Reason::NoPromotedSource,
         at_ms,
+        expect: None,
     })
 }
 
