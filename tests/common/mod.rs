@@ -2,7 +2,10 @@
 //! process, an in-test storage that decodes what it receives, a request builder, and waits
 //! with deadlines. Every child process is killed when its handle drops.
 #![allow(dead_code)]
+pub mod cluster_e2e;
 pub mod e2e;
+pub mod proxy;
+pub mod series;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -251,6 +254,8 @@ pub struct Received {
     pub mode: Option<Mode>,
     /// Accepted requests, in arrival order.
     pub requests: Vec<WriteRequest>,
+    /// When each accepted request arrived (same order as `requests`).
+    pub arrivals: Vec<Instant>,
     /// Every request's headers (accepted or not), lower-case names.
     pub headers: Vec<BTreeMap<String, String>>,
     /// Requests answered with a failure.
@@ -316,6 +321,7 @@ async fn receive(
         }
         None => {
             s.requests.push(wr);
+            s.arrivals.push(Instant::now());
             HttpResponse::NoContent().finish()
         }
     }
