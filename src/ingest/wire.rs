@@ -352,7 +352,11 @@ fn scan_series<'a>(
                 }
             }
             2 => {
-                let ts = scan_timestamped(expect_len("TimeSeries", &f)?, "Sample", 2)?;
+                let sample = expect_len("TimeSeries", &f)?;
+                let ts = match sample_fast(sample) {
+                    Some(ts) => ts,
+                    None => scan_timestamped(sample, "Sample", 2)?,
+                };
                 summary.samples += 1;
                 summary.see_ts(ts);
             }
@@ -433,11 +437,6 @@ fn utf8(bytes: &[u8], series: usize) -> Result<&str, WireError> {
 
 /// Scans a message whose timestamp is the varint field `ts_field`; returns the timestamp.
 fn scan_timestamped(buf: &[u8], message: &'static str, ts_field: u64) -> Result<i64, WireError> {
-    if ts_field == 2 {
-        if let Some(ts) = sample_fast(buf) {
-            return Ok(ts);
-        }
-    }
     let mut ts = 0i64;
     let mut fields = Fields::new(buf);
     while let Some(f) = fields.next_field()? {

@@ -12,26 +12,15 @@
 //! Fewer, larger requests cost the storage and the relay less per sample, and the worker
 //! still has one request in flight, so order is kept exactly.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use prost::encoding::{decode_varint, encode_varint};
 
 /// Largest decoded length a snappy block may announce.
 const SNAPPY_MAX_DECODED: u64 = u32::MAX as u64;
 
-/// The decoded length a snappy block announces and the length of that preamble.
-fn preamble(block: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in block.iter().take(5).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
-/// The decoded length of a snappy block, from its preamble (`None`: not a snappy block).
+/// The decoded length a snappy block announces (`None`: not a snappy block).
 pub fn decoded_len(block: &[u8]) -> Option<u64> {
-    preamble(block).map(|(len, _)| len)
+    decode_varint(&mut &block[..]).ok()
 }
 
 /// One snappy block that decodes to the concatenation of what `blocks` decode to. `None`
@@ -43,24 +32,20 @@ pub fn join(blocks: &[Bytes]) -> Option<Bytes> {
     let mut total = 0u64;
     let mut bodies = Vec::with_capacity(blocks.len());
     for block in blocks {
-        let (len, skip) = preamble(block)?;
-        total += len;
-        bodies.push(&block[skip..]);
+        // The preamble is a varint, as in protobuf.
+        let mut body = &block[..];
+        total += decode_varint(&mut body).ok()?;
+        bodies.push(body);
     }
     if total > SNAPPY_MAX_DECODED {
         return None;
     }
-    let mut out = BytesMut::with_capacity(5 + bodies.iter().map(|b| b.len()).sum::<usize>());
-    let mut v = total;
-    while v >= 0x80 {
-        out.extend_from_slice(&[(v as u8) | 0x80]);
-        v >>= 7;
-    }
-    out.extend_from_slice(&[v as u8]);
+    let mut out = Vec::with_capacity(10 + bodies.iter().map(|b| b.len()).sum::<usize>());
+    encode_varint(total, &mut out);
     for body in bodies {
         out.extend_from_slice(body);
     }
-    Some(out.freeze())
+    Some(Bytes::from(out))
 }
 
 #[cfg(test)]

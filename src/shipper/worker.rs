@@ -160,15 +160,13 @@ impl Worker {
                 // Consecutive records go out as one request, up to the batch limit.
                 let mut batch = vec![record];
                 let mut decoded = batch_len(&batch[0]);
-                while let Some(ReadItem::Record(_, next)) = items.peek() {
-                    let len = batch_len(next);
-                    if decoded + len > self.max_batch_bytes {
-                        break;
-                    }
-                    decoded += len;
-                    let Some(ReadItem::Record(_, next)) = items.next() else {
-                        unreachable!("peeked a record")
-                    };
+                let max = self.max_batch_bytes;
+                let fits = |item: &ReadItem, decoded: u64| match item {
+                    ReadItem::Record(_, r) => decoded + batch_len(r) <= max,
+                    ReadItem::Corrupt(..) => false,
+                };
+                while let Some(ReadItem::Record(_, next)) = items.next_if(|i| fits(i, decoded)) {
+                    decoded += batch_len(&next);
                     batch.push(next);
                 }
                 let last = first + batch.len() as u64 - 1;
