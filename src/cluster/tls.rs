@@ -73,12 +73,9 @@ impl ClusterTls {
         let Some(path) = &self.ca else {
             return Ok(None);
         };
-        let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| file_error(path, e))?;
-        if certs.is_empty() {
-            return Err(file_error(path, "no certificate in the file"));
-        }
-        Ok(Some(certs))
+        crate::shipper::client::read_ca_bundle(path)
+            .map(Some)
+            .map_err(|e| file_error(path, e))
     }
 
     /// Every problem with the files, one line each (configuration validation: a bad file

@@ -146,17 +146,11 @@ impl EndpointClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .tls_danger_accept_invalid_certs(cfg.tls_insecure_skip_verify);
         if let Some(path) = &cfg.tls_ca_file {
-            let ca_err = |reason: String| ClientError::Ca {
+            let certs = read_ca_bundle(path).map_err(|reason| ClientError::Ca {
                 endpoint: cfg.name.clone(),
                 path: path.display().to_string(),
                 reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca_err("no certificate in the file".into()));
-            }
+            })?;
             builder = builder.tls_certs_merge(certs);
         }
         let http = builder.build().map_err(|e| ClientError::Build {
@@ -194,4 +188,15 @@ impl EndpointClient {
         let body = resp.text().await.unwrap_or_default();
         classify_status(status, retry_after.as_deref(), &body)
     }
+}
+
+/// The CA certificates of a PEM bundle (egress roots here, peer roots in the cluster); a
+/// file without any certificate is an error, not "trust nothing".
+pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    Ok(certs)
 }
