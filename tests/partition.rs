@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::logs::{key_lines, tail};
 use common::proxy::{Cut, Partition};
 use common::*;
 use serde_json::Value;
@@ -212,30 +213,6 @@ impl Drop for Scenario {
         }
         eprintln!("===== answers by (node, source, status) =====\n{statuses:?}");
     }
-}
-
-/// Log lines above DEBUG about the cluster, the election and shipping, and warnings;
-/// without openraft's repeated complaints about an unreachable peer.
-fn key_lines(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
-        .filter(|l| {
-            let raft_noise = l.contains("openraft::")
-                && !l.contains("reject vote-request")
-                && !l.contains("vote is changing");
-            !raft_noise
-                && (l.contains("cluster")
-                    || l.contains("source : ")
-                    || l.contains("handover")
-                    || l.contains(" WARN ")
-                    || l.contains(" ERROR "))
-        })
-        .map(str::to_owned)
-        .collect()
-}
-
-fn tail(lines: &[String], n: usize) -> String {
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Scenario {

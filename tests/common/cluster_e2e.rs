@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::e2e::*;
+use super::logs::{info_lines, key_lines, tail};
 use super::series::{near, Window};
 use super::{free_port, http, wait_until, Node};
 
@@ -75,37 +76,6 @@ impl Drop for Scenario {
             );
         }
     }
-}
-
-/// The lines of a highlander log above DEBUG level.
-pub fn info_lines(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The lines of a highlander log about the cluster, the election and handovers, and its
-/// warnings; without openraft's once-a-second complaints about an unreachable (killed)
-/// peer.
-pub fn key_lines(log: &str) -> Vec<String> {
-    info_lines(log)
-        .into_iter()
-        .filter(|l| {
-            let raft_retry = l.contains("openraft::")
-                && (l.contains("Unreachable") || l.contains("backoff_drain_events"));
-            !raft_retry
-                && (l.contains("cluster")
-                    || l.contains("source : ")
-                    || l.contains("handover")
-                    || l.contains(" WARN ")
-                    || l.contains(" ERROR "))
-        })
-        .collect()
-}
-
-pub fn tail(lines: &[String], n: usize) -> String {
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Scenario {

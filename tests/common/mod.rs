@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 pub mod cluster_e2e;
 pub mod e2e;
+pub mod logs;
 pub mod proxy;
 pub mod series;
 
