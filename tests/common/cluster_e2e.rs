@@ -453,14 +453,35 @@ impl Scenario {
             sw.max_gap,
             context()
         );
+        let old: BTreeSet<i64> = sw.old_own.iter().copied().collect();
+        let close: Vec<(i64, i64)> = w
+            .ts()
+            .windows(2)
+            .filter(|p| p[1] - p[0] < ms(MIN_SPACING))
+            .map(|p| (p[0], p[1]))
+            .collect();
+        let tolerated = |&(a, b): &(i64, i64)| {
+            sw.unseen_last_batch.is_some_and(|d| {
+                [a, b]
+                    .iter()
+                    .any(|t| old.contains(t) && *t <= sw.at && *t > sw.at - ms(d))
+            })
+        };
+        let overlaps = close.len();
         assert!(
-            sm.2 >= ms(MIN_SPACING),
-            "{what}: overlap, samples {} ms apart at {} and {}{}",
+            close.iter().all(tolerated) && overlaps <= usize::from(sw.unseen_last_batch.is_some()),
+            "{what}: overlap, samples {} ms apart at {} and {} ({overlaps} close pairs){}",
             sm.2,
             rel(&[sm.0], sw.at),
             rel(&[sm.1], sw.at),
             context()
         );
+        if overlaps > 0 {
+            eprintln!(
+                "{what}: one sample of the old replica's last batch (at {} s) reached the storage                  through the dead leader only; tolerated",
+                rel(&[close[0].0], sw.at)
+            );
+        }
     }
 
     /// The key log lines every node of `on` wrote since `marks` (at most `last` each).
@@ -493,4 +514,9 @@ pub struct Switch<'a> {
     pub marks: &'a [usize],
     /// Largest hole allowed.
     pub max_gap: Duration,
+    /// `None`: no overlap at all. `Some(d)`: the raft leader died with the old replica, so
+    /// the old replica's last batch may have reached the dead leader (and the storage) but
+    /// not the new leader, whose handover cut cannot know it: at most one old sample, taken
+    /// within `d` before the kill, may sit closer than [`MIN_SPACING`] to a new one.
+    pub unseen_last_batch: Option<Duration>,
 }
