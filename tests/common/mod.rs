@@ -329,13 +329,21 @@ async fn receive(
 }
 
 impl Sink {
-    /// Starts on a free port.
+    /// Starts on a port the kernel picks while binding: the sink lives in this process and
+    /// holds its socket, so unlike a port handed to a child there is no window between
+    /// choosing the port and binding it (a pick-then-bind once failed with "address in use").
     pub async fn start() -> Sink {
-        Self::start_on(free_port()).await
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind sink");
+        Self::serve(listener)
     }
 
     /// Starts on `port` (to bring a "dead" storage back on its old address).
     pub async fn start_on(port: u16) -> Sink {
+        Self::serve(TcpListener::bind(("127.0.0.1", port)).expect("bind sink"))
+    }
+
+    fn serve(listener: TcpListener) -> Sink {
+        let port = listener.local_addr().expect("sink address").port();
         let state = Arc::new(Mutex::new(Received::default()));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -347,8 +355,8 @@ impl Sink {
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1)
-        .bind(("127.0.0.1", port))
-        .expect("bind sink")
+        .listen(listener)
+        .expect("listen sink")
         .run();
         let handle = server.handle();
         tokio::spawn(server);
