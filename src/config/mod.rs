@@ -293,11 +293,11 @@ impl Config {
             &file.shutdown_timeout,
             DEFAULT_SHUTDOWN_TIMEOUT,
         );
-        let handover_window = match args
+        let handover_window_set = args
             .handover_window
             .as_ref()
-            .or(file.handover_window.as_ref())
-        {
+            .or(file.handover_window.as_ref());
+        let mut handover_window = match handover_window_set {
             Some(w) => p.take("handover-window", parse_duration(w)),
             // A few expiry windows: the new source's data since the old one went silent.
             None => health_expiry.map(|e| e * 3),
@@ -389,6 +389,13 @@ impl Config {
             p.check(!t.is_empty(), "admin token: must not be empty");
         }
         let cluster = cluster(&mut p, args, file);
+        if cluster.is_some() && handover_window_set.is_none() {
+            // In a cluster the raft leader may die with the promoted replica: the new
+            // leader is elected first, and only then lets the replica expire, so the next
+            // replica's ring must reach back over an election as well.
+            handover_window =
+                handover_window.map(|w| w + 2 * crate::cluster::node::DEFAULT_ELECTION_TIMEOUT_MAX);
+        }
         let token_reads = args.admin_token_reads || file.admin_token_reads.unwrap_or(false);
         p.check(
             !token_reads || token.is_some(),

@@ -258,3 +258,20 @@ fn cluster_tls_problems_are_reported_with_the_others() {
     );
     assert!(e.problems[0].contains("missing.pem"), "{e}");
 }
+
+#[test]
+fn cluster_handover_window_reaches_over_an_election() {
+    let single = Config::from_parts(&args(&[]), &FileConfig::default()).expect("valid");
+    assert_eq!(single.ingest.handover.window, Duration::from_secs(15));
+    let clustered = Config::from_parts(&cluster_args(&[]), &FileConfig::default()).expect("valid");
+    assert_eq!(
+        clustered.ingest.handover.window,
+        Duration::from_secs(15) + 2 * crate::cluster::node::DEFAULT_ELECTION_TIMEOUT_MAX
+    );
+    let set = Config::from_parts(
+        &cluster_args(&["--handover-window", "12s"]),
+        &FileConfig::default(),
+    )
+    .expect("valid");
+    assert_eq!(set.ingest.handover.window, Duration::from_secs(12));
+}
