@@ -8,6 +8,7 @@ pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod disk_sync;
 pub mod election;
 pub mod ingest;
 pub mod metrics;

@@ -3,8 +3,11 @@
 //! WAL. Written only on changes, which are rare.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::disk_sync::DiskSync;
 
 use super::state::{Change, PinView};
 
@@ -25,6 +28,7 @@ pub struct HistoryEntry {
 #[derive(Clone)]
 pub struct ElectionStore {
     db: sled::Db,
+    sync: Arc<DiskSync>,
     pins: sled::Tree,
     history: sled::Tree,
 }
@@ -43,6 +47,7 @@ impl ElectionStore {
             .cache_capacity(8 << 20)
             .open()?;
         Ok(ElectionStore {
+            sync: Arc::new(DiskSync::open(dir)?),
             pins: db.open_tree("pins")?,
             history: db.open_tree("history")?,
             db,
@@ -78,7 +83,7 @@ impl ElectionStore {
                 self.pins.remove(group.as_bytes())?;
             }
         }
-        self.db.flush()?;
+        self.sync.flush(&self.db)?;
         Ok(())
     }
 
@@ -101,7 +106,7 @@ impl ElectionStore {
         {
             self.history.remove(old)?;
         }
-        self.db.flush()?;
+        self.sync.flush(&self.db)?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::log::{db, durable_sender, flush_wanted};
+use super::log::{durable_sender, flush_to_disk, flush_wanted};
 use super::{Durability, Wal};
 
 /// Runs until `shutdown`, then flushes one last time.
@@ -38,9 +38,9 @@ pub async fn run_flusher(wal: Wal, shutdown: CancellationToken) {
         if already >= target {
             continue;
         }
-        let db = db(&wal);
+        let w = wal.clone();
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
+        match tokio::task::spawn_blocking(move || flush_to_disk(&w)).await {
             Ok(Ok(_)) => {
                 let m = &crate::metrics::METRICS;
                 m.wal_flush_duration

@@ -1,6 +1,7 @@
 //! The [`Wal`] handle: append, read, cursors, garbage collection, limits, recovery.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use tokio::sync::{watch, Notify};
 
 use super::record::{CodecError, Record};
 use super::{Durability, FullPolicy, StartAt, WalConfig, WalError, GC_CHUNK};
+use crate::disk_sync::DiskSync;
 use crate::election::{Clock, SystemClock};
 use crate::metrics::METRICS;
 
@@ -58,9 +60,19 @@ pub(super) struct Log {
     unlogged_drops: u64,
 }
 
+/// sled's segment size for the WAL. sled writes any message over a quarter segment to a
+/// file of its own, which [`DiskSync`] must then fsync (one more file, and a directory
+/// entry, per flush). A leaf of the records tree holds up to 17 records; with Prometheus'
+/// default 2000 samples per request (~50 KB) a leaf is under 1 MiB, so 4 MiB segments keep
+/// leaves in the log file (measured: 2.5 M samples/s against 1.5–1.8 M with 512 KiB or
+/// 1 MiB segments, at ~60 MiB more RSS). Bigger requests still work, at the blob cost.
+const SEGMENT_SIZE: usize = 4 << 20;
+
 pub(super) struct Inner {
     config: WalConfig,
     db: sled::Db,
+    /// The syncs sled's flush leaves out.
+    sync: DiskSync,
     pub(super) records: sled::Tree,
     cursors: sled::Tree,
     meta: sled::Tree,
@@ -167,7 +179,9 @@ impl Wal {
         let db = sled::Config::new()
             .path(&config.dir)
             .cache_capacity(64 << 20)
+            .segment_size(SEGMENT_SIZE)
             .open()?;
+        let sync = DiskSync::open(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
         let records = db.open_tree("records")?;
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
@@ -229,6 +243,7 @@ impl Wal {
             inner: Arc::new(Inner {
                 config,
                 db,
+                sync,
                 records,
                 cursors,
                 meta,
@@ -292,6 +307,7 @@ impl Wal {
         let limit = self.inner.config.max_bytes;
         let len = encoded.len() as u64;
         let mut log = self.lock();
+        let mut evicted = 0..0;
         if log.bytes + len > limit {
             match self.inner.config.full_policy {
                 FullPolicy::Block => {
@@ -317,7 +333,7 @@ impl Wal {
                             limit,
                         });
                     }
-                    self.evict(&mut log, upto, "size")?;
+                    evicted = self.evict(&mut log, upto, "size")?;
                 }
             }
         }
@@ -332,6 +348,7 @@ impl Wal {
         let next = log.next_seq;
         drop(log);
         self.inner.appended.send_replace(next);
+        self.remove_range(evicted)?;
         METRICS
             .wal_append_duration
             .observe(started.elapsed().as_secs_f64());
@@ -352,9 +369,11 @@ impl Wal {
     }
 
     /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
-    fn evict(&self, log: &mut Log, upto: u64, why: &'static str) -> Result<(), WalError> {
+    /// Returns the keys still to be removed with [`Wal::remove_range`] (see
+    /// [`Wal::forget_below`]).
+    fn evict(&self, log: &mut Log, upto: u64, why: &'static str) -> Result<Range<u64>, WalError> {
         if upto <= log.first_seq {
-            return Ok(());
+            return Ok(0..0);
         }
         let records = upto - log.first_seq;
         let mut lost_by_endpoints = 0u64;
@@ -375,7 +394,7 @@ impl Wal {
             .wal_dropped
             .with_label_values(&[why])
             .inc_by(records);
-        self.delete_below(log, upto)?;
+        let forgotten = self.forget_below(log, upto)?;
         log.unlogged_drops += records;
         let now = Instant::now();
         if log
@@ -392,30 +411,42 @@ impl Wal {
             log.last_drop_log = Some(now);
             log.unlogged_drops = 0;
         }
-        Ok(())
+        Ok(forgotten)
     }
 
-    /// Deletes records below `upto` in chunks; persists the high-water mark first.
-    fn delete_below(&self, log: &mut Log, upto: u64) -> Result<(), WalError> {
+    /// Drops records below `upto` from the index and the byte count, after persisting the
+    /// high-water mark; returns the range whose keys are still in sled. The caller removes
+    /// them with [`Wal::remove_range`] once it has released the log lock: removing a second's
+    /// worth of records takes milliseconds, and appends must not wait for it. Keys left
+    /// behind by a failed removal are below every cursor, so the next start-up's recovery
+    /// and collection remove them.
+    fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Range<u64>, WalError> {
         let upto = upto.min(log.next_seq);
-        if upto <= log.first_seq {
-            return Ok(());
+        let from = log.first_seq;
+        if upto <= from {
+            return Ok(0..0);
         }
         self.inner.meta.insert(NEXT_SEQ, &be(log.next_seq))?;
-        let mut seq = log.first_seq;
-        while seq < upto {
-            let end = (seq + GC_CHUNK as u64).min(upto);
+        for _ in from..upto {
+            if let Some(e) = log.index.pop_front() {
+                log.bytes -= u64::from(e.len);
+            }
+        }
+        log.first_seq = upto;
+        Ok(from..upto)
+    }
+
+    /// Removes the keys of forgotten records in chunks of at most [`GC_CHUNK`]. Nothing
+    /// else touches keys below `first_seq`, so this runs without the log lock.
+    fn remove_range(&self, range: Range<u64>) -> Result<(), WalError> {
+        let mut seq = range.start;
+        while seq < range.end {
+            let end = (seq + GC_CHUNK as u64).min(range.end);
             let mut batch = sled::Batch::default();
             for s in seq..end {
                 batch.remove(&be(s));
             }
             self.inner.records.apply_batch(batch)?;
-            for _ in seq..end {
-                if let Some(e) = log.index.pop_front() {
-                    log.bytes -= u64::from(e.len);
-                }
-            }
-            log.first_seq = end;
             seq = end;
         }
         Ok(())
@@ -586,9 +617,10 @@ impl Wal {
     /// Deletes records every endpoint took, and enforces the age limit (blocking).
     pub fn collect_garbage(&self) -> Result<(), WalError> {
         let mut log = self.lock();
+        let mut taken = 0..0;
         if !log.cursors.is_empty() {
             let slowest = log.cursors.values().copied().min().unwrap_or(log.first_seq);
-            self.delete_below(&mut log, slowest)?;
+            taken = self.forget_below(&mut log, slowest)?;
         }
         let max_age_ms = self.inner.config.max_age.as_millis() as u64;
         let cutoff = self.inner.clock.now_ms().saturating_sub(max_age_ms);
@@ -597,17 +629,21 @@ impl Wal {
             .iter()
             .take_while(|e| e.received_ms < cutoff)
             .count() as u64;
+        let mut aged = 0..0;
         if old > 0 {
             let upto = log.first_seq + old;
-            self.evict(&mut log, upto, "age")?;
+            aged = self.evict(&mut log, upto, "age")?;
         }
-        Ok(())
+        drop(log);
+        // Both ranges are below `first_seq` now; appends go on meanwhile.
+        self.remove_range(taken)?;
+        self.remove_range(aged)
     }
 
     /// Flushes everything to disk now (blocking) and marks it durable.
     pub fn flush_blocking(&self) -> Result<(), WalError> {
         let target = self.next_seq();
-        self.inner.db.flush()?;
+        flush_to_disk(self)?;
         self.inner.durable.send_if_modified(|d| {
             let moved = target > *d;
             *d = (*d).max(target);
@@ -681,8 +717,9 @@ pub(super) fn flush_wanted(wal: &Wal) -> &Notify {
     &wal.inner.flush_wanted
 }
 
-pub(super) fn db(wal: &Wal) -> sled::Db {
-    wal.inner.db.clone()
+/// Flushes sled and syncs what its flush leaves out (blocking; see [`crate::disk_sync`]).
+pub(super) fn flush_to_disk(wal: &Wal) -> Result<usize, sled::Error> {
+    wal.inner.sync.flush(&wal.inner.db)
 }
 
 #[cfg(test)]

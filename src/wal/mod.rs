@@ -18,12 +18,16 @@
 //! - The next sequence is never derived from "last key + 1" alone (it would restart behind
 //!   the cursors after a full drain): `next_seq` is persisted before any record is deleted,
 //!   and recovery takes the larger of it and the last key + 1.
-//! - A write is acknowledged only after the flush that covers it ([`Durability::Sync`]).
+//! - A write is acknowledged only after the flush that covers it ([`Durability::Sync`]). A
+//!   flush is sled's flush followed by the syncs it leaves out ([`crate::disk_sync`]), so
+//!   it holds across a power loss, not only a crash of the process.
 //!   Concurrent appends share flushes (group commit): one flusher task flushes whenever
 //!   appends are waiting, and every append inserted before a flush started is covered by it.
 //! - A cursor only moves forward over records the endpoint took (or that were quarantined,
 //!   dropped by the size/age limits, or skipped by an operator); records below the slowest
-//!   cursor are deleted in chunks of at most [`GC_CHUNK`] keys (one huge batch costs GiBs).
+//!   cursor are deleted in chunks of at most [`GC_CHUNK`] keys (one huge batch costs GiBs),
+//!   after the log lock is released: they leave the index (and the byte count) under the
+//!   lock, and only then their keys leave sled, so appends never wait for a deletion.
 //! - Full buffer: `drop-oldest` removes the oldest records (counted, logged at ERROR, the
 //!   cursors behind them moved up); `block` refuses the append, the ingest answers 503 and
 //!   Prometheus keeps the data in its own WAL and retries.

@@ -7,6 +7,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cluster::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::disk_sync::DiskSync;
 
 /// Keys deleted per sled batch when purging: one huge batch costs GiBs of RAM.
 pub const PURGE_CHUNK: usize = 1_000;
@@ -27,6 +29,7 @@ const LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
+    sync: Arc<DiskSync>,
     logs: sled::Tree,
     meta: sled::Tree,
 }
@@ -51,8 +54,9 @@ fn write_err(e: &(impl std::error::Error + 'static)) -> StorageError {
 
 impl LogStore {
     /// Opens the log trees of the raft database.
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+    pub(crate) fn open(db: &sled::Db, sync: Arc<DiskSync>) -> Result<Self, sled::Error> {
         Ok(LogStore {
+            sync,
             logs: db.open_tree("raft_log")?,
             meta: db.open_tree("raft_meta")?,
             db: db.clone(),
@@ -93,9 +97,10 @@ impl LogStore {
         serde_json::from_slice(bytes).map_err(|e| read_err(&e))
     }
 
-    /// Syncs the whole raft database to disk.
+    /// Syncs the whole raft database to disk (power loss included: see
+    /// [`crate::disk_sync`]).
     async fn flush(&self) -> Result<(), sled::Error> {
-        self.db.flush_async().await.map(|_| ())
+        self.sync.flush_async(&self.db).await.map(|_| ())
     }
 }
 

@@ -13,6 +13,9 @@ mod state_machine;
 mod tests;
 
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::disk_sync::DiskSync;
 
 pub use log::{LogStore, PURGE_CHUNK};
 pub use state_machine::{AppliedControl, ControlReader, SnapshotBuilder, StateMachineStore};
@@ -53,7 +56,8 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
         .cache_capacity(8 << 20)
         .open()
         .map_err(sled_err)?;
-    let log = LogStore::open(&db).map_err(sled_err)?;
-    let sm = StateMachineStore::open(&db)?;
+    let sync = Arc::new(DiskSync::open(dir).map_err(|e| sled_err(e.into()))?);
+    let log = LogStore::open(&db, sync.clone()).map_err(sled_err)?;
+    let sm = StateMachineStore::open(&db, sync)?;
     Ok((log, sm))
 }

@@ -15,6 +15,8 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::disk_sync::DiskSync;
+
 use crate::cluster::types::{
     ControlState, Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
@@ -79,6 +81,7 @@ impl ControlReader {
 /// State shared between the state machine and its snapshot builders.
 struct Shared {
     db: sled::Db,
+    sync: Arc<DiskSync>,
     tree: sled::Tree,
     /// The current snapshot. Replaced only by a newer one, under this lock, together with
     /// its copy on disk, so a slow builder never overwrites a newer installed snapshot.
@@ -162,7 +165,7 @@ fn decode<T: serde::de::DeserializeOwned>(
 
 impl StateMachineStore {
     /// Opens the state machine tree of the raft database and loads what it holds.
-    pub(crate) fn open(db: &sled::Db) -> Result<Self, StorageError> {
+    pub(crate) fn open(db: &sled::Db, sync: Arc<DiskSync>) -> Result<Self, StorageError> {
         let read_err =
             |e: sled::Error| -> StorageError { StorageIOError::read_state_machine(&e).into() };
         let tree = db.open_tree("raft_sm").map_err(read_err)?;
@@ -190,6 +193,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 db: db.clone(),
+                sync,
                 tree,
                 current: Mutex::new(snapshot),
             }),
@@ -215,8 +219,8 @@ impl StateMachineStore {
 
     async fn flush(&self, err: impl Fn(AnyError) -> StorageError) -> Result<(), StorageError> {
         self.shared
-            .db
-            .flush_async()
+            .sync
+            .flush_async(&self.shared.db)
             .await
             .map(|_| ())
             .map_err(|e| err(AnyError::new(&e)))
@@ -264,8 +268,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .store_snapshot(&stored, Some(self.seq), None, false)?
         {
             self.shared
-                .db
-                .flush_async()
+                .sync
+                .flush_async(&self.shared.db)
                 .await
                 .map_err(|e| write_err(AnyError::new(&e)))?;
         }
