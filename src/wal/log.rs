@@ -1,20 +1,20 @@
-//! The [`Wal`] handle: append, read, cursors, garbage collection, limits, recovery.
+//! The [`Wal`] handle: recovery, append, read, cursors (removal: [`super::gc`], totals:
+//! [`super::stats`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use super::record::{CodecError, Record};
-use super::{Durability, FullPolicy, StartAt, WalConfig, WalError, GC_CHUNK};
+use super::{Durability, FullPolicy, StartAt, WalConfig, WalError};
 use crate::disk_sync::DiskSync;
 use crate::election::{Clock, SystemClock};
 use crate::metrics::METRICS;
 
-const NEXT_SEQ: &[u8] = b"next_seq";
+pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
 
 /// What the in-memory index keeps of a record (so limits and lag need no disk reads).
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +22,8 @@ pub(super) struct Entry {
     /// Encoded length; 0 for a hole left by a damaged record.
     pub(super) len: u32,
     pub(super) received_ms: u64,
-    min_ts: i64,
-    max_ts: i64,
+    pub(super) min_ts: i64,
+    pub(super) max_ts: i64,
 }
 
 impl Entry {
@@ -38,7 +38,7 @@ impl Entry {
         }
     }
 
-    fn has_samples(&self) -> bool {
+    pub(super) fn has_samples(&self) -> bool {
         self.len > 0 && self.min_ts <= self.max_ts
     }
 }
@@ -50,14 +50,14 @@ pub(super) struct Log {
     /// The next sequence to assign.
     pub(super) next_seq: u64,
     pub(super) index: VecDeque<Entry>,
-    bytes: u64,
-    cursors: BTreeMap<String, u64>,
+    pub(super) bytes: u64,
+    pub(super) cursors: BTreeMap<String, u64>,
     /// Records each endpoint lost to the limits (since start).
-    dropped: BTreeMap<String, u64>,
-    dropped_total: u64,
+    pub(super) dropped: BTreeMap<String, u64>,
+    pub(super) dropped_total: u64,
     /// Rate-limits the ERROR line about dropped records.
-    last_drop_log: Option<Instant>,
-    unlogged_drops: u64,
+    pub(super) last_drop_log: Option<Instant>,
+    pub(super) unlogged_drops: u64,
 }
 
 /// sled's segment size for the WAL. sled writes any message over a quarter segment to a
@@ -69,13 +69,13 @@ pub(super) struct Log {
 const SEGMENT_SIZE: usize = 4 << 20;
 
 pub(super) struct Inner {
-    config: WalConfig,
+    pub(super) config: WalConfig,
     db: sled::Db,
     /// The syncs sled's flush leaves out.
     sync: DiskSync,
     pub(super) records: sled::Tree,
-    cursors: sled::Tree,
-    meta: sled::Tree,
+    pub(super) cursors: sled::Tree,
+    pub(super) meta: sled::Tree,
     pub(super) quarantine: sled::Tree,
     log: Mutex<Log>,
     /// `next_seq` after the latest append: wakes the shippers.
@@ -111,27 +111,6 @@ impl ReadItem {
     }
 }
 
-/// Buffer totals and per-endpoint positions, for the admin API.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueStats {
-    /// Records buffered.
-    pub records: u64,
-    /// Bytes buffered (encoded records).
-    pub bytes: u64,
-    /// The byte cap.
-    pub max_bytes: u64,
-    /// Oldest buffered sequence.
-    pub first_seq: u64,
-    /// Next sequence to be assigned.
-    pub next_seq: u64,
-    /// Seconds since the oldest buffered record was received.
-    pub oldest_age_seconds: f64,
-    /// Records removed by the size/age limits since start.
-    pub dropped_records: u64,
-    /// Per endpoint.
-    pub endpoints: BTreeMap<String, CursorStats>,
-}
-
 /// An operator's cursor move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CursorMove {
@@ -141,21 +120,6 @@ pub struct CursorMove {
     pub to: u64,
     /// Buffered records between the two (skipped, or to be sent again).
     pub records: u64,
-}
-
-/// One endpoint's position in the buffer.
-#[derive(Debug, Clone, Serialize)]
-pub struct CursorStats {
-    /// Next sequence it has not taken.
-    pub cursor: u64,
-    /// Records it has not taken.
-    pub lag_records: u64,
-    /// Bytes it has not taken.
-    pub lag_bytes: u64,
-    /// Data time between its oldest untaken sample and the newest buffered one.
-    pub lag_seconds: f64,
-    /// Records it lost to the size/age limits since start.
-    pub dropped_records: u64,
 }
 
 pub(super) fn be(seq: u64) -> [u8; 8] {
@@ -368,90 +332,6 @@ impl Wal {
         Ok(())
     }
 
-    /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
-    /// Returns the keys still to be removed with [`Wal::remove_range`] (see
-    /// [`Wal::forget_below`]).
-    fn evict(&self, log: &mut Log, upto: u64, why: &'static str) -> Result<Range<u64>, WalError> {
-        if upto <= log.first_seq {
-            return Ok(0..0);
-        }
-        let records = upto - log.first_seq;
-        let mut lost_by_endpoints = 0u64;
-        let Log {
-            cursors, dropped, ..
-        } = &mut *log;
-        for (name, cursor) in cursors.iter_mut() {
-            if *cursor < upto {
-                let lost = upto - *cursor;
-                lost_by_endpoints += lost;
-                *dropped.entry(name.clone()).or_default() += lost;
-                *cursor = upto;
-                self.inner.cursors.insert(name.as_bytes(), &be(upto))?;
-            }
-        }
-        log.dropped_total += records;
-        METRICS
-            .wal_dropped
-            .with_label_values(&[why])
-            .inc_by(records);
-        let forgotten = self.forget_below(log, upto)?;
-        log.unlogged_drops += records;
-        let now = Instant::now();
-        if log
-            .last_drop_log
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-        {
-            tracing::error!(
-                reason = why,
-                records = log.unlogged_drops,
-                total_dropped = log.dropped_total,
-                lost_by_endpoints,
-                "wal: buffer limit reached, oldest records dropped before every endpoint took them"
-            );
-            log.last_drop_log = Some(now);
-            log.unlogged_drops = 0;
-        }
-        Ok(forgotten)
-    }
-
-    /// Drops records below `upto` from the index and the byte count, after persisting the
-    /// high-water mark; returns the range whose keys are still in sled. The caller removes
-    /// them with [`Wal::remove_range`] once it has released the log lock: removing a second's
-    /// worth of records takes milliseconds, and appends must not wait for it. Keys left
-    /// behind by a failed removal are below every cursor, so the next start-up's recovery
-    /// and collection remove them.
-    fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Range<u64>, WalError> {
-        let upto = upto.min(log.next_seq);
-        let from = log.first_seq;
-        if upto <= from {
-            return Ok(0..0);
-        }
-        self.inner.meta.insert(NEXT_SEQ, &be(log.next_seq))?;
-        for _ in from..upto {
-            if let Some(e) = log.index.pop_front() {
-                log.bytes -= u64::from(e.len);
-            }
-        }
-        log.first_seq = upto;
-        Ok(from..upto)
-    }
-
-    /// Removes the keys of forgotten records in chunks of at most [`GC_CHUNK`]. Nothing
-    /// else touches keys below `first_seq`, so this runs without the log lock.
-    fn remove_range(&self, range: Range<u64>) -> Result<(), WalError> {
-        let mut seq = range.start;
-        while seq < range.end {
-            let end = (seq + GC_CHUNK as u64).min(range.end);
-            let mut batch = sled::Batch::default();
-            for s in seq..end {
-                batch.remove(&be(s));
-            }
-            self.inner.records.apply_batch(batch)?;
-            seq = end;
-        }
-        Ok(())
-    }
-
     /// Reads up to `max_records` records (and about `max_bytes`) from `from` on (blocking).
     pub fn read_blocking(
         &self,
@@ -614,32 +494,6 @@ impl Wal {
         pos
     }
 
-    /// Deletes records every endpoint took, and enforces the age limit (blocking).
-    pub fn collect_garbage(&self) -> Result<(), WalError> {
-        let mut log = self.lock();
-        let mut taken = 0..0;
-        if !log.cursors.is_empty() {
-            let slowest = log.cursors.values().copied().min().unwrap_or(log.first_seq);
-            taken = self.forget_below(&mut log, slowest)?;
-        }
-        let max_age_ms = self.inner.config.max_age.as_millis() as u64;
-        let cutoff = self.inner.clock.now_ms().saturating_sub(max_age_ms);
-        let old = log
-            .index
-            .iter()
-            .take_while(|e| e.received_ms < cutoff)
-            .count() as u64;
-        let mut aged = 0..0;
-        if old > 0 {
-            let upto = log.first_seq + old;
-            aged = self.evict(&mut log, upto, "age")?;
-        }
-        drop(log);
-        // Both ranges are below `first_seq` now; appends go on meanwhile.
-        self.remove_range(taken)?;
-        self.remove_range(aged)
-    }
-
     /// Flushes everything to disk now (blocking) and marks it durable.
     pub fn flush_blocking(&self) -> Result<(), WalError> {
         let target = self.next_seq();
@@ -650,53 +504,6 @@ impl Wal {
             moved
         });
         Ok(())
-    }
-
-    /// Totals and per-endpoint lag.
-    pub fn stats(&self) -> QueueStats {
-        let log = self.lock();
-        let now = self.inner.clock.now_ms();
-        let live = log.index.iter().filter(|e| e.len > 0);
-        let oldest = live.clone().next().map(|e| e.received_ms);
-        let newest_ts = log
-            .index
-            .iter()
-            .rev()
-            .find(|e| e.has_samples())
-            .map(|e| e.max_ts);
-        let endpoints = log
-            .cursors
-            .iter()
-            .map(|(name, &cursor)| {
-                let skip = cursor.saturating_sub(log.first_seq) as usize;
-                let pending = log.index.iter().skip(skip).filter(|e| e.len > 0);
-                let lag_records = pending.clone().count() as u64;
-                let lag_bytes = pending.clone().map(|e| u64::from(e.len)).sum();
-                let oldest_ts = pending.filter(|e| e.has_samples()).map(|e| e.min_ts).min();
-                let lag_seconds = match (oldest_ts, newest_ts) {
-                    (Some(o), Some(n)) if n > o => (n - o) as f64 / 1000.0,
-                    _ => 0.0,
-                };
-                let stats = CursorStats {
-                    cursor,
-                    lag_records,
-                    lag_bytes,
-                    lag_seconds,
-                    dropped_records: log.dropped.get(name).copied().unwrap_or(0),
-                };
-                (name.clone(), stats)
-            })
-            .collect();
-        QueueStats {
-            records: live.count() as u64,
-            bytes: log.bytes,
-            max_bytes: self.inner.config.max_bytes,
-            first_seq: log.first_seq,
-            next_seq: log.next_seq,
-            oldest_age_seconds: oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0),
-            dropped_records: log.dropped_total,
-            endpoints,
-        }
     }
 }
 

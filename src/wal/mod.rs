@@ -41,10 +41,12 @@
 //!   clean shutdown; a crash loses whatever was not flushed.
 
 pub mod commit;
+mod gc;
 mod inspect;
 mod log;
 mod quarantine;
 pub mod record;
+mod stats;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,9 +54,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use inspect::RecordSummary;
-pub use log::{CursorMove, CursorStats, QueueStats, ReadItem, Wal};
+pub use log::{CursorMove, ReadItem, Wal};
 pub use quarantine::Quarantined;
 pub use record::{Record, RecordMeta};
+pub use stats::{CursorStats, QueueStats};
 
 /// Most keys deleted in one sled batch.
 pub const GC_CHUNK: usize = 1_000;

@@ -1,0 +1,132 @@
+//! What leaves the buffer: records every endpoint took (below the slowest cursor), and
+//! records the size and age limits drop as data loss (moving lagging cursors up).
+//!
+//! A removal has two steps. Under the log lock a record leaves the index and the byte
+//! count, after the high-water mark is persisted ([`Wal::forget_below`]); its key leaves
+//! sled afterwards, without the lock, in chunks of at most [`GC_CHUNK`]
+//! ([`Wal::remove_range`]): removing a second's worth of records takes milliseconds and
+//! appends must not wait for it. Nothing else touches keys below `first_seq`.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::log::{be, Log, NEXT_SEQ};
+use super::{Wal, WalError, GC_CHUNK};
+use crate::metrics::METRICS;
+
+impl Wal {
+    /// Deletes records every endpoint took, and enforces the age limit (blocking).
+    pub fn collect_garbage(&self) -> Result<(), WalError> {
+        let mut log = self.lock();
+        let mut taken = 0..0;
+        if !log.cursors.is_empty() {
+            let slowest = log.cursors.values().copied().min().unwrap_or(log.first_seq);
+            taken = self.forget_below(&mut log, slowest)?;
+        }
+        let max_age_ms = self.inner.config.max_age.as_millis() as u64;
+        let cutoff = self.inner.clock.now_ms().saturating_sub(max_age_ms);
+        let old = log
+            .index
+            .iter()
+            .take_while(|e| e.received_ms < cutoff)
+            .count() as u64;
+        let mut aged = 0..0;
+        if old > 0 {
+            let upto = log.first_seq + old;
+            aged = self.evict(&mut log, upto, "age")?;
+        }
+        drop(log);
+        // Both ranges are below `first_seq` now; appends go on meanwhile.
+        self.remove_range(taken)?;
+        self.remove_range(aged)
+    }
+
+    /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
+    /// Returns the keys still to be removed with [`Wal::remove_range`] (see
+    /// [`Wal::forget_below`]).
+    pub(super) fn evict(
+        &self,
+        log: &mut Log,
+        upto: u64,
+        why: &'static str,
+    ) -> Result<Range<u64>, WalError> {
+        if upto <= log.first_seq {
+            return Ok(0..0);
+        }
+        let records = upto - log.first_seq;
+        let mut lost_by_endpoints = 0u64;
+        let Log {
+            cursors, dropped, ..
+        } = &mut *log;
+        for (name, cursor) in cursors.iter_mut() {
+            if *cursor < upto {
+                let lost = upto - *cursor;
+                lost_by_endpoints += lost;
+                *dropped.entry(name.clone()).or_default() += lost;
+                *cursor = upto;
+                self.inner.cursors.insert(name.as_bytes(), &be(upto))?;
+            }
+        }
+        log.dropped_total += records;
+        METRICS
+            .wal_dropped
+            .with_label_values(&[why])
+            .inc_by(records);
+        let forgotten = self.forget_below(log, upto)?;
+        log.unlogged_drops += records;
+        let now = Instant::now();
+        if log
+            .last_drop_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            tracing::error!(
+                reason = why,
+                records = log.unlogged_drops,
+                total_dropped = log.dropped_total,
+                lost_by_endpoints,
+                "wal: buffer limit reached, oldest records dropped before every endpoint took them"
+            );
+            log.last_drop_log = Some(now);
+            log.unlogged_drops = 0;
+        }
+        Ok(forgotten)
+    }
+
+    /// Drops records below `upto` from the index and the byte count, after persisting the
+    /// high-water mark; returns the range whose keys are still in sled. The caller removes
+    /// them with [`Wal::remove_range`] once it has released the log lock: removing a second's
+    /// worth of records takes milliseconds, and appends must not wait for it. Keys left
+    /// behind by a failed removal are below every cursor, so the next start-up's recovery
+    /// and collection remove them.
+    fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Range<u64>, WalError> {
+        let upto = upto.min(log.next_seq);
+        let from = log.first_seq;
+        if upto <= from {
+            return Ok(0..0);
+        }
+        self.inner.meta.insert(NEXT_SEQ, &be(log.next_seq))?;
+        for _ in from..upto {
+            if let Some(e) = log.index.pop_front() {
+                log.bytes -= u64::from(e.len);
+            }
+        }
+        log.first_seq = upto;
+        Ok(from..upto)
+    }
+
+    /// Removes the keys of forgotten records in chunks of at most [`GC_CHUNK`]. Nothing
+    /// else touches keys below `first_seq`, so this runs without the log lock.
+    pub(super) fn remove_range(&self, range: Range<u64>) -> Result<(), WalError> {
+        let mut seq = range.start;
+        while seq < range.end {
+            let end = (seq + GC_CHUNK as u64).min(range.end);
+            let mut batch = sled::Batch::default();
+            for s in seq..end {
+                batch.remove(&be(s));
+            }
+            self.inner.records.apply_batch(batch)?;
+            seq = end;
+        }
+        Ok(())
+    }
+}
