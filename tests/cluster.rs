@@ -1,7 +1,8 @@
 //! Three real highlander processes forming a raft cluster on loopback, with an in-test
 //! storage: a leader ships, the others stand by; SIGKILL of the leader under load → a new
 //! leader within seconds, the same promoted source, shipping resumes and every sample a
-//! surviving node acknowledged arrives; the killed node rejoins as a follower.
+//! surviving node acknowledged arrives; the killed node rejoins as a follower. An operator
+//! moves leadership to a named node and shipping follows it.
 
 mod common;
 
@@ -101,15 +102,10 @@ async fn write_everywhere(
     acked
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_loss_keeps_the_promoted_source_and_loses_nothing_acknowledged() {
-    let sink = Sink::start().await;
-    let mut nodes = start_cluster(&sink).await;
-    let first_leader = leader_of(&nodes.iter().collect::<Vec<_>>()).await;
-
-    // The first writes get 503 until the leader commits the promotion; then 204 everywhere.
-    let t0 = 1_700_000_000_000i64;
-    let mut t = t0;
+/// Writes source `a` to every node until all three acknowledge it (the first writes get 503
+/// until the leader commits the promotion); returns the data time of the last write.
+async fn promote_a(nodes: &[Node]) -> i64 {
+    let mut t = 1_700_000_000_000i64;
     wait_until(
         "the promotion of a to be committed",
         Duration::from_secs(20),
@@ -121,6 +117,16 @@ async fn leader_loss_keeps_the_promoted_source_and_loses_nothing_acknowledged() 
         },
     )
     .await;
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_loss_keeps_the_promoted_source_and_loses_nothing_acknowledged() {
+    let sink = Sink::start().await;
+    let mut nodes = start_cluster(&sink).await;
+    let first_leader = leader_of(&nodes.iter().collect::<Vec<_>>()).await;
+
+    let mut t = promote_a(&nodes).await;
 
     let mut acked_by: Vec<BTreeSet<(String, i64)>> = vec![BTreeSet::new(); 3];
     for _ in 0..20 {
@@ -278,4 +284,113 @@ async fn a_node_joins_through_the_admin_api_and_is_removed_again() {
         .await
         .expect("admin");
     assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_named_voter_and_shipping_follows() {
+    let sink = Sink::start().await;
+    let nodes = start_cluster(&sink).await;
+    let leader = leader_of(&nodes.iter().collect::<Vec<_>>()).await;
+    let target = (leader + 1) % 3;
+    let via = &nodes[(leader + 2) % 3];
+    let mut t = promote_a(&nodes).await;
+    let term_before = nodes[leader].admin_json("/api/v1/cluster").await["status"]["term"]
+        .as_u64()
+        .expect("term");
+
+    // Asked through a node that is neither the leader nor the target.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_highlander"))
+        .args(["cluster", "transfer-leader", &(target + 1).to_string()])
+        .args(["--admin", &format!("http://{}", via.admin)])
+        .output()
+        .expect("run the CLI");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "transfer-leader failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "leadership moved from node {} to node {}",
+            leader + 1,
+            target + 1
+        )),
+        "{stdout}"
+    );
+    eprintln!("{stdout}");
+    for (i, n) in nodes.iter().enumerate() {
+        let want = if i == target { "leader" } else { "follower" };
+        wait_until(
+            &format!("node {} to be {want}", i + 1),
+            Duration::from_secs(10),
+            || async { (role(n).await == want).then_some(()) },
+        )
+        .await;
+    }
+    let status = nodes[target].admin_json("/api/v1/cluster").await["status"].clone();
+    assert!(
+        status["term"].as_u64().expect("term") > term_before,
+        "{status}"
+    );
+    let g = nodes[target].admin_json("/api/v1/groups/default").await;
+    assert_eq!(
+        g["promoted"]["source"], "a",
+        "the promoted source is kept: {g}"
+    );
+
+    // Writes go on, and the new leader ships every acknowledged sample.
+    let mut acked: BTreeSet<(String, i64)> = BTreeSet::new();
+    for _ in 0..10 {
+        t += 1_000;
+        let live: Vec<Option<&Node>> = nodes.iter().map(Some).collect();
+        for (_, keys) in write_everywhere(&live, t).await {
+            acked.extend(keys);
+        }
+    }
+    assert!(!acked.is_empty());
+    wait_until(
+        "every acknowledged sample at the storage",
+        Duration::from_secs(30),
+        || async {
+            let got: BTreeSet<(String, i64)> = sink.samples().into_iter().collect();
+            acked.is_subset(&got).then_some(())
+        },
+    )
+    .await;
+    let q = nodes[leader].admin_json("/api/v1/queue").await;
+    assert_eq!(
+        q["endpoints"][0]["state"], "standby",
+        "the old leader ships: {q}"
+    );
+    assert!(
+        nodes[leader]
+            .log()
+            .contains("elections and heartbeats resumed"),
+        "the old leader did not resume"
+    );
+
+    // To the leader itself: nothing to do. To a node that is not a member: refused.
+    let transfer = |to: u64| {
+        let url = format!("http://{}/api/v1/cluster/transfer-leader", via.admin);
+        async move {
+            let r = http()
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(serde_json::json!({ "to": to }).to_string())
+                .send()
+                .await
+                .expect("admin");
+            let status = r.status().as_u16();
+            let text = r.text().await.expect("body");
+            let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+            (status, value)
+        }
+    };
+    let (status, body) = transfer(target as u64 + 1).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["transferred"]["took_ms"], 0, "{body}");
+    let (status, body) = transfer(9).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "not_a_voter", "{body}");
 }

@@ -365,3 +365,41 @@ pub async fn remove_member(
         Err(e) => cluster_error(&e),
     }
 }
+
+/// Body of `POST /api/v1/cluster/transfer-leader`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    to: u64,
+}
+
+pub async fn transfer_leader(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    body: web::Json<TransferBody>,
+) -> HttpResponse {
+    guard_mutation!(admin, req);
+    let Some(cluster) = &admin.cluster else {
+        return not_clustered();
+    };
+    let from = cluster.leader();
+    match cluster.transfer_leader(body.to).await {
+        Ok(took) => {
+            tracing::info!(caller = %auth::caller(&req), from = ?from, to = body.to, ?took, "admin: leadership transferred");
+            HttpResponse::Ok().json(serde_json::json!({
+                "transferred": { "from": from, "to": body.to, "took_ms": took.as_millis() as u64 },
+                "status": cluster.status(),
+                "members": cluster.members(),
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(caller = %auth::caller(&req), to = body.to, error = %e, "admin: leadership transfer failed");
+            let status = if e.is_retryable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::CONFLICT
+            };
+            error(status, e.as_label(), &e.to_string())
+        }
+    }
+}

@@ -90,6 +90,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/cluster/members/{id}",
             web::delete().to(actions::remove_member),
         )
+        .route(
+            "/api/v1/cluster/transfer-leader",
+            web::post().to(actions::transfer_leader),
+        )
         .route("/api/v1/queue", web::get().to(views::queue))
         .route("/api/v1/queue/records", web::get().to(views::records))
         .route("/api/v1/queue/records/{seq}", web::get().to(views::record))

@@ -228,6 +228,14 @@ async fn execute(command: &AdminCommand) -> Result<String, ClientError> {
                     .await?,
                 Box::new(render::cluster),
             ),
+            Some(ClusterAction::TransferLeader { id }) => (
+                api.post(
+                    v1(&["cluster", "transfer-leader"]),
+                    Some(serde_json::json!({ "to": id })),
+                )
+                .await?,
+                Box::new(render::transferred),
+            ),
         },
         AdminCommand::Pin(a) => {
             let mut body = hold(&a.hold, now)?;

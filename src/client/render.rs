@@ -617,6 +617,20 @@ pub fn quarantine_changed(v: &Value, key: &str, what: &str) -> String {
 }
 
 /// `cluster`: status (when present) and members.
+/// A leadership transfer's answer: what moved, then the cluster as [`cluster`] shows it.
+pub fn transferred(v: &Value) -> String {
+    let t = &v["transferred"];
+    let from = t["from"]
+        .as_u64()
+        .map_or_else(|| "none known".to_owned(), |l| l.to_string());
+    format!(
+        "leadership moved from node {from} to node {} in {} ms\n\n{}",
+        count(&t["to"]),
+        count(&t["took_ms"]),
+        cluster(v)
+    )
+}
+
 pub fn cluster(v: &Value) -> String {
     let mut out = String::new();
     let s = &v["status"];

@@ -64,6 +64,7 @@ pub mod shipping;
 mod status;
 pub mod store;
 pub mod tls;
+pub mod transfer;
 pub mod types;
 
 #[cfg(test)]

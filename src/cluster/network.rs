@@ -170,9 +170,31 @@ impl ClusterTransport {
         report: &super::reports::Report,
         timeout: Duration,
     ) -> Result<(), String> {
-        let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+        self.post_ok(addr, rpc::REPORT_PATH, report, timeout).await
+    }
+
+    /// Asks the node at `addr` to take a leadership transfer step.
+    pub async fn election(
+        &self,
+        addr: &str,
+        action: &super::transfer::ElectionAction,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.post_ok(addr, rpc::ELECTION_PATH, action, timeout)
+            .await
+    }
+
+    /// Posts `body` as JSON; any 2xx is success, anything else a one-line reason.
+    async fn post_ok<T: serde::Serialize>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let response = self
-            .post(addr, rpc::REPORT_PATH, body, timeout)
+            .post(addr, path, body, timeout)
             .await
             .map_err(|e| error_chain(&e))?;
         if response.status().is_success() {

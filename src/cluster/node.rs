@@ -43,6 +43,7 @@ use crate::cluster::network::{ClusterTransport, ForwardError};
 use crate::cluster::proposal::{propose_locally, Proposal, ProposalReply};
 use crate::cluster::rpc::{self, RpcState, Secret};
 use crate::cluster::store::{self, ControlReader};
+use crate::cluster::transfer::{ElectionAction, ElectionPause, TransferError};
 use crate::cluster::types::{NodeId, Raft, Request, Response};
 
 pub use super::config::*;
@@ -76,6 +77,8 @@ struct Inner {
     quorum_ack: Arc<Mutex<Option<Instant>>>,
     /// Latest follower reports (used while leading).
     reports: Reports,
+    /// This node's side of a leadership transfer.
+    pause: Arc<ElectionPause>,
     server: ServerHandle,
     server_task: Mutex<Option<JoinHandle<std::io::Result<()>>>>,
     stop: CancellationToken,
@@ -130,7 +133,9 @@ impl Cluster {
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let reports = Reports::default();
+        let pause = Arc::new(ElectionPause::default());
         let state = RpcState {
+            pause: pause.clone(),
             raft: raft.clone(),
             node_id: config.node_id,
             secret,
@@ -179,6 +184,7 @@ impl Cluster {
                 lease,
                 quorum_ack: quorum_ack.clone(),
                 reports,
+                pause,
                 server: server_handle,
                 server_task: Mutex::new(Some(server_task)),
                 stop: stop.clone(),
@@ -383,6 +389,35 @@ impl Cluster {
         }
     }
 
+    /// Moves leadership to voter `to` (see [`super::transfer`]); returns how long it took.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<Duration, TransferError> {
+        super::transfer::run(self, to).await
+    }
+
+    /// Applies a leadership transfer step on node `id`: this node directly, another one
+    /// over the cluster listener.
+    pub(super) async fn election_step(
+        &self,
+        id: NodeId,
+        action: ElectionAction,
+    ) -> Result<(), String> {
+        let inner = &self.inner;
+        if id == inner.node_id {
+            inner.pause.apply(&inner.raft, id, action).await;
+            return Ok(());
+        }
+        let addr = self
+            .members()
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(|m| m.addr)
+            .ok_or_else(|| format!("node {id} has no known address"))?;
+        inner
+            .transport
+            .election(&addr, &action, inner.write_timeout)
+            .await
+    }
+
     /// Follower reports received while leading.
     pub fn reports(&self) -> &Reports {
         &self.inner.reports
@@ -497,7 +532,10 @@ impl Cluster {
                 Some(l) => l,
                 None => self.wait_for_leader(deadline).await?,
             };
-            let reply = if target == inner.node_id {
+            let reply = if target == inner.node_id && inner.pause.is_paused() {
+                // Handing over leadership: wait for the next leader.
+                ProposalReply::ForwardToLeader { leader: None }
+            } else if target == inner.node_id {
                 propose_locally(&inner.raft, proposal.clone(), remaining).await
             } else {
                 let addr = self

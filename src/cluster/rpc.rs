@@ -16,7 +16,8 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::cluster::proposal::{propose_locally, Proposal};
+use crate::cluster::proposal::{propose_locally, Proposal, ProposalReply};
+use crate::cluster::transfer::{ElectionAction, ElectionPause};
 use crate::cluster::types::{NodeId, Raft, TypeConfig};
 
 /// Path of the append-entries (and heartbeat) RPC.
@@ -29,6 +30,8 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const WRITE_PATH: &str = "/cluster/write";
 /// Follower reports of the sources they see.
 pub const REPORT_PATH: &str = "/cluster/report";
+/// Path of a leadership transfer step ([`super::transfer::ElectionAction`]).
+pub const ELECTION_PATH: &str = "/cluster/election";
 /// Header naming the sending node on every cluster request (logs; the partition test's
 /// fault proxy). Informational only: never trusted for authentication.
 pub const NODE_HEADER: &str = "x-highlander-node";
@@ -90,6 +93,8 @@ pub(crate) struct RpcState {
     pub(crate) write_timeout: Duration,
     /// Reports received from followers.
     pub(crate) reports: super::reports::Reports,
+    /// This node's side of a leadership transfer.
+    pub(crate) pause: Arc<ElectionPause>,
 }
 
 /// Registers the cluster routes on an app that carries `web::Data<RpcState>`.
@@ -102,7 +107,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route(VOTE_PATH, web::post().to(vote))
             .route(SNAPSHOT_PATH, web::post().to(snapshot))
             .route(WRITE_PATH, web::post().to(write))
-            .route(REPORT_PATH, web::post().to(report)),
+            .route(REPORT_PATH, web::post().to(report))
+            .route(ELECTION_PATH, web::post().to(election)),
     );
 }
 
@@ -188,7 +194,21 @@ async fn write(state: web::Data<RpcState>, body: web::Bytes) -> HttpResponse {
                 ?proposal,
                 "cluster: forwarded proposal"
             );
+            if state.pause.is_paused() {
+                // Handing over leadership: the proposal goes to the next leader.
+                return reply(&ProposalReply::ForwardToLeader { leader: None });
+            }
             reply(&propose_locally(&state.raft, proposal, state.write_timeout).await)
+        }
+        Err(e) => bad_request(&e),
+    }
+}
+
+async fn election(state: web::Data<RpcState>, body: web::Bytes) -> HttpResponse {
+    match serde_json::from_slice::<ElectionAction>(&body) {
+        Ok(action) => {
+            state.pause.apply(&state.raft, state.node_id, action).await;
+            HttpResponse::NoContent().finish()
         }
         Err(e) => bad_request(&e),
     }

@@ -60,7 +60,7 @@ pub enum AdminCommand {
     Cluster(ClusterArgs),
 }
 
-/// `highlander cluster [members | add ID ADDR | remove ID]`.
+/// `highlander cluster [members | add ID ADDR | remove ID | transfer-leader ID]`.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
     /// Without an action: the cluster's status and members.
@@ -89,6 +89,11 @@ pub enum ClusterAction {
     /// Remove node ID from the cluster.
     Remove {
         /// Node id.
+        id: u64,
+    },
+    /// Move leadership to voter ID (takes about 2.5 s; writes go on).
+    TransferLeader {
+        /// Node id of the new leader.
         id: u64,
     },
 }
