@@ -354,15 +354,20 @@ impl Cluster {
             return Ok(());
         }
         let addr = self
-            .members()
-            .into_iter()
-            .find(|m| m.id == id)
-            .map(|m| m.addr)
+            .addr_of(id)
             .ok_or_else(|| format!("node {id} has no known address"))?;
         inner
             .transport
             .election(&addr, &action, inner.write_timeout)
             .await
+    }
+
+    /// The cluster address of member `id`, as this node's membership has it.
+    fn addr_of(&self, id: NodeId) -> Option<String> {
+        self.members()
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(|m| m.addr)
     }
 
     /// Follower reports received while leading.
@@ -376,12 +381,7 @@ impl Cluster {
         let Some(leader) = self.leader().filter(|l| *l != self.inner.node_id) else {
             return Ok(());
         };
-        let Some(addr) = self
-            .members()
-            .into_iter()
-            .find(|m| m.id == leader)
-            .map(|m| m.addr)
-        else {
+        let Some(addr) = self.addr_of(leader) else {
             return Err(format!("leader {leader} has no known address"));
         };
         self.inner

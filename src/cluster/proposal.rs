@@ -11,6 +11,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::transfer::ElectionPause;
 use crate::cluster::types::{NodeId, Raft, Request, Response};
 
 /// Something only the leader can commit.
@@ -69,11 +70,17 @@ pub enum ProposalReply {
 }
 
 /// Runs `proposal` on this node, as leader, waiting at most `timeout` for the commit.
+/// While this node hands leadership over (`pause`), nothing is proposed: the caller is
+/// sent on to the next leader.
 pub(crate) async fn propose_locally(
     raft: &Raft,
+    pause: &ElectionPause,
     proposal: Proposal,
     timeout: Duration,
 ) -> ProposalReply {
+    if pause.is_paused() {
+        return ProposalReply::ForwardToLeader { leader: None };
+    }
     let run = async {
         match proposal {
             Proposal::Write { request } => raft.client_write(request).await,

@@ -16,7 +16,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::cluster::proposal::{propose_locally, Proposal, ProposalReply};
+use crate::cluster::proposal::{propose_locally, Proposal};
 use crate::cluster::transfer::{ElectionAction, ElectionPause};
 use crate::cluster::types::{NodeId, Raft, TypeConfig};
 
@@ -194,11 +194,7 @@ async fn write(state: web::Data<RpcState>, body: web::Bytes) -> HttpResponse {
                 ?proposal,
                 "cluster: forwarded proposal"
             );
-            if state.pause.is_paused() {
-                // Handing over leadership: the proposal goes to the next leader.
-                return reply(&ProposalReply::ForwardToLeader { leader: None });
-            }
-            reply(&propose_locally(&state.raft, proposal, state.write_timeout).await)
+            reply(&propose_locally(&state.raft, &state.pause, proposal, state.write_timeout).await)
         }
         Err(e) => bad_request(&e),
     }

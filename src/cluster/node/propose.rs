@@ -88,18 +88,10 @@ impl Cluster {
                 Some(l) => l,
                 None => self.wait_for_leader(deadline).await?,
             };
-            let reply = if target == inner.node_id && inner.pause.is_paused() {
-                // Handing over leadership: wait for the next leader.
-                ProposalReply::ForwardToLeader { leader: None }
-            } else if target == inner.node_id {
-                propose_locally(&inner.raft, proposal.clone(), remaining).await
+            let reply = if target == inner.node_id {
+                propose_locally(&inner.raft, &inner.pause, proposal.clone(), remaining).await
             } else {
-                let addr = self
-                    .members()
-                    .into_iter()
-                    .find(|m| m.id == target)
-                    .map(|m| m.addr);
-                let Some(addr) = addr else {
+                let Some(addr) = self.addr_of(target) else {
                     last_failure = ClusterWriteError::LeaderUnreachable {
                         leader: target,
                         reason: "no address in the membership".into(),
