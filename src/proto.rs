@@ -5,3 +5,25 @@
 #![allow(missing_docs, clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+
+#[cfg(test)]
+impl TimeSeries {
+    /// For unit tests: a series whose only label is `__name__ = name`, with one sample per
+    /// timestamp in `ts`, valued as its timestamp.
+    pub(crate) fn named(name: &str, ts: &[i64]) -> TimeSeries {
+        TimeSeries {
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: name.into(),
+            }],
+            samples: ts
+                .iter()
+                .map(|&t| Sample {
+                    value: t as f64,
+                    timestamp: t,
+                })
+                .collect(),
+            ..TimeSeries::default()
+        }
+    }
+}

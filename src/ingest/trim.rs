@@ -173,25 +173,8 @@ fn count_samples(series: &[u8]) -> Result<u64, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
+    use crate::proto::{TimeSeries, WriteRequest};
     use prost::Message;
-
-    fn series(name: &str, ts: &[i64]) -> TimeSeries {
-        TimeSeries {
-            labels: vec![Label {
-                name: "__name__".into(),
-                value: name.into(),
-            }],
-            samples: ts
-                .iter()
-                .map(|&t| Sample {
-                    value: t as f64,
-                    timestamp: t,
-                })
-                .collect(),
-            ..TimeSeries::default()
-        }
-    }
 
     fn req(series: Vec<TimeSeries>) -> Vec<u8> {
         WriteRequest {
@@ -202,7 +185,7 @@ mod tests {
     }
 
     fn hash_of(name: &str) -> u64 {
-        let raw = series(name, &[]).encode_to_vec();
+        let raw = TimeSeries::named(name, &[]).encode_to_vec();
         series_hash(&raw).expect("valid")
     }
 
@@ -210,11 +193,14 @@ mod tests {
     fn learns_the_last_timestamp_and_the_step_per_series() {
         let mut ends = HashMap::new();
         learn_ends(
-            &req(vec![series("a", &[1_000, 2_000]), series("b", &[1_500])]),
+            &req(vec![
+                TimeSeries::named("a", &[1_000, 2_000]),
+                TimeSeries::named("b", &[1_500]),
+            ]),
             &mut ends,
         )
         .expect("valid");
-        learn_ends(&req(vec![series("a", &[3_000])]), &mut ends).expect("valid");
+        learn_ends(&req(vec![TimeSeries::named("a", &[3_000])]), &mut ends).expect("valid");
         assert_eq!(
             ends[&hash_of("a")],
             SeriesEnd {
@@ -235,9 +221,9 @@ mod tests {
     #[test]
     fn trims_per_series_and_drops_emptied_series() {
         let raw = req(vec![
-            series("a", &[1_000, 2_000, 3_000]),
-            series("b", &[1_000]),
-            series("c", &[5]),
+            TimeSeries::named("a", &[1_000, 2_000, 3_000]),
+            TimeSeries::named("b", &[1_000]),
+            TimeSeries::named("c", &[5]),
         ]);
         let (a, b) = (hash_of("a"), hash_of("b"));
         let t = trim(&raw, |h| {
@@ -254,13 +240,16 @@ mod tests {
         let got = WriteRequest::decode(t.raw.as_slice()).expect("valid");
         assert_eq!(
             got.timeseries,
-            vec![series("a", &[3_000]), series("c", &[5])]
+            vec![
+                TimeSeries::named("a", &[3_000]),
+                TimeSeries::named("c", &[5])
+            ]
         );
     }
 
     #[test]
     fn nothing_to_trim_keeps_the_bytes() {
-        let raw = req(vec![series("a", &[1_000, 2_000])]);
+        let raw = req(vec![TimeSeries::named("a", &[1_000, 2_000])]);
         let t = trim(&raw, |_| Some(0)).expect("valid");
         assert_eq!(t.raw, raw);
         assert_eq!((t.kept, t.trimmed), (2, 0));

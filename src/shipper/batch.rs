@@ -51,25 +51,12 @@ pub fn join(blocks: &[Bytes]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+    use crate::proto::{MetricMetadata, TimeSeries, WriteRequest};
     use prost::Message;
 
     fn request(name: &str, ts: &[i64], with_metadata: bool) -> WriteRequest {
         WriteRequest {
-            timeseries: vec![TimeSeries {
-                labels: vec![Label {
-                    name: "__name__".into(),
-                    value: name.into(),
-                }],
-                samples: ts
-                    .iter()
-                    .map(|&t| Sample {
-                        value: t as f64,
-                        timestamp: t,
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
+            timeseries: vec![TimeSeries::named(name, ts)],
             metadata: if with_metadata {
                 vec![MetricMetadata {
                     metric_family_name: name.into(),

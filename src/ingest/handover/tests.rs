@@ -4,7 +4,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::*;
-use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
+use crate::proto::{TimeSeries, WriteRequest};
 
 const STEP: i64 = 1_000;
 
@@ -12,20 +12,7 @@ fn write(series: &[(&str, &[i64])], received_ms: u64) -> Held {
     let req = WriteRequest {
         timeseries: series
             .iter()
-            .map(|(name, ts)| TimeSeries {
-                labels: vec![Label {
-                    name: "__name__".into(),
-                    value: (*name).into(),
-                }],
-                samples: ts
-                    .iter()
-                    .map(|&t| Sample {
-                        value: t as f64,
-                        timestamp: t,
-                    })
-                    .collect(),
-                ..TimeSeries::default()
-            })
+            .map(|(name, ts)| TimeSeries::named(name, ts))
             .collect(),
         metadata: vec![],
     };
