@@ -4,6 +4,7 @@
 //! [`app`] is the only place that builds and wires the parts.
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod client;
 pub mod cluster;
