@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
@@ -139,7 +138,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .map_err(|_| WalError::Closed)?
         .map_err(AppError::State)?;
     let flusher = tokio::spawn(wal::commit::run_flusher(wal.clone(), shutdown.clone()));
-    tasks.push(tokio::spawn(collect_garbage(wal.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(wal::gc::run_collector(
+        wal.clone(),
+        shutdown.clone(),
+    )));
     // Standalone: always ship. Cluster: only while this node leads (see cluster::shipping).
     let (gate, gate_rx) = tokio::sync::watch::channel(config.cluster.is_none());
     let (shipper, workers) = Shipper::start(
@@ -307,24 +309,6 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             source: std::io::Error::other(e.to_string()),
         }),
         _ => Ok(()),
-    }
-}
-
-/// Deletes what every endpoint took, and enforces the age limit, once a second.
-async fn collect_garbage(wal: Wal, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let w = wal.clone();
-        match tokio::task::spawn_blocking(move || w.collect_garbage()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "wal: garbage collection failed"),
-            Err(e) => tracing::error!(error = %e, "wal: garbage collection task failed"),
-        }
     }
 }
 

@@ -178,6 +178,10 @@ async fn read_commands_show_the_node_groups_queue_and_records() {
         "{endpoints}"
     );
 
+    // Taken records are deleted within milliseconds: pause the endpoint so the next write
+    // stays buffered to be listed.
+    ok(&node, &["pause", "lts"]).await;
+    assert_eq!(write(&node, "a", 10, "m", T0 + 1000).await, 204);
     let records = ok(&node, &["records", "--limit", "5"]).await;
     let rec: Vec<&str> = records
         .lines()
@@ -263,8 +267,19 @@ fn path_str(p: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_skip_and_replay_move_an_endpoint() {
     let sink = Sink::start().await;
-    let node = start(&sink, &[]).await;
-    let state = || async { node.admin_json("/api/v1/queue").await["endpoints"][0].clone() };
+    // A second, paused endpoint keeps what lts skips buffered, so lts can replay it.
+    let archive = Sink::start().await;
+    let archive_arg = format!("archive={}", archive.url());
+    let node = start(&sink, &["--remote-write", &archive_arg]).await;
+    ok(&node, &["pause", "archive"]).await;
+    let state = || async {
+        let queue = node.admin_json("/api/v1/queue").await;
+        let endpoints = queue["endpoints"].as_array().expect("endpoints").clone();
+        endpoints
+            .into_iter()
+            .find(|e| e["name"] == "lts")
+            .expect("lts is listed")
+    };
 
     assert_eq!(
         ok(&node, &["pause", "lts"]).await,
@@ -293,12 +308,14 @@ async fn pause_resume_skip_and_replay_move_an_endpoint() {
     assert!(out.starts_with("lts: skipped 3 records"), "{out}");
     assert_eq!(state().await["lag_records"], 0);
 
-    // Replay the three skipped records (still buffered: nobody took them), then resume:
-    // they arrive after all.
+    // Replay the three skipped records (still buffered: archive has not taken them), then
+    // resume: they arrive after all.
     let out = ok(&node, &["replay", "lts", "--from-time", "1h ago"]).await;
     assert!(out.starts_with("lts: sending 3 records again"), "{out}");
     assert_eq!(ok(&node, &["resume", "lts"]).await, "lts resumed\n");
     sink.wait_samples(3, Duration::from_secs(10)).await;
+    ok(&node, &["resume", "archive"]).await;
+    archive.wait_samples(3, Duration::from_secs(10)).await;
     node.wait_drained(Duration::from_secs(10)).await;
     assert_ne!(state().await["state"], "paused");
 

@@ -6,13 +6,53 @@
 //! sled afterwards, without the lock, in chunks of at most [`GC_CHUNK`]
 //! ([`Wal::remove_range`]): removing a second's worth of records takes milliseconds and
 //! appends must not wait for it. Nothing else touches keys below `first_seq`.
+//!
+//! [`run_collector`] deletes soon after a cursor moves, not on a slow timer: sled keeps
+//! values inside its B-tree leaves and rewrites a leaf whole when it splits (at 17 keys),
+//! so every record that is still buffered when its leaf splits is written to sled's log
+//! again. Records shipped within milliseconds and deleted at once keep the live tree a
+//! leaf or two wide; with a one-second collection period a second of records stayed
+//! buffered, and sled's log writes, page faults and memory grew with it.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use super::log::{be, Log, NEXT_SEQ};
 use super::{Wal, WalError, GC_CHUNK};
 use crate::metrics::METRICS;
+
+/// The age limit is checked this often even when no cursor moves.
+const AGE_CHECK: Duration = Duration::from_secs(1);
+
+/// Passes are at least this far apart, so that a busy shipper's many small cursor moves
+/// share one deletion.
+const MIN_GAP: Duration = Duration::from_millis(5);
+
+/// Deletes what every endpoint took soon after a cursor moves, and enforces the age limit,
+/// until `shutdown`.
+pub async fn run_collector(wal: Wal, shutdown: CancellationToken) {
+    let mut age_check = tokio::time::interval(AGE_CHECK);
+    age_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = age_check.tick() => {}
+            _ = wal.inner.cursor_moved.notified() => {}
+        }
+        let w = wal.clone();
+        match tokio::task::spawn_blocking(move || w.collect_garbage()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "wal: garbage collection failed"),
+            Err(e) => tracing::error!(error = %e, "wal: garbage collection task failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MIN_GAP) => {}
+        }
+    }
+}
 
 impl Wal {
     /// Deletes records every endpoint took, and enforces the age limit (blocking).
@@ -128,5 +168,48 @@ impl Wal {
             seq = end;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::run_collector;
+    use crate::wal::model_tests::{open, record, ENDPOINTS};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cursor_move_wakes_the_collector_which_deletes_what_every_endpoint_took() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = open(dir.path(), u64::MAX);
+        for i in 0..3 {
+            wal.append(&record(i, 10)).await.expect("append");
+        }
+        assert!(wal.advance_cursor(ENDPOINTS[0], 0, 3).expect("advance"));
+        // The move left a wake-up behind, even with no collector waiting yet.
+        tokio::time::timeout(Duration::from_secs(5), wal.inner.cursor_moved.notified())
+            .await
+            .expect("a cursor move wakes the collector");
+
+        let shutdown = CancellationToken::new();
+        let collector = tokio::spawn(run_collector(wal.clone(), shutdown.clone()));
+        // One endpoint still needs the records: they stay.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(wal.stats().records, 3);
+        assert!(wal.advance_cursor(ENDPOINTS[1], 0, 2).expect("advance"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while wal.first_seq() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the taken records were not deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(wal.stats().records, 1);
+        assert_eq!(wal.first_seq(), 2);
+        shutdown.cancel();
+        collector.await.expect("collector stops");
     }
 }

@@ -84,6 +84,8 @@ pub(super) struct Inner {
     durable: watch::Sender<u64>,
     /// Appends waiting for a flush.
     flush_wanted: Notify,
+    /// A cursor moved: records may be ready to delete.
+    pub(super) cursor_moved: Notify,
     pub(super) clock: Arc<dyn Clock>,
 }
 
@@ -226,6 +228,7 @@ impl Wal {
                 appended,
                 durable,
                 flush_wanted: Notify::new(),
+                cursor_moved: Notify::new(),
                 clock,
             }),
         })
@@ -447,6 +450,7 @@ impl Wal {
         self.inner
             .cursors
             .insert(endpoint.as_bytes(), &be(*cursor))?;
+        self.inner.cursor_moved.notify_one();
         Ok(true)
     }
 
@@ -476,6 +480,7 @@ impl Wal {
             .count() as u64;
         log.cursors.insert(endpoint.to_owned(), to);
         self.inner.cursors.insert(endpoint.as_bytes(), &be(to))?;
+        self.inner.cursor_moved.notify_one();
         Ok(CursorMove { from, to, records })
     }
 

@@ -41,7 +41,7 @@
 //!   clean shutdown; a crash loses whatever was not flushed.
 
 pub mod commit;
-mod gc;
+pub mod gc;
 mod inspect;
 mod log;
 mod quarantine;

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::{Durability, FullPolicy, ReadItem, Record, RecordMeta, StartAt, Wal, WalConfig};
 
-const ENDPOINTS: [&str; 2] = ["a", "b"];
+pub(super) const ENDPOINTS: [&str; 2] = ["a", "b"];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -49,7 +49,7 @@ impl Model {
     }
 }
 
-fn record(i: u64, size: usize) -> Record {
+pub(super) fn record(i: u64, size: usize) -> Record {
     Record {
         group: "g".into(),
         source: format!("s{}", i % 3),
@@ -82,7 +82,7 @@ pub(super) fn reopen(config: WalConfig) -> Wal {
     }
 }
 
-fn open(dir: &std::path::Path, max_bytes: u64) -> Wal {
+pub(super) fn open(dir: &std::path::Path, max_bytes: u64) -> Wal {
     let wal = reopen(WalConfig {
         dir: dir.to_path_buf(),
         max_bytes,
