@@ -15,6 +15,12 @@
 //! 3. *Live trim.* The new source's next live writes are trimmed the same way until one is
 //!    entirely past the handover point.
 //!
+//! A source alone in its group (no other source wrote within the window) holds nothing:
+//! there is nobody to hand over to, and at full rate a ring costs its whole byte cap. When
+//! a second source appears both start holding; a handover within the first window after
+//! that may find the old source's ring short, and series it does not cover fall back to
+//! the group's newest forwarded timestamp (as after a restart).
+//!
 //! A hole can still appear when the new source itself missed the data (it was down, or its
 //! ring had already dropped it: older than the window or over the byte cap), and after a
 //! restart of highlander (rings are in memory).
@@ -119,7 +125,8 @@ pub struct Plan {
 #[derive(Clone)]
 pub struct Handover {
     config: HandoverConfig,
-    rings: Arc<Mutex<HashMap<(String, String), Ring>>>,
+    /// Per group, per source.
+    rings: Arc<Mutex<HashMap<String, HashMap<String, Ring>>>>,
     groups: Arc<Mutex<HashMap<String, Arc<AsyncMutex<GroupState>>>>>,
 }
 
@@ -142,13 +149,29 @@ impl Handover {
         let window_ms = self.config.window.as_millis() as i64;
         let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         let now = write.meta.received_ms;
-        if rings.len() > 1 && now % 64 == 0 {
-            rings.retain(|_, r| now.saturating_sub(r.last_received_ms) < FORGET_MS);
+        if now % 64 == 0 {
+            rings.retain(|_, sources| {
+                sources.retain(|_, r| now.saturating_sub(r.last_received_ms) < FORGET_MS);
+                !sources.is_empty()
+            });
         }
-        let ring = rings
-            .entry((group.to_owned(), source.to_owned()))
-            .or_default();
+        if !rings.contains_key(group) {
+            rings.insert(group.to_owned(), HashMap::new());
+        }
+        let sources = rings.get_mut(group).expect("inserted above");
+        let alone = !sources.iter().any(|(other, r)| {
+            other != source && (now.saturating_sub(r.last_received_ms) as i64) < window_ms
+        });
+        if !sources.contains_key(source) {
+            sources.insert(source.to_owned(), Ring::default());
+        }
+        let ring = sources.get_mut(source).expect("inserted above");
         ring.last_received_ms = now;
+        if alone {
+            ring.held.clear();
+            ring.bytes = 0;
+            return;
+        }
         ring.bytes += write.payload.len() as u64;
         ring.held.push_back((write.clone(), forwarded));
         let newest = write.meta.max_ts;
@@ -173,7 +196,8 @@ impl Handover {
     fn held(&self, group: &str, source: &str, only_forwarded: bool) -> Vec<Held> {
         let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         rings
-            .get(&(group.to_owned(), source.to_owned()))
+            .get(group)
+            .and_then(|sources| sources.get(source))
             .map(|r| {
                 r.held
                     .iter()

@@ -76,16 +76,17 @@ async fn promoted(h: &Handover, source: &str, w: Held) -> Vec<(String, i64)> {
 #[tokio::test]
 async fn failover_backfills_the_gap_without_overlap() {
     let h = handover();
-    // a is promoted and scrapes at 0, 1000, …, 5000, then dies.
-    for t in (0..=5).map(|i| i * STEP) {
-        promoted(&h, "a", write(&[("up", &[t]), ("x", &[t + 10])], t as u64)).await;
-    }
-    // b scrapes 300 ms later in the cycle; held as standby meanwhile, until 9300.
-    for t in (0..=9).map(|i| i * STEP + 300) {
+    // a is promoted and scrapes at 0, 1000, …, 5000, then dies; b scrapes 300 ms later in
+    // the cycle and is held as standby meanwhile, until 9300.
+    for i in 0..=9 {
+        let t = i * STEP;
+        if i <= 5 {
+            promoted(&h, "a", write(&[("up", &[t]), ("x", &[t + 10])], t as u64)).await;
+        }
         h.hold(
             "g",
             "b",
-            &write(&[("up", &[t]), ("x", &[t + 10])], t as u64),
+            &write(&[("up", &[t + 300]), ("x", &[t + 310])], (t + 300) as u64),
             false,
         );
     }
@@ -179,6 +180,8 @@ async fn a_lagging_new_source_only_forwards_what_is_newer() {
 #[tokio::test]
 async fn a_new_source_with_nothing_held_forwards_its_live_writes_after_the_cut() {
     let h = handover();
+    // c, a standby seen at the start, makes the group an HA group: a holds its writes.
+    h.hold("g", "c", &write(&[("up", &[0])], 0), false);
     for t in (0..=3).map(|i| i * STEP) {
         promoted(&h, "a", write(&[("up", &[t])], t as u64)).await;
     }
@@ -218,6 +221,7 @@ fn rings_are_bounded_in_data_time_and_bytes() {
         max_decoded_bytes: 1 << 24,
     });
     for t in (0..=20).map(|i| i * STEP) {
+        h.hold("g", "b", &write(&[("up", &[t])], t as u64), false);
         h.hold("g", "a", &write(&[("up", &[t])], t as u64), false);
     }
     let held = h.held("g", "a", false);
@@ -227,4 +231,24 @@ fn rings_are_bounded_in_data_time_and_bytes() {
     );
     assert!(held.iter().map(|w| w.payload.len() as u64).sum::<u64>() <= 400);
     assert_eq!(held.last().map(|w| w.meta.max_ts), Some(20_000));
+}
+
+#[test]
+fn a_source_alone_in_its_group_holds_nothing() {
+    let h = handover();
+    let held = |source: &str| h.held("g", source, false).len();
+    for t in (0..=3).map(|i| i * STEP) {
+        h.hold("g", "a", &write(&[("up", &[t])], t as u64), true);
+    }
+    assert_eq!(held("a"), 0, "nobody to hand over to");
+    // b appears: from now on both hold.
+    h.hold("g", "b", &write(&[("up", &[4_300])], 4_300), false);
+    h.hold("g", "a", &write(&[("up", &[5_000])], 5_000), true);
+    assert_eq!((held("a"), held("b")), (1, 1));
+    // A source of another group does not count.
+    h.hold("other", "x", &write(&[("up", &[5_000])], 5_000), true);
+    assert_eq!(h.held("other", "x", false).len(), 0);
+    // b silent for longer than the window (15 s): a is alone again and lets go.
+    h.hold("g", "a", &write(&[("up", &[20_000])], 20_000), true);
+    assert_eq!(held("a"), 0);
 }
