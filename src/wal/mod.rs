@@ -25,7 +25,8 @@
 //!   appends are waiting, and every append inserted before a flush started is covered by it.
 //! - A cursor only moves forward over records the endpoint took (or that were quarantined,
 //!   dropped by the size/age limits, or skipped by an operator); records below the slowest
-//!   cursor are deleted in chunks of at most [`GC_CHUNK`] keys (one huge batch costs GiBs),
+//!   cursor are deleted within milliseconds of the cursor move ([`gc::run_collector`]), in
+//!   chunks of at most [`GC_CHUNK`] keys (one huge batch costs GiBs),
 //!   after the log lock is released: they leave the index (and the byte count) under the
 //!   lock, and only then their keys leave sled, so appends never wait for a deletion.
 //! - Full buffer: `drop-oldest` removes the oldest records (counted, logged at ERROR, the
