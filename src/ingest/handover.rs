@@ -130,6 +130,15 @@ pub struct Handover {
     groups: Arc<Mutex<HashMap<String, Arc<AsyncMutex<GroupState>>>>>,
 }
 
+/// The value under `key`, inserted empty if missing; the key is only copied then (a lookup
+/// per write must not allocate).
+fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// Rings untouched for this long are dropped.
 const FORGET_MS: u64 = 10 * 60 * 1000;
 
@@ -155,17 +164,11 @@ impl Handover {
                 !sources.is_empty()
             });
         }
-        if !rings.contains_key(group) {
-            rings.insert(group.to_owned(), HashMap::new());
-        }
-        let sources = rings.get_mut(group).expect("inserted above");
+        let sources = slot(&mut rings, group);
         let alone = !sources.iter().any(|(other, r)| {
             other != source && (now.saturating_sub(r.last_received_ms) as i64) < window_ms
         });
-        if !sources.contains_key(source) {
-            sources.insert(source.to_owned(), Ring::default());
-        }
-        let ring = sources.get_mut(source).expect("inserted above");
+        let ring = slot(sources, source);
         ring.last_received_ms = now;
         if alone {
             ring.held.clear();
@@ -211,7 +214,7 @@ impl Handover {
     async fn group(&self, group: &str) -> OwnedMutexGuard<GroupState> {
         let lock = {
             let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-            groups.entry(group.to_owned()).or_default().clone()
+            slot(&mut groups, group).clone()
         };
         lock.lock_owned().await
     }
