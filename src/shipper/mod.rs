@@ -71,7 +71,11 @@ struct EndpointHandle {
 pub struct RetryConfig {
     /// First wait after a failure.
     pub initial: Duration,
-    /// Longest wait between attempts.
+    /// Longest wait between attempts. 5 s, as Prometheus' own `max_backoff`: the wait
+    /// after a storage comes back is what an outage adds to the catch-up (uniform in
+    /// [0, max] once the ceiling is reached; with 30 s it was most of a 30 s outage's
+    /// catch-up), and one request per endpoint every few seconds costs a struggling
+    /// storage nothing. A storage that wants less sends `Retry-After`, which is honoured.
     pub max: Duration,
     /// Longest `Retry-After` honoured.
     pub max_retry_after: Duration,
@@ -81,7 +85,7 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             initial: Duration::from_millis(250),
-            max: Duration::from_secs(30),
+            max: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(300),
         }
     }
