@@ -2,7 +2,7 @@
 //!
 //! - `decode`: snappy + wire scan of a realistic Remote-Write 1.0 request (2000
 //!   node_exporter-like series, one sample each), as received and with the replica label to
-//!   strip (which re-encodes and re-compresses the body);
+//!   strip (which re-encodes and re-compresses the body), and the wire scan alone;
 //! - `election`: [`ElectionState::observe`] for the promoted source and for a standby, and
 //!   [`ElectionState::tick`] over 100 groups of 2 sources;
 //! - `wal_append`: `insert_all` + `wait_durable` of one ~50 KB record, durability `none`
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use highlander::election::state::ElectionState;
 use highlander::election::Observation;
 use highlander::ingest::decode::decode;
-use highlander::ingest::wire::Wanted;
+use highlander::ingest::wire::{scan, Wanted};
 use highlander::ingest::Limits;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use highlander::wal::{
@@ -184,6 +184,13 @@ fn decode_benches(c: &mut Criterion) {
     // No label configured (identity from the query): the body is stored as received.
     group.bench_function("as_received", |b| {
         b.iter(|| decode(black_box(plain.clone()), LIMITS, Wanted::default()).expect("valid"))
+    });
+    // The wire scan alone (validation + timestamps), on the decompressed body.
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&plain)
+        .expect("valid snappy");
+    group.bench_function("scan_only", |b| {
+        b.iter(|| scan(black_box(&raw), Wanted::default()).expect("valid"))
     });
     let wanted = Wanted {
         replica: Some(REPLICA_LABEL),

@@ -298,6 +298,71 @@ proptest! {
         prop_assert_eq!(s.max_ts, all.iter().copied().max());
     }
 
+    /// Labels in any order, empty or non-ASCII: the scan finds the same first rule broken
+    /// (or none) as a plain reading of the prost-decoded request.
+    #[test]
+    fn scan_applies_the_label_rules_like_prost(
+        series in proptest::collection::vec(
+            (
+                proptest::collection::vec(("[a-cé_]{0,3}", "\\PC{0,4}"), 0..5),
+                proptest::collection::vec(any::<i64>(), 0..3),
+            ),
+            0..6,
+        ),
+    ) {
+        let req = WriteRequest {
+            timeseries: series
+                .iter()
+                .map(|(labels, ts)| TimeSeries {
+                    labels: labels.iter().map(|(n, v)| label(n, v)).collect(),
+                    samples: ts.iter().map(|&t| Sample { value: 0.5, timestamp: t }).collect(),
+                    ..TimeSeries::default()
+                })
+                .collect(),
+            metadata: vec![],
+        };
+        let expected = series.iter().find_map(|(labels, _)| {
+            if labels.is_empty() {
+                return Some("empty_labels");
+            }
+            let mut prev: Option<&str> = None;
+            for (name, _) in labels {
+                if name.is_empty() {
+                    return Some("empty_label_name");
+                }
+                match prev.map(|p| p.cmp(name.as_str())) {
+                    Some(std::cmp::Ordering::Equal) => return Some("duplicate_label"),
+                    Some(std::cmp::Ordering::Greater) => return Some("unsorted_labels"),
+                    _ => prev = Some(name),
+                }
+            }
+            None
+        });
+        let raw = req.encode_to_vec();
+        let got = scan(&raw, Wanted::default());
+        prop_assert_eq!(got.as_ref().err().map(WireError::as_label), expected, "{:?}", got);
+    }
+
+    /// A damaged request the scan still accepts reads the same as prost reads it (when
+    /// prost accepts it too): the inline paths take no shortcut the field loop would not.
+    #[test]
+    fn damaged_requests_read_like_prost(
+        ts in proptest::collection::vec(arb_series(), 1..6),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut raw = WriteRequest { timeseries: ts, metadata: vec![] }.encode_to_vec();
+        let i = at.index(raw.len());
+        raw[i] = byte;
+        if let (Ok(s), Ok(req)) = (scan(&raw, Wanted::default()), WriteRequest::decode(&raw[..])) {
+            let all: Vec<i64> = req.timeseries.iter().flat_map(|t| t.samples.iter().map(|s| s.timestamp)).collect();
+            prop_assert_eq!(s.series as usize, req.timeseries.len());
+            prop_assert_eq!(s.samples as usize, all.len());
+            prop_assert_eq!(s.min_ts, all.iter().copied().min());
+            prop_assert_eq!(s.max_ts, all.iter().copied().max());
+        }
+    }
+
     #[test]
     fn scan_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = scan(&bytes, wanted());
