@@ -1,4 +1,5 @@
-//! The process allocator: the system allocator, plus a few recycled sled IO buffers.
+//! The process allocator: the system allocator, plus a few recycled sled IO buffers, and
+//! a cap on glibc's malloc arenas ([`limit_arenas`]).
 //!
 //! sled 0.34 gives every log segment a fresh IO buffer of the segment's size (4 MiB for the
 //! WAL), aligned to 8 KiB, and frees it once the segment is written. The system allocator
@@ -21,6 +22,28 @@ use std::cell::UnsafeCell;
 use std::hint;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// malloc arenas the relay runs with, unless `MALLOC_ARENA_MAX` says otherwise.
+pub const ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas at [`ARENAS`]; call before any thread starts.
+///
+/// glibc gives each thread that meets a locked arena a new one, up to 8 per core; the relay
+/// has a dozen threads (HTTP workers, runtime, blocking pool, sled's IO threads) that free
+/// each other's buffers, and every arena keeps its own free memory. Measured at full
+/// benchmark load: peak RSS 285-294 -> 218-229 MiB with no change in CPU per sample; at
+/// half load 60-67 -> 55 MiB, CPU within noise. An operator's `MALLOC_ARENA_MAX` wins.
+/// Returns whether the cap was set.
+pub fn limit_arenas() -> bool {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return false;
+    }
+    // SAFETY: mallopt only changes a malloc tunable; it has no memory-safety preconditions.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    return unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) } == 1;
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
 
 /// How many freed IO buffers are kept for reuse.
 pub const SPARE: usize = 4;

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Admin(command) => highlander::client::run(command),
         Command::Serve(args) => {
+            highlander::alloc::limit_arenas();
             let config = match Config::build(&args) {
                 Ok(c) => c,
                 Err(e) => {
