@@ -165,6 +165,7 @@ impl Wal {
                 batch.remove(&be(s));
             }
             self.inner.records.apply_batch(batch)?;
+            super::log::release_deferred();
             seq = end;
         }
         Ok(())
