@@ -12,7 +12,7 @@
 //! Fewer, larger requests cost the storage and the relay less per sample, and the worker
 //! still has one request in flight, so order is kept exactly.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::encoding::{decode_varint, encode_varint};
 
 /// Largest decoded length a snappy block may announce.
@@ -23,9 +23,14 @@ pub fn decoded_len(block: &[u8]) -> Option<u64> {
     decode_varint(&mut &block[..]).ok()
 }
 
-/// One snappy block that decodes to the concatenation of what `blocks` decode to. `None`
-/// when a block has no valid preamble or the sum is over snappy's limit.
-pub fn join(blocks: &[Bytes]) -> Option<Bytes> {
+/// One snappy block that decodes to the concatenation of what `blocks` decode to, built in
+/// `buf`. `None` when a block has no valid preamble or the sum is over snappy's limit.
+///
+/// The worker keeps `buf` between batches: once the previous joined body is dropped (its
+/// request done), `reserve` takes the same allocation back, so a lagging worker does not
+/// map, fault in and unmap a fresh buffer of up to `max_batch_bytes` per request (that
+/// was most of the shipper's page faults).
+pub fn join(blocks: &[Bytes], buf: &mut BytesMut) -> Option<Bytes> {
     if let [only] = blocks {
         return Some(only.clone());
     }
@@ -40,12 +45,13 @@ pub fn join(blocks: &[Bytes]) -> Option<Bytes> {
     if total > SNAPPY_MAX_DECODED {
         return None;
     }
-    let mut out = Vec::with_capacity(10 + bodies.iter().map(|b| b.len()).sum::<usize>());
-    encode_varint(total, &mut out);
+    buf.clear();
+    buf.reserve(10 + bodies.iter().map(|b| b.len()).sum::<usize>());
+    encode_varint(total, buf);
     for body in bodies {
-        out.extend_from_slice(body);
+        buf.extend_from_slice(body);
     }
-    Some(Bytes::from(out))
+    Some(buf.split().freeze())
 }
 
 #[cfg(test)]
@@ -83,7 +89,11 @@ mod tests {
         let b = request("up", &[4, 5], false);
         // Repetitive enough that snappy uses back-references inside each block.
         let c = request(&"x".repeat(300), &(0..200).collect::<Vec<_>>(), true);
-        let joined = join(&[compress(&a), compress(&b), compress(&c)]).expect("joins");
+        let joined = join(
+            &[compress(&a), compress(&b), compress(&c)],
+            &mut BytesMut::new(),
+        )
+        .expect("joins");
         let raw = snap::raw::Decoder::new()
             .decompress_vec(&joined)
             .expect("valid snappy");
@@ -101,10 +111,29 @@ mod tests {
     }
 
     #[test]
+    fn the_buffer_is_reused_once_the_last_body_is_gone() {
+        let blocks = [
+            compress(&request("up", &[1, 2], false)),
+            compress(&request("up", &[3], false)),
+        ];
+        let mut buf = BytesMut::new();
+        let first = join(&blocks, &mut buf).expect("joins");
+        let at = first.as_ptr();
+        drop(first);
+        let second = join(&blocks, &mut buf).expect("joins");
+        assert_eq!(second.as_ptr(), at, "same allocation");
+        // While a body is still in flight, the next one gets its own memory.
+        let third = join(&blocks, &mut buf).expect("joins");
+        assert_ne!(third.as_ptr(), second.as_ptr());
+        assert_eq!(third, second);
+    }
+
+    #[test]
     fn one_block_is_passed_through_and_garbage_is_refused() {
         let a = compress(&request("up", &[1], false));
-        assert_eq!(join(std::slice::from_ref(&a)), Some(a.clone()));
-        assert_eq!(join(&[a, Bytes::from_static(&[0xff; 6])]), None);
+        let mut buf = BytesMut::new();
+        assert_eq!(join(std::slice::from_ref(&a), &mut buf), Some(a.clone()));
+        assert_eq!(join(&[a, Bytes::from_static(&[0xff; 6])], &mut buf), None);
         assert_eq!(decoded_len(&[]), None);
     }
 }

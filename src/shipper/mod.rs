@@ -135,6 +135,7 @@ impl Shipper {
                 shutdown: shutdown.clone(),
                 gate: gate.clone(),
                 max_batch_bytes: cfg.max_batch_bytes,
+                join_buf: bytes::BytesMut::new(),
             };
             tasks.push(tokio::spawn(worker.run()));
         }

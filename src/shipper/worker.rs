@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +60,8 @@ pub(super) struct Worker {
     pub gate: watch::Receiver<bool>,
     /// Decoded bytes of consecutive records joined into one request (at least one record).
     pub max_batch_bytes: u64,
+    /// Where joined requests are built, kept between batches (see [`join`]).
+    pub join_buf: BytesMut,
 }
 
 /// What a record adds to a joined request (decoded bytes; a record whose preamble cannot
@@ -206,7 +208,7 @@ impl Worker {
     ) -> Result<Option<u64>, Stop> {
         if batch.len() > 1 {
             let payloads: Vec<Bytes> = batch.iter().map(|r| r.payload.clone()).collect();
-            if let Some(joined) = join(&payloads) {
+            if let Some(joined) = join(&payloads, &mut self.join_buf) {
                 if let Final::Delivered = self.send_until_final(&joined).await? {
                     for record in batch {
                         self.count_sent(record);

@@ -356,7 +356,7 @@ impl Wal {
             let (key, value) = item?;
             let Some(seq) = seq_of(&key) else { continue };
             bytes += value.len();
-            out.push(match Record::decode(&value) {
+            out.push(match Record::decode_shared(value) {
                 Ok(r) => ReadItem::Record(seq, r),
                 Err(e) => ReadItem::Corrupt(seq, e),
             });
