@@ -292,7 +292,15 @@ fn skim(buf: &[u8]) -> Result<(), Malformed> {
 pub fn scan<'a>(buf: &'a [u8], wanted: Wanted<'_>) -> Result<Summary<'a>, WireError> {
     let mut summary = Summary::default();
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    loop {
+        // A series in its usual encoding: key 0x0a and a length of one or two bytes.
+        if let Some((series, end)) = series_field(buf, fields.pos) {
+            scan_series(series, summary.series as usize, wanted, &mut summary)?;
+            summary.series += 1;
+            fields.pos = end;
+            continue;
+        }
+        let Some(f) = fields.next_field()? else { break };
         match f.number {
             1 => {
                 let ts = expect_len("WriteRequest", &f)?;
@@ -478,25 +486,51 @@ fn short_field(buf: &[u8], pos: usize, key: u8) -> Option<(&[u8], usize)> {
     Some((buf.get(pos + 2..end)?, end))
 }
 
-/// Length of the leading run of ASCII bytes, eight at a time.
+/// A `WriteRequest.timeseries` field at `pos` whose length takes one or two bytes (series
+/// under 16 KiB), and where it ends; `None` for anything else.
+#[inline]
+fn series_field(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    if *buf.get(pos)? != 0x0a {
+        return None;
+    }
+    let b0 = *buf.get(pos + 1)?;
+    let (len, at) = if b0 < 0x80 {
+        (b0 as usize, pos + 2)
+    } else {
+        let b1 = *buf.get(pos + 2)?;
+        if b1 >= 0x80 {
+            return None;
+        }
+        ((b0 & 0x7f) as usize | (b1 as usize) << 7, pos + 3)
+    };
+    let end = at + len;
+    Some((buf.get(at..end)?, end))
+}
+
+/// Length of the leading run of ASCII bytes: 32 bytes per step while all are ASCII, then
+/// eight at a time to find the first that is not.
 #[inline]
 fn ascii_prefix(buf: &[u8]) -> usize {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = buf.chunks_exact(8);
+    let word = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
     let mut done = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let high = word & HIGH;
+    while done + 32 <= buf.len() {
+        if (word(done) | word(done + 8) | word(done + 16) | word(done + 24)) & HIGH != 0 {
+            break;
+        }
+        done += 32;
+    }
+    while done + 8 <= buf.len() {
+        let high = word(done) & HIGH;
         if high != 0 {
             return done + (high.trailing_zeros() / 8) as usize;
         }
         done += 8;
     }
-    done + chunks
-        .remainder()
+    done + buf[done..]
         .iter()
         .position(|b| !b.is_ascii())
-        .unwrap_or(chunks.remainder().len())
+        .unwrap_or(buf.len() - done)
 }
 
 /// Label names in byte order. Names of one series almost always differ in their first

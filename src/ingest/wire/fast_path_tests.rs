@@ -40,6 +40,22 @@ fn fast_paths_take_the_usual_encodings() {
 }
 
 proptest! {
+    /// The word-at-a-time ASCII run agrees with a byte loop, wherever the first high byte is.
+    #[test]
+    fn ascii_prefix_agrees_with_a_byte_loop(
+        len in 0usize..100,
+        high in proptest::option::of((0usize..100, 0x80u8..=0xff)),
+    ) {
+        let mut buf = vec![b'a'; len];
+        if let Some((at, byte)) = high {
+            if let Some(b) = buf.get_mut(at) {
+                *b = byte;
+            }
+        }
+        let want = buf.iter().position(|b| *b >= 0x80).unwrap_or(buf.len());
+        prop_assert_eq!(ascii_prefix(&buf), want);
+    }
+
     /// Whenever a fast path answers, the general field loop gives the same answer.
     #[test]
     fn fast_label_agrees_with_the_field_loop(
@@ -57,6 +73,20 @@ proptest! {
         }
         if let Some(fast) = label_fast(&buf) {
             prop_assert_eq!(label_fields(&buf).ok(), Some(fast));
+        }
+    }
+
+    #[test]
+    fn fast_series_field_agrees_with_the_field_loop(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        pos in 0usize..8,
+    ) {
+        if let Some((series, end)) = series_field(&bytes, pos) {
+            let mut fields = Fields { buf: &bytes, pos };
+            let f = fields.next_field().ok().flatten();
+            let same = matches!(f, Some(Field { number: 1, value: Value::Len(b), .. }) if b == series);
+            prop_assert!(same, "the field loop reads another field");
+            prop_assert_eq!(fields.pos, end);
         }
     }
 
