@@ -142,6 +142,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         wal.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(crate::alloc::run_trimmer(shutdown.clone())));
     // Standalone: always ship. Cluster: only while this node leads (see cluster::shipping).
     let (gate, gate_rx) = tokio::sync::watch::channel(config.cluster.is_none());
     let (shipper, workers) = Shipper::start(
