@@ -85,10 +85,13 @@ fn with_decompressed<T>(
         let mut own = Vec::new();
         let mut guard = cell.try_borrow_mut().ok();
         let buf = guard.as_deref_mut().unwrap_or(&mut own);
-        buf.clear();
-        buf.resize(len, 0);
+        // Grown (and zeroed) only when a larger body comes: the decoder overwrites what it
+        // returns, so the bytes left from the last request need no fresh zeroing.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
         let result = snap::raw::Decoder::new()
-            .decompress(body, buf)
+            .decompress(body, &mut buf[..len])
             .map_err(|e| IngestError::Snappy(e.to_string()))
             .and_then(|n| f(&buf[..n]));
         if buf.capacity() > SCRATCH_KEPT {

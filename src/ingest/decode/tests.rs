@@ -259,6 +259,29 @@ fn label_rules_of_the_spec() {
 }
 
 #[test]
+fn a_small_body_after_a_large_one_sees_only_its_own_bytes() {
+    // The thread's scratch buffer keeps the large body's bytes past the small one's end.
+    let large = WriteRequest {
+        timeseries: (0..200)
+            .map(|i| series(&[("__name__", "up"), ("i", &i.to_string())], &[i]))
+            .collect(),
+        metadata: vec![],
+    };
+    let small = WriteRequest {
+        timeseries: vec![series(&[("__name__", "up")], &[7])],
+        metadata: vec![],
+    };
+    let d = decode(compress(&large.encode_to_vec()), LIMITS, wanted()).expect("valid");
+    assert_eq!(d.meta.series, 200);
+    let d = decode(compress(&small.encode_to_vec()), LIMITS, wanted()).expect("valid");
+    assert_eq!((d.meta.series, d.meta.samples, d.meta.max_ts), (1, 1, 7));
+    // A small block that announces more than it holds is refused, whatever the buffer had.
+    let mut short = compress(&small.encode_to_vec()).to_vec();
+    short[0] += 1;
+    assert!(decode(Bytes::from(short), LIMITS, wanted()).is_err());
+}
+
+#[test]
 fn empty_request_is_valid() {
     let d = decode(compress(&[]), LIMITS, wanted()).expect("empty is fine");
     assert_eq!(d.meta.series, 0);
