@@ -5,88 +5,17 @@
 //! what the relay needs (counts, min/max timestamps, the replica and group label values)
 //! without building owned structs. Unknown fields are skipped, not rejected, so newer
 //! senders pass through untouched. A golden-bytes test keeps it in agreement with the prost
-//! types of [`crate::proto`].
+//! types of [`crate::proto`]. The error types are in `error`, the rewrite without the
+//! replica label in `strip`.
 
 use std::fmt;
 
-/// Why a body is not a valid `WriteRequest`. Every variant maps to HTTP 400.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    /// The protobuf framing itself is broken (truncated varint, length past the end, ...).
-    #[error("malformed protobuf: {0}")]
-    Malformed(&'static str),
-    /// A field has a wire type its schema does not allow.
-    #[error("malformed protobuf: field {field} of {message} has wire type {wire_type}")]
-    WireType {
-        /// The message being scanned.
-        message: &'static str,
-        /// The field number.
-        field: u64,
-        /// The wire type found.
-        wire_type: u8,
-    },
-    /// A label name or value is not UTF-8.
-    #[error("series {series}: label is not valid UTF-8")]
-    Utf8 {
-        /// Index of the series in the request.
-        series: usize,
-    },
-    /// A series without any label.
-    #[error("series {series}: no labels")]
-    EmptyLabelSet {
-        /// Index of the series in the request.
-        series: usize,
-    },
-    /// A label with an empty name.
-    #[error("series {series}: empty label name")]
-    EmptyLabelName {
-        /// Index of the series in the request.
-        series: usize,
-    },
-    /// Label names not in ascending order.
-    #[error("series {series}: labels not sorted ({prev:?} before {name:?})")]
-    Unsorted {
-        /// Index of the series in the request.
-        series: usize,
-        /// The label name that came first.
-        prev: String,
-        /// The label name that should have come first.
-        name: String,
-    },
-    /// The same label name twice in one series.
-    #[error("series {series}: duplicate label {name:?}")]
-    Duplicate {
-        /// Index of the series in the request.
-        series: usize,
-        /// The repeated name.
-        name: String,
-    },
-}
+mod error;
+mod strip;
 
-impl WireError {
-    /// A short, stable name for metrics and logs.
-    pub fn as_label(&self) -> &'static str {
-        match self {
-            WireError::Malformed(_) | WireError::WireType { .. } => "protobuf",
-            WireError::Utf8 { .. } => "utf8",
-            WireError::EmptyLabelSet { .. } => "empty_labels",
-            WireError::EmptyLabelName { .. } => "empty_label_name",
-            WireError::Unsorted { .. } => "unsorted_labels",
-            WireError::Duplicate { .. } => "duplicate_label",
-        }
-    }
-}
-
-/// A framing error: what the cursor found wrong. Small on purpose (one pointer pair), so
-/// the hot field loop moves no large `Result`s; it becomes [`WireError::Malformed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Malformed(pub(crate) &'static str);
-
-impl From<Malformed> for WireError {
-    fn from(m: Malformed) -> Self {
-        WireError::Malformed(m.0)
-    }
-}
+pub(crate) use error::Malformed;
+pub use error::WireError;
+pub use strip::strip_label;
 
 /// Which label values the scan should pick up (first series that carries them wins: all
 /// series of one Prometheus request share its external labels).
@@ -629,48 +558,6 @@ fn scan_exemplar(buf: &[u8], series: usize) -> Result<(), WireError> {
         }
     }
     Ok(())
-}
-
-/// Rewrites a valid `WriteRequest` without the label `name` in any series, keeping every
-/// other byte (unknown fields included) as it was. Exemplar labels are left alone.
-pub fn strip_label(buf: &[u8], name: &str) -> Result<Vec<u8>, WireError> {
-    let mut out = Vec::with_capacity(buf.len());
-    let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
-        match (f.number, f.value) {
-            (1, Value::Len(series)) => {
-                let Some(rewritten) = series_without(series, name)? else {
-                    out.extend_from_slice(&buf[f.start..f.end]);
-                    continue;
-                };
-                write_varint(&mut out, (1 << 3) | u64::from(LEN));
-                write_varint(&mut out, rewritten.len() as u64);
-                out.extend_from_slice(&rewritten);
-            }
-            _ => out.extend_from_slice(&buf[f.start..f.end]),
-        }
-    }
-    Ok(out)
-}
-
-/// The series without the label `name`, or `None` when it does not carry it.
-fn series_without(buf: &[u8], name: &str) -> Result<Option<Vec<u8>>, WireError> {
-    let mut cut = None;
-    let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
-        if let (1, Value::Len(label)) = (f.number, f.value) {
-            if scan_label(label, 0)?.0 == name {
-                cut = Some(f.start..f.end);
-                break;
-            }
-        }
-    }
-    Ok(cut.map(|range| {
-        let mut out = Vec::with_capacity(buf.len() - range.len());
-        out.extend_from_slice(&buf[..range.start]);
-        out.extend_from_slice(&buf[range.end..]);
-        out
-    }))
 }
 
 impl fmt::Display for Summary<'_> {

@@ -1,0 +1,80 @@
+//! Why a body is not a valid `WriteRequest`, and the small framing error of the field loop.
+
+/// Why a body is not a valid `WriteRequest`. Every variant maps to HTTP 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The protobuf framing itself is broken (truncated varint, length past the end, ...).
+    #[error("malformed protobuf: {0}")]
+    Malformed(&'static str),
+    /// A field has a wire type its schema does not allow.
+    #[error("malformed protobuf: field {field} of {message} has wire type {wire_type}")]
+    WireType {
+        /// The message being scanned.
+        message: &'static str,
+        /// The field number.
+        field: u64,
+        /// The wire type found.
+        wire_type: u8,
+    },
+    /// A label name or value is not UTF-8.
+    #[error("series {series}: label is not valid UTF-8")]
+    Utf8 {
+        /// Index of the series in the request.
+        series: usize,
+    },
+    /// A series without any label.
+    #[error("series {series}: no labels")]
+    EmptyLabelSet {
+        /// Index of the series in the request.
+        series: usize,
+    },
+    /// A label with an empty name.
+    #[error("series {series}: empty label name")]
+    EmptyLabelName {
+        /// Index of the series in the request.
+        series: usize,
+    },
+    /// Label names not in ascending order.
+    #[error("series {series}: labels not sorted ({prev:?} before {name:?})")]
+    Unsorted {
+        /// Index of the series in the request.
+        series: usize,
+        /// The label name that came first.
+        prev: String,
+        /// The label name that should have come first.
+        name: String,
+    },
+    /// The same label name twice in one series.
+    #[error("series {series}: duplicate label {name:?}")]
+    Duplicate {
+        /// Index of the series in the request.
+        series: usize,
+        /// The repeated name.
+        name: String,
+    },
+}
+
+impl WireError {
+    /// A short, stable name for metrics and logs.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            WireError::Malformed(_) | WireError::WireType { .. } => "protobuf",
+            WireError::Utf8 { .. } => "utf8",
+            WireError::EmptyLabelSet { .. } => "empty_labels",
+            WireError::EmptyLabelName { .. } => "empty_label_name",
+            WireError::Unsorted { .. } => "unsorted_labels",
+            WireError::Duplicate { .. } => "duplicate_label",
+        }
+    }
+}
+
+/// A framing error: what the cursor found wrong. Small on purpose (one pointer pair), so
+/// the hot field loop moves no large `Result`s; it becomes [`WireError::Malformed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed(pub(crate) &'static str);
+
+impl From<Malformed> for WireError {
+    fn from(m: Malformed) -> Self {
+        WireError::Malformed(m.0)
+    }
+}
