@@ -313,7 +313,6 @@ impl Wal {
         }
         let seq = log.next_seq;
         self.inner.records.insert(be(seq), encoded)?;
-        release_deferred();
         log.next_seq += 1;
         if log.index.is_empty() {
             log.first_seq = seq;
@@ -322,6 +321,8 @@ impl Wal {
         log.bytes += len;
         let next = log.next_seq;
         drop(log);
+        // Outside the log lock: the collector may free buffers (munmap) right here.
+        release_deferred();
         self.inner.appended.send_replace(next);
         self.remove_range(evicted)?;
         METRICS
