@@ -33,16 +33,16 @@ pub const ARENAS: i32 = 2;
 /// each other's buffers, and every arena keeps its own free memory. Measured at full
 /// benchmark load: peak RSS 285-294 -> 218-229 MiB with no change in CPU per sample; at
 /// half load 60-67 -> 55 MiB, CPU within noise. An operator's `MALLOC_ARENA_MAX` wins.
-/// Returns whether the cap was set.
-pub fn limit_arenas() -> bool {
+pub fn limit_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return false;
+        return;
     }
     // SAFETY: mallopt only changes a malloc tunable; it has no memory-safety preconditions.
+    // A refusal (it returns 0) leaves glibc's default, which is only more memory.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    return unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) } == 1;
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    false
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
 }
 
 /// How often [`run_trimmer`] hands free heap memory back to the kernel.
@@ -67,7 +67,7 @@ pub async fn run_trimmer(shutdown: tokio_util::sync::CancellationToken) {
 }
 
 /// Returns free heap pages to the kernel (glibc only; elsewhere nothing to do).
-pub fn trim() {
+fn trim() {
     // SAFETY: malloc_trim only releases free memory; no preconditions.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
