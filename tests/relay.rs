@@ -530,6 +530,50 @@ async fn full_buffer_under_block_policy_answers_503_with_retry_after() {
     .await;
 }
 
+/// With `max_in_flight` above 1 a slow storage gets several requests at once, and the
+/// cursor still moves only over a contiguous prefix of settled writes: nothing is lost or
+/// sent twice, and a bad write among concurrent ones is the only one quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_settle_in_sequence_order() {
+    let sink = Sink::start().await;
+    sink.set_mode(Mode::Fail(503));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("h.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[endpoint]]\nname = \"vm\"\nurl = \"{}\"\nmax_batch_bytes = \"0\"\nmax_in_flight = 4\n",
+            sink.url()
+        ),
+    )
+    .expect("write");
+    let node = Node::start(&["--config", path.to_str().expect("utf8 path")]).await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    let writes = 24;
+    for i in 0..writes {
+        let name = if i == 9 { "poison" } else { "m" };
+        let t = T0 + i as i64 * 10_000;
+        assert_eq!(post(&c, &url, &request(name, 3, 2, t)).await.0, 204);
+    }
+    sink.set_delay(Duration::from_millis(100));
+    sink.set_mode(Mode::RejectMetric("poison".into()));
+    let good = (writes - 1) * 3 * 2;
+    sink.wait_samples(good, Duration::from_secs(30)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    let samples = sink.samples();
+    let distinct: BTreeSet<&(String, i64)> = samples.iter().collect();
+    assert_eq!(distinct.len(), samples.len(), "no sample twice");
+    assert_eq!(samples.len(), good, "every good write delivered");
+    let most = sink.with(|r| r.max_in_flight);
+    assert!(
+        (2..=4).contains(&most),
+        "up to 4 requests at once, got {most}"
+    );
+    let q = node.admin_json("/api/v1/queue").await;
+    assert_eq!(q["quarantined"], 1, "only the poison write: {q}");
+}
+
 /// A storage that was down gets the backlog in fewer, joined requests: every sample, per
 /// series in timestamp order; a bad write inside a joined request is the only one
 /// quarantined (the rest are sent again one by one and delivered).

@@ -423,6 +423,9 @@ pub struct ServeArgs {
     /// Where a newly configured endpoint starts: `newest` or `oldest` [default: newest].
     #[arg(long, env = "HIGHLANDER_NEW_ENDPOINT_START")]
     pub new_endpoint_start: Option<String>,
+    /// Requests out at once per storage [default: 1, which keeps each series in order].
+    #[arg(long, env = "HIGHLANDER_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "HIGHLANDER_LOG_FORMAT")]
     pub log_format: Option<String>,

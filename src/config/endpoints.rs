@@ -42,6 +42,14 @@ pub(super) fn endpoints(
     args: &ServeArgs,
     file: &FileConfig,
 ) -> Vec<EndpointConfig> {
+    let in_flight_default = args
+        .max_in_flight
+        .or(file.shipper.max_in_flight)
+        .unwrap_or(1);
+    p.check(
+        in_flight_range(in_flight_default),
+        format!("max-in-flight: {in_flight_default} is not in 1..={MAX_IN_FLIGHT}"),
+    );
     let timeout_default = parse_duration(DEFAULT_ENDPOINT_TIMEOUT).expect("valid default");
     let mut out: Vec<EndpointConfig> = Vec::new();
     let from_flags: Vec<String> = if args.remote_write.is_empty() && file.endpoints.is_empty() {
@@ -66,10 +74,11 @@ pub(super) fn endpoints(
             tls_ca_file: None,
             tls_insecure_skip_verify: false,
             max_batch_bytes: default_batch(),
+            max_in_flight: in_flight_default,
         });
     }
     for (i, e) in file.endpoints.iter().enumerate() {
-        if let Some(ep) = endpoint_from_file(p, i, e, timeout_default) {
+        if let Some(ep) = endpoint_from_file(p, i, e, timeout_default, in_flight_default) {
             out.push(ep);
         }
     }
@@ -92,6 +101,7 @@ fn endpoint_from_file(
     i: usize,
     e: &EndpointSection,
     timeout_default: Duration,
+    in_flight_default: usize,
 ) -> Option<EndpointConfig> {
     let what = format!("endpoint[{i}]");
     let Some(url) = e.url.as_deref() else {
@@ -157,6 +167,11 @@ fn endpoint_from_file(
         Some(b) => p.take(&format!("{what}.max_batch_bytes"), parse_size(b))?,
         None => default_batch(),
     };
+    let max_in_flight = e.max_in_flight.unwrap_or(in_flight_default);
+    p.check(
+        in_flight_range(max_in_flight),
+        format!("{what}.max_in_flight: {max_in_flight} is not in 1..={MAX_IN_FLIGHT}"),
+    );
     Some(EndpointConfig {
         name: e.name.clone().unwrap_or_else(|| default_name(&url)),
         url,
@@ -170,7 +185,15 @@ fn endpoint_from_file(
         tls_ca_file: e.tls_ca_file.clone(),
         tls_insecure_skip_verify: e.tls_insecure_skip_verify,
         max_batch_bytes,
+        max_in_flight,
     })
+}
+
+/// Most requests out at once to one storage.
+const MAX_IN_FLIGHT: usize = 64;
+
+fn in_flight_range(n: usize) -> bool {
+    (1..=MAX_IN_FLIGHT).contains(&n)
 }
 
 fn default_batch() -> u64 {

@@ -108,6 +108,8 @@ pub struct ShipperSection {
     pub retry_max: Option<String>,
     /// Longest `Retry-After` honoured.
     pub max_retry_after: Option<String>,
+    /// Requests out at once per endpoint, unless the endpoint sets its own.
+    pub max_in_flight: Option<usize>,
 }
 
 /// One `[[endpoint]]`.
@@ -137,6 +139,8 @@ pub struct EndpointSection {
     /// Decoded bytes of consecutive buffered writes joined into one request (e.g. "4MiB";
     /// "0": one write per request).
     pub max_batch_bytes: Option<String>,
+    /// Requests out at once (default: `[shipper] max_in_flight`).
+    pub max_in_flight: Option<usize>,
 }
 
 /// `basic_auth = { ... }`.

@@ -275,3 +275,33 @@ fn cluster_handover_window_reaches_over_an_election() {
     .expect("valid");
     assert_eq!(set.ingest.handover.window, Duration::from_secs(12));
 }
+
+#[test]
+fn max_in_flight_defaults_to_one_and_endpoints_override_it() {
+    let c = Config::from_parts(&args(&[]), &FileConfig::default()).expect("valid");
+    assert_eq!(c.shipper.endpoints[0].max_in_flight, 1);
+    let file: FileConfig = toml::from_str(
+        "[shipper]\nmax_in_flight = 3\n[[endpoint]]\nname = \"vm\"\nurl = \"http://vm:8428\"\nmax_in_flight = 8\n[[endpoint]]\nname = \"mimir\"\nurl = \"http://mimir:9009\"\n",
+    )
+    .expect("toml");
+    let c =
+        Config::from_parts(&args(&["--remote-write", "p=http://p:9090"]), &file).expect("valid");
+    let by_name = |n: &str| {
+        c.shipper
+            .endpoints
+            .iter()
+            .find(|e| e.name == n)
+            .map(|e| e.max_in_flight)
+    };
+    assert_eq!(by_name("p"), Some(3), "the [shipper] default");
+    assert_eq!(by_name("vm"), Some(8), "the endpoint's own");
+    assert_eq!(by_name("mimir"), Some(3));
+    let e = Config::from_parts(&args(&["--max-in-flight", "0"]), &FileConfig::default())
+        .expect_err("0 is refused");
+    assert!(e.to_string().contains("max-in-flight"), "{e}");
+    let file: FileConfig =
+        toml::from_str("[[endpoint]]\nurl = \"http://vm:8428\"\nmax_in_flight = 65\n")
+            .expect("toml");
+    let e = Config::from_parts(&args(&[]), &file).expect_err("65 is refused");
+    assert!(e.to_string().contains("endpoint[0].max_in_flight"), "{e}");
+}

@@ -60,6 +60,9 @@ pub struct EndpointConfig {
     /// Decoded bytes of consecutive records joined into one request; a single record
     /// larger than this still goes out alone. Set it to 0 to send one record per request.
     pub max_batch_bytes: u64,
+    /// Requests out at once. 1 keeps, per series, the storage's view in timestamp order;
+    /// more may deliver a series' samples out of order (for storages that accept that).
+    pub max_in_flight: usize,
 }
 
 impl EndpointConfig {

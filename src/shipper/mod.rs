@@ -1,11 +1,14 @@
 //! Shipper: delivers buffered records to every storage endpoint.
 //!
 //! One worker per endpoint, each with its own durable cursor in the WAL, so a slow or dead
-//! storage never slows the others. Within an endpoint, one request is in flight at a time,
-//! in sequence order: per series, samples reach the storage in timestamp order. A lagging
-//! worker joins consecutive records into one request ([`batch`]: a byte copy, no re-encode)
-//! up to the endpoint's `max_batch_bytes`; a joined request the storage refuses is sent
-//! again record by record, so verdicts and quarantine stay per record.
+//! storage never slows the others. Within an endpoint, requests go out in sequence order,
+//! by default one at a time: per series, samples reach the storage in timestamp order.
+//! With `max_in_flight` above 1 ([`send`]) later batches go out before earlier ones are
+//! answered (for storages that accept out-of-order samples); either way the cursor moves
+//! only over a contiguous prefix of settled records. A lagging worker joins consecutive
+//! records into one request ([`batch`]: a byte copy, no re-encode) up to the endpoint's
+//! `max_batch_bytes`; a joined request the storage refuses is sent again record by record,
+//! so verdicts and quarantine stay per record.
 //!
 //! Outcomes (see [`retry`]): 2xx moves the cursor; 5xx, 429 and network errors are retried
 //! with capped exponential backoff and full jitter, honouring `Retry-After`, forever; 413
@@ -16,6 +19,7 @@ mod batch;
 pub mod client;
 pub mod control;
 pub mod retry;
+mod send;
 mod split;
 pub mod status;
 mod worker;
@@ -124,17 +128,21 @@ impl Shipper {
                 status: status.clone(),
                 control: control.clone(),
             });
-            let worker = worker::Worker {
-                name: cfg.name.clone(),
+            let sender = send::Sender {
+                name: cfg.name.as_str().into(),
                 client,
-                wal: wal.clone(),
                 status,
                 control_rx: control.subscribe(),
-                control,
                 backoff: retry::Backoff::new(retry.initial, retry.max, retry.max_retry_after),
                 shutdown: shutdown.clone(),
                 gate: gate.clone(),
+            };
+            let worker = worker::Worker {
+                sender,
+                wal: wal.clone(),
+                control,
                 max_batch_bytes: cfg.max_batch_bytes,
+                max_in_flight: cfg.max_in_flight.max(1),
                 join_buf: bytes::BytesMut::new(),
             };
             tasks.push(tokio::spawn(worker.run()));

@@ -118,6 +118,8 @@ fn one_line(body: &str) -> String {
 #[derive(Debug)]
 pub struct Backoff {
     ceiling: backoff::ExponentialBackoff,
+    initial: Duration,
+    max: Duration,
     max_retry_after: Duration,
 }
 
@@ -134,8 +136,15 @@ impl Backoff {
             .build();
         Backoff {
             ceiling,
+            initial,
+            max,
             max_retry_after,
         }
+    }
+
+    /// A backoff with the same settings, at its first interval (one per concurrent send).
+    pub fn fresh(&self) -> Self {
+        Backoff::new(self.initial, self.max, self.max_retry_after)
     }
 
     /// The wait before the next attempt.

@@ -1,24 +1,25 @@
-//! One endpoint's worker: reads the WAL from its own cursor, sends one request at a time in
-//! sequence order (consecutive records joined up to the batch limit; per series the
-//! storage sees timestamps in order), retries what is
-//! transient, quarantines what is permanent, and moves the cursor only past records that
-//! are done — and only if nobody (an operator, the buffer limits) moved it meanwhile.
+//! One endpoint's worker: reads the WAL from its own cursor, sends in sequence order
+//! (consecutive records joined up to the batch limit) with up to `max_in_flight` requests
+//! out at once, retries what is transient, quarantines what is permanent, and moves the
+//! cursor only over a contiguous prefix of records that are done — and only if nobody (an
+//! operator, the buffer limits) moved it meanwhile.
+//!
+//! With one request in flight (the default) the storage sees, per series, timestamps in
+//! order. With more, later batches go out before earlier ones are answered, so a storage
+//! may see a series' samples out of order; the cursor still waits for every earlier batch.
 //!
 //! Operator controls (pause, resume, cursor moves, quarantine replays) wake the worker
 //! through its control channel, also in the middle of a retry loop: a storage that has been
 //! failing for an hour can be skipped past or paused at once.
-
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::batch::{decoded_len, join};
-use super::client::EndpointClient;
 use super::control::EndpointControl;
-use super::retry::{Backoff, Verdict};
+use super::send::{Final, InFlight, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
 use crate::election::{Clock, SystemClock};
@@ -29,37 +30,16 @@ use crate::wal::{ReadItem, Record, Wal};
 const READ_RECORDS: usize = 64;
 /// Bytes read from the WAL at a time (about).
 const READ_BYTES: usize = 16 << 20;
-/// Consecutive failed attempts after which the state is `failing` rather than `backoff`.
-const FAILING_AFTER: u64 = 5;
-
-/// How a send ended, once retries are over.
-enum Final {
-    Delivered,
-    TooLarge,
-    Reject { status: u16, answer: String },
-}
-
-/// Why a worker stopped what it was doing.
-enum Stop {
-    /// The process is shutting down.
-    Shutdown,
-    /// An operator changed something: look at the controls and the cursor again.
-    Interrupted,
-}
 
 pub(super) struct Worker {
-    pub name: String,
-    pub client: EndpointClient,
+    /// Sends of this endpoint (and the signals that stop them).
+    pub sender: Sender,
     pub wal: Wal,
-    pub status: Arc<Mutex<EndpointStatus>>,
     pub control: Arc<EndpointControl>,
-    pub control_rx: watch::Receiver<u64>,
-    pub backoff: Backoff,
-    pub shutdown: CancellationToken,
-    /// False while this node must not ship (cluster follower).
-    pub gate: watch::Receiver<bool>,
     /// Decoded bytes of consecutive records joined into one request (at least one record).
     pub max_batch_bytes: u64,
+    /// Requests out at once (at least 1).
+    pub max_in_flight: usize,
     /// Where joined requests are built, kept between batches (see [`join`]).
     pub join_buf: BytesMut,
 }
@@ -70,29 +50,54 @@ fn batch_len(record: &Record) -> u64 {
     decoded_len(&record.payload).unwrap_or(u64::MAX / 2)
 }
 
+/// The next thing to settle, in sequence order.
+enum Unit {
+    /// A damaged record: skipped.
+    Damaged(u64, crate::wal::record::CodecError),
+    /// Records `first, first + 1, ...`, sent (joined) as one request.
+    Batch {
+        first: u64,
+        records: Vec<Record>,
+        send: InFlight,
+    },
+}
+
+/// How a pass over the buffer ended.
+enum Pass {
+    /// Nothing to send.
+    Idle,
+    /// Something was settled, or the cursor moved under us: look again at once.
+    Again,
+    /// The buffer could not be read.
+    ReadFailed,
+}
+
 impl Worker {
+    fn name(&self) -> &str {
+        &self.sender.name
+    }
+
     fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut s);
+        self.sender.update(f)
     }
 
     pub async fn run(mut self) {
         let mut appended = self.wal.subscribe_appended();
         loop {
-            if self.shutdown.is_cancelled() {
+            if self.sender.shutdown.is_cancelled() {
                 return;
             }
-            self.control_rx.mark_unchanged();
-            self.gate.mark_unchanged();
-            if !*self.gate.borrow() {
+            self.sender.control_rx.mark_unchanged();
+            self.sender.gate.mark_unchanged();
+            if !*self.sender.gate.borrow() {
                 self.update(|s| {
                     s.state = EndpointState::Standby;
                     s.next_retry_ms = None;
                 });
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => return,
-                    _ = self.gate.changed() => {}
-                    _ = self.control_rx.changed() => {}
+                    _ = self.sender.shutdown.cancelled() => return,
+                    _ = self.sender.gate.changed() => {}
+                    _ = self.sender.control_rx.changed() => {}
                 }
                 continue;
             }
@@ -102,8 +107,8 @@ impl Worker {
                     s.next_retry_ms = None;
                 });
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => return,
-                    _ = self.control_rx.changed() => {}
+                    _ = self.sender.shutdown.cancelled() => return,
+                    _ = self.sender.control_rx.changed() => {}
                 }
                 continue;
             }
@@ -115,112 +120,198 @@ impl Worker {
                 }
                 continue;
             }
-            let cursor = match self.wal.cursor(&self.name) {
+            let cursor = match self.wal.cursor(self.name()) {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(endpoint = %self.name, error = %e, "shipper: no cursor, worker stops");
+                    tracing::error!(endpoint = %self.name(), error = %e, "shipper: no cursor, worker stops");
                     return;
                 }
             };
             appended.mark_unchanged();
-            let items = match self.wal.read(cursor, READ_RECORDS, READ_BYTES).await {
-                Ok(items) => items,
-                Err(e) => {
-                    tracing::error!(endpoint = %self.name, error = %e, "shipper: reading the buffer failed");
-                    match self.sleep(Duration::from_secs(1)).await {
-                        Err(Stop::Shutdown) => return,
-                        _ => continue,
+            match self.ship_from(cursor).await {
+                Err(Stop::Shutdown) => return,
+                Err(Stop::Interrupted) | Ok(Pass::Again) => {}
+                Ok(Pass::ReadFailed) => {
+                    if let Err(Stop::Shutdown) = self.sender.sleep(Duration::from_secs(1)).await {
+                        return;
                     }
+                }
+                Ok(Pass::Idle) => {
+                    self.update(|s| s.state = EndpointState::Idle);
+                    tokio::select! {
+                        _ = self.sender.shutdown.cancelled() => return,
+                        _ = appended.changed() => {}
+                        _ = self.sender.control_rx.changed() => {}
+                        // The limits may move cursors from elsewhere; look again now and then.
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ships the buffer from `cursor` on, with up to `max_in_flight` requests out, and
+    /// settles what comes back in sequence order: the cursor moves over each batch once it
+    /// and everything before it is done. Ends when the buffer is read to its end and every
+    /// send is settled, or when the cursor moved under us (in-flight sends are dropped,
+    /// which aborts them; what they had delivered is sent again, at least once).
+    async fn ship_from(&mut self, cursor: u64) -> Result<Pass, Stop> {
+        let mut queue: VecDeque<Unit> = VecDeque::new();
+        let mut read: VecDeque<ReadItem> = VecDeque::new();
+        let mut next_read = cursor;
+        // Whether reading again may find more (reset each time a unit is settled).
+        let mut more = true;
+        let mut at = cursor;
+        let mut settled = false;
+        loop {
+            while self.in_flight(&queue) < self.max_in_flight {
+                if read.is_empty() && more {
+                    match self.wal.read(next_read, READ_RECORDS, READ_BYTES).await {
+                        Ok(items) => {
+                            more = !items.is_empty();
+                            if let Some(last) = items.last() {
+                                next_read = last.seq() + 1;
+                            }
+                            read.extend(items);
+                        }
+                        Err(e) => {
+                            tracing::error!(endpoint = %self.name(), error = %e, "shipper: reading the buffer failed");
+                            if queue.is_empty() {
+                                return Ok(Pass::ReadFailed);
+                            }
+                            more = false;
+                        }
+                    }
+                }
+                match self.next_unit(&mut read) {
+                    Some(unit) => queue.push_back(unit),
+                    None => break,
+                }
+            }
+            let Some(unit) = queue.pop_front() else {
+                return Ok(if settled { Pass::Again } else { Pass::Idle });
+            };
+            let next = match unit {
+                Unit::Damaged(seq, e) => {
+                    tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: damaged record skipped; its samples are lost");
+                    METRICS.wal_damaged.inc();
+                    self.move_cursor(at, seq + 1).map(|n| (n, seq + 1))
+                }
+                Unit::Batch {
+                    first,
+                    records,
+                    send,
+                } => {
+                    let end = first + records.len() as u64;
+                    let outcome = send.outcome(&self.sender.name).await?;
+                    self.settle(first, &records, at, outcome)
+                        .await?
+                        .map(|n| (n, end))
                 }
             };
-            if items.is_empty() {
-                self.update(|s| s.state = EndpointState::Idle);
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => return,
-                    _ = appended.changed() => {}
-                    _ = self.control_rx.changed() => {}
-                    // The limits may move cursors from elsewhere; look again now and then.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
+            match next {
+                Some((now, wanted)) if now == wanted => at = now,
+                // The cursor moved under us (operator, limits): start again from it.
+                _ => return Ok(Pass::Again),
             }
-            let mut expected = cursor;
-            let mut items = items.into_iter().peekable();
-            while let Some(item) = items.next() {
-                let (first, record) = match item {
-                    ReadItem::Corrupt(seq, e) => {
-                        tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: damaged record skipped; its samples are lost");
-                        METRICS.wal_damaged.inc();
-                        match self.move_cursor(expected, seq + 1) {
-                            Some(next) => expected = next,
-                            None => break,
-                        }
-                        continue;
-                    }
-                    ReadItem::Record(seq, record) => (seq, record),
-                };
-                // Consecutive records go out as one request, up to the batch limit.
-                let mut batch = vec![record];
-                let mut decoded = batch_len(&batch[0]);
-                let max = self.max_batch_bytes;
-                let fits = |item: &ReadItem, decoded: u64| match item {
-                    ReadItem::Record(_, r) => decoded + batch_len(r) <= max,
-                    ReadItem::Corrupt(..) => false,
-                };
-                while let Some(ReadItem::Record(_, next)) = items.next_if(|i| fits(i, decoded)) {
-                    decoded += batch_len(&next);
-                    batch.push(next);
-                }
-                let last = first + batch.len() as u64 - 1;
-                match self.deliver_batch(first, &batch, expected).await {
-                    Err(Stop::Shutdown) => return,
-                    Err(Stop::Interrupted) => break,
-                    Ok(Some(next)) if next == last + 1 => expected = next,
-                    // The cursor moved under us (operator, limits) or a part was interrupted.
-                    Ok(_) => break,
-                }
+            settled = true;
+            more = true;
+        }
+    }
+
+    /// Batches counted against `max_in_flight`.
+    fn in_flight(&self, queue: &VecDeque<Unit>) -> usize {
+        queue
+            .iter()
+            .filter(|u| matches!(u, Unit::Batch { .. }))
+            .count()
+    }
+
+    /// Takes the next unit off `read`: a damaged record, or consecutive records up to the
+    /// batch limit, whose send is started at once.
+    fn next_unit(&mut self, read: &mut VecDeque<ReadItem>) -> Option<Unit> {
+        let (first, record) = match read.pop_front()? {
+            ReadItem::Corrupt(seq, e) => return Some(Unit::Damaged(seq, e)),
+            ReadItem::Record(seq, record) => (seq, record),
+        };
+        let mut decoded = batch_len(&record);
+        let mut records = vec![record];
+        while let Some(ReadItem::Record(_, next)) = read.front() {
+            let len = batch_len(next);
+            if decoded + len > self.max_batch_bytes {
+                break;
             }
+            decoded += len;
+            let Some(ReadItem::Record(_, next)) = read.pop_front() else {
+                unreachable!("front was a record");
+            };
+            records.push(next);
+        }
+        let payload = self.payload(&records);
+        let send = self.sender.spawn(payload);
+        Some(Unit::Batch {
+            first,
+            records,
+            send,
+        })
+    }
+
+    /// One request's body for `records`: the payload itself, or their payloads joined.
+    fn payload(&mut self, records: &[Record]) -> Bytes {
+        if let [only] = records {
+            return only.payload.clone();
+        }
+        let payloads: Vec<Bytes> = records.iter().map(|r| r.payload.clone()).collect();
+        match join(&payloads, &mut self.join_buf) {
+            Some(joined) => joined,
+            // A preamble that cannot be read: the send fails, and the records then go one
+            // by one, each with its own verdict.
+            None => Bytes::new(),
         }
     }
 
     /// Moves the cursor from `from` to `to`; `None` when someone else moved it meanwhile
     /// (their position wins) or the update failed.
     fn move_cursor(&self, from: u64, to: u64) -> Option<u64> {
-        match self.wal.advance_cursor(&self.name, from, to) {
+        match self.wal.advance_cursor(self.name(), from, to) {
             Ok(true) => Some(to),
             Ok(false) => None,
             Err(e) => {
-                tracing::error!(endpoint = %self.name, error = %e, "shipper: cursor update failed");
+                tracing::error!(endpoint = %self.name(), error = %e, "shipper: cursor update failed");
                 None
             }
         }
     }
 
-    /// Ships the records `first, first + 1, ...` as one request when the storage takes it;
-    /// else (rejected, too large, or just one record) record by record, each with its own
-    /// verdict and quarantine entry. Moves the cursor from `cursor` past what is done and
-    /// returns where it stands, `None` when it could not be moved.
-    async fn deliver_batch(
+    /// Settles the batch `first, first + 1, ...` whose request ended with `outcome`:
+    /// delivered, it is counted; else (rejected, too large) its records are sent again one
+    /// by one, each with its own verdict and quarantine entry. Moves the cursor from
+    /// `cursor` past what is done and returns where it stands, `None` when it could not be
+    /// moved.
+    async fn settle(
         &mut self,
         first: u64,
         batch: &[Record],
         cursor: u64,
+        outcome: Final,
     ) -> Result<Option<u64>, Stop> {
-        if batch.len() > 1 {
-            let payloads: Vec<Bytes> = batch.iter().map(|r| r.payload.clone()).collect();
-            if let Some(joined) = join(&payloads, &mut self.join_buf) {
-                if let Final::Delivered = self.send_until_final(&joined).await? {
-                    for record in batch {
-                        self.count_sent(record);
-                    }
-                    return Ok(self.move_cursor(cursor, first + batch.len() as u64));
-                }
-                tracing::debug!(endpoint = %self.name, records = batch.len(), "shipper: joined batch not taken; sending its records one by one");
+        if let Final::Delivered = outcome {
+            for record in batch {
+                self.count_sent(record);
             }
+            return Ok(self.move_cursor(cursor, first + batch.len() as u64));
         }
+        // A lone record's answer is its own verdict; a joined batch's is not.
+        let mut known = match batch {
+            [_] => Some(outcome),
+            _ => {
+                tracing::debug!(endpoint = %self.name(), records = batch.len(), "shipper: joined batch not taken; sending its records one by one");
+                None
+            }
+        };
         let mut at = cursor;
         for (seq, record) in (first..).zip(batch) {
-            match self.deliver(record).await? {
+            match self.deliver(record, known.take()).await? {
                 None => self.count_sent(record),
                 Some((status, answer)) => self.quarantine(seq, record, status, &answer),
             }
@@ -240,13 +331,13 @@ impl Worker {
         }
         let m = &METRICS;
         m.shipper_sent_records
-            .with_label_values(&[&self.name])
+            .with_label_values(&[self.name()])
             .inc();
         m.shipper_sent_samples
-            .with_label_values(&[&self.name])
+            .with_label_values(&[self.name()])
             .inc_by(samples);
         m.shipper_sent_bytes
-            .with_label_values(&[&self.name])
+            .with_label_values(&[self.name()])
             .inc_by(record.payload.len() as u64);
         self.update(|s| {
             s.sent_records += 1;
@@ -258,16 +349,19 @@ impl Worker {
     fn quarantine(&self, seq: u64, record: &Record, status: u16, answer: &str) {
         let samples = u64::from(record.meta.samples) + u64::from(record.meta.histograms);
         tracing::error!(
-            endpoint = %self.name, seq, status, answer = %answer,
+            endpoint = %self.name(), seq, status, answer = %answer,
             group = %record.group, source = %record.source, samples,
             "shipper: storage rejected the batch permanently; quarantined, moving on"
         );
-        if let Err(e) = self.wal.quarantine(&self.name, seq, record, status, answer) {
-            tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not store the quarantined batch; it is lost");
+        if let Err(e) = self
+            .wal
+            .quarantine(self.name(), seq, record, status, answer)
+        {
+            tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: could not store the quarantined batch; it is lost");
         }
         METRICS
             .shipper_quarantined
-            .with_label_values(&[&self.name])
+            .with_label_values(&[self.name()])
             .inc();
         self.update(|s| {
             s.quarantined += 1;
@@ -279,58 +373,58 @@ impl Worker {
     /// Sends a quarantined batch again (operator request). Delivered: it leaves the
     /// quarantine. Rejected again: it stays, with the new answer.
     async fn replay_quarantined(&mut self, seq: u64) -> Result<(), Stop> {
-        let record = match self.wal.quarantine_get(&self.name, seq) {
+        let record = match self.wal.quarantine_get(self.name(), seq) {
             Ok(Some((_, record))) => record,
             Ok(None) => {
-                tracing::warn!(endpoint = %self.name, seq, "shipper: quarantined batch to replay is gone");
+                tracing::warn!(endpoint = %self.name(), seq, "shipper: quarantined batch to replay is gone");
                 return Ok(());
             }
             Err(e) => {
-                tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: cannot read the quarantine");
+                tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: cannot read the quarantine");
                 return Ok(());
             }
         };
-        match self.deliver(&record).await? {
+        match self.deliver(&record, None).await? {
             None => {
                 self.count_sent(&record);
-                if let Err(e) = self.wal.quarantine_remove(&self.name, seq) {
-                    tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not remove the replayed batch from the quarantine");
+                if let Err(e) = self.wal.quarantine_remove(self.name(), seq) {
+                    tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: could not remove the replayed batch from the quarantine");
                 }
-                tracing::info!(endpoint = %self.name, seq, "shipper: quarantined batch replayed and delivered");
+                tracing::info!(endpoint = %self.name(), seq, "shipper: quarantined batch replayed and delivered");
             }
             Some((status, answer)) => {
-                tracing::warn!(endpoint = %self.name, seq, status, answer = %answer, "shipper: replayed batch rejected again; it stays quarantined");
+                tracing::warn!(endpoint = %self.name(), seq, status, answer = %answer, "shipper: replayed batch rejected again; it stays quarantined");
                 if let Err(e) = self
                     .wal
-                    .quarantine(&self.name, seq, &record, status, &answer)
+                    .quarantine(self.name(), seq, &record, status, &answer)
                 {
-                    tracing::error!(endpoint = %self.name, seq, error = %e, "shipper: could not update the quarantine");
+                    tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: could not update the quarantine");
                 }
             }
         }
         Ok(())
     }
 
-    async fn sleep(&mut self, d: Duration) -> Result<(), Stop> {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
-            _ = self.control_rx.changed() => Err(Stop::Interrupted),
-            _ = self.gate.changed() => Err(Stop::Interrupted),
-            _ = tokio::time::sleep(d) => Ok(()),
-        }
-    }
-
     /// Delivers one record (in parts if the storage says it is too large). `Ok(None)`:
     /// delivered; `Ok(Some((status, answer)))`: rejected permanently.
-    async fn deliver(&mut self, record: &Record) -> Result<Option<(u16, String)>, Stop> {
+    /// `known`: the answer to the whole record already given by the storage.
+    async fn deliver(
+        &mut self,
+        record: &Record,
+        mut known: Option<Final>,
+    ) -> Result<Option<(u16, String)>, Stop> {
         let mut parts: Vec<Bytes> = vec![record.payload.clone()];
         let mut rejected: Option<(u16, String)> = None;
         while let Some(part) = parts.pop() {
-            match self.send_until_final(&part).await? {
+            let outcome = match known.take() {
+                Some(outcome) => outcome,
+                None => self.sender.send_until_final(&part).await?,
+            };
+            match outcome {
                 Final::Delivered => {}
                 Final::TooLarge => match halve(&part) {
                     Some((first, second)) => {
-                        tracing::warn!(endpoint = %self.name, bytes = part.len(), "shipper: storage answered 413, sending the batch in halves");
+                        tracing::warn!(endpoint = %self.name(), bytes = part.len(), "shipper: storage answered 413, sending the batch in halves");
                         parts.push(second);
                         parts.push(first);
                     }
@@ -340,84 +434,5 @@ impl Worker {
             }
         }
         Ok(rejected)
-    }
-
-    /// Sends until the answer is not "retry".
-    async fn send_until_final(&mut self, payload: &Bytes) -> Result<Final, Stop> {
-        let mut failures = 0u64;
-        loop {
-            self.update(|s| {
-                if s.state != EndpointState::Failing {
-                    s.state = EndpointState::Shipping;
-                }
-            });
-            if !*self.gate.borrow() {
-                return Err(Stop::Interrupted);
-            }
-            let client = self.client.clone();
-            let started = std::time::Instant::now();
-            let verdict = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
-                _ = self.control_rx.changed() => return Err(Stop::Interrupted),
-                _ = self.gate.changed() => return Err(Stop::Interrupted),
-                v = client.send(payload.clone()) => v,
-            };
-            METRICS
-                .shipper_request_duration
-                .with_label_values(&[&self.name])
-                .observe(started.elapsed().as_secs_f64());
-            if let Some(class) = verdict.failure_class() {
-                METRICS
-                    .shipper_failures
-                    .with_label_values(&[&self.name, class])
-                    .inc();
-            }
-            let (reason, after) = match verdict {
-                Verdict::Retry { reason, after } => (reason, after),
-                Verdict::Delivered => return Ok(self.recovered(failures, Final::Delivered)),
-                Verdict::TooLarge => return Ok(self.recovered(failures, Final::TooLarge)),
-                Verdict::Reject { status, answer } => {
-                    return Ok(self.recovered(failures, Final::Reject { status, answer }))
-                }
-            };
-            failures += 1;
-            METRICS
-                .shipper_retries
-                .with_label_values(&[&self.name])
-                .inc();
-            let delay = self.backoff.next_delay(after);
-            let now = SystemClock.now_ms();
-            self.update(|s| {
-                s.retries += 1;
-                s.failed_requests += 1;
-                s.last_error = Some(reason.clone());
-                s.last_error_ms = Some(now);
-                s.next_retry_ms = Some(now + delay.as_millis() as u64);
-                s.state = if failures >= FAILING_AFTER {
-                    EndpointState::Failing
-                } else {
-                    EndpointState::Backoff
-                };
-            });
-            if failures == 1 || failures % 20 == 0 {
-                tracing::warn!(endpoint = %self.name, attempts = failures, retry_in = ?delay, error = %reason, "shipper: send failed, will retry");
-            }
-            self.sleep(delay).await?;
-        }
-    }
-
-    /// Leaves the retry loop: resets the backoff and the state.
-    fn recovered(&mut self, failures: u64, outcome: Final) -> Final {
-        self.backoff.reset();
-        self.update(|s| {
-            s.next_retry_ms = None;
-            if matches!(s.state, EndpointState::Failing | EndpointState::Backoff) {
-                s.state = EndpointState::Shipping;
-            }
-        });
-        if failures > 0 {
-            tracing::info!(endpoint = %self.name, attempts = failures + 1, "shipper: storage answers again");
-        }
-        outcome
     }
 }

@@ -261,6 +261,11 @@ pub struct Received {
     pub headers: Vec<BTreeMap<String, String>>,
     /// Requests answered with a failure.
     pub refused: u64,
+    /// How long each request is held before it is looked at (a slow storage).
+    pub delay: Duration,
+    /// Requests being held right now, and the most ever held at once.
+    pub in_flight: usize,
+    pub max_in_flight: usize,
 }
 
 /// An in-process storage that decodes every Remote-Write request it receives.
@@ -289,6 +294,16 @@ async fn receive(
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
+    let delay = {
+        let mut s = state.lock().expect("sink state");
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        s.delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    state.lock().expect("sink state").in_flight -= 1;
     let decoded = snap::raw::Decoder::new()
         .decompress_vec(&body)
         .ok()
@@ -375,6 +390,11 @@ impl Sink {
     /// Changes how it answers.
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().expect("sink").mode = Some(mode);
+    }
+
+    /// Holds every request this long before answering it.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().expect("sink").delay = delay;
     }
 
     /// Runs `f` on what was received.

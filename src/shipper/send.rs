@@ -1,0 +1,193 @@
+//! One request's way to a storage: sent again on every transient failure (with the
+//! endpoint's backoff) until the storage gives a final answer, or until the worker is
+//! stopped or interrupted by an operator.
+//!
+//! A [`Sender`] is cheap to copy: the worker keeps one for its own sends and gives each
+//! concurrent send (with `max_in_flight` above 1) its own copy, with its own backoff, on a
+//! task of its own ([`InFlight`]). Every copy reports into the endpoint's one status.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::client::EndpointClient;
+use super::retry::{Backoff, Verdict};
+use super::status::{EndpointState, EndpointStatus};
+use crate::election::{Clock, SystemClock};
+use crate::metrics::METRICS;
+
+/// Consecutive failed attempts after which the state is `failing` rather than `backoff`.
+const FAILING_AFTER: u64 = 5;
+
+/// How a send ended, once retries are over.
+pub(super) enum Final {
+    Delivered,
+    TooLarge,
+    Reject { status: u16, answer: String },
+}
+
+/// Why a send or a worker stopped what it was doing.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// The process is shutting down.
+    Shutdown,
+    /// An operator changed something (or this node stopped shipping): look at the
+    /// controls and the cursor again.
+    Interrupted,
+}
+
+/// Everything one send needs.
+pub(super) struct Sender {
+    pub name: Arc<str>,
+    pub client: EndpointClient,
+    pub status: Arc<Mutex<EndpointStatus>>,
+    pub control_rx: watch::Receiver<u64>,
+    pub backoff: Backoff,
+    pub shutdown: CancellationToken,
+    /// False while this node must not ship (cluster follower).
+    pub gate: watch::Receiver<bool>,
+}
+
+impl Sender {
+    /// A copy for a concurrent send: same endpoint and signals, a backoff of its own.
+    pub fn fork(&self) -> Sender {
+        Sender {
+            name: self.name.clone(),
+            client: self.client.clone(),
+            status: self.status.clone(),
+            control_rx: self.control_rx.clone(),
+            backoff: self.backoff.fresh(),
+            shutdown: self.shutdown.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+    }
+
+    /// Waits `d`, unless the process stops or an operator interrupts.
+    pub async fn sleep(&mut self, d: std::time::Duration) -> Result<(), Stop> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
+            _ = self.control_rx.changed() => Err(Stop::Interrupted),
+            _ = self.gate.changed() => Err(Stop::Interrupted),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+
+    /// Sends until the answer is not "retry".
+    pub async fn send_until_final(&mut self, payload: &Bytes) -> Result<Final, Stop> {
+        let mut failures = 0u64;
+        loop {
+            self.update(|s| {
+                if s.state != EndpointState::Failing {
+                    s.state = EndpointState::Shipping;
+                }
+            });
+            if !*self.gate.borrow() {
+                return Err(Stop::Interrupted);
+            }
+            let client = self.client.clone();
+            let started = std::time::Instant::now();
+            let verdict = tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = self.control_rx.changed() => return Err(Stop::Interrupted),
+                _ = self.gate.changed() => return Err(Stop::Interrupted),
+                v = client.send(payload.clone()) => v,
+            };
+            METRICS
+                .shipper_request_duration
+                .with_label_values(&[&self.name])
+                .observe(started.elapsed().as_secs_f64());
+            if let Some(class) = verdict.failure_class() {
+                METRICS
+                    .shipper_failures
+                    .with_label_values(&[&self.name, class])
+                    .inc();
+            }
+            let (reason, after) = match verdict {
+                Verdict::Retry { reason, after } => (reason, after),
+                Verdict::Delivered => return Ok(self.recovered(failures, Final::Delivered)),
+                Verdict::TooLarge => return Ok(self.recovered(failures, Final::TooLarge)),
+                Verdict::Reject { status, answer } => {
+                    return Ok(self.recovered(failures, Final::Reject { status, answer }))
+                }
+            };
+            failures += 1;
+            METRICS
+                .shipper_retries
+                .with_label_values(&[&self.name])
+                .inc();
+            let delay = self.backoff.next_delay(after);
+            let now = SystemClock.now_ms();
+            self.update(|s| {
+                s.retries += 1;
+                s.failed_requests += 1;
+                s.last_error = Some(reason.clone());
+                s.last_error_ms = Some(now);
+                s.next_retry_ms = Some(now + delay.as_millis() as u64);
+                s.state = if failures >= FAILING_AFTER {
+                    EndpointState::Failing
+                } else {
+                    EndpointState::Backoff
+                };
+            });
+            if failures == 1 || failures % 20 == 0 {
+                tracing::warn!(endpoint = %self.name, attempts = failures, retry_in = ?delay, error = %reason, "shipper: send failed, will retry");
+            }
+            self.sleep(delay).await?;
+        }
+    }
+
+    /// Leaves the retry loop: resets the backoff and the state.
+    fn recovered(&mut self, failures: u64, outcome: Final) -> Final {
+        self.backoff.reset();
+        self.update(|s| {
+            s.next_retry_ms = None;
+            if matches!(s.state, EndpointState::Failing | EndpointState::Backoff) {
+                s.state = EndpointState::Shipping;
+            }
+        });
+        if failures > 0 {
+            tracing::info!(endpoint = %self.name, attempts = failures + 1, "shipper: storage answers again");
+        }
+        outcome
+    }
+
+    /// Starts `send_until_final(payload)` on a task of its own, with its own backoff.
+    pub fn spawn(&self, payload: Bytes) -> InFlight {
+        let mut sender = self.fork();
+        InFlight(tokio::spawn(async move {
+            sender.send_until_final(&payload).await
+        }))
+    }
+}
+
+/// A send running on its own task. Dropping it aborts the send, so a worker that is
+/// interrupted or stopped leaves nothing running behind it.
+pub(super) struct InFlight(JoinHandle<Result<Final, Stop>>);
+
+impl InFlight {
+    /// The send's outcome. A send task that panicked counts as interrupted: the worker
+    /// starts again from its cursor.
+    pub async fn outcome(mut self, endpoint: &str) -> Result<Final, Stop> {
+        match (&mut self.0).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(endpoint, error = %e, "shipper: a send task failed; starting again from the cursor");
+                Err(Stop::Interrupted)
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
