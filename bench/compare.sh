@@ -23,7 +23,8 @@ LATENCY=1
 KEEP=0
 NAME=latest
 DRAIN_MAX=${DRAIN_MAX:-120}
-COMMAND="bench/compare.sh${*:+ $*}"
+# The relays' extra flags are part of what was measured.
+COMMAND="${HIGHLANDER_ARGS:+HIGHLANDER_ARGS='$HIGHLANDER_ARGS' }${VMAGENT_ARGS:+VMAGENT_ARGS='$VMAGENT_ARGS' }bench/compare.sh${*:+ $*}"
 
 while (($#)); do
     case $1 in

@@ -29,7 +29,8 @@ OUTAGE=30
 PRE=${PRE:-10}
 POST=${POST:-20}
 KEEP=0
-COMMAND="bench/scenarios.sh${*:+ $*}"
+# The relays' extra flags are part of what was measured.
+COMMAND="${HIGHLANDER_ARGS:+HIGHLANDER_ARGS='$HIGHLANDER_ARGS' }${VMAGENT_ARGS:+VMAGENT_ARGS='$VMAGENT_ARGS' }bench/scenarios.sh${*:+ $*}"
 
 while (($#)); do
     case $1 in
