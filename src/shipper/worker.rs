@@ -54,11 +54,12 @@ fn batch_len(record: &Record) -> u64 {
 enum Unit {
     /// A damaged record: skipped.
     Damaged(u64, crate::wal::record::CodecError),
-    /// Records `first, first + 1, ...`, sent (joined) as one request.
+    /// Records `first, first + 1, ...`, sent (joined) as one request; `None` when they
+    /// cannot be joined (they then go one by one).
     Batch {
         first: u64,
         records: Vec<Record>,
-        send: InFlight,
+        send: Option<InFlight>,
     },
 }
 
@@ -203,7 +204,10 @@ impl Worker {
                     send,
                 } => {
                     let end = first + records.len() as u64;
-                    let outcome = send.outcome(&self.sender.name).await?;
+                    let outcome = match send {
+                        Some(send) => Some(send.outcome(&self.sender.name).await?),
+                        None => None,
+                    };
                     self.settle(first, &records, at, outcome)
                         .await?
                         .map(|n| (n, end))
@@ -242,13 +246,11 @@ impl Worker {
                 break;
             }
             decoded += len;
-            let Some(ReadItem::Record(_, next)) = read.pop_front() else {
-                unreachable!("front was a record");
-            };
-            records.push(next);
+            if let Some(ReadItem::Record(_, next)) = read.pop_front() {
+                records.push(next);
+            }
         }
-        let payload = self.payload(&records);
-        let send = self.sender.spawn(payload);
+        let send = self.payload(&records).map(|p| self.sender.spawn(p));
         Some(Unit::Batch {
             first,
             records,
@@ -256,18 +258,14 @@ impl Worker {
         })
     }
 
-    /// One request's body for `records`: the payload itself, or their payloads joined.
-    fn payload(&mut self, records: &[Record]) -> Bytes {
+    /// One request's body for `records`: the payload itself, or their payloads joined;
+    /// `None` when they cannot be joined (over snappy's length limit).
+    fn payload(&mut self, records: &[Record]) -> Option<Bytes> {
         if let [only] = records {
-            return only.payload.clone();
+            return Some(only.payload.clone());
         }
         let payloads: Vec<Bytes> = records.iter().map(|r| r.payload.clone()).collect();
-        match join(&payloads, &mut self.join_buf) {
-            Some(joined) => joined,
-            // A preamble that cannot be read: the send fails, and the records then go one
-            // by one, each with its own verdict.
-            None => Bytes::new(),
-        }
+        join(&payloads, &mut self.join_buf)
     }
 
     /// Moves the cursor from `from` to `to`; `None` when someone else moved it meanwhile
@@ -283,19 +281,19 @@ impl Worker {
         }
     }
 
-    /// Settles the batch `first, first + 1, ...` whose request ended with `outcome`:
-    /// delivered, it is counted; else (rejected, too large) its records are sent again one
-    /// by one, each with its own verdict and quarantine entry. Moves the cursor from
-    /// `cursor` past what is done and returns where it stands, `None` when it could not be
-    /// moved.
+    /// Settles the batch `first, first + 1, ...` whose request ended with `outcome`
+    /// (`None`: not sent as one): delivered, it is counted; else (rejected, too large, not
+    /// joined) its records are sent one by one, each with its own verdict and quarantine
+    /// entry. Moves the cursor from `cursor` past what is done and returns where it stands,
+    /// `None` when it could not be moved.
     async fn settle(
         &mut self,
         first: u64,
         batch: &[Record],
         cursor: u64,
-        outcome: Final,
+        outcome: Option<Final>,
     ) -> Result<Option<u64>, Stop> {
-        if let Final::Delivered = outcome {
+        if let Some(Final::Delivered) = outcome {
             for record in batch {
                 self.count_sent(record);
             }
@@ -303,7 +301,7 @@ impl Worker {
         }
         // A lone record's answer is its own verdict; a joined batch's is not.
         let mut known = match batch {
-            [_] => Some(outcome),
+            [_] => outcome,
             _ => {
                 tracing::debug!(endpoint = %self.name(), records = batch.len(), "shipper: joined batch not taken; sending its records one by one");
                 None
