@@ -63,6 +63,8 @@ pub struct Metrics {
     pub wal_oldest_age: prometheus::Gauge,
     /// Quarantined batches (scrape time).
     pub wal_quarantined: IntGauge,
+    /// Requests out to an endpoint (scrape time).
+    pub shipper_in_flight: IntGaugeVec,
     /// Records an endpoint has not taken (scrape time).
     pub shipper_lag_records: IntGaugeVec,
     /// Bytes an endpoint has not taken (scrape time).
@@ -297,6 +299,12 @@ impl Metrics {
                 &r,
                 "highlander_wal_quarantined_records",
                 "Batches in the quarantine.",
+            ),
+            shipper_in_flight: gauge_vec(
+                &r,
+                "highlander_shipper_in_flight",
+                "Requests out to an endpoint, each until its final answer (retries included).",
+                &["endpoint"],
             ),
             shipper_lag_records: gauge_vec(
                 &r,

@@ -556,6 +556,13 @@ async fn concurrent_sends_settle_in_sequence_order() {
         let t = T0 + i as i64 * 10_000;
         assert_eq!(post(&c, &url, &request(name, 3, 2, t)).await.0, 204);
     }
+    // While the storage fails, four sends are out, each in its retry loop.
+    wait_until("4 requests in flight", Duration::from_secs(10), || async {
+        let q = node.admin_json("/api/v1/queue").await;
+        let e = &q["endpoints"][0];
+        (e["in_flight"] == 4 && e["max_in_flight"] == 4).then_some(())
+    })
+    .await;
     sink.set_delay(Duration::from_millis(100));
     sink.set_mode(Mode::RejectMetric("poison".into()));
     let good = (writes - 1) * 3 * 2;
@@ -572,6 +579,7 @@ async fn concurrent_sends_settle_in_sequence_order() {
     );
     let q = node.admin_json("/api/v1/queue").await;
     assert_eq!(q["quarantined"], 1, "only the poison write: {q}");
+    assert_eq!(q["endpoints"][0]["in_flight"], 0, "{q}");
 }
 
 /// A storage that was down gets the backlog in fewer, joined requests: every sample, per

@@ -38,6 +38,9 @@ fn refresh(admin: &Admin) {
         m.shipper_lag_seconds
             .with_label_values(&[&e.name])
             .set(e.lag_seconds);
+        m.shipper_in_flight
+            .with_label_values(&[&e.name])
+            .set(e.in_flight as i64);
         for (state, label) in STATES {
             m.shipper_state
                 .with_label_values(&[&e.name, label])

@@ -120,6 +120,8 @@ pub struct EndpointView {
     failed_requests: u64,
     retries: u64,
     quarantined: u64,
+    pub(super) in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// `/api/v1/queue`.
@@ -163,6 +165,8 @@ pub fn queue_view(admin: &Admin) -> QueueView {
                 failed_requests: s.failed_requests,
                 retries: s.retries,
                 quarantined: s.quarantined,
+                in_flight: s.in_flight,
+                max_in_flight: s.max_in_flight,
             }
         })
         .collect();

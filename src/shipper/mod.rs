@@ -118,9 +118,11 @@ impl Shipper {
         let mut handles = Vec::new();
         let mut tasks = Vec::new();
         for (cfg, client) in endpoints.iter().zip(clients) {
+            let max_in_flight = cfg.max_in_flight.max(1);
             let status = Arc::new(Mutex::new(EndpointStatus::new(
                 cfg.name.clone(),
                 cfg.display_url(),
+                max_in_flight,
             )));
             let control = Arc::new(EndpointControl::new());
             handles.push(EndpointHandle {
@@ -142,7 +144,7 @@ impl Shipper {
                 wal: wal.clone(),
                 control,
                 max_batch_bytes: cfg.max_batch_bytes,
-                max_in_flight: cfg.max_in_flight.max(1),
+                max_in_flight,
                 join_buf: bytes::BytesMut::new(),
             };
             tasks.push(tokio::spawn(worker.run()));

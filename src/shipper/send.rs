@@ -82,6 +82,7 @@ impl Sender {
 
     /// Sends until the answer is not "retry".
     pub async fn send_until_final(&mut self, payload: &Bytes) -> Result<Final, Stop> {
+        let _out = Outstanding::new(&self.status);
         let mut failures = 0u64;
         loop {
             self.update(|s| {
@@ -168,6 +169,23 @@ impl Sender {
     }
 }
 
+/// Counts a send in the endpoint's `in_flight` while it lives (also when it is aborted).
+struct Outstanding(Arc<Mutex<EndpointStatus>>);
+
+impl Outstanding {
+    fn new(status: &Arc<Mutex<EndpointStatus>>) -> Self {
+        status.lock().unwrap_or_else(|e| e.into_inner()).in_flight += 1;
+        Outstanding(status.clone())
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.in_flight = s.in_flight.saturating_sub(1);
+    }
+}
+
 /// A send running on its own task. Dropping it aborts the send, so a worker that is
 /// interrupted or stopped leaves nothing running behind it.
 pub(super) struct InFlight(JoinHandle<Result<Final, Stop>>);
@@ -175,7 +193,8 @@ pub(super) struct InFlight(JoinHandle<Result<Final, Stop>>);
 impl InFlight {
     /// The send's outcome. A send task that panicked counts as interrupted: the worker
     /// starts again from its cursor.
-    pub async fn outcome(mut self, endpoint: &str) -> Result<Final, Stop> {
+    /// Cancel-safe: dropped before it completes, it can be awaited again.
+    pub async fn outcome(&mut self, endpoint: &str) -> Result<Final, Stop> {
         match (&mut self.0).await {
             Ok(outcome) => outcome,
             Err(e) => {

@@ -49,11 +49,15 @@ pub struct EndpointStatus {
     pub quarantined: u64,
     /// Newest sample timestamp delivered (ms), the shipped watermark.
     pub shipped_data_ts: Option<i64>,
+    /// Requests out now (each until its final answer, retries included).
+    pub in_flight: usize,
+    /// Most requests out at once (configured).
+    pub max_in_flight: usize,
 }
 
 impl EndpointStatus {
     /// A fresh status.
-    pub fn new(name: String, url: String) -> Self {
+    pub fn new(name: String, url: String, max_in_flight: usize) -> Self {
         EndpointStatus {
             name,
             url,
@@ -68,6 +72,8 @@ impl EndpointStatus {
             retries: 0,
             quarantined: 0,
             shipped_data_ts: None,
+            in_flight: 0,
+            max_in_flight,
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
 
 use super::batch::{decoded_len, join};
 use super::control::EndpointControl;
@@ -129,7 +130,7 @@ impl Worker {
                 }
             };
             appended.mark_unchanged();
-            match self.ship_from(cursor).await {
+            match self.ship_from(cursor, &mut appended).await {
                 Err(Stop::Shutdown) => return,
                 Err(Stop::Interrupted) | Ok(Pass::Again) => {}
                 Ok(Pass::ReadFailed) => {
@@ -156,7 +157,11 @@ impl Worker {
     /// and everything before it is done. Ends when the buffer is read to its end and every
     /// send is settled, or when the cursor moved under us (in-flight sends are dropped,
     /// which aborts them; what they had delivered is sent again, at least once).
-    async fn ship_from(&mut self, cursor: u64) -> Result<Pass, Stop> {
+    async fn ship_from(
+        &mut self,
+        cursor: u64,
+        appended: &mut watch::Receiver<u64>,
+    ) -> Result<Pass, Stop> {
         let mut queue: VecDeque<Unit> = VecDeque::new();
         let mut read: VecDeque<ReadItem> = VecDeque::new();
         let mut next_read = cursor;
@@ -189,8 +194,31 @@ impl Worker {
                     None => break,
                 }
             }
+            // The head's outcome; while there is room in the window and the buffer was read
+            // to its end, records appended meanwhile are sent without waiting for it (a
+            // failing storage gets the whole window, not one request at a time).
+            let room = self.in_flight(&queue) < self.max_in_flight;
+            let outcome = match queue.front_mut() {
+                None => return Ok(if settled { Pass::Again } else { Pass::Idle }),
+                Some(Unit::Batch {
+                    send: Some(send), ..
+                }) => {
+                    if room && !more {
+                        tokio::select! {
+                            o = send.outcome(&self.sender.name) => Some(o?),
+                            Ok(()) = appended.changed() => {
+                                more = true;
+                                continue;
+                            }
+                        }
+                    } else {
+                        Some(send.outcome(&self.sender.name).await?)
+                    }
+                }
+                Some(_) => None,
+            };
             let Some(unit) = queue.pop_front() else {
-                return Ok(if settled { Pass::Again } else { Pass::Idle });
+                return Ok(Pass::Again);
             };
             let next = match unit {
                 Unit::Damaged(seq, e) => {
@@ -198,16 +226,8 @@ impl Worker {
                     METRICS.wal_damaged.inc();
                     self.move_cursor(at, seq + 1).map(|n| (n, seq + 1))
                 }
-                Unit::Batch {
-                    first,
-                    records,
-                    send,
-                } => {
+                Unit::Batch { first, records, .. } => {
                     let end = first + records.len() as u64;
-                    let outcome = match send {
-                        Some(send) => Some(send.outcome(&self.sender.name).await?),
-                        None => None,
-                    };
                     self.settle(first, &records, at, outcome)
                         .await?
                         .map(|n| (n, end))
