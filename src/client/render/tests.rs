@@ -1,5 +1,6 @@
 //! Rendering tests: the human output of each command from sample JSON.
 
+use super::queue::series_name;
 use super::*;
 use serde_json::json;
 
@@ -29,11 +30,12 @@ fn renders_an_endpoint_error_with_its_retry() {
     let v = json!({"records": 2, "bytes": 205, "max_bytes": 1024, "endpoints": [{
         "name": "lts", "state": "failing", "lag_records": 2, "lag_bytes": 205,
         "lag_seconds": 0.5, "sent_records": 0, "failed_requests": 5,
-        "last_error": "HTTP 503", "last_error_ms": NOW - 3_000, "next_retry_ms": NOW + 2_000
+        "last_error": "HTTP 503", "last_error_ms": NOW - 3_000, "next_retry_ms": NOW + 2_000,
+        "in_flight": 2, "max_in_flight": 4
     }]});
     let out = queue(&v, NOW);
     assert!(out.contains("205 B of 1.0 KiB (20.0%)"), "{out}");
-    assert!(out.contains("lts       failing"), "{out}");
+    assert!(out.contains("lts       failing  2/4"), "{out}");
     assert!(out.contains("HTTP 503 (3s ago), retry in 2s"), "{out}");
 }
 
