@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+mod operator;
+
+pub use operator::ElectionError;
+
 /// One accepted write, as the election sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation<'a> {
@@ -140,37 +144,6 @@ pub struct PinView {
     pub until_ms: Option<u64>,
 }
 
-/// Why an operator request is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ElectionError {
-    /// No such group has been seen.
-    #[error("no group named {0:?} has been seen")]
-    UnknownGroup(String),
-    /// No such source has been seen in the group.
-    #[error("no source named {name:?} has been seen in group {group:?}")]
-    UnknownSource {
-        /// Group.
-        group: String,
-        /// Source.
-        name: String,
-    },
-    /// The group has no pin to remove.
-    #[error("group {0:?} is not pinned")]
-    NotPinned(String),
-    /// Failover needs a promoted source to move away from.
-    #[error("group {0:?} has no promoted source to fail over from")]
-    NothingPromoted(String),
-    /// Failover needs another live source.
-    #[error("group {0:?} has no other source that wrote within the health expiry")]
-    NoCandidate(String),
-    /// The `until` time is already past.
-    #[error("until is in the past")]
-    UntilInPast,
-    /// The durable store failed; the change was applied in memory only.
-    #[error("could not store the change: {0}")]
-    Storage(String),
-}
-
 /// What is known of one source of a group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SourceView {
@@ -247,12 +220,12 @@ fn promote_best(
     expiry_ms: u64,
     now_ms: u64,
 ) -> Option<Change> {
-    let alive = |s: &SourceView| now_ms.saturating_sub(s.last_seen_ms) < expiry_ms;
+    let live = |s: &SourceView| alive(s, now_ms, expiry_ms);
     let pinned = group.pin.as_ref().map(|p| p.source.clone());
     let (source, view) = group
         .sources
         .iter()
-        .filter(|(id, s)| id.as_str() != demoted && alive(s))
+        .filter(|(id, s)| id.as_str() != demoted && live(s))
         .max_by_key(|(id, s)| {
             (
                 pinned.as_deref() == Some(id.as_str()),
@@ -278,6 +251,11 @@ fn promote_best(
         weight,
         reason,
     })
+}
+
+/// Whether `source` wrote within the health expiry.
+fn alive(source: &SourceView, now_ms: u64, expiry_ms: u64) -> bool {
+    now_ms.saturating_sub(source.last_seen_ms) < expiry_ms
 }
 
 /// The election of every group.
@@ -399,118 +377,6 @@ impl ElectionState {
         changes
     }
 
-    fn alive(&self, source: &SourceView, now_ms: u64) -> bool {
-        now_ms.saturating_sub(source.last_seen_ms) < self.expiry_ms
-    }
-
-    /// Pins `source` in `group`: it is preferred over any weight until unpinned or `until`.
-    /// If it wrote within the expiry, it is promoted at once.
-    pub fn pin(
-        &mut self,
-        group_name: &str,
-        source: &str,
-        until_ms: Option<u64>,
-        now_ms: u64,
-    ) -> Result<Option<Change>, ElectionError> {
-        if until_ms.is_some_and(|u| u <= now_ms) {
-            return Err(ElectionError::UntilInPast);
-        }
-        let expiry_ms = self.expiry_ms;
-        let group = self
-            .groups
-            .get_mut(group_name)
-            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
-        let Some(seen) = group.sources.get(source) else {
-            return Err(ElectionError::UnknownSource {
-                group: group_name.to_owned(),
-                name: source.to_owned(),
-            });
-        };
-        let alive = now_ms.saturating_sub(seen.last_seen_ms) < expiry_ms;
-        let weight = seen.weight;
-        group.pin = Some(PinView {
-            source: source.to_owned(),
-            kind: PinKind::Pin,
-            since_ms: now_ms,
-            until_ms,
-        });
-        let previous = group.promoted.as_ref().map(|p| p.source.clone());
-        if !alive || previous.as_deref() == Some(source) {
-            return Ok(None);
-        }
-        group.promoted = Some(PromotedView {
-            source: source.to_owned(),
-            weight,
-            since_ms: now_ms,
-        });
-        Ok(Some(Change::Promoted {
-            group: group_name.to_owned(),
-            source: source.to_owned(),
-            weight,
-            reason: Reason::Pinned { previous },
-        }))
-    }
-
-    /// Removes the group's pin; weights count again from the next write on.
-    pub fn unpin(&mut self, group_name: &str) -> Result<PinView, ElectionError> {
-        let group = self
-            .groups
-            .get_mut(group_name)
-            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
-        group
-            .pin
-            .take()
-            .ok_or_else(|| ElectionError::NotPinned(group_name.to_owned()))
-    }
-
-    /// Demotes the promoted source now and promotes the best other source that wrote
-    /// within the expiry (highest weight, then most recent write). The new source is pinned
-    /// (kind `failover`) so that the old one does not take over again by weight.
-    pub fn failover(
-        &mut self,
-        group_name: &str,
-        until_ms: Option<u64>,
-        now_ms: u64,
-    ) -> Result<Change, ElectionError> {
-        if until_ms.is_some_and(|u| u <= now_ms) {
-            return Err(ElectionError::UntilInPast);
-        }
-        let group = self
-            .groups
-            .get(group_name)
-            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
-        let previous = group
-            .promoted
-            .as_ref()
-            .map(|p| p.source.clone())
-            .ok_or_else(|| ElectionError::NothingPromoted(group_name.to_owned()))?;
-        let (next, weight) = group
-            .sources
-            .iter()
-            .filter(|(id, s)| **id != previous && self.alive(s, now_ms))
-            .max_by_key(|(_, s)| (s.weight, s.last_data_ts.unwrap_or(i64::MIN), s.last_seen_ms))
-            .map(|(id, s)| (id.clone(), s.weight))
-            .ok_or_else(|| ElectionError::NoCandidate(group_name.to_owned()))?;
-        let group = self.groups.get_mut(group_name).expect("looked up above");
-        group.promoted = Some(PromotedView {
-            source: next.clone(),
-            weight,
-            since_ms: now_ms,
-        });
-        group.pin = Some(PinView {
-            source: next.clone(),
-            kind: PinKind::Failover,
-            since_ms: now_ms,
-            until_ms,
-        });
-        Ok(Change::Promoted {
-            group: group_name.to_owned(),
-            source: next,
-            weight,
-            reason: Reason::Failover { previous },
-        })
-    }
-
     /// Restores a group's committed decision (cluster: rebuilt from raft on the leader).
     pub fn restore(&mut self, group: &str, promoted: Option<PromotedView>, pin: Option<PinView>) {
         let g = self.groups.entry(group.to_owned()).or_default();
@@ -546,7 +412,7 @@ impl ElectionState {
         let mut changes = self.tick(now_ms);
         let expiry_ms = self.expiry_ms;
         for (name, group) in &mut self.groups {
-            let alive = |s: &SourceView| now_ms.saturating_sub(s.last_seen_ms) < expiry_ms;
+            let live = |s: &SourceView| alive(s, now_ms, expiry_ms);
             let Some(current) = group.promoted.clone() else {
                 changes.extend(promote_best(name, group, "", expiry_ms, now_ms));
                 continue;
@@ -554,7 +420,7 @@ impl ElectionState {
             let pinned = group.pin.as_ref().map(|p| p.source.clone());
             let next = match &pinned {
                 Some(pin) if *pin != current.source => {
-                    group.sources.get(pin).filter(|s| alive(s)).map(|s| {
+                    group.sources.get(pin).filter(|s| live(s)).map(|s| {
                         (
                             pin.clone(),
                             s.weight,
@@ -569,7 +435,7 @@ impl ElectionState {
                     .sources
                     .iter()
                     .filter(|(id, s)| {
-                        **id != current.source && alive(s) && s.weight > current.weight
+                        **id != current.source && live(s) && s.weight > current.weight
                     })
                     .max_by_key(|(_, s)| (s.weight, s.last_data_ts.unwrap_or(i64::MIN)))
                     .map(|(id, s)| {
