@@ -8,7 +8,7 @@
 # Writes bench/results/NAME.json and NAME.md (NAME: --name, default latest). See bench/README.md.
 #
 # Usage: bench/compare.sh [--rounds N] [--duration SECONDS] [--series N]
-#                         [--samples-per-request N] [--concurrency N] [--modes "direct highlander vmagent"]
+#                         [--samples-per-request N] [--concurrency N] [--modes "direct highlander highlander-inflight vmagent"]
 #                         [--no-latency] [--no-build] [--keep] [--name latest]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,7 +18,7 @@ DURATION=20
 SERIES=100000
 SPR=2000
 CONCURRENCY=8
-MODES="direct highlander vmagent"
+MODES="direct highlander highlander-inflight vmagent"
 LATENCY=1
 KEEP=0
 NAME=latest

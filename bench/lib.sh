@@ -123,11 +123,15 @@ start_relay() {
         RELAY_PID=
         WRITE_URL=$sink_url
         ;;
-    highlander)
+    highlander | highlander-inflight)
+        # highlander-inflight: several requests out to the sink at once (series may then
+        # arrive out of order, as with vmagent); highlander: the default, one at a time.
+        local inflight=
+        [[ $mode == highlander-inflight ]] && inflight="--max-in-flight ${HIGHLANDER_IN_FLIGHT:-2}"
         start highlander "$dir/relay.log" "$HIGHLANDER" serve \
             --listen "127.0.0.1:$RELAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
             --data-dir "$data" --remote-write "$sink_url" --durability sync \
-            --log-level warn ${HIGHLANDER_ARGS:-}
+            --log-level warn $inflight ${HIGHLANDER_ARGS:-}
         RELAY_PID=$LAST_PID
         wait_http "http://127.0.0.1:$ADMIN_PORT/readyz" 60 || die "highlander not ready (see $dir/relay.log)"
         WRITE_URL="http://127.0.0.1:$RELAY_PORT/api/v1/write"

@@ -13,14 +13,14 @@
 # bench/compare.sh first), else 2 000 000 samples/s.
 # Writes bench/results/scenarios.json and bench/results/scenarios.md.
 #
-# Usage: bench/scenarios.sh [--scenarios "outage kill9"] [--modes "highlander vmagent"]
+# Usage: bench/scenarios.sh [--scenarios "outage kill9"] [--modes "highlander highlander-inflight vmagent"]
 #                           [--rate REQ_PER_S] [--series N] [--samples-per-request N]
 #                           [--concurrency N] [--outage SECONDS] [--no-build] [--keep]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SCENARIOS="outage kill9"
-MODES="highlander vmagent"
+MODES="highlander highlander-inflight vmagent"
 SERIES=100000
 SPR=2000
 CONCURRENCY=8

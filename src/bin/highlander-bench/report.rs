@@ -32,7 +32,11 @@ pub struct ReportArgs {
     get: Option<String>,
 }
 
-const MODES: [&str; 3] = ["direct", "highlander", "vmagent"];
+const MODES: [&str; 4] = ["direct", "highlander", "highlander-inflight", "vmagent"];
+
+/// The modes whose ratios are reported: highlander's default (one request in flight per
+/// storage, series in order) and with several requests in flight (as vmagent sends).
+const RELAYS: [&str; 2] = ["highlander", "highlander-inflight"];
 
 /// Per-run metrics, in table order: key, label, unit-ish note, lower is better.
 const METRICS: [(&str, &str); 12] = [
@@ -210,15 +214,11 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
                 (mode, values)
             })
             .collect();
-        let ratio = |other: &str| -> Value {
+        let ratio = |relay: &str, other: &str| -> Value {
             RATIOS
                 .iter()
                 .map(|k| {
-                    let h = medians
-                        .get("highlander")
-                        .and_then(|m| m.get(k))
-                        .copied()
-                        .flatten();
+                    let h = medians.get(relay).and_then(|m| m.get(k)).copied().flatten();
                     let o = medians.get(other).and_then(|m| m.get(k)).copied().flatten();
                     let r = match (h, o) {
                         (Some(h), Some(o)) if o != 0.0 => Some(h / o),
@@ -229,10 +229,13 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
                 .collect::<serde_json::Map<_, _>>()
                 .into()
         };
-        ratios.insert(
-            phase.clone(),
-            json!({ "highlander/vmagent": ratio("vmagent"), "highlander/direct": ratio("direct") }),
-        );
+        let mut phase_ratios = serde_json::Map::new();
+        for relay in RELAYS.iter().filter(|r| medians.contains_key(**r)) {
+            for other in ["vmagent", "direct"] {
+                phase_ratios.insert(format!("{relay}/{other}"), ratio(relay, other));
+            }
+        }
+        ratios.insert(phase.clone(), phase_ratios.into());
         summary.insert(phase.clone(), json!(medians));
     }
     let vmagent_max = summary
@@ -313,28 +316,42 @@ fn markdown(report: &Value) -> String {
             .find(|(p, _)| p == phase)
             .map_or(phase.as_str(), |(_, t)| t);
         let _ = writeln!(md, "## {title}\n");
+        // The modes that ran, in their usual order, then a ratio column per relay.
+        let modes: Vec<&str> = MODES
+            .iter()
+            .copied()
+            .filter(|m| data.get(*m).is_some())
+            .collect();
+        let ratio_cols: Vec<String> = RELAYS
+            .iter()
+            .filter(|r| modes.contains(r))
+            .flat_map(|r| [format!("{r}/vmagent"), format!("{r}/direct")])
+            .collect();
+        let header: Vec<&str> = modes
+            .iter()
+            .copied()
+            .chain(ratio_cols.iter().map(String::as_str))
+            .collect();
         let _ = writeln!(
             md,
-            "| metric | direct | highlander | vmagent | highlander/vmagent | highlander/direct |\n|---|---:|---:|---:|---:|---:|"
+            "| metric | {} |\n|---|{}",
+            header.join(" | "),
+            "---:|".repeat(header.len())
         );
         let ratios = &report["ratios"][phase];
         for (key, label) in METRICS {
-            let cell = |mode: &str| fmt(&data[mode][key]);
-            let (hv, hd) = if RATIOS.contains(&key) {
-                (
-                    fmt(&ratios["highlander/vmagent"][key]),
-                    fmt(&ratios["highlander/direct"][key]),
-                )
-            } else {
-                (String::new(), String::new())
-            };
-            let _ = writeln!(
-                md,
-                "| {label} | {} | {} | {} | {hv} | {hd} |",
-                cell("direct"),
-                cell("highlander"),
-                cell("vmagent")
-            );
+            let cells: Vec<String> = modes
+                .iter()
+                .map(|m| fmt(&data[*m][key]))
+                .chain(ratio_cols.iter().map(|c| {
+                    if RATIOS.contains(&key) {
+                        fmt(&ratios[c.as_str()][key])
+                    } else {
+                        String::new()
+                    }
+                }))
+                .collect();
+            let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
         }
         let _ = writeln!(md);
     }
@@ -353,5 +370,42 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(vec![f64::NAN]), None);
+    }
+
+    #[test]
+    fn markdown_has_a_column_per_mode_that_ran_and_ratios_per_relay() {
+        let mode = |rate: f64| json!({"delivered_samples_per_s": rate, "p99_ms": 2.0});
+        let report = json!({
+            "summary": {"max": {
+                "direct": mode(8e6), "highlander": mode(3e6),
+                "highlander-inflight": mode(4e6), "vmagent": mode(2e6)
+            }},
+            "ratios": {"max": {
+                "highlander/vmagent": {"delivered_samples_per_s": 1.5},
+                "highlander/direct": {"delivered_samples_per_s": 0.375},
+                "highlander-inflight/vmagent": {"delivered_samples_per_s": 2.0},
+                "highlander-inflight/direct": {"delivered_samples_per_s": 0.5}
+            }},
+        });
+        let md = markdown(&report);
+        assert!(
+            md.contains("| metric | direct | highlander | highlander-inflight | vmagent | highlander/vmagent | highlander/direct | highlander-inflight/vmagent | highlander-inflight/direct |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| delivered samples/s (sink, first to last delivery) | 8.00 M | 3.00 M | 4.00 M | 2.00 M | 1.50 | 0.375 | 2 | 0.500 |"),
+            "{md}"
+        );
+        // A run without the in-flight mode keeps the three-mode table.
+        let mut three = report.clone();
+        three["summary"]["max"]
+            .as_object_mut()
+            .expect("modes")
+            .remove("highlander-inflight");
+        let md = markdown(&three);
+        assert!(
+            md.contains("| metric | direct | highlander | vmagent | highlander/vmagent | highlander/direct |\n|---|---:|---:|---:|---:|---:|"),
+            "{md}"
+        );
     }
 }
