@@ -2,7 +2,7 @@
 //! is refused with an [`ElectionError`] when it cannot apply (unknown group or source,
 //! nothing to move away from, no live candidate, an `until` already past).
 
-use super::{alive, Change, ElectionState, PinKind, PinView, PromotedView, Reason};
+use super::{alive, Change, ElectionState, GroupView, PinKind, PinView, PromotedView, Reason};
 
 /// Why an operator request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,21 @@ pub enum ElectionError {
 }
 
 impl ElectionState {
+    /// The group an override applies to; an `until` already past is refused.
+    fn override_target(
+        &mut self,
+        group_name: &str,
+        until_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<&mut GroupView, ElectionError> {
+        if until_ms.is_some_and(|u| u <= now_ms) {
+            return Err(ElectionError::UntilInPast);
+        }
+        self.groups
+            .get_mut(group_name)
+            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))
+    }
+
     /// Pins `source` in `group`: it is preferred over any weight until unpinned or `until`.
     /// If it wrote within the expiry, it is promoted at once.
     pub fn pin(
@@ -45,14 +60,8 @@ impl ElectionState {
         until_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<Option<Change>, ElectionError> {
-        if until_ms.is_some_and(|u| u <= now_ms) {
-            return Err(ElectionError::UntilInPast);
-        }
         let expiry_ms = self.expiry_ms;
-        let group = self
-            .groups
-            .get_mut(group_name)
-            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
+        let group = self.override_target(group_name, until_ms, now_ms)?;
         let Some(seen) = group.sources.get(source) else {
             return Err(ElectionError::UnknownSource {
                 group: group_name.to_owned(),
@@ -86,10 +95,7 @@ impl ElectionState {
 
     /// Removes the group's pin; weights count again from the next write on.
     pub fn unpin(&mut self, group_name: &str) -> Result<PinView, ElectionError> {
-        let group = self
-            .groups
-            .get_mut(group_name)
-            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
+        let group = self.override_target(group_name, None, 0)?;
         group
             .pin
             .take()
@@ -105,14 +111,8 @@ impl ElectionState {
         until_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<Change, ElectionError> {
-        if until_ms.is_some_and(|u| u <= now_ms) {
-            return Err(ElectionError::UntilInPast);
-        }
         let expiry_ms = self.expiry_ms;
-        let group = self
-            .groups
-            .get_mut(group_name)
-            .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))?;
+        let group = self.override_target(group_name, until_ms, now_ms)?;
         let previous = group
             .promoted
             .as_ref()
