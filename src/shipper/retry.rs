@@ -118,8 +118,6 @@ fn one_line(body: &str) -> String {
 #[derive(Debug)]
 pub struct Backoff {
     ceiling: backoff::ExponentialBackoff,
-    initial: Duration,
-    max: Duration,
     max_retry_after: Duration,
 }
 
@@ -136,15 +134,17 @@ impl Backoff {
             .build();
         Backoff {
             ceiling,
-            initial,
-            max,
             max_retry_after,
         }
     }
 
     /// A backoff with the same settings, at its first interval (one per concurrent send).
     pub fn fresh(&self) -> Self {
-        Backoff::new(self.initial, self.max, self.max_retry_after)
+        Backoff::new(
+            self.ceiling.initial_interval,
+            self.ceiling.max_interval,
+            self.max_retry_after,
+        )
     }
 
     /// The wait before the next attempt.
@@ -237,5 +237,18 @@ mod tests {
         );
         b.reset();
         assert!(b.next_delay(None) <= Duration::from_millis(100));
+        // A fresh copy has the same settings and starts at the first interval.
+        for _ in 0..10 {
+            b.next_delay(None);
+        }
+        let mut f = b.fresh();
+        assert!(f.next_delay(None) <= Duration::from_millis(100));
+        for _ in 0..200 {
+            assert!(f.next_delay(None) <= Duration::from_secs(2));
+        }
+        assert_eq!(
+            f.next_delay(Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
     }
 }

@@ -278,12 +278,9 @@ impl Worker {
         })
     }
 
-    /// One request's body for `records`: the payload itself, or their payloads joined;
+    /// One request's body for `records`: their payloads joined (a lone one as it is);
     /// `None` when they cannot be joined (over snappy's length limit).
     fn payload(&mut self, records: &[Record]) -> Option<Bytes> {
-        if let [only] = records {
-            return Some(only.payload.clone());
-        }
         let payloads: Vec<Bytes> = records.iter().map(|r| r.payload.clone()).collect();
         join(&payloads, &mut self.join_buf)
     }
