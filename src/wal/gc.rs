@@ -2,25 +2,22 @@
 //! records the size and age limits drop as data loss (moving lagging cursors up).
 //!
 //! A removal has two steps. Under the log lock a record leaves the index and the byte
-//! count, after the high-water mark is persisted ([`Wal::forget_below`]); its key leaves
-//! sled afterwards, without the lock, in chunks of at most [`GC_CHUNK`]
-//! ([`Wal::remove_range`]): removing a second's worth of records takes milliseconds and
-//! appends must not wait for it. Nothing else touches keys below `first_seq`.
+//! count, after the high-water mark and the new floor are persisted
+//! ([`Wal::forget_below`]). Its storage goes afterwards, without the lock
+//! ([`Wal::remove_range`]): a span's tree is dropped whole once the floor has passed all of
+//! it (see [`super::spans`]), so up to a span of forgotten records stays on disk a while,
+//! invisible to readers and to recovery, which starts at the persisted floor.
 //!
-//! [`run_collector`] deletes soon after a cursor moves, not on a slow timer: sled keeps
-//! values inside its B-tree leaves and rewrites a leaf whole when it splits (at 17 keys),
-//! so every record that is still buffered when its leaf splits is written to sled's log
-//! again. Records shipped within milliseconds and deleted at once keep the live tree a
-//! leaf or two wide; with a one-second collection period a second of records stayed
-//! buffered, and sled's log writes, page faults and memory grew with it.
+//! [`run_collector`] runs soon after a cursor moves, not on a slow timer, so the floor
+//! follows the shippers closely and a finished span is dropped at once.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::log::{be, Log, NEXT_SEQ};
-use super::{Wal, WalError, GC_CHUNK};
+use super::log::{be, Log, FIRST_SEQ, NEXT_SEQ};
+use super::{Wal, WalError};
 use crate::metrics::METRICS;
 
 /// The age limit is checked this often even when no cursor moves.
@@ -133,11 +130,10 @@ impl Wal {
     }
 
     /// Drops records below `upto` from the index and the byte count, after persisting the
-    /// high-water mark; returns the range whose keys are still in sled. The caller removes
-    /// them with [`Wal::remove_range`] once it has released the log lock: removing a second's
-    /// worth of records takes milliseconds, and appends must not wait for it. Keys left
-    /// behind by a failed removal are below every cursor, so the next start-up's recovery
-    /// and collection remove them.
+    /// high-water mark and the floor; returns the range still stored. The caller drops
+    /// its spans with [`Wal::remove_range`] once it has released the log lock, so appends
+    /// never wait for a drop. A span left behind by a failed drop is below the floor: the
+    /// next collection drops it.
     fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Range<u64>, WalError> {
         let upto = upto.min(log.next_seq);
         let from = log.first_seq;
@@ -145,6 +141,7 @@ impl Wal {
             return Ok(0..0);
         }
         self.inner.meta.insert(NEXT_SEQ, &be(log.next_seq))?;
+        self.inner.meta.insert(FIRST_SEQ, &be(upto))?;
         for _ in from..upto {
             if let Some(e) = log.index.pop_front() {
                 log.bytes -= u64::from(e.len);
@@ -154,20 +151,14 @@ impl Wal {
         Ok(from..upto)
     }
 
-    /// Removes the keys of forgotten records in chunks of at most [`GC_CHUNK`]. Nothing
-    /// else touches keys below `first_seq`, so this runs without the log lock.
+    /// Drops the spans every record of which is in `range` or below it. Nothing else
+    /// touches sequences below `first_seq`, so this runs without the log lock.
     pub(super) fn remove_range(&self, range: Range<u64>) -> Result<(), WalError> {
-        let mut seq = range.start;
-        while seq < range.end {
-            let end = (seq + GC_CHUNK as u64).min(range.end);
-            let mut batch = sled::Batch::default();
-            for s in seq..end {
-                batch.remove(&be(s));
-            }
-            self.inner.records.apply_batch(batch)?;
-            super::log::release_deferred();
-            seq = end;
+        if range.is_empty() {
+            return Ok(());
         }
+        self.inner.spans.drop_below(range.end)?;
+        super::log::release_deferred();
         Ok(())
     }
 }

@@ -9,12 +9,16 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use super::record::{CodecError, Record};
+use super::spans::Spans;
 use super::{Durability, FullPolicy, StartAt, WalConfig, WalError};
 use crate::disk_sync::DiskSync;
 use crate::election::{Clock, SystemClock};
 use crate::metrics::METRICS;
 
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
+/// The buffer's floor: every sequence below it has left the buffer (its span may not yet
+/// be dropped, see [`Spans`]).
+pub(super) const FIRST_SEQ: &[u8] = b"first_seq";
 
 /// What the in-memory index keeps of a record (so limits and lag need no disk reads).
 #[derive(Debug, Clone, Copy)]
@@ -66,14 +70,15 @@ pub(super) struct Log {
 /// default 2000 samples per request (~50 KB) a leaf is under 1 MiB, so 4 MiB segments keep
 /// leaves in the log file (measured: 2.5 M samples/s against 1.5–1.8 M with 512 KiB or
 /// 1 MiB segments, at ~60 MiB more RSS). Bigger requests still work, at the blob cost.
-const SEGMENT_SIZE: usize = 4 << 20;
+pub(super) const SEGMENT_SIZE: usize = 4 << 20;
 
 pub(super) struct Inner {
     pub(super) config: WalConfig,
     db: sled::Db,
     /// The syncs sled's flush leaves out.
     sync: DiskSync,
-    pub(super) records: sled::Tree,
+    /// The records, one tree per span of sequences.
+    pub(super) spans: Spans,
     pub(super) cursors: sled::Tree,
     pub(super) meta: sled::Tree,
     pub(super) quarantine: sled::Tree,
@@ -148,46 +153,57 @@ impl Wal {
             .segment_size(SEGMENT_SIZE)
             .open()?;
         let sync = DiskSync::open(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
-        let records = db.open_tree("records")?;
+        let spans = Spans::open(&db)?;
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
         let quarantine = db.open_tree("quarantine")?;
+        migrate_legacy(&spans, &sync, &db)?;
+        let floor = meta.get(FIRST_SEQ)?.and_then(|v| seq_of(&v)).unwrap_or(0);
 
         let mut index = VecDeque::new();
         let mut first_seq = None;
         let mut bytes = 0u64;
         let mut damaged = 0u64;
         let mut last = None;
-        for item in records.iter() {
-            let (key, value) = item?;
-            let Some(seq) = seq_of(&key) else {
-                tracing::error!(key = ?key, "wal: removing a record with a malformed key");
-                records.remove(key)?;
-                continue;
-            };
-            let first = *first_seq.get_or_insert(seq);
-            // Holes (records removed as damaged) keep the index contiguous.
-            while first + (index.len() as u64) < seq {
-                index.push_back(hole());
-            }
-            match Record::decode_meta(&value) {
-                Ok(m) => {
-                    index.push_back(Entry::new(value.len(), &m));
-                    bytes += value.len() as u64;
+        for tree in spans.all() {
+            for item in tree.range(be(floor)..) {
+                let (key, value) = item?;
+                let Some(seq) = seq_of(&key) else {
+                    tracing::error!(key = ?key, "wal: removing a record with a malformed key");
+                    tree.remove(key)?;
+                    continue;
+                };
+                if value.is_empty() {
+                    // A placeholder: no record was stored under it.
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "wal: damaged record removed at recovery; its samples are lost");
-                    METRICS.wal_damaged.inc();
-                    records.remove(key)?;
+                let first = *first_seq.get_or_insert(seq);
+                // Holes (records removed as damaged) keep the index contiguous.
+                while first + (index.len() as u64) < seq {
                     index.push_back(hole());
-                    damaged += 1;
                 }
+                match Record::decode_meta(&value) {
+                    Ok(m) => {
+                        index.push_back(Entry::new(value.len(), &m));
+                        bytes += value.len() as u64;
+                    }
+                    Err(e) => {
+                        tracing::error!(seq, error = %e, "wal: damaged record removed at recovery; its samples are lost");
+                        METRICS.wal_damaged.inc();
+                        tree.remove(key)?;
+                        index.push_back(hole());
+                        damaged += 1;
+                    }
+                }
+                last = Some(seq);
             }
-            last = Some(seq);
         }
         let hwm = meta.get(NEXT_SEQ)?.and_then(|v| seq_of(&v)).unwrap_or(0);
-        let next_seq = hwm.max(last.map_or(0, |l| l + 1));
+        let next_seq = hwm.max(floor).max(last.map_or(0, |l| l + 1));
         let first_seq = first_seq.unwrap_or(next_seq);
+        spans.prepare(next_seq)?;
+        // Spans a failed drop left behind.
+        spans.drop_below(floor.min(first_seq))?;
         let mut cursor_map = BTreeMap::new();
         for item in cursors.iter() {
             let (k, v) = item?;
@@ -210,7 +226,7 @@ impl Wal {
                 config,
                 db,
                 sync,
-                records,
+                spans,
                 cursors,
                 meta,
                 quarantine,
@@ -312,7 +328,7 @@ impl Wal {
             }
         }
         let seq = log.next_seq;
-        self.inner.records.insert(be(seq), encoded)?;
+        self.inner.spans.insert(seq, encoded)?;
         log.next_seq += 1;
         if log.index.is_empty() {
             log.first_seq = seq;
@@ -353,18 +369,15 @@ impl Wal {
     ) -> Result<Vec<ReadItem>, WalError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for item in self.inner.records.range(be(from)..) {
-            let (key, value) = item?;
-            let Some(seq) = seq_of(&key) else { continue };
+        let end = self.next_seq();
+        self.inner.spans.scan(from, end, |seq, value| {
             bytes += value.len();
             out.push(match Record::decode_shared(value) {
                 Ok(r) => ReadItem::Record(seq, r),
                 Err(e) => ReadItem::Corrupt(seq, e),
             });
-            if out.len() >= max_records || bytes >= max_bytes {
-                break;
-            }
-        }
+            out.len() < max_records && bytes < max_bytes
+        })?;
         Ok(out)
     }
 
@@ -558,10 +571,51 @@ pub(super) fn release_deferred() {
     sled::crossbeam_pin().flush();
 }
 
+/// Moves the records of the single tree earlier versions kept into spans, makes them
+/// durable, then drops the old tree. A crash before the drop repeats the move at the next
+/// start (the same keys and values again), so no record is lost either way.
+fn migrate_legacy(spans: &Spans, sync: &DiskSync, db: &sled::Db) -> Result<(), WalError> {
+    let Some(legacy) = spans.legacy()? else {
+        return Ok(());
+    };
+    let mut moved = 0u64;
+    for item in legacy.iter() {
+        let (key, value) = item?;
+        match seq_of(&key) {
+            Some(seq) if !value.is_empty() => {
+                spans.insert(seq, &value)?;
+                moved += 1;
+            }
+            _ => {
+                tracing::error!(key = ?key, "wal: dropping a malformed key of the old records tree")
+            }
+        }
+    }
+    sync.flush(db)?;
+    spans.drop_legacy()?;
+    sync.flush(db)?;
+    tracing::info!(
+        records = moved,
+        "wal: records moved from the old single tree into spans"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 impl Wal {
-    /// The raw records tree, for tests that damage bytes on purpose.
-    pub(crate) fn inner_records_for_tests(&self) -> &sled::Tree {
-        &self.inner.records
+    /// The tree that holds `seq`, for tests that damage bytes on purpose.
+    pub(crate) fn tree_for_tests(&self, seq: u64) -> sled::Tree {
+        self.inner
+            .spans
+            .tree_of(seq)
+            .expect("the span of a stored record")
+    }
+}
+
+#[cfg(test)]
+impl Inner {
+    /// The WAL's sled database.
+    pub(crate) fn db_for_tests(&self) -> &sled::Db {
+        &self.db
     }
 }

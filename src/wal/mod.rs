@@ -5,11 +5,14 @@
 //! The WAL owns its own sled database (`<data-dir>/wal`), never shared with other state:
 //! sled does not give disk space back after a drain, and the byte cap is enforced from our
 //! own accounting, not from the directory size. Trees:
-//! - `records`: key = sequence number as big-endian `u64` (so key order is numeric order),
-//!   value = a [`record::Record`] with a CRC-32 over all its bytes;
+//! - `records-<span>` (16 hex digits), one tree per span of 128 sequence numbers
+//!   ([`spans`]): key = sequence number as big-endian `u64` (so key order is numeric
+//!   order), value = a [`record::Record`] with a CRC-32 over all its bytes, or empty: a
+//!   placeholder written before the record, so that the record costs sled one write;
 //! - `cursors`: key = endpoint name, value = big-endian `u64`, the next sequence that
 //!   endpoint has not yet taken;
-//! - `meta`: `next_seq`, the high-water mark of assigned sequence numbers;
+//! - `meta`: `next_seq`, the high-water mark of assigned sequence numbers, and `first_seq`,
+//!   the floor: every sequence below it has left the buffer;
 //! - `quarantine`: batches an endpoint rejected permanently, with its answer.
 //!
 //! # Invariants
@@ -25,10 +28,10 @@
 //!   appends are waiting, and every append inserted before a flush started is covered by it.
 //! - A cursor only moves forward over records the endpoint took (or that were quarantined,
 //!   dropped by the size/age limits, or skipped by an operator); records below the slowest
-//!   cursor are deleted within milliseconds of the cursor move ([`gc::run_collector`]), in
-//!   chunks of at most [`GC_CHUNK`] keys (one huge batch costs GiBs),
-//!   after the log lock is released: they leave the index (and the byte count) under the
-//!   lock, and only then their keys leave sled, so appends never wait for a deletion.
+//!   cursor leave the buffer within milliseconds of the cursor move ([`gc::run_collector`]):
+//!   the index, the byte count and the persisted floor under the lock, the storage after
+//!   it (a span's tree is dropped whole once the floor has passed it), so appends never
+//!   wait for a deletion. Nothing is deleted key by key.
 //! - Full buffer: `drop-oldest` removes the oldest records (counted, logged at ERROR, the
 //!   cursors behind them moved up); `block` refuses the append, the ingest answers 503 and
 //!   Prometheus keeps the data in its own WAL and retries.
@@ -47,6 +50,7 @@ mod inspect;
 mod log;
 mod quarantine;
 pub mod record;
+mod spans;
 mod stats;
 
 use std::path::PathBuf;
@@ -59,9 +63,6 @@ pub use log::{CursorMove, ReadItem, Wal};
 pub use quarantine::Quarantined;
 pub use record::{Record, RecordMeta};
 pub use stats::{CursorStats, QueueStats};
-
-/// Most keys deleted in one sled batch.
-pub const GC_CHUNK: usize = 1_000;
 
 /// What to do when an append would exceed the byte cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -231,13 +231,13 @@ fn damaged_record_is_skipped_at_recovery_not_the_buffer() {
     }
     // Damage the tail record behind the WAL's back.
     let mut bytes = wal
-        .inner_records_for_tests()
+        .tree_for_tests(3)
         .get(3u64.to_be_bytes())
         .expect("get")
         .expect("present")
         .to_vec();
     bytes[40] ^= 0xff;
-    wal.inner_records_for_tests()
+    wal.tree_for_tests(3)
         .insert(3u64.to_be_bytes(), bytes)
         .expect("insert");
     wal.flush_blocking().expect("flush");
@@ -279,4 +279,55 @@ fn block_policy_refuses_when_full() {
     assert!(wal.advance_cursor("a", 0, 1).expect("advance"));
     wal.collect_garbage().expect("gc");
     wal.insert(&r.encode(), r.meta).expect("fits after gc");
+}
+
+#[test]
+fn records_of_the_old_single_tree_move_into_spans_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<Record> = (0..11).map(|i| record(i, 50)).collect();
+    {
+        // What an earlier version left: one `records` tree, 11 records from sequence 3 on.
+        let db = sled::Config::new()
+            .path(dir.path())
+            .segment_size(super::log::SEGMENT_SIZE)
+            .open()
+            .expect("open");
+        let old = db.open_tree("records").expect("tree");
+        for (i, r) in records.iter().enumerate() {
+            old.insert((3 + i as u64).to_be_bytes(), r.encode())
+                .expect("insert");
+        }
+        db.open_tree("meta")
+            .expect("meta")
+            .insert(super::log::NEXT_SEQ, &14u64.to_be_bytes())
+            .expect("meta");
+        db.flush().expect("flush");
+    }
+    for _ in 0..2 {
+        let wal = open(dir.path(), u64::MAX);
+        assert_eq!(wal.first_seq(), 3);
+        assert_eq!(wal.next_seq(), 14);
+        let got = wal.read_blocking(0, 100, usize::MAX).expect("read");
+        let want: Vec<(u64, &Record)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (3 + i as u64, r))
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (item, (seq, r)) in got.iter().zip(want) {
+            match item {
+                ReadItem::Record(s, got) => assert_eq!((*s, got), (seq, r)),
+                ReadItem::Corrupt(s, e) => panic!("record {s} damaged: {e}"),
+            }
+        }
+        assert!(
+            !wal.inner
+                .db_for_tests()
+                .tree_names()
+                .iter()
+                .any(|n| n == b"records"),
+            "the old tree is dropped once its records are moved"
+        );
+        drop(wal);
+    }
 }
