@@ -153,7 +153,7 @@ impl Wal {
             .segment_size(SEGMENT_SIZE)
             .open()?;
         let sync = DiskSync::open(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
-        let spans = Spans::open(&db)?;
+        let spans = Spans::open(&db, super::spans::SHAPE)?;
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
         let quarantine = db.open_tree("quarantine")?;
@@ -369,8 +369,13 @@ impl Wal {
     ) -> Result<Vec<ReadItem>, WalError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let end = self.next_seq();
-        self.inner.spans.scan(from, end, |seq, value| {
+        // Records below the floor may still be stored (their span is not dropped yet), but
+        // they have left the buffer.
+        let (first, end) = {
+            let log = self.lock();
+            (log.first_seq, log.next_seq)
+        };
+        self.inner.spans.scan(from.max(first), end, |seq, value| {
             bytes += value.len();
             out.push(match Record::decode_shared(value) {
                 Ok(r) => ReadItem::Record(seq, r),

@@ -5,7 +5,7 @@
 //! The WAL owns its own sled database (`<data-dir>/wal`), never shared with other state:
 //! sled does not give disk space back after a drain, and the byte cap is enforced from our
 //! own accounting, not from the directory size. Trees:
-//! - `records-<span>` (16 hex digits), one tree per span of 32 sequence numbers
+//! - `records-<span>` (16 hex digits), one tree per span of 35 sequence numbers
 //!   ([`spans`]): key = sequence number as big-endian `u64` (so key order is numeric
 //!   order), value = a [`record::Record`] with a CRC-32 over all its bytes, or empty: a
 //!   placeholder written before the record, so that the record costs sled one write;

@@ -102,6 +102,16 @@ fn check(wal: &Wal, model: &Model) -> Result<(), TestCaseError> {
     let stats = wal.stats();
     prop_assert_eq!(stats.bytes, model.bytes);
     prop_assert_eq!(stats.records, model.records.len() as u64);
+    // From the start: exactly what is buffered, nothing that left (even when its span is
+    // still stored).
+    let all: Vec<u64> = wal
+        .read_blocking(0, usize::MAX, usize::MAX)
+        .expect("read")
+        .iter()
+        .map(ReadItem::seq)
+        .collect();
+    let want: Vec<u64> = model.records.iter().map(|r| r.0).collect();
+    prop_assert_eq!(all, want);
     for name in ENDPOINTS {
         let cursor = wal.cursor(name).expect("known endpoint");
         prop_assert_eq!(cursor, model.cursors[name], "cursor of {}", name);
