@@ -1,5 +1,5 @@
-//! The [`Wal`] handle: recovery, append, read, cursors (removal: [`super::gc`], totals:
-//! [`super::stats`]).
+//! The [`Wal`] handle: open, append, read, cursors (recovery: [`super::recover`],
+//! removal: [`super::gc`], totals: [`super::stats`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use super::record::{CodecError, Record};
+use super::recover::{recover, Recovered};
 use super::spans::Spans;
 use super::{Durability, FullPolicy, StartAt, WalConfig, WalError};
 use crate::disk_sync::DiskSync;
@@ -31,7 +32,7 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    fn new(len: usize, m: &super::RecordMeta) -> Entry {
+    pub(super) fn new(len: usize, m: &super::RecordMeta) -> Entry {
         let empty = m.samples == 0 && m.histograms == 0;
         Entry {
             len: len as u32,
@@ -157,53 +158,13 @@ impl Wal {
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
         let quarantine = db.open_tree("quarantine")?;
-        migrate_legacy(&spans, &sync, &db)?;
-        let floor = meta.get(FIRST_SEQ)?.and_then(|v| seq_of(&v)).unwrap_or(0);
-
-        let mut index = VecDeque::new();
-        let mut first_seq = None;
-        let mut bytes = 0u64;
-        let mut damaged = 0u64;
-        let mut last = None;
-        for tree in spans.all() {
-            for item in tree.range(be(floor)..) {
-                let (key, value) = item?;
-                let Some(seq) = seq_of(&key) else {
-                    tracing::error!(key = ?key, "wal: removing a record with a malformed key");
-                    tree.remove(key)?;
-                    continue;
-                };
-                if value.is_empty() {
-                    // A placeholder: no record was stored under it.
-                    continue;
-                }
-                let first = *first_seq.get_or_insert(seq);
-                // Holes (records removed as damaged) keep the index contiguous.
-                while first + (index.len() as u64) < seq {
-                    index.push_back(hole());
-                }
-                match Record::decode_meta(&value) {
-                    Ok(m) => {
-                        index.push_back(Entry::new(value.len(), &m));
-                        bytes += value.len() as u64;
-                    }
-                    Err(e) => {
-                        tracing::error!(seq, error = %e, "wal: damaged record removed at recovery; its samples are lost");
-                        METRICS.wal_damaged.inc();
-                        tree.remove(key)?;
-                        index.push_back(hole());
-                        damaged += 1;
-                    }
-                }
-                last = Some(seq);
-            }
-        }
-        let hwm = meta.get(NEXT_SEQ)?.and_then(|v| seq_of(&v)).unwrap_or(0);
-        let next_seq = hwm.max(floor).max(last.map_or(0, |l| l + 1));
-        let first_seq = first_seq.unwrap_or(next_seq);
-        spans.prepare(next_seq)?;
-        // Spans a failed drop left behind.
-        spans.drop_below(floor.min(first_seq))?;
+        let Recovered {
+            index,
+            first_seq,
+            next_seq,
+            bytes,
+            damaged,
+        } = recover(&spans, &meta, &sync, &db)?;
         let mut cursor_map = BTreeMap::new();
         for item in cursors.iter() {
             let (k, v) = item?;
@@ -539,15 +500,6 @@ impl Wal {
     }
 }
 
-fn hole() -> Entry {
-    Entry {
-        len: 0,
-        received_ms: 0,
-        min_ts: i64::MAX,
-        max_ts: i64::MIN,
-    }
-}
-
 pub(super) fn durable_sender(wal: &Wal) -> &watch::Sender<u64> {
     &wal.inner.durable
 }
@@ -574,36 +526,6 @@ pub(super) fn flush_to_disk(wal: &Wal) -> Result<usize, sled::Error> {
 /// (sled uses crossbeam's default collector; it re-exports the `pin` for it.)
 pub(super) fn release_deferred() {
     sled::crossbeam_pin().flush();
-}
-
-/// Moves the records of the single tree earlier versions kept into spans, makes them
-/// durable, then drops the old tree. A crash before the drop repeats the move at the next
-/// start (the same keys and values again), so no record is lost either way.
-fn migrate_legacy(spans: &Spans, sync: &DiskSync, db: &sled::Db) -> Result<(), WalError> {
-    let Some(legacy) = spans.legacy()? else {
-        return Ok(());
-    };
-    let mut moved = 0u64;
-    for item in legacy.iter() {
-        let (key, value) = item?;
-        match seq_of(&key) {
-            Some(seq) if !value.is_empty() => {
-                spans.insert(seq, &value)?;
-                moved += 1;
-            }
-            _ => {
-                tracing::error!(key = ?key, "wal: dropping a malformed key of the old records tree")
-            }
-        }
-    }
-    sync.flush(db)?;
-    spans.drop_legacy()?;
-    sync.flush(db)?;
-    tracing::info!(
-        records = moved,
-        "wal: records moved from the old single tree into spans"
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ mod inspect;
 mod log;
 mod quarantine;
 pub mod record;
+mod recover;
 mod spans;
 mod stats;
 
