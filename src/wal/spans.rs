@@ -19,8 +19,8 @@
 //! - Dropping a tree frees its pages without writing them again.
 //!
 //! # Invariants
-//! - A placeholder is an empty value; an encoded record never is (its header alone is 37
-//!   bytes). Readers skip placeholders.
+//! - A placeholder is an empty value; an encoded record never is (it starts with a fixed
+//!   header). Readers and recovery skip placeholders.
 //! - The tree of a span is in `trees` before any record is inserted into it, so a reader
 //!   that sees record `n` also finds the tree of every record below `n`.
 //! - A tree is dropped only when all its sequences are below the floor the caller gives
