@@ -4,14 +4,13 @@
 //! A removal has two steps. Under the log lock a record leaves the index and the byte
 //! count, after the high-water mark and the new floor are persisted
 //! ([`Wal::forget_below`]). Its storage goes afterwards, without the lock
-//! ([`Wal::remove_range`]): a span's tree is dropped whole once the floor has passed all of
+//! ([`Wal::drop_spans`]): a span's tree is dropped whole once the floor has passed all of
 //! it (see [`super::spans`]), so up to a span of forgotten records stays on disk a while,
 //! invisible to readers and to recovery, which starts at the persisted floor.
 //!
 //! [`run_collector`] runs soon after a cursor moves, not on a slow timer, so the floor
 //! follows the shippers closely and a finished span is dropped at once.
 
-use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -55,7 +54,7 @@ impl Wal {
     /// Deletes records every endpoint took, and enforces the age limit (blocking).
     pub fn collect_garbage(&self) -> Result<(), WalError> {
         let mut log = self.lock();
-        let mut taken = 0..0;
+        let mut taken = None;
         if !log.cursors.is_empty() {
             let slowest = log.cursors.values().copied().min().unwrap_or(log.first_seq);
             taken = self.forget_below(&mut log, slowest)?;
@@ -67,28 +66,27 @@ impl Wal {
             .iter()
             .take_while(|e| e.received_ms < cutoff)
             .count() as u64;
-        let mut aged = 0..0;
+        let mut aged = None;
         if old > 0 {
             let upto = log.first_seq + old;
             aged = self.evict(&mut log, upto, "age")?;
         }
         drop(log);
-        // Both ranges are below `first_seq` now; appends go on meanwhile.
-        self.remove_range(taken)?;
-        self.remove_range(aged)
+        // The age limit's floor, when it moved, is above the cursors' one.
+        self.drop_spans(aged.or(taken))
     }
 
     /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
-    /// Returns the keys still to be removed with [`Wal::remove_range`] (see
-    /// [`Wal::forget_below`]).
+    /// Returns the new floor, whose spans are still to be dropped with [`Wal::drop_spans`]
+    /// (see [`Wal::forget_below`]).
     pub(super) fn evict(
         &self,
         log: &mut Log,
         upto: u64,
         why: &'static str,
-    ) -> Result<Range<u64>, WalError> {
+    ) -> Result<Option<u64>, WalError> {
         if upto <= log.first_seq {
-            return Ok(0..0);
+            return Ok(None);
         }
         let records = upto - log.first_seq;
         let mut lost_by_endpoints = 0u64;
@@ -130,15 +128,15 @@ impl Wal {
     }
 
     /// Drops records below `upto` from the index and the byte count, after persisting the
-    /// high-water mark and the floor; returns the range still stored. The caller drops
-    /// its spans with [`Wal::remove_range`] once it has released the log lock, so appends
-    /// never wait for a drop. A span left behind by a failed drop is below the floor: the
-    /// next collection drops it.
-    fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Range<u64>, WalError> {
+    /// high-water mark and the floor; returns the new floor when it moved. The caller drops
+    /// the spans below it with [`Wal::drop_spans`] once it has released the log lock, so
+    /// appends never wait for a drop. A span left behind by a failed drop is below the
+    /// floor: the next collection drops it.
+    fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Option<u64>, WalError> {
         let upto = upto.min(log.next_seq);
         let from = log.first_seq;
         if upto <= from {
-            return Ok(0..0);
+            return Ok(None);
         }
         self.inner.meta.insert(NEXT_SEQ, &be(log.next_seq))?;
         self.inner.meta.insert(FIRST_SEQ, &be(upto))?;
@@ -148,16 +146,16 @@ impl Wal {
             }
         }
         log.first_seq = upto;
-        Ok(from..upto)
+        Ok(Some(upto))
     }
 
-    /// Drops the spans every record of which is in `range` or below it. Nothing else
-    /// touches sequences below `first_seq`, so this runs without the log lock.
-    pub(super) fn remove_range(&self, range: Range<u64>) -> Result<(), WalError> {
-        if range.is_empty() {
+    /// Drops the spans wholly below `floor`, when a floor moved. Nothing else touches
+    /// sequences below `first_seq`, so this runs without the log lock.
+    pub(super) fn drop_spans(&self, floor: Option<u64>) -> Result<(), WalError> {
+        let Some(floor) = floor else {
             return Ok(());
-        }
-        self.inner.spans.drop_below(range.end)?;
+        };
+        self.inner.spans.drop_below(floor)?;
         super::log::release_deferred();
         Ok(())
     }

@@ -258,7 +258,7 @@ impl Wal {
         let limit = self.inner.config.max_bytes;
         let len = encoded.len() as u64;
         let mut log = self.lock();
-        let mut evicted = 0..0;
+        let mut evicted = None;
         if log.bytes + len > limit {
             match self.inner.config.full_policy {
                 FullPolicy::Block => {
@@ -301,7 +301,7 @@ impl Wal {
         // Outside the log lock: the collector may free buffers (munmap) right here.
         release_deferred();
         self.inner.appended.send_replace(next);
-        self.remove_range(evicted)?;
+        self.drop_spans(evicted)?;
         METRICS
             .wal_append_duration
             .observe(started.elapsed().as_secs_f64());
