@@ -7,7 +7,8 @@
 //!   [`ElectionState::tick`] over 100 groups of 2 sources;
 //! - `wal_append`: `insert_all` + `wait_durable` of one ~50 KB record, durability `none`
 //!   and `sync` (group commit, so one flush per append here);
-//! - `record_codec`: [`Record::encode`] / [`Record::decode`] of the same record.
+//! - `record_codec`: [`Record::encode`] / [`Record::decode`] of the same record, and the
+//!   same with [`Record::encode_compact`] (zstd) and its decode (back to snappy).
 //!
 //! `cargo bench --bench hot_path` (add `-- --quick` for a fast look, or a group name to
 //! filter, e.g. `-- decode`). The end-to-end comparison with vmagent is in `bench/`.
@@ -29,7 +30,7 @@ use highlander::ingest::wire::{scan, Wanted};
 use highlander::ingest::Limits;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use highlander::wal::{
-    commit, Durability, FullPolicy, Record, RecordMeta, StartAt, Wal, WalConfig,
+    commit, Compression, Durability, FullPolicy, Record, RecordMeta, StartAt, Wal, WalConfig,
 };
 
 /// Series per request: Prometheus' default `max_samples_per_send` is 2000.
@@ -291,6 +292,7 @@ fn wal_config(dir: &Path, durability: Durability) -> WalConfig {
         full_policy: FullPolicy::Block,
         durability,
         flush_interval: Duration::from_millis(100),
+        compression: Compression::Never,
     }
 }
 
@@ -351,6 +353,14 @@ fn codec_benches(c: &mut Criterion) {
     group.bench_function("encode", |b| b.iter(|| black_box(&record).encode()));
     group.bench_function("decode", |b| {
         b.iter(|| Record::decode(black_box(&encoded)).expect("valid"))
+    });
+    // Compact records (stored while a storage is down): zstd in, snappy again out.
+    let compact = record.encode_compact();
+    group.bench_function("encode_compact", |b| {
+        b.iter(|| black_box(&record).encode_compact())
+    });
+    group.bench_function("decode_compact", |b| {
+        b.iter(|| Record::decode(black_box(&compact)).expect("valid"))
     });
     group.finish();
 }

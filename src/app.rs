@@ -115,6 +115,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         durability = ?config.wal.durability,
         buffer_max_bytes = config.wal.max_bytes,
         full_policy = ?config.wal.full_policy,
+        compression = ?config.wal.compression,
         "starting"
     );
 
@@ -224,6 +225,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         full_policy: match config.wal.full_policy {
             crate::wal::FullPolicy::DropOldest => "drop-oldest".into(),
             crate::wal::FullPolicy::Block => "block".into(),
+        },
+        compression: match config.wal.compression {
+            crate::wal::Compression::Auto => "auto".into(),
+            crate::wal::Compression::Always => "always".into(),
+            crate::wal::Compression::Never => "never".into(),
         },
         buffer_max_bytes: config.wal.max_bytes,
         buffer_max_age_seconds: config.wal.max_age.as_secs(),

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub wal_dropped: IntCounterVec,
     /// Records found damaged (checksum) and removed or skipped.
     pub wal_damaged: IntCounter,
+    /// Records stored compact (zstd) because a storage was down.
+    pub wal_compact_records: IntCounter,
+    /// 1 while new records are stored compact.
+    pub wal_compacting: IntGauge,
     /// Records delivered, per endpoint.
     pub shipper_sent_records: IntCounterVec,
     /// Samples delivered, per endpoint.
@@ -173,6 +177,13 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(wal_damaged.clone()))
             .expect("unique metric");
+        let wal_compact_records = IntCounter::new(
+            "highlander_wal_compact_records_total",
+            "Records stored zstd-compressed because a storage was down (see --buffer-compression).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(wal_compact_records.clone()))
+            .expect("unique metric");
         let single = |h: HistogramVec| h.with_label_values(&[] as &[&str]);
         Metrics {
             ingest_requests: counter(
@@ -240,6 +251,12 @@ impl Metrics {
                 &["reason"],
             ),
             wal_damaged,
+            wal_compact_records,
+            wal_compacting: gauge(
+                &r,
+                "highlander_wal_compacting",
+                "1 while new records are stored zstd-compressed (a storage is down, or --buffer-compression always).",
+            ),
             shipper_sent_records: counter(
                 &r,
                 "highlander_shipper_sent_records_total",

@@ -280,12 +280,36 @@ async fn one_dead_storage_does_not_slow_the_other_and_catches_up_in_order() {
     .await;
     let c = client();
     let url = node.write_url("highlander_source=a");
-    for i in 0..20 {
+    assert_eq!(post(&c, &url, &request("m", 3, 2, T0)).await.0, 204);
+    // Once a storage is down, the writes that wait for it are stored compressed (zstd).
+    wait_until(
+        "the dead storage to be retried",
+        Duration::from_secs(10),
+        || async {
+            let q = node.admin_json("/api/v1/queue").await;
+            let states: Vec<String> = q["endpoints"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["name"] == "dead")
+                .map(|e| e["state"].as_str().unwrap_or("").to_owned())
+                .collect();
+            (states == ["backoff"] || states == ["failing"]).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(node.metric("highlander_wal_compacting").await, 1.0);
+    for i in 1..20 {
         assert_eq!(
             post(&c, &url, &request("m", 3, 2, T0 + i * 2_000)).await.0,
             204
         );
     }
+    assert_eq!(
+        node.metric("highlander_wal_compact_records_total").await,
+        19.0
+    );
+    assert!(node.log().contains("new writes are stored compressed"));
+    // Both storages get the same samples from the compressed records (the alive one first).
     alive.wait_samples(120, Duration::from_secs(10)).await;
     let q = node.admin_json("/api/v1/queue").await;
     let dead_view = q["endpoints"]
@@ -315,8 +339,11 @@ async fn one_dead_storage_does_not_slow_the_other_and_catches_up_in_order() {
     dead.set_mode(Mode::Accept);
     dead.wait_samples(120, Duration::from_secs(60)).await;
     node.wait_drained(Duration::from_secs(10)).await;
+    assert_eq!(alive.samples().len(), 120);
     let samples = dead.samples();
     assert_eq!(samples.len(), 120);
+    assert_eq!(node.metric("highlander_wal_compacting").await, 0.0);
+    assert!(node.log().contains("new writes are stored as received"));
     for series in samples
         .iter()
         .map(|(k, _)| k.clone())

@@ -43,6 +43,8 @@ pub struct NodeInfo {
     pub durability: String,
     /// Full-buffer policy.
     pub full_policy: String,
+    /// When buffered writes are stored compressed (`auto`, `always`, `never`).
+    pub compression: String,
     /// Buffer byte cap.
     pub buffer_max_bytes: u64,
     /// Buffer age limit (seconds).

@@ -78,6 +78,8 @@ pub async fn status(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
             "max_bytes": info.buffer_max_bytes,
             "max_age_seconds": info.buffer_max_age_seconds,
             "full_policy": info.full_policy,
+            "compression": info.compression,
+            "compressing": admin.wal.compacting(),
         },
         "health": { "tick_ms": info.health_tick_ms, "expiry_ms": info.health_expiry_ms },
         "endpoints": admin.shipper.statuses().into_iter().map(|s| s.name).collect::<Vec<_>>(),

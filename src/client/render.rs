@@ -83,10 +83,16 @@ pub fn status(v: &Value, _now: u64) -> String {
         (
             "buffer",
             format!(
-                "max {}, max age {}, when full {}",
+                "max {}, max age {}, when full {}, compression {}{}",
                 bytes(num(&buffer["max_bytes"])),
                 secs(num(&buffer["max_age_seconds"]) as f64),
                 text(&buffer["full_policy"]),
+                text(&buffer["compression"]),
+                if buffer["compressing"] == true {
+                    " (compressing now)"
+                } else {
+                    ""
+                },
             ),
         ),
         (

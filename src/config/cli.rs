@@ -420,6 +420,10 @@ pub struct ServeArgs {
     /// Flush period in `batch` durability mode [default: 200ms].
     #[arg(long, env = "HIGHLANDER_FLUSH_INTERVAL")]
     pub flush_interval: Option<String>,
+    /// When buffered writes are stored zstd-compressed: `auto` (while a storage is down),
+    /// `always` or `never` [default: auto].
+    #[arg(long, env = "HIGHLANDER_BUFFER_COMPRESSION")]
+    pub buffer_compression: Option<String>,
     /// Where a newly configured endpoint starts: `newest` or `oldest` [default: newest].
     #[arg(long, env = "HIGHLANDER_NEW_ENDPOINT_START")]
     pub new_endpoint_start: Option<String>,

@@ -94,6 +94,8 @@ pub struct BufferSection {
     pub durability: Option<String>,
     /// Flush period in `batch` mode.
     pub flush_interval: Option<String>,
+    /// `auto`, `always` or `never`.
+    pub compression: Option<String>,
 }
 
 /// `[shipper]`.

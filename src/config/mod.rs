@@ -21,7 +21,7 @@ use crate::cluster::ClusterTls;
 use crate::ingest::handover::HandoverConfig;
 use crate::ingest::Limits;
 use crate::shipper::{EndpointConfig, RetryConfig};
-use crate::wal::{Durability, FullPolicy, StartAt, WalConfig};
+use crate::wal::{Compression, Durability, FullPolicy, StartAt, WalConfig};
 
 /// Default remote_write listener.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9091";
@@ -326,6 +326,15 @@ impl Config {
                 o => Err(format!("{o:?} is not one of sync, batch, none")),
             },
         );
+        let compression = p.take(
+            "buffer-compression",
+            match pick(&args.buffer_compression, &b.compression, "auto") {
+                "auto" => Ok(Compression::Auto),
+                "always" => Ok(Compression::Always),
+                "never" => Ok(Compression::Never),
+                o => Err(format!("{o:?} is not one of auto, always, never")),
+            },
+        );
         let s = &file.shipper;
         let start_at = p.take(
             "new-endpoint-start",
@@ -469,6 +478,7 @@ impl Config {
             shutdown_timeout,
             full_policy,
             durability,
+            compression,
             start_at,
             retry_initial,
             retry_max,
@@ -485,6 +495,7 @@ impl Config {
                 full_policy,
                 durability,
                 flush_interval,
+                compression,
             },
             data_dir,
             instance_id,

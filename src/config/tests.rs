@@ -38,6 +38,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.election.health_expiry, Duration::from_secs(5));
     assert_eq!(c.wal.durability, Durability::Sync);
     assert_eq!(c.wal.full_policy, FullPolicy::DropOldest);
+    assert_eq!(c.wal.compression, Compression::Auto);
     assert_eq!(c.shipper.endpoints.len(), 1);
     assert_eq!(c.shipper.endpoints[0].url.as_str(), DEFAULT_REMOTE_WRITE);
 }
@@ -304,4 +305,20 @@ fn max_in_flight_defaults_to_one_and_endpoints_override_it() {
             .expect("toml");
     let e = Config::from_parts(&args(&[]), &file).expect_err("65 is refused");
     assert!(e.to_string().contains("endpoint[0].max_in_flight"), "{e}");
+}
+
+#[test]
+fn buffer_compression_comes_from_the_flag_or_the_file() {
+    let file: FileConfig = toml::from_str("[buffer]\ncompression = \"never\"\n").expect("toml");
+    let c = Config::from_parts(&args(&[]), &file).expect("valid");
+    assert_eq!(c.wal.compression, Compression::Never);
+    let c = Config::from_parts(&args(&["--buffer-compression", "always"]), &file).expect("valid");
+    assert_eq!(c.wal.compression, Compression::Always, "the flag wins");
+    let e = Config::from_parts(
+        &args(&["--buffer-compression", "lz4"]),
+        &FileConfig::default(),
+    )
+    .expect_err("unknown mode");
+    assert!(e.to_string().contains("buffer-compression"), "{e}");
+    assert!(e.to_string().contains("auto, always, never"), "{e}");
 }

@@ -130,6 +130,8 @@ async fn accept(
     if !ingest.ready.load(Ordering::Acquire) {
         return Err(IngestError::NotReady);
     }
+    // From here to the insert the flusher waits for this write (group commit).
+    let writing = ingest.wal.writing();
     let body = read_body(req.headers(), payload, ingest.limits.max_body_bytes).await?;
     let wanted = Wanted {
         replica: ingest.replica_label.as_deref(),
@@ -185,6 +187,7 @@ async fn accept(
     } else {
         ingest.wal.insert_all(&records).await.map(Some)
     };
+    drop(writing);
     // The ring keeps what was forwarded (the trimmed write) apart from what was not.
     match (&plan.live, &inserted) {
         (Some(live), Ok(_)) => ingest.handover.hold(&group, &source, live, true),

@@ -138,6 +138,7 @@ impl Shipper {
                 backoff: retry::Backoff::new(retry.initial, retry.max, retry.max_retry_after),
                 shutdown: shutdown.clone(),
                 gate: gate.clone(),
+                wal: wal.clone(),
             };
             let worker = worker::Worker {
                 sender,

@@ -18,6 +18,7 @@ use super::retry::{Backoff, Verdict};
 use super::status::{EndpointState, EndpointStatus};
 use crate::election::{Clock, SystemClock};
 use crate::metrics::METRICS;
+use crate::wal::Wal;
 
 /// Consecutive failed attempts after which the state is `failing` rather than `backoff`.
 const FAILING_AFTER: u64 = 5;
@@ -39,6 +40,14 @@ pub(super) enum Stop {
     Interrupted,
 }
 
+/// Whether writes to an endpoint in `state` are going to wait.
+fn is_down(state: EndpointState) -> bool {
+    matches!(
+        state,
+        EndpointState::Backoff | EndpointState::Failing | EndpointState::Paused
+    )
+}
+
 /// Everything one send needs.
 pub(super) struct Sender {
     pub name: Arc<str>,
@@ -49,6 +58,8 @@ pub(super) struct Sender {
     pub shutdown: CancellationToken,
     /// False while this node must not ship (cluster follower).
     pub gate: watch::Receiver<bool>,
+    /// Told when the endpoint goes down or comes back (it stores waiting writes compact).
+    pub wal: Wal,
 }
 
 impl Sender {
@@ -62,12 +73,20 @@ impl Sender {
             backoff: self.backoff.fresh(),
             shutdown: self.shutdown.clone(),
             gate: self.gate.clone(),
+            wal: self.wal.clone(),
         }
     }
 
+    /// Changes the status; tells the WAL when the endpoint goes down (retrying or paused)
+    /// or comes back, under the status lock so that concurrent sends report in order.
     pub fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let was = is_down(s.state);
         f(&mut s);
+        let now = is_down(s.state);
+        if was != now {
+            self.wal.set_storage_down(&self.name, now);
+        }
     }
 
     /// Waits `d`, unless the process stops or an operator interrupts.

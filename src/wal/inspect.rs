@@ -27,7 +27,7 @@ pub struct RecordSummary {
     pub histograms: u32,
     /// Exemplars.
     pub exemplars: u32,
-    /// Stored payload bytes (snappy).
+    /// Payload bytes as shipped (snappy; a compressed record is counted after expansion).
     pub payload_bytes: usize,
     /// Set when the record is damaged (its checksum fails): why.
     pub damaged: Option<String>,

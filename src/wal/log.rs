@@ -2,6 +2,7 @@
 //! removal: [`super::gc`], totals: [`super::stats`]).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -90,6 +91,10 @@ pub(super) struct Inner {
     durable: watch::Sender<u64>,
     /// Appends waiting for a flush.
     flush_wanted: Notify,
+    /// Writes on their way to an insert ([`super::commit::Writing`]).
+    pub(super) writers: AtomicUsize,
+    /// Whether new records are stored compact.
+    pub(super) compact: super::compact::Compact,
     /// A cursor moved: records may be ready to delete.
     pub(super) cursor_moved: Notify,
     pub(super) clock: Arc<dyn Clock>,
@@ -182,6 +187,7 @@ impl Wal {
         );
         let (appended, _) = watch::channel(next_seq);
         let (durable, _) = watch::channel(next_seq);
+        let compact = super::compact::Compact::new(config.compression);
         Ok(Wal {
             inner: Arc::new(Inner {
                 config,
@@ -205,6 +211,8 @@ impl Wal {
                 appended,
                 durable,
                 flush_wanted: Notify::new(),
+                writers: AtomicUsize::new(0),
+                compact,
                 cursor_moved: Notify::new(),
                 clock,
             }),
@@ -231,8 +239,19 @@ impl Wal {
     /// Inserts records in order, without waiting for their flush; returns the last
     /// sequence. Pair with [`Wal::wait_durable`] before acknowledging.
     pub async fn insert_all(&self, records: &[Record]) -> Result<u64, WalError> {
-        let encoded: Vec<(Vec<u8>, super::RecordMeta)> =
-            records.iter().map(|r| (r.encode(), r.meta)).collect();
+        let compact = self.compacting();
+        let encoded: Vec<(Vec<u8>, super::RecordMeta)> = records
+            .iter()
+            .map(|r| {
+                let bytes = if compact {
+                    METRICS.wal_compact_records.inc();
+                    r.encode_compact()
+                } else {
+                    r.encode()
+                };
+                (bytes, r.meta)
+            })
+            .collect();
         if let [(bytes, meta)] = encoded.as_slice() {
             // One record (every write but a handover's backfill): inserted on the caller's
             // thread. It is an in-memory insert into sled's log buffer, tens of µs, and two

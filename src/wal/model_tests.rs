@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{Durability, FullPolicy, ReadItem, Record, RecordMeta, StartAt, Wal, WalConfig};
+use super::{
+    Compression, Durability, FullPolicy, ReadItem, Record, RecordMeta, StartAt, Wal, WalConfig,
+};
 
 pub(super) const ENDPOINTS: [&str; 2] = ["a", "b"];
 
@@ -90,6 +92,7 @@ pub(super) fn open(dir: &std::path::Path, max_bytes: u64) -> Wal {
         full_policy: FullPolicy::DropOldest,
         durability: Durability::None,
         flush_interval: Duration::from_millis(100),
+        compression: Compression::Auto,
     });
     let names: Vec<String> = ENDPOINTS.iter().map(|s| s.to_string()).collect();
     wal.register_endpoints(&names, StartAt::Oldest)
@@ -275,6 +278,7 @@ fn block_policy_refuses_when_full() {
         full_policy: FullPolicy::Block,
         durability: Durability::None,
         flush_interval: Duration::from_millis(100),
+        compression: Compression::Auto,
     })
     .expect("open");
     wal.register_endpoints(&["a".into()], StartAt::Oldest)

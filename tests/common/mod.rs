@@ -214,6 +214,21 @@ impl Node {
             .expect("admin JSON")
     }
 
+    /// The value of an unlabelled metric on the admin listener's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = http()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("admin reachable")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
     /// Waits until every endpoint has taken everything buffered.
     pub async fn wait_drained(&self, timeout: Duration) {
         wait_until("the queue to drain", timeout, || async {
