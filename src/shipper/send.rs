@@ -40,12 +40,11 @@ pub(super) enum Stop {
     Interrupted,
 }
 
-/// Whether writes to an endpoint in `state` are going to wait.
-fn is_down(state: EndpointState) -> bool {
-    matches!(
-        state,
-        EndpointState::Backoff | EndpointState::Failing | EndpointState::Paused
-    )
+/// Whether writes to the endpoint are going to wait: it is paused, or it failed and has
+/// not answered since (a retry waiting or under way: the state says `shipping` while a
+/// retry waits for its answer, for up to the endpoint's timeout).
+fn is_down(s: &EndpointStatus) -> bool {
+    s.state == EndpointState::Paused || s.next_retry_ms.is_some()
 }
 
 /// Everything one send needs.
@@ -81,9 +80,9 @@ impl Sender {
     /// or comes back, under the status lock so that concurrent sends report in order.
     pub fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        let was = is_down(s.state);
+        let was = is_down(&s);
         f(&mut s);
-        let now = is_down(s.state);
+        let now = is_down(&s);
         if was != now {
             self.wal.set_storage_down(&self.name, now);
         }
