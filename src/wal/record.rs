@@ -23,8 +23,8 @@ const VERSION_ZSTD: u8 = 2;
 /// samples, a 50 KB snappy block, 25.0 bytes a sample), level 1 over the snappy block
 /// stores 13.8 bytes a sample for 0.14 ms of CPU, and expands in 0.05 ms. zstd over the
 /// decoded request stores 10.4 but costs 0.24 ms to store and 0.25 ms to read back (the
-/// storage wants snappy, so it had to be compressed again), which halved the catch-up
-/// rate after an outage; level 3 stores 13.1 for 0.20 ms.
+/// storage wants snappy, so it has to be compressed again); level 3 stores 13.1 for
+/// 0.20 ms.
 const ZSTD_LEVEL: i32 = 1;
 /// Most bytes a stored zstd frame may expand to: the ingest's body limit is far below; a
 /// frame claiming more is treated as damaged.
