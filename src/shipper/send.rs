@@ -228,3 +228,24 @@ impl Drop for InFlight {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_down;
+    use crate::shipper::status::{EndpointState, EndpointStatus};
+
+    #[test]
+    fn an_endpoint_is_down_from_its_first_failure_until_it_answers_or_while_paused() {
+        let mut s = EndpointStatus::new("vm".into(), "http://vm:8428".into(), 1);
+        assert!(!is_down(&s), "fresh");
+        s.state = EndpointState::Backoff;
+        s.next_retry_ms = Some(1);
+        assert!(is_down(&s), "waiting to retry");
+        s.state = EndpointState::Shipping;
+        assert!(is_down(&s), "the retry waits for its answer (up to the timeout)");
+        s.next_retry_ms = None;
+        assert!(!is_down(&s), "answered");
+        s.state = EndpointState::Paused;
+        assert!(is_down(&s), "paused by an operator");
+    }
+}

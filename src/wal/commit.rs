@@ -172,19 +172,10 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::{gather, Recent, LINGER};
-    use crate::wal::{Compression, Durability, FullPolicy, Wal, WalConfig};
+    use crate::wal::{Wal, WalConfig};
 
     fn open(dir: &std::path::Path) -> Wal {
-        Wal::open(WalConfig {
-            dir: dir.to_path_buf(),
-            max_bytes: 1 << 30,
-            max_age: Duration::from_secs(3600),
-            full_policy: FullPolicy::Block,
-            durability: Durability::Sync,
-            flush_interval: Duration::from_millis(100),
-            compression: Compression::Auto,
-        })
-        .expect("open wal")
+        Wal::open(WalConfig::for_tests(dir)).expect("open wal")
     }
 
     #[test]

@@ -74,20 +74,15 @@ impl Wal {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use crate::wal::record::tests::snappy_record;
-    use crate::wal::{Compression, Durability, FullPolicy, ReadItem, StartAt, Wal, WalConfig};
+    use crate::wal::{Compression, Durability, ReadItem, StartAt, Wal, WalConfig};
 
     fn open(dir: &std::path::Path, compression: Compression) -> Wal {
         Wal::open(WalConfig {
-            dir: dir.to_path_buf(),
-            max_bytes: 1 << 30,
-            max_age: Duration::from_secs(3600),
-            full_policy: FullPolicy::Block,
             durability: Durability::None,
-            flush_interval: Duration::from_millis(100),
             compression,
+            ..WalConfig::for_tests(dir)
         })
         .expect("open wal")
     }

@@ -133,6 +133,22 @@ pub struct WalConfig {
     pub compression: Compression,
 }
 
+#[cfg(test)]
+impl WalConfig {
+    /// Settings for unit tests: a roomy cap, `block` when full, `sync`, `auto` compression.
+    pub(crate) fn for_tests(dir: &std::path::Path) -> WalConfig {
+        WalConfig {
+            dir: dir.to_path_buf(),
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(3600),
+            full_policy: FullPolicy::Block,
+            durability: Durability::Sync,
+            flush_interval: Duration::from_millis(100),
+            compression: Compression::Auto,
+        }
+    }
+}
+
 /// WAL failures.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
