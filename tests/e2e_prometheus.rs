@@ -10,7 +10,9 @@
 //!   series has no hole across the outage. The node runs with `--max-in-flight 4`, so
 //!   during the outage four sends retry at once and, once VictoriaMetrics is back, arrive
 //!   in any order (VictoriaMetrics takes out-of-order samples); `e2e_failover.rs` and
-//!   `e2e_cluster.rs` run the default, one request at a time.
+//!   `e2e_cluster.rs` run the default, one request at a time. The writes that wait are
+//!   stored zstd-compressed (`--buffer-compression auto`) and must arrive exactly as the
+//!   replica scraped them.
 //!
 //! The binaries come from the Debian packages `prometheus` and `victoria-metrics`; when one
 //! is missing the test fails and says so (it never skips silently). The harness is in
@@ -221,6 +223,9 @@ async fn prometheus_pair_through_highlander_into_victoria_metrics() {
     .await;
     let q = e.node.admin_json("/api/v1/queue").await;
     eprintln!("queue during the outage: {q}");
+    // What waits for the storage is stored zstd-compressed, and expands to what was sent.
+    assert_eq!(e.metric("highlander_wal_compacting").await, 1.0, "{q}");
+    assert!(e.metric("highlander_wal_compact_records_total").await > 0.0);
     let restarted_at = now_ms();
     e.vm.start();
     let health = format!("{}/health", e.vm_url);
@@ -228,6 +233,7 @@ async fn prometheus_pair_through_highlander_into_victoria_metrics() {
         .await;
     // highlander's retry backoff is capped at 5 s (full jitter): 60 s is ample.
     e.node.wait_drained(Duration::from_secs(60)).await;
+    assert_eq!(e.metric("highlander_wal_compacting").await, 0.0);
     let drained_at = now_ms();
     eprintln!(
         "outage: drained {:.1}s after VM came back",

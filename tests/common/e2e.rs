@@ -472,20 +472,7 @@ impl E2e {
 
     /// The value of an unlabelled metric on highlander's `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("http://{}/metrics", self.node.admin))
-            .send()
-            .await
-            .expect("highlander /metrics")
-            .text()
-            .await
-            .expect("highlander /metrics body");
-        text.lines()
-            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .map(|v| v.trim().parse::<f64>().expect("metric value"))
-            .next()
-            .unwrap_or(0.0)
+        self.node.metric(name).await
     }
 
     /// The raw samples of [`METRIC`] in VictoriaMetrics as (timestamp ms, value), sorted,

@@ -214,7 +214,8 @@ impl Node {
             .expect("admin JSON")
     }
 
-    /// The value of an unlabelled metric on the admin listener's `/metrics`.
+    /// The value of an unlabelled metric on the admin listener's `/metrics` (0 when
+    /// absent).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = http()
             .get(format!("http://{}/metrics", self.admin))
@@ -225,8 +226,10 @@ impl Node {
             .await
             .expect("metrics text");
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| v.trim().parse::<f64>().expect("metric value"))
+            .next()
+            .unwrap_or(0.0)
     }
 
     /// Waits until every endpoint has taken everything buffered.
