@@ -242,7 +242,10 @@ mod tests {
         s.next_retry_ms = Some(1);
         assert!(is_down(&s), "waiting to retry");
         s.state = EndpointState::Shipping;
-        assert!(is_down(&s), "the retry waits for its answer (up to the timeout)");
+        assert!(
+            is_down(&s),
+            "the retry waits for its answer (up to the timeout)"
+        );
         s.next_retry_ms = None;
         assert!(!is_down(&s), "answered");
         s.state = EndpointState::Paused;
