@@ -130,7 +130,9 @@ async fn accept(
     if !ingest.ready.load(Ordering::Acquire) {
         return Err(IngestError::NotReady);
     }
-    // From here to the insert the flusher waits for this write (group commit).
+    // From here to the insert the flusher waits for this write (group commit). A
+    // standby's write counts until its role is known (after the decode): a fraction of a
+    // millisecond, and never more than the flusher's linger.
     let writing = ingest.wal.writing();
     let body = read_body(req.headers(), payload, ingest.limits.max_body_bytes).await?;
     let wanted = Wanted {

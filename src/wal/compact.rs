@@ -74,7 +74,6 @@ impl Wal {
 
 #[cfg(test)]
 mod tests {
-
     use crate::wal::record::tests::snappy_record;
     use crate::wal::{Compression, Durability, ReadItem, StartAt, Wal, WalConfig};
 
