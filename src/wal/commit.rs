@@ -8,20 +8,24 @@
 //!
 //! Before it flushes, the flusher gathers its group, for [`LINGER`] at most: it waits for
 //! the writes already on their way to an insert ([`Writing`]: the ingest counts a request
-//! from its start to its insert) and for as many appends as the largest of the last few
-//! groups. One flush (one `fdatasync`, one sled IO buffer handed to its writer threads) for
-//! all of them costs far less than one each, and a write that is being decoded now would
-//! otherwise wait for this flush and then the whole next one. A lone writer (nothing on its
-//! way, groups of one) is flushed at once, so light load pays no latency for it; a client
-//! that sends its body slowly delays the others by [`LINGER`] at most.
+//! from its start to its insert) and for as many appends as the last flush served. One
+//! flush (one `fdatasync`, one sled IO buffer handed to its writer threads) for all of
+//! them costs far less than one each, and a write that is being decoded now would
+//! otherwise wait for this flush and then the whole next one. A lone writer (nothing on
+//! its way, the last group was one append) is flushed at once, so light load pays no
+//! latency for it; a client that sends its body slowly delays the others by [`LINGER`] at
+//! most. A group smaller than the load's (a straggler) does not shrink the next ones: the
+//! writes that arrive during a flush make the next group.
 //!
-//! Measured at full benchmark load (8 connections, `--max-in-flight 2`, A/B pairs): a
-//! fixed 1 ms linger once the last group had two or more appends took relay CPU per
-//! sample down by 8-15 % and peak RSS by a third against no linger; flushing as soon as
-//! the group is complete instead keeps those groups (6.6 instead of 6.9 appends) and gave
-//! 4-6 % more samples/s for 2 % more CPU per sample. Waiting only for the writes on their
-//! way made the groups half as large (3.4): a client's next request is often still on the
-//! wire when the others are in.
+//! Measured at full benchmark load (8 connections, `--max-in-flight 2`, A/B pairs of
+//! 15 s): a fixed 1 ms linger once the last group had two or more appends had taken relay
+//! CPU per sample down by 8-15 % and peak RSS by a third against no linger. Flushing as
+//! soon as the last group's count is in (and nothing is on its way) gave 12-25 % more
+//! samples/s than the fixed linger in three pairs, at 6.0-6.2 appends a group instead of
+//! 6.7-7.0 and no more CPU per sample, and kept the half-load p50 at ~1 ms. Expecting the
+//! largest of the last four groups instead held half load at ~1.7 ms (it waited out the
+//! linger for paced writers) and gained less; waiting only for the writes on their way
+//! halved the groups (a client's next request is often still on the wire).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -63,24 +67,6 @@ impl Drop for Writing {
     }
 }
 
-/// The sizes of the last few groups; the next one is expected as large as the largest.
-#[derive(Default)]
-struct Recent {
-    sizes: [u64; 4],
-    next: usize,
-}
-
-impl Recent {
-    fn expected(&self) -> u64 {
-        self.sizes.iter().copied().max().unwrap_or(0)
-    }
-
-    fn push(&mut self, size: u64) {
-        self.sizes[self.next % self.sizes.len()] = size;
-        self.next = self.next.wrapping_add(1);
-    }
-}
-
 /// Appends inserted and not yet flushed.
 fn waiting(wal: &Wal) -> u64 {
     wal.next_seq().saturating_sub(*durable_sender(wal).borrow())
@@ -105,7 +91,8 @@ pub async fn run_flusher(wal: Wal, shutdown: CancellationToken) {
     let durability = wal.config().durability;
     let mut interval = tokio::time::interval(wal.config().flush_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut recent = Recent::default();
+    // Appends the last flush served: the next group is expected as large.
+    let mut last_group = 0u64;
     loop {
         match durability {
             Durability::Sync => {
@@ -113,7 +100,7 @@ pub async fn run_flusher(wal: Wal, shutdown: CancellationToken) {
                     _ = shutdown.cancelled() => break,
                     _ = flush_wanted(&wal).notified() => {}
                 }
-                if !gather(&wal, &shutdown, recent.expected()).await {
+                if !gather(&wal, &shutdown, last_group).await {
                     break;
                 }
             }
@@ -140,7 +127,7 @@ pub async fn run_flusher(wal: Wal, shutdown: CancellationToken) {
                     .observe(started.elapsed().as_secs_f64());
                 m.wal_group_commit_records
                     .observe((target - already) as f64);
-                recent.push(target - already);
+                last_group = target - already;
                 durable_sender(&wal).send_if_modified(|d| {
                     let moved = target > *d;
                     *d = (*d).max(target);
@@ -171,26 +158,11 @@ mod tests {
     use tokio::time::Instant;
     use tokio_util::sync::CancellationToken;
 
-    use super::{gather, Recent, LINGER};
+    use super::{gather, LINGER};
     use crate::wal::{Wal, WalConfig};
 
     fn open(dir: &std::path::Path) -> Wal {
         Wal::open(WalConfig::for_tests(dir)).expect("open wal")
-    }
-
-    #[test]
-    fn the_next_group_is_expected_as_large_as_the_largest_recent_one() {
-        let mut r = Recent::default();
-        assert_eq!(r.expected(), 0, "nothing flushed yet: no wait");
-        r.push(1);
-        assert_eq!(r.expected(), 1, "a lone writer");
-        r.push(8);
-        r.push(3);
-        assert_eq!(r.expected(), 8, "one small group does not shrink it");
-        for _ in 0..4 {
-            r.push(2);
-        }
-        assert_eq!(r.expected(), 2, "the load went down");
     }
 
     #[tokio::test(start_paused = true)]
@@ -231,6 +203,30 @@ mod tests {
         let started = Instant::now();
         assert!(gather(&wal, &CancellationToken::new(), 8).await);
         assert_eq!(started.elapsed(), LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_flush_waits_for_as_many_appends_as_the_last_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = open(dir.path());
+        let record = crate::wal::record::tests::snappy_record();
+        let started = Instant::now();
+        let w = wal.clone();
+        let gathered = tokio::spawn(async move { gather(&w, &CancellationToken::new(), 2).await });
+        wal.insert_all(std::slice::from_ref(&record))
+            .await
+            .expect("first");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!gathered.is_finished(), "one of the two expected appends");
+        wal.insert_all(std::slice::from_ref(&record))
+            .await
+            .expect("second");
+        // The insert does not wake the flusher; the append's wait for durability does.
+        super::flush_wanted(&wal).notify_one();
+        assert!(gathered.await.expect("gather task"));
+        assert!(started.elapsed() < LINGER, "went when the group was in");
     }
 
     #[tokio::test(start_paused = true)]
