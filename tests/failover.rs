@@ -115,13 +115,5 @@ async fn operator_failover_has_no_hole_and_no_overlap() {
     }
     node.wait_drained(Duration::from_secs(10)).await;
     assert_gapless(&sink, T0);
-    let metrics = http()
-        .get(format!("http://{}/metrics", node.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(metrics.contains("highlander_handover_total 1"), "{metrics}");
+    assert_eq!(node.metric("highlander_handover_total").await, 1.0);
 }

@@ -130,18 +130,7 @@ impl Record {
 
     /// Decodes and verifies stored bytes (the payload is copied out).
     pub fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
-        let (group, source, meta, at) = Self::decode_header(bytes)?;
-        let payload = if bytes[4] == VERSION_ZSTD {
-            expand(&bytes[at..])?
-        } else {
-            Bytes::copy_from_slice(&bytes[at..])
-        };
-        Ok(Record {
-            group,
-            source,
-            meta,
-            payload,
-        })
+        Self::decode_shared(Bytes::copy_from_slice(bytes))
     }
 
     /// [`Record::decode`] without copying the payload: it stays in `stored` (e.g. the
