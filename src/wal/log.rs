@@ -89,8 +89,8 @@ pub(super) struct Inner {
     appended: watch::Sender<u64>,
     /// Every sequence below this is on disk.
     durable: watch::Sender<u64>,
-    /// Appends waiting for a flush.
-    flush_wanted: Notify,
+    /// Wakes the flusher: an append waits, the last write on its way is in, shutdown.
+    flush_wanted: super::commit::FlushSignal,
     /// Writes on their way to an insert ([`super::commit::Writing`]).
     pub(super) writers: AtomicUsize,
     /// Whether new records are stored compact.
@@ -210,7 +210,7 @@ impl Wal {
                 }),
                 appended,
                 durable,
-                flush_wanted: Notify::new(),
+                flush_wanted: super::commit::FlushSignal::default(),
                 writers: AtomicUsize::new(0),
                 compact,
                 cursor_moved: Notify::new(),
@@ -333,7 +333,7 @@ impl Wal {
             return Ok(());
         }
         let mut rx = self.inner.durable.subscribe();
-        self.inner.flush_wanted.notify_one();
+        self.inner.flush_wanted.notify();
         rx.wait_for(|d| *d > seq)
             .await
             .map_err(|_| WalError::Closed)?;
@@ -523,7 +523,7 @@ pub(super) fn durable_sender(wal: &Wal) -> &watch::Sender<u64> {
     &wal.inner.durable
 }
 
-pub(super) fn flush_wanted(wal: &Wal) -> &Notify {
+pub(super) fn flush_wanted(wal: &Wal) -> &super::commit::FlushSignal {
     &wal.inner.flush_wanted
 }
 

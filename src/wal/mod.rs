@@ -28,7 +28,7 @@
 //! - A write is acknowledged only after the flush that covers it ([`Durability::Sync`]). A
 //!   flush is sled's flush followed by the syncs it leaves out ([`crate::disk_sync`]), so
 //!   it holds across a power loss, not only a crash of the process.
-//!   Concurrent appends share flushes (group commit): one flusher task flushes whenever
+//!   Concurrent appends share flushes (group commit): one flusher thread flushes whenever
 //!   appends are waiting, and every append inserted before a flush started is covered by it.
 //! - A cursor only moves forward over records the endpoint took (or that were quarantined,
 //!   dropped by the size/age limits, or skipped by an operator); records below the slowest
