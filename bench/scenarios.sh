@@ -145,6 +145,8 @@ scenario_outage() {
     local deadline=$((SECONDS + 300))
     while ((SECONDS < deadline)); do
         got=$(delivered_now)
+        # The delivery curve after recovery (ms since recovery, samples at the sink).
+        echo "$(($(now_ms) - t_off)) ${got:-0}" >>"$dir/delivered.log"
         if ((first_ms < 0 && ${got:-0} > delivered_off)); then
             first_ms=$(($(now_ms) - t_off))
         fi
