@@ -204,13 +204,11 @@ fn expand(frame: &[u8]) -> Result<Bytes, CodecError> {
     };
     let block = ZSTD.with(|z| {
         let mut z = z.borrow_mut();
-        match &mut z.decompressor {
-            Some(d) => d.decompress(frame, len),
-            slot => match zstd::bulk::Decompressor::new() {
-                Ok(d) => slot.insert(d).decompress(frame, len),
-                Err(_) => zstd::bulk::decompress(frame, len),
-            },
-        }
+        let d = match &mut z.decompressor {
+            Some(d) => d,
+            slot => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(frame, len)
     });
     Ok(Bytes::from(block.map_err(|e| bad(e.to_string()))?))
 }
@@ -234,13 +232,11 @@ thread_local! {
 fn compress(payload: &[u8]) -> std::io::Result<Vec<u8>> {
     ZSTD.with(|z| {
         let mut z = z.borrow_mut();
-        match &mut z.compressor {
-            Some(c) => c.compress(payload),
-            slot => match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
-                Ok(c) => slot.insert(c).compress(payload),
-                Err(_) => zstd::bulk::compress(payload, ZSTD_LEVEL),
-            },
-        }
+        let c = match &mut z.compressor {
+            Some(c) => c,
+            slot => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        c.compress(payload)
     })
 }
 
