@@ -212,7 +212,7 @@ fn wal_error(e: &WalError) -> HttpResponse {
         WalError::Full { .. } | WalError::Closed => {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
-        WalError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        WalError::Storage(_) | WalError::Disk(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
     };
     error(status, code, &e.to_string())
 }

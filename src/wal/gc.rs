@@ -2,14 +2,20 @@
 //! records the size and age limits drop as data loss (moving lagging cursors up).
 //!
 //! A removal has two steps. Under the log lock a record leaves the index and the byte
-//! count, after the high-water mark and the new floor are persisted
+//! count, after the high-water mark and the new floor are written to sled
 //! ([`Wal::forget_below`]). Its storage goes afterwards, without the lock
-//! ([`Wal::drop_spans`]): a span's tree is dropped whole once the floor has passed all of
-//! it (see [`super::spans`]), so up to a span of forgotten records stays on disk a while,
-//! invisible to readers and to recovery, which starts at the persisted floor.
+//! ([`Wal::delete_segments`]): a segment file is deleted whole once the floor has passed
+//! all of it (see [`super::segments`]), so up to a segment of forgotten records stays on
+//! disk a while, invisible to readers and to recovery, which starts at the persisted
+//! floor.
+//!
+//! # Invariant
+//! A segment is deleted only after a sled flush that made the floor and the high-water
+//! mark durable: a start after a crash never finds the records gone with the high-water
+//! mark behind them (it would hand out their sequences again, below the cursors).
 //!
 //! [`run_collector`] runs soon after a cursor moves, not on a slow timer, so the floor
-//! follows the shippers closely and a finished span is dropped at once.
+//! follows the shippers closely and a finished segment is deleted at once.
 
 use std::time::{Duration, Instant};
 
@@ -73,11 +79,12 @@ impl Wal {
         }
         drop(log);
         // The age limit's floor, when it moved, is above the cursors' one.
-        self.drop_spans(aged.or(taken))
+        self.delete_segments(aged.or(taken))
     }
 
     /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
-    /// Returns the new floor, whose spans are still to be dropped with [`Wal::drop_spans`]
+    /// Returns the new floor, whose segments are still to be deleted with
+    /// [`Wal::delete_segments`]
     /// (see [`Wal::forget_below`]).
     pub(super) fn evict(
         &self,
@@ -128,10 +135,10 @@ impl Wal {
     }
 
     /// Drops records below `upto` from the index and the byte count, after persisting the
-    /// high-water mark and the floor; returns the new floor when it moved. The caller drops
-    /// the spans below it with [`Wal::drop_spans`] once it has released the log lock, so
-    /// appends never wait for a drop. A span left behind by a failed drop is below the
-    /// floor: the next collection drops it.
+    /// high-water mark and the floor; returns the new floor when it moved. The caller
+    /// deletes the segments below it with [`Wal::delete_segments`] once it has released the
+    /// log lock, so appends never wait for a deletion. A segment left behind by a failed
+    /// deletion is below the floor: the next collection (or start) deletes it.
     fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Option<u64>, WalError> {
         let upto = upto.min(log.next_seq);
         let from = log.first_seq;
@@ -149,14 +156,18 @@ impl Wal {
         Ok(Some(upto))
     }
 
-    /// Drops the spans wholly below `floor`, when a floor moved. Nothing else touches
-    /// sequences below `first_seq`, so this runs without the log lock.
-    pub(super) fn drop_spans(&self, floor: Option<u64>) -> Result<(), WalError> {
+    /// Deletes the segments wholly below `floor`, when a floor moved, after making the
+    /// floor durable. Nothing else touches sequences below `first_seq`, so this runs without
+    /// the log lock.
+    pub(super) fn delete_segments(&self, floor: Option<u64>) -> Result<(), WalError> {
         let Some(floor) = floor else {
             return Ok(());
         };
-        self.inner.spans.drop_below(floor)?;
-        super::log::release_deferred();
+        if !self.inner.segments.any_below(floor) {
+            return Ok(());
+        }
+        self.flush_sled()?;
+        self.inner.segments.delete_below(floor)?;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! The [`Wal`] handle: open, append, read, cursors (recovery: [`super::recover`],
-//! removal: [`super::gc`], totals: [`super::stats`]).
+//! The [`Wal`] handle: open, append, read, cursors (records: [`super::segments`],
+//! recovery: [`super::recover`], removal: [`super::gc`], totals: [`super::stats`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
@@ -11,15 +11,15 @@ use tokio::sync::{watch, Notify};
 
 use super::record::{CodecError, Record};
 use super::recover::{recover, Recovered};
-use super::spans::Spans;
+use super::segments::Segments;
 use super::{Durability, FullPolicy, StartAt, WalConfig, WalError};
 use crate::disk_sync::DiskSync;
 use crate::election::{Clock, SystemClock};
 use crate::metrics::METRICS;
 
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
-/// The buffer's floor: every sequence below it has left the buffer (its span may not yet
-/// be dropped, see [`Spans`]).
+/// The buffer's floor: every sequence below it has left the buffer (its segment may not
+/// yet be deleted, see [`Segments`]).
 pub(super) const FIRST_SEQ: &[u8] = b"first_seq";
 
 /// What the in-memory index keeps of a record (so limits and lag need no disk reads).
@@ -66,21 +66,30 @@ pub(super) struct Log {
     pub(super) unlogged_drops: u64,
 }
 
-/// sled's segment size for the WAL. sled writes any message over a quarter segment to a
-/// file of its own, which [`DiskSync`] must then fsync (one more file, and a directory
-/// entry, per flush). A leaf of the records tree holds up to 17 records; with Prometheus'
-/// default 2000 samples per request (~50 KB) a leaf is under 1 MiB, so 4 MiB segments keep
-/// leaves in the log file (measured: 2.5 M samples/s against 1.5–1.8 M with 512 KiB or
-/// 1 MiB segments, at ~60 MiB more RSS). Bigger requests still work, at the blob cost.
+/// sled's segment size for the WAL's database. It held the records once (a 4 MiB segment
+/// kept a leaf of 17 records out of blob files); sled refuses to open a database with
+/// another segment size than it was created with, so it stays.
 pub(super) const SEGMENT_SIZE: usize = 4 << 20;
+
+/// sled's cache for the WAL's database: cursors, metadata and quarantined batches.
+const SLED_CACHE: u64 = 16 << 20;
+
+/// How often sled writes cursor moves and the floor to its log in the background (a
+/// killed process loses at most this much of them: those records are sent again). Each
+/// flush wakes sled's IO threads, so not at every group commit, as when the records were
+/// in sled (17–21 % of the relay's CPU at full load); 10 a second cost nothing measurable.
+const SLED_FLUSH_MS: u64 = 100;
+
+/// The directory of the segment files, inside the WAL's directory.
+const SEGMENTS_DIR: &str = "segments";
 
 pub(super) struct Inner {
     pub(super) config: WalConfig,
     db: sled::Db,
     /// The syncs sled's flush leaves out.
     sync: DiskSync,
-    /// The records, one tree per span of sequences.
-    pub(super) spans: Spans,
+    /// The records.
+    pub(super) segments: Segments,
     pub(super) cursors: sled::Tree,
     pub(super) meta: sled::Tree,
     pub(super) quarantine: sled::Tree,
@@ -155,21 +164,22 @@ impl Wal {
         std::fs::create_dir_all(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
         let db = sled::Config::new()
             .path(&config.dir)
-            .cache_capacity(64 << 20)
+            .cache_capacity(SLED_CACHE)
+            .flush_every_ms(Some(SLED_FLUSH_MS))
             .segment_size(SEGMENT_SIZE)
             .open()?;
         let sync = DiskSync::open(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
-        let spans = Spans::open(&db, super::spans::SHAPE)?;
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
         let quarantine = db.open_tree("quarantine")?;
         let Recovered {
+            segments,
             index,
             first_seq,
             next_seq,
             bytes,
             damaged,
-        } = recover(&spans, &meta, &sync, &db)?;
+        } = recover(&config.dir.join(SEGMENTS_DIR), &meta, &sync, &db)?;
         let mut cursor_map = BTreeMap::new();
         for item in cursors.iter() {
             let (k, v) = item?;
@@ -193,7 +203,7 @@ impl Wal {
                 config,
                 db,
                 sync,
-                spans,
+                segments,
                 cursors,
                 meta,
                 quarantine,
@@ -308,7 +318,7 @@ impl Wal {
             }
         }
         let seq = log.next_seq;
-        self.inner.spans.insert(seq, encoded)?;
+        self.inner.segments.append(seq, encoded)?;
         log.next_seq += 1;
         if log.index.is_empty() {
             log.first_seq = seq;
@@ -317,10 +327,8 @@ impl Wal {
         log.bytes += len;
         let next = log.next_seq;
         drop(log);
-        // Outside the log lock: the collector may free buffers (munmap) right here.
-        release_deferred();
         self.inner.appended.send_replace(next);
-        self.drop_spans(evicted)?;
+        self.delete_segments(evicted)?;
         METRICS
             .wal_append_duration
             .observe(started.elapsed().as_secs_f64());
@@ -347,23 +355,23 @@ impl Wal {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<ReadItem>, WalError> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        // Records below the floor may still be stored (their span is not dropped yet), but
-        // they have left the buffer.
+        // Records below the floor may still be stored (their segment is not deleted yet),
+        // but they have left the buffer.
         let (first, end) = {
             let log = self.lock();
             (log.first_seq, log.next_seq)
         };
-        self.inner.spans.scan(from.max(first), end, |seq, value| {
-            bytes += value.len();
-            out.push(match Record::decode_shared(value) {
+        let read = self
+            .inner
+            .segments
+            .read(from.max(first), end, max_records, max_bytes)?;
+        Ok(read
+            .into_iter()
+            .map(|(seq, value)| match Record::decode_shared(value) {
                 Ok(r) => ReadItem::Record(seq, r),
                 Err(e) => ReadItem::Corrupt(seq, e),
-            });
-            out.len() < max_records && bytes < max_bytes
-        })?;
-        Ok(out)
+            })
+            .collect())
     }
 
     /// [`Wal::read_blocking`] off the async reactor.
@@ -506,10 +514,12 @@ impl Wal {
         pos
     }
 
-    /// Flushes everything to disk now (blocking) and marks it durable.
+    /// Flushes everything to disk now, cursors and metadata included (blocking), and marks
+    /// it durable.
     pub fn flush_blocking(&self) -> Result<(), WalError> {
         let target = self.next_seq();
         flush_to_disk(self)?;
+        self.flush_sled()?;
         self.inner.durable.send_if_modified(|d| {
             let moved = target > *d;
             *d = (*d).max(target);
@@ -527,21 +537,29 @@ pub(super) fn flush_wanted(wal: &Wal) -> &super::commit::FlushSignal {
     &wal.inner.flush_wanted
 }
 
-/// Flushes sled and syncs what its flush leaves out (blocking; see [`crate::disk_sync`]).
-pub(super) fn flush_to_disk(wal: &Wal) -> Result<usize, sled::Error> {
-    let flushed = wal.inner.sync.flush(&wal.inner.db);
-    release_deferred();
-    flushed
+/// Makes every record inserted so far durable (blocking): the segments' `fdatasync`.
+/// Cursors and metadata go to disk with sled's own background flush ([`SLED_FLUSH_MS`]),
+/// at a clean shutdown ([`Wal::flush_blocking`]), and before any segment is deleted.
+pub(super) fn flush_to_disk(wal: &Wal) -> Result<(), WalError> {
+    Ok(wal.inner.segments.sync()?)
+}
+
+impl Wal {
+    /// Flushes sled (cursors, metadata, quarantine) and syncs what its flush leaves out
+    /// (blocking; see [`crate::disk_sync`]).
+    pub(super) fn flush_sled(&self) -> Result<(), WalError> {
+        self.inner.sync.flush(&self.inner.db)?;
+        release_deferred();
+        Ok(())
+    }
 }
 
 /// Hands this thread's deferred frees to sled's epoch collector now, and lets it collect.
 ///
-/// sled frees replaced log buffers (4 MiB each, written full) and page versions through
-/// crossbeam's epoch GC, which keeps them in a per-thread bag until 64 have piled up on
-/// that thread. Our threads that append, flush and remove each defer a few per second, so
-/// at full load dozens of spent buffers waited in those bags at once: heaptrack showed
-/// 143 MB peak from sled's buffer allocation and peak RSS spiked 100 MiB above the steady
-/// state. Called after each sled write on our side; an empty bag costs an epoch check.
+/// sled frees replaced log buffers (4 MiB each) and page versions through crossbeam's
+/// epoch GC, which keeps them in a per-thread bag until 64 have piled up on that thread;
+/// with the records in sled, heaptrack showed 143 MB peak from sled's buffers waiting in
+/// those bags. Called after our own sled flushes; an empty bag costs an epoch check.
 /// (sled uses crossbeam's default collector; it re-exports the `pin` for it.)
 pub(super) fn release_deferred() {
     sled::crossbeam_pin().flush();
@@ -549,12 +567,12 @@ pub(super) fn release_deferred() {
 
 #[cfg(test)]
 impl Wal {
-    /// The tree that holds `seq`, for tests that damage bytes on purpose.
-    pub(crate) fn tree_for_tests(&self, seq: u64) -> sled::Tree {
+    /// Flips a byte of record `seq` on disk, behind the WAL's back (for tests).
+    pub(crate) fn damage_for_tests(&self, seq: u64, offset: u64) {
         self.inner
-            .spans
-            .tree_of(seq)
-            .expect("the span of a stored record")
+            .segments
+            .damage(seq, offset)
+            .expect("damage a stored record");
     }
 }
 

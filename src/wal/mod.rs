@@ -2,18 +2,17 @@
 //! it is acknowledged, and stays until every storage endpoint has taken it.
 //!
 //! # Layout on disk
-//! The WAL owns its own sled database (`<data-dir>/wal`), never shared with other state:
-//! sled does not give disk space back after a drain, and the byte cap is enforced from our
-//! own accounting, not from the directory size. Trees:
-//! - `records-<span>` (16 hex digits), one tree per span of 35 sequence numbers
-//!   ([`spans`]): key = sequence number as big-endian `u64` (so key order is numeric
-//!   order), value = a [`record::Record`] with a CRC-32 over all its bytes, or empty: a
-//!   placeholder written before the record, so that the record costs sled one write;
-//! - `cursors`: key = endpoint name, value = big-endian `u64`, the next sequence that
-//!   endpoint has not yet taken;
-//! - `meta`: `next_seq`, the high-water mark of assigned sequence numbers, and `first_seq`,
-//!   the floor: every sequence below it has left the buffer;
-//! - `quarantine`: batches an endpoint rejected permanently, with its answer.
+//! In `<data-dir>/wal`, never shared with other state:
+//! - `segments/`: the records, appended to segment files of about 32 MiB, each named after
+//!   its first sequence number ([`segments`]); a record is a frame header (length,
+//!   sequence, checksum) and a [`record::Record`] with a CRC-32 over all its bytes. A
+//!   segment is deleted whole once every sequence in it has left the buffer.
+//! - a sled database with the trees `cursors` (key = endpoint name, value = big-endian
+//!   `u64`, the next sequence that endpoint has not yet taken), `meta` (`next_seq`, the
+//!   high-water mark of assigned sequence numbers, and `first_seq`, the floor: every
+//!   sequence below it has left the buffer) and `quarantine` (batches an endpoint rejected
+//!   permanently, with its answer). Records an earlier version kept in sled trees are moved
+//!   into segments at the first start ([`migrate`]).
 //!
 //! A record's payload is stored as the sender's snappy block, or — while a storage is down
 //! ([`compact`]) — as that block compressed again by zstd, 1.8 times smaller, expanded to
@@ -26,37 +25,44 @@
 //!   the cursors after a full drain): `next_seq` is persisted before any record is deleted,
 //!   and recovery takes the larger of it and the last key + 1.
 //! - A write is acknowledged only after the flush that covers it ([`Durability::Sync`]). A
-//!   flush is sled's flush followed by the syncs it leaves out ([`crate::disk_sync`]), so
-//!   it holds across a power loss, not only a crash of the process.
-//!   Concurrent appends share flushes (group commit): one flusher thread flushes whenever
-//!   appends are waiting, and every append inserted before a flush started is covered by it.
+//!   flush is `fdatasync` of the segments written since the last one (and of their
+//!   directory when it has a new segment), so it holds across a power loss, not only a
+//!   crash of the process. Concurrent appends share flushes (group commit): one flusher
+//!   thread flushes whenever appends are waiting, and every append inserted before a flush
+//!   started is covered by it.
+//! - Cursor moves and the floor reach disk with sled's background flush (every 100 ms),
+//!   at a clean shutdown, and before any segment is deleted ([`gc`]); after a crash an
+//!   endpoint may be sent again what it took in the last moments (at least once).
 //! - A cursor only moves forward over records the endpoint took (or that were quarantined,
 //!   dropped by the size/age limits, or skipped by an operator); records below the slowest
 //!   cursor leave the buffer within milliseconds of the cursor move ([`gc::run_collector`]):
 //!   the index, the byte count and the persisted floor under the lock, the storage after
-//!   it (a span's tree is dropped whole once the floor has passed it), so appends never
-//!   wait for a deletion. Nothing is deleted key by key.
+//!   it (a segment is deleted whole once the floor has passed it), so appends never wait
+//!   for a deletion.
 //! - Full buffer: `drop-oldest` removes the oldest records (counted, logged at ERROR, the
 //!   cursors behind them moved up); `block` refuses the append, the ingest answers 503 and
 //!   Prometheus keeps the data in its own WAL and retries.
 //! - Recovery (after kill -9 or power loss) keeps every flushed record. A record whose
-//!   checksum fails is logged at ERROR and removed on its own; the rest of the buffer stays.
+//!   checksum fails is logged at ERROR and removed on its own; the rest of the buffer
+//!   stays. A write a crash cut short (never acknowledged) is cut off.
 //!
 //! # Durability modes
 //! - `sync` (default): 2xx only after the record is on disk;
 //! - `batch`: 2xx at once, flush every `flush_interval`; a crash loses at most that window;
-//! - `none`: 2xx at once, sled flushes in the background (about every 500 ms) and at a
-//!   clean shutdown; a crash loses whatever was not flushed.
+//! - `none`: 2xx at once, flush in the background (about every 500 ms) and at a clean
+//!   shutdown. A crash of the process loses nothing written (the page cache keeps it); a
+//!   power cut loses what was not flushed.
 
 pub mod commit;
 mod compact;
 pub mod gc;
 mod inspect;
 mod log;
+mod migrate;
 mod quarantine;
 pub mod record;
 mod recover;
-mod spans;
+mod segments;
 mod stats;
 
 use std::path::PathBuf;
@@ -88,7 +94,7 @@ pub enum Durability {
     Sync,
     /// Acknowledge at once; flush every `flush_interval`.
     Batch,
-    /// Acknowledge at once; leave flushing to sled and the shutdown.
+    /// Acknowledge at once; flush in the background (every 500 ms) and at shutdown.
     None,
 }
 
@@ -117,7 +123,7 @@ pub enum StartAt {
 /// WAL settings.
 #[derive(Debug, Clone)]
 pub struct WalConfig {
-    /// Directory of the WAL's own sled database.
+    /// Directory of the WAL's segments and its own sled database.
     pub dir: PathBuf,
     /// Cap on the bytes of buffered records.
     pub max_bytes: u64,
@@ -163,6 +169,9 @@ pub enum WalError {
     /// sled failed.
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// A segment file could not be written, read or synced.
+    #[error("disk error: {0}")]
+    Disk(#[from] std::io::Error),
     /// The WAL is shutting down.
     #[error("buffer is closed")]
     Closed,

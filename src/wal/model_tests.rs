@@ -250,17 +250,8 @@ fn damaged_record_is_skipped_at_recovery_not_the_buffer() {
         wal.insert(&r.encode(), r.meta).expect("append");
     }
     // Damage the tail record behind the WAL's back.
-    let mut bytes = wal
-        .tree_for_tests(3)
-        .get(3u64.to_be_bytes())
-        .expect("get")
-        .expect("present")
-        .to_vec();
-    bytes[40] ^= 0xff;
-    wal.tree_for_tests(3)
-        .insert(3u64.to_be_bytes(), bytes)
-        .expect("insert");
     wal.flush_blocking().expect("flush");
+    wal.damage_for_tests(3, 40);
     drop(wal);
     let wal = open(dir.path(), u64::MAX);
     let got = wal.read_blocking(0, 100, usize::MAX).expect("read");
@@ -302,53 +293,107 @@ fn block_policy_refuses_when_full() {
     wal.insert(&r.encode(), r.meta).expect("fits after gc");
 }
 
-#[test]
-fn records_of_the_old_single_tree_move_into_spans_at_start() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let records: Vec<Record> = (0..11).map(|i| record(i, 50)).collect();
-    {
-        // What an earlier version left: one `records` tree, 11 records from sequence 3 on.
-        let db = sled::Config::new()
-            .path(dir.path())
-            .segment_size(super::log::SEGMENT_SIZE)
-            .open()
-            .expect("open");
-        let old = db.open_tree("records").expect("tree");
+/// What earlier versions left in the WAL's sled database: `trees` (name, first sequence,
+/// records, empty placeholders after them), a high-water mark and a floor.
+fn old_database(
+    dir: &std::path::Path,
+    trees: &[(&str, u64, &[Record], u64)],
+    next: u64,
+    floor: u64,
+) {
+    let db = sled::Config::new()
+        .path(dir)
+        .segment_size(super::log::SEGMENT_SIZE)
+        .open()
+        .expect("open");
+    for (name, first, records, placeholders) in trees {
+        let tree = db.open_tree(name).expect("tree");
         for (i, r) in records.iter().enumerate() {
-            old.insert((3 + i as u64).to_be_bytes(), r.encode())
+            tree.insert((first + i as u64).to_be_bytes(), r.encode())
                 .expect("insert");
         }
-        db.open_tree("meta")
-            .expect("meta")
-            .insert(super::log::NEXT_SEQ, &14u64.to_be_bytes())
-            .expect("meta");
-        db.flush().expect("flush");
+        let after = first + records.len() as u64;
+        for seq in after..after + placeholders {
+            tree.insert(seq.to_be_bytes(), &[]).expect("placeholder");
+        }
     }
+    let meta = db.open_tree("meta").expect("meta");
+    meta.insert(super::log::NEXT_SEQ, &next.to_be_bytes())
+        .expect("meta");
+    meta.insert(super::log::FIRST_SEQ, &floor.to_be_bytes())
+        .expect("meta");
+    db.flush().expect("flush");
+}
+
+/// Opens the WAL twice (the move happens once) and checks it holds `want` from `first` on.
+fn assert_moved(dir: &std::path::Path, first: u64, want: &[Record], next: u64) {
     for _ in 0..2 {
-        let wal = open(dir.path(), u64::MAX);
-        assert_eq!(wal.first_seq(), 3);
-        assert_eq!(wal.next_seq(), 14);
+        let wal = open(dir, u64::MAX);
+        assert_eq!(wal.first_seq(), first);
+        assert_eq!(wal.next_seq(), next);
         let got = wal.read_blocking(0, 100, usize::MAX).expect("read");
-        let want: Vec<(u64, &Record)> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (3 + i as u64, r))
-            .collect();
         assert_eq!(got.len(), want.len());
-        for (item, (seq, r)) in got.iter().zip(want) {
+        for (item, (i, r)) in got.iter().zip(want.iter().enumerate()) {
             match item {
-                ReadItem::Record(s, got) => assert_eq!((*s, got), (seq, r)),
+                ReadItem::Record(s, got) => assert_eq!((*s, got), (first + i as u64, r)),
                 ReadItem::Corrupt(s, e) => panic!("record {s} damaged: {e}"),
             }
         }
+        let names = wal.inner.db_for_tests().tree_names();
         assert!(
-            !wal.inner
-                .db_for_tests()
-                .tree_names()
-                .iter()
-                .any(|n| n == b"records"),
-            "the old tree is dropped once its records are moved"
+            !names.iter().any(|n| n.starts_with(b"records")),
+            "the old trees are dropped once their records are moved"
         );
         drop(wal);
     }
+}
+
+#[test]
+fn records_of_the_old_single_tree_move_into_segments_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<Record> = (0..11).map(|i| record(i, 50)).collect();
+    // The first versions: one `records` tree, 11 records from sequence 3 on.
+    old_database(dir.path(), &[("records", 3, &records, 0)], 14, 0);
+    assert_moved(dir.path(), 3, &records, 14);
+}
+
+#[test]
+fn records_of_span_trees_move_into_segments_from_the_floor_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<Record> = (0..9).map(|i| record(i, 80)).collect();
+    // Spans of 4 from sequence 4 on, the last one with placeholders ahead of its records
+    // and an empty span prepared after it; sequences below 6 were taken.
+    old_database(
+        dir.path(),
+        &[
+            ("records-0000000000000001", 4, &records[0..4], 0),
+            ("records-0000000000000002", 8, &records[4..8], 0),
+            ("records-0000000000000003", 12, &records[8..9], 3),
+            ("records-0000000000000004", 16, &[], 4),
+        ],
+        13,
+        6,
+    );
+    assert_moved(dir.path(), 6, &records[2..9], 13);
+}
+
+#[test]
+fn a_move_cut_short_by_a_crash_goes_on_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<Record> = (0..6).map(|i| record(i, 60)).collect();
+    old_database(
+        dir.path(),
+        &[("records-0000000000000000", 0, &records, 0)],
+        6,
+        0,
+    );
+    {
+        // The first three were moved when the crash came.
+        let (segments, _, _) =
+            super::segments::Segments::open(&dir.path().join("segments"), 0).expect("segments");
+        for (i, r) in records[..3].iter().enumerate() {
+            segments.append(i as u64, &r.encode()).expect("append");
+        }
+    }
+    assert_moved(dir.path(), 0, &records, 6);
 }

@@ -1,0 +1,79 @@
+//! Moves the records earlier versions kept in the WAL's sled database into segments, once,
+//! at start-up: the single `records` tree of the first versions, and the `records-<span>`
+//! trees (16 hex digits) of the versions before segments.
+//!
+//! # Invariant
+//! No record is lost to a crash at any point: the records are appended to segments and
+//! synced before any tree is dropped, and a start after a crash in between moves only the
+//! records above what the segments already hold (the trees are read in sequence order).
+
+use super::log::seq_of;
+use super::segments::Segments;
+use super::WalError;
+use crate::disk_sync::DiskSync;
+
+/// The single tree of the first versions.
+const LEGACY: &[u8] = b"records";
+/// The per-span trees of the versions before segments.
+const SPAN_PREFIX: &str = "records-";
+
+/// The record trees of `db`, in sequence order (the single tree first: the span trees
+/// were filled from it).
+fn record_trees(db: &sled::Db) -> Vec<sled::IVec> {
+    let mut spans: Vec<(u64, sled::IVec)> = db
+        .tree_names()
+        .into_iter()
+        .filter_map(|name| {
+            let hex = std::str::from_utf8(&name).ok()?.strip_prefix(SPAN_PREFIX)?;
+            let span = u64::from_str_radix(hex, 16).ok()?;
+            Some((span, name))
+        })
+        .collect();
+    spans.sort_unstable_by_key(|(span, _)| *span);
+    let legacy = db.tree_names().into_iter().filter(|n| n == LEGACY);
+    legacy.chain(spans.into_iter().map(|(_, n)| n)).collect()
+}
+
+/// Moves every record from `floor` on out of the sled trees into `segments`, makes them
+/// durable, then drops the trees. Returns how many records moved.
+pub(super) fn from_sled(
+    db: &sled::Db,
+    sync: &DiskSync,
+    segments: &Segments,
+    floor: u64,
+) -> Result<u64, WalError> {
+    let trees = record_trees(db);
+    if trees.is_empty() {
+        return Ok(0);
+    }
+    let mut last = segments.last_seq();
+    let mut moved = 0u64;
+    for name in &trees {
+        let tree = db.open_tree(name)?;
+        for item in tree.range(floor.to_be_bytes()..) {
+            let (key, value) = item?;
+            let Some(seq) = seq_of(&key) else {
+                tracing::error!(tree = %String::from_utf8_lossy(name), key = ?key, "wal: dropping a malformed key of an old records tree");
+                continue;
+            };
+            // Empty values were placeholders; lower sequences were moved before.
+            if value.is_empty() || last.is_some_and(|l| seq <= l) {
+                continue;
+            }
+            segments.append(seq, &value)?;
+            last = Some(seq);
+            moved += 1;
+        }
+    }
+    segments.sync()?;
+    for name in &trees {
+        db.drop_tree(name)?;
+    }
+    sync.flush(db)?;
+    tracing::info!(
+        records = moved,
+        trees = trees.len(),
+        "wal: records moved from sled trees into segment files"
+    );
+    Ok(moved)
+}

@@ -1,0 +1,480 @@
+//! Where records live: append-only segment files in `<wal-dir>/segments`, each named after
+//! the first sequence it holds (16 hex digits), written by the appends and made durable by
+//! the group commit's `fdatasync`, read back through the page cache, deleted whole.
+//!
+//! Why not sled: with records in sled trees every group-commit flush sealed a sled IO
+//! buffer, and sled's IO pool woke all its idle threads for each (17–21 % of the relay's
+//! CPU at full load); sled also kept buffered records in its own cache (the peak RSS of a
+//! backlog). Here a record costs one `pwritev` into the page cache under the log lock and
+//! its share of one `fdatasync`; sled keeps only cursors, metadata and the quarantine.
+//!
+//! # Invariants
+//! - Records are appended in sequence order; a segment holds a run of increasing
+//!   sequences, and each segment's sequences are above those of the segments before it.
+//! - A record is in the index ([`Segments::read`] can find it) only once its bytes are
+//!   written whole; a failed write leaves the segment's end where it was, so the next
+//!   write overwrites the partial bytes.
+//! - When [`Segments::sync`] returns, every record appended before it was called is on disk,
+//!   and so are the directory entries of the segments that hold them.
+//! - The segment being appended to is never deleted; others only once every sequence in
+//!   them is below the floor the caller gives. Readers keep the file open, so a deletion
+//!   never pulls bytes from under a read.
+//! - Start-up cuts off a write a crash cut short (never acknowledged), reports damaged
+//!   records and framing, and appends go to a fresh segment.
+
+mod frame;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use super::record::{CodecError, RecordMeta};
+use frame::{Header, HEADER, LIVE, REMOVED};
+
+/// A segment is closed for appends once it holds this many bytes. Each costs one file
+/// creation and one directory sync; a drained buffer keeps at most the open one on disk.
+#[cfg(not(test))]
+pub(super) const SEGMENT_BYTES: u64 = 32 << 20;
+/// Small in unit tests, so that they cross segments often.
+#[cfg(test)]
+pub(super) const SEGMENT_BYTES: u64 = 1000;
+
+/// Most bytes read from a file in one call.
+const READ_CHUNK: usize = 8 << 20;
+
+/// Where one record is.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    /// Offset of its frame header.
+    at: u64,
+    /// Record length; 0 for a sequence the segment does not hold (damaged, or skipped).
+    len: u32,
+}
+
+struct Segment {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Location of sequence `first + i` (the key in [`State::segments`]).
+    locs: Vec<Loc>,
+    /// Where the next frame goes.
+    end: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// By first sequence.
+    segments: BTreeMap<u64, Segment>,
+    /// Files written since the last sync.
+    unsynced: Vec<Arc<File>>,
+    /// A segment was created since the last sync.
+    dir_unsynced: bool,
+    /// The last segment takes no more appends (it was there at start-up).
+    sealed: bool,
+}
+
+/// The segment files of one WAL.
+pub(super) struct Segments {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Serialises syncs, so that one that returns covers what an earlier one took over.
+    syncing: Mutex<()>,
+}
+
+/// One record found at start-up.
+#[derive(Debug)]
+pub(super) struct Recovered {
+    pub(super) seq: u64,
+    pub(super) len: u32,
+    /// Its metadata, or why it is not a record (it is then marked removed on disk).
+    pub(super) meta: Result<RecordMeta, CodecError>,
+}
+
+/// What start-up found besides the records.
+#[derive(Debug, Default)]
+pub(super) struct Damage {
+    /// Stretches of damaged framing skipped: (segment, from, to) byte offsets.
+    pub(super) skipped: Vec<(PathBuf, u64, u64)>,
+    /// Writes cut short at the end of a segment: (segment, bytes cut off).
+    pub(super) cut: Vec<(PathBuf, u64)>,
+}
+
+fn name(first: u64) -> String {
+    format!("{first:016x}")
+}
+
+fn first_of(name: &std::ffi::OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    if name.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(name, 16).ok()
+}
+
+impl Segments {
+    /// Opens the segments in `dir` (created if missing). Segments wholly below `floor` are
+    /// deleted; the records from `floor` on are returned in order, damaged ones marked
+    /// removed on disk (the caller reports them), writes cut short cut off.
+    pub(super) fn open(dir: &Path, floor: u64) -> io::Result<(Segments, Vec<Recovered>, Damage)> {
+        std::fs::create_dir_all(dir)?;
+        let mut firsts = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            match first_of(&entry.file_name()) {
+                Some(first) => firsts.push(first),
+                None => {
+                    tracing::warn!(file = %entry.path().display(), "wal: not a segment file, left alone")
+                }
+            }
+        }
+        firsts.sort_unstable();
+        let mut state = State::default();
+        let mut found = Vec::new();
+        let mut damage = Damage::default();
+        let mut last = None;
+        for (i, &first) in firsts.iter().enumerate() {
+            let path = dir.join(name(first));
+            if firsts.get(i + 1).is_some_and(|&next| next <= floor) {
+                // Every sequence in it is below the floor: it has left the buffer.
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let file = File::options().read(true).write(true).open(&path)?;
+            let bytes = std::fs::read(&path)?;
+            let scan = frame::scan(&bytes, last);
+            damage
+                .skipped
+                .extend(scan.skipped.iter().map(|&(a, b)| (path.clone(), a, b)));
+            if scan.end < bytes.len() as u64 {
+                file.set_len(scan.end)?;
+                damage
+                    .cut
+                    .push((path.clone(), bytes.len() as u64 - scan.end));
+            }
+            let mut segment = Segment {
+                file: Arc::new(file),
+                path,
+                locs: Vec::new(),
+                end: scan.end,
+            };
+            let mut first = None;
+            for f in scan.frames {
+                let base = *first.get_or_insert(f.seq);
+                while base + (segment.locs.len() as u64) < f.seq {
+                    segment.locs.push(Loc { at: 0, len: 0 });
+                }
+                last = Some(f.seq);
+                let Some(meta) = f.meta else {
+                    segment.locs.push(Loc { at: 0, len: 0 });
+                    continue;
+                };
+                if meta.is_err() {
+                    let removed = Header {
+                        len: f.len,
+                        seq: f.seq,
+                        state: REMOVED,
+                    };
+                    segment.file.write_all_at(&removed.encode(), f.at)?;
+                }
+                let len = if meta.is_ok() { f.len } else { 0 };
+                segment.locs.push(Loc { at: f.at, len });
+                if f.seq >= floor {
+                    found.push(Recovered {
+                        seq: f.seq,
+                        len: f.len,
+                        meta,
+                    });
+                }
+            }
+            // An empty segment needs no entry: the next append opens a fresh one anyway.
+            if let Some(first) = first {
+                state.segments.insert(first, segment);
+            } else {
+                std::fs::remove_file(&segment.path)?;
+            }
+        }
+        let segments = Segments {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(state),
+            syncing: Mutex::new(()),
+        };
+        // Appends go to a fresh segment, never after bytes a crash may have left.
+        segments.lock().sealed = true;
+        Ok((segments, found, damage))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last sequence stored, if any.
+    pub(super) fn last_seq(&self) -> Option<u64> {
+        let state = self.lock();
+        let (first, s) = state.segments.last_key_value()?;
+        (!s.locs.is_empty()).then(|| first + s.locs.len() as u64 - 1)
+    }
+
+    /// Appends record `seq` (blocking). Sequences must increase.
+    pub(super) fn append(&self, seq: u64, record: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(record.len())
+            .map_err(|_| io::Error::other("record larger than 4 GiB"))?;
+        let mut state = self.lock();
+        let fresh = match state.segments.last_key_value() {
+            None => true,
+            Some((&first, s)) => {
+                if seq < first + s.locs.len() as u64 {
+                    return Err(io::Error::other(format!(
+                        "append of sequence {seq} behind the stored ones"
+                    )));
+                }
+                state.sealed || s.end >= SEGMENT_BYTES
+            }
+        };
+        if fresh {
+            let path = self.dir.join(name(seq));
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            state.segments.insert(
+                seq,
+                Segment {
+                    file: Arc::new(file),
+                    path,
+                    locs: Vec::new(),
+                    end: 0,
+                },
+            );
+            state.dir_unsynced = true;
+            state.sealed = false;
+        }
+        let State {
+            segments, unsynced, ..
+        } = &mut *state;
+        let mut last = segments.last_entry().expect("a segment");
+        let first = *last.key();
+        let segment = last.get_mut();
+        let header = Header {
+            len,
+            seq,
+            state: LIVE,
+        }
+        .encode();
+        write_all_at(&segment.file, segment.end, &[&header, record])?;
+        while first + (segment.locs.len() as u64) < seq {
+            segment.locs.push(Loc { at: 0, len: 0 });
+        }
+        segment.locs.push(Loc {
+            at: segment.end,
+            len,
+        });
+        segment.end += (HEADER + record.len()) as u64;
+        if !unsynced.iter().any(|f| Arc::ptr_eq(f, &segment.file)) {
+            unsynced.push(segment.file.clone());
+        }
+        Ok(())
+    }
+
+    /// Reads the records from `from` up to `end` (exclusive), in order, up to
+    /// `max_records` and until `max_bytes` are reached (at least one record). Sequences the
+    /// segments do not hold are left out.
+    pub(super) fn read(
+        &self,
+        from: u64,
+        end: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<(u64, Bytes)>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut seq = from;
+        while seq < end && out.len() < max_records && bytes < max_bytes {
+            // One contiguous run of one segment, located under the lock, read without it.
+            let (file, run, next) = {
+                let state = self.lock();
+                let holding = state
+                    .segments
+                    .range(..=seq)
+                    .next_back()
+                    .filter(|(&first, s)| seq < first + s.locs.len() as u64);
+                let Some((&first, segment)) =
+                    holding.or_else(|| state.segments.range(seq + 1..end).next())
+                else {
+                    break;
+                };
+                let stop = end.min(first + segment.locs.len() as u64);
+                let mut s = seq.max(first);
+                let (mut run, mut run_bytes) = (Vec::new(), 0usize);
+                while s < stop
+                    && out.len() + run.len() < max_records
+                    && bytes + run_bytes < max_bytes
+                    && run_bytes < READ_CHUNK
+                {
+                    let loc = segment.locs[(s - first) as usize];
+                    if loc.len > 0 {
+                        run.push((s, loc));
+                        run_bytes += loc.len as usize;
+                    }
+                    s += 1;
+                }
+                (segment.file.clone(), run, s)
+            };
+            seq = next.max(seq + 1);
+            let (Some(&(_, a)), Some(&(_, b))) = (run.first(), run.last()) else {
+                continue;
+            };
+            let start = a.at;
+            let stop = b.at + HEADER as u64 + u64::from(b.len);
+            let chunk = Bytes::from(read_at(&file, start, (stop - start) as usize)?);
+            for (s, loc) in run {
+                let at = (loc.at - start) as usize + HEADER;
+                out.push((s, chunk.slice(at..at + loc.len as usize)));
+                bytes += loc.len as usize;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes every record appended so far durable (blocking): `fdatasync` of each segment
+    /// written since the last sync, and of the directory when it has new segments.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        let (files, dir) = {
+            let mut state = self.lock();
+            let dir = std::mem::take(&mut state.dir_unsynced);
+            (std::mem::take(&mut state.unsynced), dir)
+        };
+        let result = (|| {
+            for f in &files {
+                f.sync_data()?;
+            }
+            if dir {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            // Tried again by the next sync.
+            let mut state = self.lock();
+            state.dir_unsynced |= dir;
+            for f in files {
+                if !state.unsynced.iter().any(|g| Arc::ptr_eq(g, &f)) {
+                    state.unsynced.push(f);
+                }
+            }
+        }
+        result
+    }
+
+    /// Whether some segment other than the open one holds only sequences below `floor`.
+    pub(super) fn any_below(&self, floor: u64) -> bool {
+        !self.wholly_below(&self.lock(), floor).is_empty()
+    }
+
+    fn wholly_below(&self, state: &State, floor: u64) -> Vec<u64> {
+        let firsts: Vec<u64> = state.segments.keys().copied().collect();
+        firsts
+            .windows(2)
+            .filter(|w| w[1] <= floor)
+            .map(|w| w[0])
+            .collect()
+    }
+
+    /// Deletes the segments (but the open one) whose sequences are all below `floor`. The
+    /// caller makes the floor durable first.
+    pub(super) fn delete_below(&self, floor: u64) -> io::Result<usize> {
+        let doomed: Vec<Segment> = {
+            let mut state = self.lock();
+            let firsts = self.wholly_below(&state, floor);
+            firsts
+                .iter()
+                .filter_map(|f| state.segments.remove(f))
+                .collect()
+        };
+        for s in &doomed {
+            std::fs::remove_file(&s.path)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// How many segment files there are (for tests).
+    #[cfg(test)]
+    pub(super) fn count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Flips a byte inside record `seq` on disk, behind the index's back (for tests).
+    #[cfg(test)]
+    pub(super) fn damage(&self, seq: u64, offset: u64) -> io::Result<()> {
+        let state = self.lock();
+        let (first, s) = state
+            .segments
+            .range(..=seq)
+            .next_back()
+            .ok_or_else(|| io::Error::other("no such record"))?;
+        let loc = s.locs[(seq - first) as usize];
+        let at = loc.at + HEADER as u64 + offset;
+        let mut byte = [0u8];
+        s.file.read_exact_at(&mut byte, at)?;
+        s.file.write_all_at(&[byte[0] ^ 0xff], at)
+    }
+
+    /// The file that holds `seq` (for tests that damage framing).
+    #[cfg(test)]
+    pub(super) fn path_of(&self, seq: u64) -> Option<PathBuf> {
+        let state = self.lock();
+        let (_, s) = state.segments.range(..=seq).next_back()?;
+        Some(s.path.clone())
+    }
+}
+
+/// `pwritev` of `parts` at `offset`, until all of it is written.
+fn write_all_at(file: &File, mut offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset overflow"))?;
+    // SAFETY: every iovec points into a slice borrowed for the whole call; the kernel only
+    // reads from them.
+    let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as i32, off) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut done = n as usize;
+    if done == total {
+        return Ok(());
+    }
+    // A short write (rare: signals, a nearly full disk): the rest one part at a time.
+    offset += done as u64;
+    for p in parts {
+        if done >= p.len() {
+            done -= p.len();
+            continue;
+        }
+        file.write_all_at(&p[done..], offset)?;
+        offset += (p.len() - done) as u64;
+        done = 0;
+    }
+    Ok(())
+}
+
+/// `len` bytes of `file` from `offset`.
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests;
