@@ -120,7 +120,13 @@ impl Segments {
     /// deleted; the records from `floor` on are returned in order, damaged ones marked
     /// removed on disk (the caller reports them), writes cut short cut off.
     pub(super) fn open(dir: &Path, floor: u64) -> io::Result<(Segments, Vec<Recovered>, Damage)> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            // The new directory's own entry, before any record in it is acknowledged.
+            if let Some(parent) = dir.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
         let mut firsts = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
