@@ -209,7 +209,7 @@ fn wal_error(e: &WalError) -> HttpResponse {
     let (status, code) = match e {
         WalError::UnknownEndpoint(_) => (StatusCode::NOT_FOUND, "unknown_endpoint"),
         WalError::NotBuffered { .. } => (StatusCode::CONFLICT, "not_buffered"),
-        WalError::Full { .. } | WalError::Closed => {
+        WalError::Full { .. } | WalError::DiskFull(_) | WalError::Closed => {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
         WalError::Storage(_) | WalError::Disk(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),

@@ -51,6 +51,9 @@ pub enum IngestError {
     /// The buffer is full under the `block` policy.
     #[error("buffer full, retry later")]
     Full,
+    /// The buffer's disk is (nearly) full.
+    #[error("{0}")]
+    DiskFull(String),
     /// Starting up or shutting down.
     #[error("not ready, retry later")]
     NotReady,
@@ -77,9 +80,10 @@ impl IngestError {
             | IngestError::Snappy(_)
             | IngestError::Wire(_)
             | IngestError::Param { .. } => StatusCode::BAD_REQUEST,
-            IngestError::Full | IngestError::NotReady | IngestError::NoLeader => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            IngestError::Full
+            | IngestError::DiskFull(_)
+            | IngestError::NotReady
+            | IngestError::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +100,7 @@ impl IngestError {
             IngestError::Wire(w) => w.as_label(),
             IngestError::Param { .. } => "query_param",
             IngestError::Full => "buffer_full",
+            IngestError::DiskFull(_) => "disk_full",
             IngestError::NotReady => "not_ready",
             IngestError::NoLeader => "no_leader",
             IngestError::Internal(_) => "internal",

@@ -204,6 +204,7 @@ async fn accept(
     match durable {
         Ok(()) => Ok((Outcome::Stored, samples, bytes)),
         Err(WalError::Full { .. }) => Err(IngestError::Full),
+        Err(e @ WalError::DiskFull(_)) => Err(IngestError::DiskFull(e.to_string())),
         Err(WalError::Closed) => Err(IngestError::NotReady),
         Err(e) => Err(IngestError::Internal(e.to_string())),
     }

@@ -169,9 +169,12 @@ pub enum WalError {
     /// sled failed.
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// The buffer's disk is (nearly) full: appends are refused until space is freed.
+    #[error("disk nearly full ({0}), retry later")]
+    DiskFull(String),
     /// A segment file could not be written, read or synced.
     #[error("disk error: {0}")]
-    Disk(#[from] std::io::Error),
+    Disk(std::io::Error),
     /// The WAL is shutting down.
     #[error("buffer is closed")]
     Closed,
@@ -191,7 +194,21 @@ pub enum WalError {
 impl WalError {
     /// Whether the sender should retry later (503) rather than see a server fault (500).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, WalError::Full { .. } | WalError::Closed)
+        matches!(
+            self,
+            WalError::Full { .. } | WalError::DiskFull(_) | WalError::Closed
+        )
+    }
+}
+
+impl From<std::io::Error> for WalError {
+    fn from(e: std::io::Error) -> WalError {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            // Our reserve check, or the disk itself (ENOSPC).
+            WalError::DiskFull(e.to_string())
+        } else {
+            WalError::Disk(e)
+        }
     }
 }
 

@@ -75,6 +75,8 @@ struct State {
     dir_unsynced: bool,
     /// The last segment takes no more appends (it was there at start-up).
     sealed: bool,
+    /// When an append was last refused for want of disk space (rate-limits its ERROR).
+    last_full_log: Option<std::time::Instant>,
 }
 
 /// The segment files of one WAL.
@@ -224,11 +226,24 @@ impl Segments {
         (!s.locs.is_empty()).then(|| first + s.locs.len() as u64 - 1)
     }
 
-    /// Appends record `seq` (blocking). Sequences must increase.
+    /// Appends record `seq` (blocking). Sequences must increase. Refused with
+    /// [`io::ErrorKind::StorageFull`] when it would leave less than the reserve free
+    /// ([`reserve`]), or when the disk is full.
     pub(super) fn append(&self, seq: u64, record: &[u8]) -> io::Result<()> {
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::other("record larger than 4 GiB"))?;
         let mut state = self.lock();
+        if let Err(e) = self.check_room(record.len() as u64) {
+            let now = std::time::Instant::now();
+            if state
+                .last_full_log
+                .is_none_or(|t| now.duration_since(t) >= FULL_LOG_EVERY)
+            {
+                tracing::error!(dir = %self.dir.display(), error = %e, "wal: the disk is (nearly) full: writes are refused with 503 until the storages take what is buffered or space is freed");
+                state.last_full_log = Some(now);
+            }
+            return Err(e);
+        }
         let fresh = match state.segments.last_key_value() {
             None => true,
             Some((&first, s)) => {
@@ -282,6 +297,20 @@ impl Segments {
         segment.end += (HEADER + record.len()) as u64;
         if !unsynced.iter().any(|f| Arc::ptr_eq(f, &segment.file)) {
             unsynced.push(segment.file.clone());
+        }
+        Ok(())
+    }
+
+    /// Fails with [`io::ErrorKind::StorageFull`] when writing `len` more bytes would leave
+    /// less than the reserve free on the segments' file system.
+    fn check_room(&self, len: u64) -> io::Result<()> {
+        let (free, total) = disk_space(&self.dir)?;
+        let keep = reserve(total);
+        if free < keep.saturating_add(len) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("{free} bytes free on the buffer's disk, {keep} are kept for its state"),
+            ));
         }
         Ok(())
     }
@@ -437,6 +466,34 @@ impl Segments {
         let (_, s) = state.segments.range(..=seq).next_back()?;
         Some(s.path.clone())
     }
+}
+
+/// How often the ERROR about a full disk is repeated while appends are refused.
+const FULL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Space the appends leave free on a file system of `total` bytes: 1 %, at least 16 MiB
+/// and at most 256 MiB. sled (cursors, metadata) must still be able to write, or it
+/// fails for good until a restart, and the storages could not take the buffer away.
+fn reserve(total: u64) -> u64 {
+    (total / 100).clamp(16 << 20, 256 << 20)
+}
+
+/// Bytes available to us and the size of the file system that holds `dir`.
+fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("a NUL byte in the buffer's path"))?;
+    // SAFETY: `statvfs` only writes the struct it is given, and reads the NUL-terminated
+    // path, which lives for the whole call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok((
+        (st.f_bavail as u64).saturating_mul(frsize),
+        (st.f_blocks as u64).saturating_mul(frsize),
+    ))
 }
 
 /// `pwritev` of `parts` at `offset`, until all of it is written.

@@ -197,3 +197,29 @@ fn sync_covers_segments_closed_since_the_last_one() {
     fill(&s, 10..11, 300);
     assert_eq!(s.lock().unsynced.len(), 1);
 }
+
+#[test]
+fn the_reserve_is_one_percent_within_bounds() {
+    use super::reserve;
+    assert_eq!(reserve(80 << 20), 16 << 20);
+    assert_eq!(reserve(10 << 30), (10 << 30) / 100);
+    assert_eq!(reserve(4 << 40), 256 << 20);
+}
+
+#[test]
+fn free_space_is_read_from_the_file_system() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (free, total) = super::disk_space(dir.path()).expect("statvfs");
+    assert!(total > 0 && free <= total, "{free} free of {total}");
+}
+
+#[test]
+fn a_full_disk_is_a_retryable_refusal_not_a_failure() {
+    use crate::wal::WalError;
+    let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+    let e = WalError::from(enospc);
+    assert!(matches!(e, WalError::DiskFull(_)), "{e:?}");
+    assert!(e.is_retryable());
+    let eio = WalError::from(std::io::Error::from_raw_os_error(libc::EIO));
+    assert!(matches!(eio, WalError::Disk(_)) && !eio.is_retryable());
+}
