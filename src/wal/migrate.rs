@@ -20,18 +20,21 @@ const SPAN_PREFIX: &str = "records-";
 /// The record trees of `db`, in sequence order (the single tree first: the span trees
 /// were filled from it).
 fn record_trees(db: &sled::Db) -> Vec<sled::IVec> {
-    let mut spans: Vec<(u64, sled::IVec)> = db
+    // The single tree sorts first: no span has a number below it.
+    let mut trees: Vec<(Option<u64>, sled::IVec)> = db
         .tree_names()
         .into_iter()
         .filter_map(|name| {
+            if name == LEGACY {
+                return Some((None, name));
+            }
             let hex = std::str::from_utf8(&name).ok()?.strip_prefix(SPAN_PREFIX)?;
             let span = u64::from_str_radix(hex, 16).ok()?;
-            Some((span, name))
+            Some((Some(span), name))
         })
         .collect();
-    spans.sort_unstable_by_key(|(span, _)| *span);
-    let legacy = db.tree_names().into_iter().filter(|n| n == LEGACY);
-    legacy.chain(spans.into_iter().map(|(_, n)| n)).collect()
+    trees.sort_unstable_by_key(|(span, _)| *span);
+    trees.into_iter().map(|(_, name)| name).collect()
 }
 
 /// Moves every record from `floor` on out of the sled trees into `segments`, makes them

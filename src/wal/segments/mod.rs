@@ -77,6 +77,10 @@ struct State {
     sealed: bool,
     /// When an append was last refused for want of disk space (rate-limits its ERROR).
     last_full_log: Option<std::time::Instant>,
+    /// Bytes that may be appended before the free space is read again, and when it was
+    /// read last ([`Segments::check_room`]).
+    room: u64,
+    room_read: Option<std::time::Instant>,
 }
 
 /// The segment files of one WAL.
@@ -233,7 +237,7 @@ impl Segments {
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::other("record larger than 4 GiB"))?;
         let mut state = self.lock();
-        if let Err(e) = self.check_room(record.len() as u64) {
+        if let Err(e) = self.check_room(&mut state, record.len() as u64) {
             let now = std::time::Instant::now();
             if state
                 .last_full_log
@@ -302,16 +306,29 @@ impl Segments {
     }
 
     /// Fails with [`io::ErrorKind::StorageFull`] when writing `len` more bytes would leave
-    /// less than the reserve free on the segments' file system.
-    fn check_room(&self, len: u64) -> io::Result<()> {
+    /// less than the reserve free on the segments' file system. The free space is read
+    /// again once half of what was left above the reserve is used up, or after
+    /// [`ROOM_READ_EVERY`] (other files share the disk), so not at every append.
+    fn check_room(&self, state: &mut State, len: u64) -> io::Result<()> {
+        let now = std::time::Instant::now();
+        let fresh = state
+            .room_read
+            .is_some_and(|t| now.duration_since(t) < ROOM_READ_EVERY);
+        if fresh && len <= state.room {
+            state.room -= len;
+            return Ok(());
+        }
         let (free, total) = disk_space(&self.dir)?;
         let keep = reserve(total);
         if free < keep.saturating_add(len) {
+            state.room_read = None;
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 format!("{free} bytes free on the buffer's disk, {keep} are kept for its state"),
             ));
         }
+        state.room = (free - keep - len) / 2;
+        state.room_read = Some(now);
         Ok(())
     }
 
@@ -408,16 +425,7 @@ impl Segments {
 
     /// Whether some segment other than the open one holds only sequences below `floor`.
     pub(super) fn any_below(&self, floor: u64) -> bool {
-        !self.wholly_below(&self.lock(), floor).is_empty()
-    }
-
-    fn wholly_below(&self, state: &State, floor: u64) -> Vec<u64> {
-        let firsts: Vec<u64> = state.segments.keys().copied().collect();
-        firsts
-            .windows(2)
-            .filter(|w| w[1] <= floor)
-            .map(|w| w[0])
-            .collect()
+        !wholly_below(&self.lock(), floor).is_empty()
     }
 
     /// Deletes the segments (but the open one) whose sequences are all below `floor`. The
@@ -425,7 +433,7 @@ impl Segments {
     pub(super) fn delete_below(&self, floor: u64) -> io::Result<usize> {
         let doomed: Vec<Segment> = {
             let mut state = self.lock();
-            let firsts = self.wholly_below(&state, floor);
+            let firsts = wholly_below(&state, floor);
             firsts
                 .iter()
                 .filter_map(|f| state.segments.remove(f))
@@ -467,6 +475,19 @@ impl Segments {
         Some(s.path.clone())
     }
 }
+
+/// The segments (but the open one) whose sequences are all below `floor`.
+fn wholly_below(state: &State, floor: u64) -> Vec<u64> {
+    let firsts: Vec<u64> = state.segments.keys().copied().collect();
+    firsts
+        .windows(2)
+        .filter(|w| w[1] <= floor)
+        .map(|w| w[0])
+        .collect()
+}
+
+/// The free space is read at least this often while appends come.
+const ROOM_READ_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How often the ERROR about a full disk is repeated while appends are refused.
 const FULL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
