@@ -223,11 +223,17 @@ impl Segments {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The last sequence stored, if any.
+    /// The last sequence stored, if any (a segment whose first write failed holds none).
     pub(super) fn last_seq(&self) -> Option<u64> {
         let state = self.lock();
-        let (first, s) = state.segments.last_key_value()?;
-        (!s.locs.is_empty()).then(|| first + s.locs.len() as u64 - 1)
+        let mut stored = state
+            .segments
+            .iter()
+            .rev()
+            .filter(|(_, s)| !s.locs.is_empty());
+        stored
+            .next()
+            .map(|(first, s)| first + s.locs.len() as u64 - 1)
     }
 
     /// Appends record `seq` (blocking). Sequences must increase. Refused with

@@ -223,3 +223,31 @@ fn a_full_disk_is_a_retryable_refusal_not_a_failure() {
     let eio = WalError::from(std::io::Error::from_raw_os_error(libc::EIO));
     assert!(matches!(eio, WalError::Disk(_)) && !eio.is_retryable());
 }
+
+#[test]
+fn a_segment_whose_first_write_failed_takes_the_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _, _) = open(dir.path(), 0);
+    fill(&s, 0..3, 50);
+    {
+        // What a failed first write into a fresh segment leaves: the file, no record.
+        let path = dir.path().join(super::name(3));
+        let file = std::fs::File::create_new(&path).expect("create");
+        let mut state = s.lock();
+        state.segments.insert(
+            3,
+            super::Segment {
+                file: std::sync::Arc::new(file),
+                path,
+                locs: Vec::new(),
+                end: 0,
+            },
+        );
+        state.sealed = false;
+    }
+    assert_eq!(s.last_seq(), Some(2), "an empty segment holds no sequence");
+    let before = s.count();
+    fill(&s, 3..4, 50);
+    assert_eq!(s.count(), before, "the retry goes into the empty segment");
+    assert_eq!(seqs(&all(&s)), vec![0, 1, 2, 3]);
+}
