@@ -13,8 +13,8 @@
 //! is being decoded now would otherwise wait for this flush and then the whole next one.
 //! A lone writer (nothing on its way, the last group was one append) is flushed at once,
 //! so light load pays no latency for it; a client that sends its body slowly delays the
-//! others by [`LINGER`] at most. A group smaller than the load's (a straggler) does not shrink the next ones: the
-//! writes that arrive during a flush make the next group.
+//! others by [`LINGER`] at most. A group smaller than the load's (a straggler) does not
+//! shrink the next ones: the writes that arrive during a flush make the next group.
 //!
 //! Measured at full benchmark load (8 connections, `--max-in-flight 2`, A/B pairs of
 //! 15 s): a fixed 1 ms linger once the last group had two or more appends had taken relay
@@ -28,10 +28,10 @@
 //!
 //! The flusher loop owns a blocking-pool thread for its whole life instead of being a
 //! task: as a task it handed each flush to that pool and was woken back, two thread
-//! wake-ups per flush on top of sled's own (the records were in sled then). Gathering and flushing on one thread gave
-//! 13 % more samples/s at 15 % less relay CPU per sample in A/B pairs at full load (noisy
-//! machine; the benchmark is the judge). Appends and writes wake it through
-//! [`FlushSignal`].
+//! wake-ups per flush on top of sled's own (the records were in sled then). Gathering and
+//! flushing on one thread gave 13 % more samples/s at 15 % less relay CPU per sample in
+//! A/B pairs at full load (noisy machine; the benchmark is the judge). Appends and writes
+//! wake it through [`FlushSignal`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -84,8 +84,7 @@ impl Wal {
 
     /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
     /// Returns the new floor, whose segments are still to be deleted with
-    /// [`Wal::delete_segments`]
-    /// (see [`Wal::forget_below`]).
+    /// [`Wal::delete_segments`] (see [`Wal::forget_below`]).
     pub(super) fn evict(
         &self,
         log: &mut Log,

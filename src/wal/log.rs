@@ -161,14 +161,14 @@ impl Wal {
 
     /// [`Wal::open`] with an injected clock (for age limits in tests).
     pub fn open_with_clock(config: WalConfig, clock: Arc<dyn Clock>) -> Result<Wal, WalError> {
-        std::fs::create_dir_all(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
+        std::fs::create_dir_all(&config.dir)?;
         let db = sled::Config::new()
             .path(&config.dir)
             .cache_capacity(SLED_CACHE)
             .flush_every_ms(Some(SLED_FLUSH_MS))
             .segment_size(SEGMENT_SIZE)
             .open()?;
-        let sync = DiskSync::open(&config.dir).map_err(|e| WalError::Storage(e.into()))?;
+        let sync = DiskSync::open(&config.dir)?;
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
         let quarantine = db.open_tree("quarantine")?;
@@ -527,6 +527,14 @@ impl Wal {
         });
         Ok(())
     }
+
+    /// Flushes sled (cursors, metadata, quarantine) and syncs what its flush leaves out
+    /// (blocking; see [`crate::disk_sync`]).
+    pub(super) fn flush_sled(&self) -> Result<(), WalError> {
+        self.inner.sync.flush(&self.inner.db)?;
+        release_deferred();
+        Ok(())
+    }
 }
 
 pub(super) fn durable_sender(wal: &Wal) -> &watch::Sender<u64> {
@@ -542,16 +550,6 @@ pub(super) fn flush_wanted(wal: &Wal) -> &super::commit::FlushSignal {
 /// at a clean shutdown ([`Wal::flush_blocking`]), and before any segment is deleted.
 pub(super) fn flush_to_disk(wal: &Wal) -> Result<(), WalError> {
     Ok(wal.inner.segments.sync()?)
-}
-
-impl Wal {
-    /// Flushes sled (cursors, metadata, quarantine) and syncs what its flush leaves out
-    /// (blocking; see [`crate::disk_sync`]).
-    pub(super) fn flush_sled(&self) -> Result<(), WalError> {
-        self.inner.sync.flush(&self.inner.db)?;
-        release_deferred();
-        Ok(())
-    }
 }
 
 /// Hands this thread's deferred frees to sled's epoch collector now, and lets it collect.

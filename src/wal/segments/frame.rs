@@ -86,14 +86,15 @@ pub(super) struct Scan {
 /// (frames must go above it).
 pub(super) fn scan(bytes: &[u8], after: Option<u64>) -> Scan {
     let mut out = Scan::default();
+    // A header that checks out, fits in the file and goes above what came before.
+    let good = |at: usize, last: Option<u64>| -> Option<Header> {
+        let h = Header::decode(&bytes[at..])?;
+        let fits = at + HEADER + h.len as usize <= bytes.len();
+        (fits && last.is_none_or(|l| h.seq > l)).then_some(h)
+    };
     let mut last = after;
     let mut pos = 0usize;
     while pos < bytes.len() {
-        let good = |at: usize, last: Option<u64>| -> Option<Header> {
-            let h = Header::decode(&bytes[at..])?;
-            let fits = at + HEADER + h.len as usize <= bytes.len();
-            (fits && last.is_none_or(|l| h.seq > l)).then_some(h)
-        };
         let (at, h) = match good(pos, last) {
             Some(h) => (pos, h),
             None => match (pos + 1..bytes.len()).find_map(|at| good(at, last).map(|h| (at, h))) {

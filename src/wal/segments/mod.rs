@@ -65,6 +65,20 @@ struct Segment {
     end: u64,
 }
 
+impl Segment {
+    /// Records where `seq` is, in a segment whose first sequence is `first`; sequences
+    /// skipped on the way (removed, or never stored) become holes.
+    fn place(&mut self, first: u64, seq: u64, loc: Loc) {
+        while first + (self.locs.len() as u64) < seq {
+            self.locs.push(HOLE);
+        }
+        self.locs.push(loc);
+    }
+}
+
+/// A sequence the segment does not hold.
+const HOLE: Loc = Loc { at: 0, len: 0 };
+
 #[derive(Default)]
 struct State {
     /// By first sequence.
@@ -156,7 +170,8 @@ impl Segments {
                 continue;
             }
             let file = File::options().read(true).write(true).open(&path)?;
-            let bytes = std::fs::read(&path)?;
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut &file, &mut bytes)?;
             let scan = frame::scan(&bytes, last);
             damage
                 .skipped
@@ -176,12 +191,9 @@ impl Segments {
             let mut first = None;
             for f in scan.frames {
                 let base = *first.get_or_insert(f.seq);
-                while base + (segment.locs.len() as u64) < f.seq {
-                    segment.locs.push(Loc { at: 0, len: 0 });
-                }
                 last = Some(f.seq);
                 let Some(meta) = f.meta else {
-                    segment.locs.push(Loc { at: 0, len: 0 });
+                    segment.place(base, f.seq, HOLE);
                     continue;
                 };
                 if meta.is_err() {
@@ -193,7 +205,7 @@ impl Segments {
                     segment.file.write_all_at(&removed.encode(), f.at)?;
                 }
                 let len = if meta.is_ok() { f.len } else { 0 };
-                segment.locs.push(Loc { at: f.at, len });
+                segment.place(base, f.seq, Loc { at: f.at, len });
                 if f.seq >= floor {
                     found.push(Recovered {
                         seq: f.seq,
@@ -297,13 +309,8 @@ impl Segments {
         }
         .encode();
         write_all_at(&segment.file, segment.end, &[&header, record])?;
-        while first + (segment.locs.len() as u64) < seq {
-            segment.locs.push(Loc { at: 0, len: 0 });
-        }
-        segment.locs.push(Loc {
-            at: segment.end,
-            len,
-        });
+        let at = segment.end;
+        segment.place(first, seq, Loc { at, len });
         segment.end += (HEADER + record.len()) as u64;
         if !unsynced.iter().any(|f| Arc::ptr_eq(f, &segment.file)) {
             unsynced.push(segment.file.clone());
