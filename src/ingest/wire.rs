@@ -534,14 +534,27 @@ fn scan_timestamped(buf: &[u8], message: &'static str, ts_field: u64) -> Result<
 
 /// The common encoding of a float sample, `0x09 <8 bytes> 0x10 <varint>` and nothing
 /// else; `None` sends anything else through the general field loop.
+///
+/// The varint fills the rest of the sample, so its length is known before it is read:
+/// every byte but the last must carry the continuation bit. A millisecond timestamp takes
+/// six bytes, which the byte-at-a-time [`read_varint`] only handles on its slow path.
 #[inline]
 fn sample_fast(buf: &[u8]) -> Option<i64> {
-    if buf.len() < 11 || buf[0] != 0x09 || buf[9] != 0x10 {
+    if buf.len() < 11 || buf.len() > 20 || buf[0] != 0x09 || buf[9] != 0x10 {
         return None;
     }
-    let mut pos = 10;
-    let ts = read_varint(buf, &mut pos).ok()?;
-    (pos == buf.len()).then_some(ts as i64)
+    let (&last, more) = buf[10..].split_last()?;
+    let mut continued = 0x80;
+    let mut ts = 0u64;
+    for (i, &b) in more.iter().enumerate() {
+        continued &= b;
+        ts |= u64::from(b & 0x7f) << (7 * i);
+    }
+    if continued == 0 || last >= 0x80 {
+        return None;
+    }
+    ts |= u64::from(last) << (7 * more.len());
+    Some(ts as i64)
 }
 
 fn scan_exemplar(buf: &[u8], series: usize) -> Result<(), WireError> {
