@@ -152,9 +152,19 @@ pub fn for_each_sample(
         };
         counts.series += 1;
         timestamps.clear();
-        let mut span: Option<(usize, usize)> = None;
+        // The usual encoding first: every label (key 0x0a, one-byte length), then every
+        // float sample (key 0x12, 0x09 + 8 value bytes, 0x10 + the timestamp varint). What
+        // is left, if anything, goes through the field loop below.
+        let labels_end = skip_short_fields(series, 0, 0x0a);
+        let mut span = (labels_end > 0).then_some((0, labels_end));
+        let mut pos = labels_end;
+        while let Some((ts, end)) = short_sample(series, pos) {
+            timestamps.push(ts);
+            pos = end;
+        }
         let mut contiguous = true;
         let mut fields = Reader::new(series, base);
+        fields.pos = pos;
         while let Some((at, number, value)) = fields.field()? {
             match (number, value) {
                 (1, Value::Bytes(..)) => match span {
@@ -181,6 +191,47 @@ pub fn for_each_sample(
         }
     }
     Ok(counts)
+}
+
+/// Where a run of fields with key byte `key` and one-byte lengths, starting at `pos`,
+/// ends (`pos` itself if there is none). A field that would run past the end of `buf`
+/// ends the run, and the field loop reports it.
+#[inline]
+fn skip_short_fields(buf: &[u8], mut pos: usize, key: u8) -> usize {
+    while let (Some(&k), Some(&len)) = (buf.get(pos), buf.get(pos + 1)) {
+        let end = pos + 2 + len as usize;
+        if k != key || len >= 0x80 || end > buf.len() {
+            break;
+        }
+        pos = end;
+    }
+    pos
+}
+
+/// A float sample at `pos` in its usual encoding (`0x12 len 0x09 <8 bytes> 0x10 <varint>`,
+/// the varint filling the rest): its timestamp and where it ends.
+#[inline]
+fn short_sample(buf: &[u8], pos: usize) -> Option<(i64, usize)> {
+    let (&key, &len) = (buf.get(pos)?, buf.get(pos + 1)?);
+    let end = pos + 2 + len as usize;
+    if key != 0x12 || !(11..=20).contains(&len) || end > buf.len() {
+        return None;
+    }
+    let sample = &buf[pos + 2..end];
+    if sample[0] != 0x09 || sample[9] != 0x10 {
+        return None;
+    }
+    let varint = &sample[10..];
+    let mut ts = 0u64;
+    for (i, &b) in varint.iter().enumerate() {
+        let last = i + 1 == varint.len();
+        // Every byte but the last carries the continuation bit.
+        if (b >= 0x80) == last {
+            return None;
+        }
+        ts |= u64::from(b & 0x7f) << (7 * i);
+    }
+    Some((ts as i64, end))
 }
 
 /// Where things are in a decoded `WriteRequest`.
@@ -364,6 +415,70 @@ mod tests {
             series_hash(&contiguous).expect("valid"),
             series_hash(&interleaved).expect("valid")
         );
+    }
+
+    /// The same pairs as the field loop alone: the series hash of `series_hash` and the
+    /// timestamps of `sample_timestamp`, in order.
+    fn slow_pairs(body: &[u8]) -> Vec<(u64, i64)> {
+        let mut pairs = Vec::new();
+        let mut request = Reader::new(body, 0);
+        while let Some((_, _, value)) = request.field().expect("valid") {
+            let Value::Bytes(series, base) = value else {
+                panic!("series field")
+            };
+            let hash = series_hash_at(series, base).expect("valid");
+            let mut fields = Reader::new(series, base);
+            while let Some((_, number, value)) = fields.field().expect("valid") {
+                if let (2, Value::Bytes(sample, base)) = (number, value) {
+                    pairs.push((hash, sample_timestamp(sample, base).expect("valid").0));
+                }
+            }
+        }
+        pairs
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_field_loop() {
+        let long = "x".repeat(200); // a label over 127 bytes: two-byte length
+        let mut req = request();
+        req.timeseries[0].samples[1].timestamp = -1; // ten-byte varint
+        req.timeseries[1].samples.push(Sample {
+            value: 3.0,
+            timestamp: 0,
+        });
+        req.timeseries.push(TimeSeries {
+            labels: vec![label("__name__", "up"), label("job", &long)],
+            samples: vec![Sample {
+                value: 1.0,
+                timestamp: 5,
+            }],
+            ..Default::default()
+        });
+        let mut bodies = vec![req.encode_to_vec()];
+        // Interleaved fields: label, sample, label.
+        let ts = &req.timeseries[0];
+        let mut series = Vec::new();
+        prost::encoding::message::encode(1, &ts.labels[0], &mut series);
+        prost::encoding::message::encode(2, &ts.samples[0], &mut series);
+        prost::encoding::message::encode(1, &ts.labels[1], &mut series);
+        prost::encoding::message::encode(2, &ts.samples[1], &mut series);
+        let mut body = vec![0x0a];
+        put_len(&mut body, series.len());
+        body.extend_from_slice(&series);
+        bodies.push(body);
+        for body in bodies {
+            let mut fast = Vec::new();
+            for_each_sample(&body, |h, ts| fast.push((h, ts))).expect("valid");
+            assert_eq!(fast, slow_pairs(&body));
+        }
+    }
+
+    fn put_len(out: &mut Vec<u8>, mut v: usize) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
     }
 
     #[test]
