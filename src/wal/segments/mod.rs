@@ -453,6 +453,11 @@ impl Segments {
                 .collect()
         };
         for s in &doomed {
+            // Nobody else holds it (no reader, no pending sync): free its blocks a step at
+            // a time. Otherwise the last close frees it at once.
+            if Arc::strong_count(&s.file) == 1 {
+                shrink_away(&s.file, s.end)?;
+            }
             std::fs::remove_file(&s.path)?;
         }
         Ok(doomed.len())
@@ -497,6 +502,26 @@ fn wholly_below(state: &State, floor: u64) -> Vec<u64> {
         .filter(|w| w[1] <= floor)
         .map(|w| w[0])
         .collect()
+}
+
+/// Bytes a deleted segment gives back per step, and the pause after each step.
+const SHRINK_STEP: u64 = 1 << 20;
+const SHRINK_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Truncates a file of `len` bytes to nothing, [`SHRINK_STEP`] at a time (blocking).
+///
+/// Freeing a whole 32 MiB segment at once (its last close after the unlink) holds up the
+/// open segment's `fdatasync` on the same file system for as long as it takes: 33–39 ms
+/// here against 0.3 ms, a stall of every write waiting for that group commit, once per
+/// segment shipped (the p99 of a steady half load). In 1 MiB steps with a pause between
+/// them, the `fdatasync`s beside it waited 3–7 ms at most.
+fn shrink_away(file: &File, mut len: u64) -> io::Result<()> {
+    while len > 0 {
+        len = len.saturating_sub(SHRINK_STEP);
+        file.set_len(len)?;
+        std::thread::sleep(SHRINK_PAUSE);
+    }
+    Ok(())
 }
 
 /// The free space is read at least this often while appends come.

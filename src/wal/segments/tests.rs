@@ -1,6 +1,7 @@
+use std::fs::File;
 use std::path::Path;
 
-use super::{Damage, Recovered, Segments, SEGMENT_BYTES};
+use super::{shrink_away, Damage, Recovered, Segments, SEGMENT_BYTES, SHRINK_STEP};
 use crate::wal::record::{CodecError, Record, RecordMeta};
 
 fn record(seq: u64, size: usize) -> Vec<u8> {
@@ -250,4 +251,21 @@ fn a_segment_whose_first_write_failed_takes_the_retry() {
     fill(&s, 3..4, 50);
     assert_eq!(s.count(), before, "the retry goes into the empty segment");
     assert_eq!(seqs(&all(&s)), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn shrink_away_frees_a_file_in_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f");
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .expect("create");
+    let len = 2 * SHRINK_STEP + 123;
+    file.set_len(len).expect("grow");
+    shrink_away(&file, len).expect("shrink");
+    assert_eq!(file.metadata().expect("stat").len(), 0);
+    shrink_away(&file, 0).expect("nothing to do");
 }
