@@ -463,7 +463,7 @@ mod tests {
         prost::encoding::message::encode(1, &ts.labels[1], &mut series);
         prost::encoding::message::encode(2, &ts.samples[1], &mut series);
         let mut body = vec![0x0a];
-        put_len(&mut body, series.len());
+        prost::encoding::encode_varint(series.len() as u64, &mut body);
         body.extend_from_slice(&series);
         bodies.push(body);
         for body in bodies {
@@ -471,14 +471,6 @@ mod tests {
             for_each_sample(&body, |h, ts| fast.push((h, ts))).expect("valid");
             assert_eq!(fast, slow_pairs(&body));
         }
-    }
-
-    fn put_len(out: &mut Vec<u8>, mut v: usize) {
-        while v >= 0x80 {
-            out.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
     }
 
     #[test]
