@@ -23,6 +23,7 @@
 //!   records and framing, and appends go to a fresh segment.
 
 mod frame;
+mod space;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -35,6 +36,7 @@ use bytes::Bytes;
 
 use super::record::{CodecError, RecordMeta};
 use frame::{Header, HEADER, LIVE, REMOVED};
+use space::{shrink_away, Room};
 
 /// A segment is closed for appends once it holds this many bytes. Each costs one file
 /// creation and one directory sync; a drained buffer keeps at most the open one on disk.
@@ -89,12 +91,8 @@ struct State {
     dir_unsynced: bool,
     /// The last segment takes no more appends (it was there at start-up).
     sealed: bool,
-    /// When an append was last refused for want of disk space (rate-limits its ERROR).
-    last_full_log: Option<std::time::Instant>,
-    /// Bytes that may be appended before the free space is read again, and when it was
-    /// read last ([`Segments::check_room`]).
-    room: u64,
-    room_read: Option<std::time::Instant>,
+    /// Free space left above the reserve, as last read.
+    room: Room,
 }
 
 /// The segment files of one WAL.
@@ -250,22 +248,12 @@ impl Segments {
 
     /// Appends record `seq` (blocking). Sequences must increase. Refused with
     /// [`io::ErrorKind::StorageFull`] when it would leave less than the reserve free
-    /// ([`reserve`]), or when the disk is full.
+    /// ([`Room`]), or when the disk is full.
     pub(super) fn append(&self, seq: u64, record: &[u8]) -> io::Result<()> {
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::other("record larger than 4 GiB"))?;
         let mut state = self.lock();
-        if let Err(e) = self.check_room(&mut state, record.len() as u64) {
-            let now = std::time::Instant::now();
-            if state
-                .last_full_log
-                .is_none_or(|t| now.duration_since(t) >= FULL_LOG_EVERY)
-            {
-                tracing::error!(dir = %self.dir.display(), error = %e, "wal: the disk is (nearly) full: writes are refused with 503 until the storages take what is buffered or space is freed");
-                state.last_full_log = Some(now);
-            }
-            return Err(e);
-        }
+        state.room.take(&self.dir, record.len() as u64)?;
         let fresh = match state.segments.last_key_value() {
             None => true,
             Some((&first, s)) => {
@@ -315,33 +303,6 @@ impl Segments {
         if !unsynced.iter().any(|f| Arc::ptr_eq(f, &segment.file)) {
             unsynced.push(segment.file.clone());
         }
-        Ok(())
-    }
-
-    /// Fails with [`io::ErrorKind::StorageFull`] when writing `len` more bytes would leave
-    /// less than the reserve free on the segments' file system. The free space is read
-    /// again once half of what was left above the reserve is used up, or after
-    /// [`ROOM_READ_EVERY`] (other files share the disk), so not at every append.
-    fn check_room(&self, state: &mut State, len: u64) -> io::Result<()> {
-        let now = std::time::Instant::now();
-        let fresh = state
-            .room_read
-            .is_some_and(|t| now.duration_since(t) < ROOM_READ_EVERY);
-        if fresh && len <= state.room {
-            state.room -= len;
-            return Ok(());
-        }
-        let (free, total) = disk_space(&self.dir)?;
-        let keep = reserve(total);
-        if free < keep.saturating_add(len) {
-            state.room_read = None;
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!("{free} bytes free on the buffer's disk, {keep} are kept for its state"),
-            ));
-        }
-        state.room = (free - keep - len) / 2;
-        state.room_read = Some(now);
         Ok(())
     }
 
@@ -456,7 +417,10 @@ impl Segments {
             // Nobody else holds it (no reader, no pending sync): free its blocks a step at
             // a time. Otherwise the last close frees it at once.
             if Arc::strong_count(&s.file) == 1 {
-                shrink_away(&s.file, s.end)?;
+                if let Err(e) = shrink_away(&s.file, s.end) {
+                    // Only the pacing is lost: the unlink below still frees the rest.
+                    tracing::warn!(file = %s.path.display(), error = %e, "wal: could not shrink a shipped segment before deleting it");
+                }
             }
             std::fs::remove_file(&s.path)?;
         }
@@ -502,57 +466,6 @@ fn wholly_below(state: &State, floor: u64) -> Vec<u64> {
         .filter(|w| w[1] <= floor)
         .map(|w| w[0])
         .collect()
-}
-
-/// Bytes a deleted segment gives back per step, and the pause after each step.
-const SHRINK_STEP: u64 = 1 << 20;
-const SHRINK_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Truncates a file of `len` bytes to nothing, [`SHRINK_STEP`] at a time (blocking).
-///
-/// Freeing a whole 32 MiB segment at once (its last close after the unlink) holds up the
-/// open segment's `fdatasync` on the same file system for as long as it takes: 33–39 ms
-/// here against 0.3 ms, a stall of every write waiting for that group commit, once per
-/// segment shipped (the p99 of a steady half load). In 1 MiB steps with a pause between
-/// them, the `fdatasync`s beside it waited 3–7 ms at most.
-fn shrink_away(file: &File, mut len: u64) -> io::Result<()> {
-    while len > 0 {
-        len = len.saturating_sub(SHRINK_STEP);
-        file.set_len(len)?;
-        std::thread::sleep(SHRINK_PAUSE);
-    }
-    Ok(())
-}
-
-/// The free space is read at least this often while appends come.
-const ROOM_READ_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// How often the ERROR about a full disk is repeated while appends are refused.
-const FULL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Space the appends leave free on a file system of `total` bytes: 1 %, at least 16 MiB
-/// and at most 256 MiB. sled (cursors, metadata) must still be able to write, or it
-/// fails for good until a restart, and the storages could not take the buffer away.
-fn reserve(total: u64) -> u64 {
-    (total / 100).clamp(16 << 20, 256 << 20)
-}
-
-/// Bytes available to us and the size of the file system that holds `dir`.
-fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("a NUL byte in the buffer's path"))?;
-    // SAFETY: `statvfs` only writes the struct it is given, and reads the NUL-terminated
-    // path, which lives for the whole call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    Ok((
-        (st.f_bavail as u64).saturating_mul(frsize),
-        (st.f_blocks as u64).saturating_mul(frsize),
-    ))
 }
 
 /// `pwritev` of `parts` at `offset`, until all of it is written.

@@ -1,7 +1,8 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::{shrink_away, Damage, Recovered, Segments, SEGMENT_BYTES, SHRINK_STEP};
+use super::space::{shrink_away, SHRINK_STEP};
+use super::{Damage, Recovered, Segments, SEGMENT_BYTES};
 use crate::wal::record::{CodecError, Record, RecordMeta};
 
 fn record(seq: u64, size: usize) -> Vec<u8> {
@@ -201,7 +202,7 @@ fn sync_covers_segments_closed_since_the_last_one() {
 
 #[test]
 fn the_reserve_is_one_percent_within_bounds() {
-    use super::reserve;
+    use super::space::reserve;
     assert_eq!(reserve(80 << 20), 16 << 20);
     assert_eq!(reserve(10 << 30), (10 << 30) / 100);
     assert_eq!(reserve(4 << 40), 256 << 20);
@@ -210,7 +211,7 @@ fn the_reserve_is_one_percent_within_bounds() {
 #[test]
 fn free_space_is_read_from_the_file_system() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (free, total) = super::disk_space(dir.path()).expect("statvfs");
+    let (free, total) = super::space::disk_space(dir.path()).expect("statvfs");
     assert!(total > 0 && free <= total, "{free} free of {total}");
 }
 
