@@ -172,30 +172,33 @@ async fn accept(
     }
     // The group's lock is held while inserting (so a handover's backfill lands before any
     // later write of the group), not while waiting for the flush (group commit).
-    let plan = ingest.handover.plan(&group, &source, held.clone()).await?;
-    let records: Vec<Record> = plan
-        .backfill
-        .iter()
-        .chain(plan.live.iter())
-        .map(|h| Record {
-            group: group.clone(),
-            source: source.clone(),
-            meta: h.meta,
-            payload: h.payload.clone(),
-        })
-        .collect();
-    let inserted = if records.is_empty() {
-        Ok(None)
-    } else {
-        ingest.wal.insert_all(&records).await.map(Some)
-    };
+    let inserted = ingest
+        .handover
+        .forward(&group, &source, held.clone(), |plan| {
+            let records: Vec<Record> = plan
+                .backfill
+                .iter()
+                .chain(plan.live.iter())
+                .map(|h| Record {
+                    group: group.clone(),
+                    source: source.clone(),
+                    meta: h.meta,
+                    payload: h.payload.clone(),
+                })
+                .collect();
+            let inserted = if records.is_empty() {
+                Ok(None)
+            } else {
+                ingest.wal.insert_all_blocking(&records).map(Some)
+            };
+            // The ring keeps what was forwarded (the trimmed write) apart from what was not.
+            match (&plan.live, &inserted) {
+                (Some(live), Ok(_)) => ingest.handover.hold(&group, &source, live, true),
+                _ => ingest.handover.hold(&group, &source, &held, false),
+            }
+            inserted
+        })?;
     drop(writing);
-    // The ring keeps what was forwarded (the trimmed write) apart from what was not.
-    match (&plan.live, &inserted) {
-        (Some(live), Ok(_)) => ingest.handover.hold(&group, &source, live, true),
-        _ => ingest.handover.hold(&group, &source, &held, false),
-    }
-    drop(plan);
     let durable = match inserted {
         Ok(Some(seq)) => ingest.wal.wait_durable(seq).await,
         Ok(None) => Ok(()),

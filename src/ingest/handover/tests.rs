@@ -61,14 +61,15 @@ fn handover() -> Handover {
 
 /// Feeds a promoted write through plan + hold, returns what would be appended.
 async fn promoted(h: &Handover, source: &str, w: Held) -> Vec<(String, i64)> {
-    let plan = h.plan("g", source, w.clone()).await.expect("plan");
-    let out: Vec<_> = plan
-        .backfill
-        .iter()
-        .chain(plan.live.iter())
-        .flat_map(samples)
-        .collect();
-    drop(plan);
+    let out = h
+        .forward("g", source, w.clone(), |plan| -> Vec<_> {
+            plan.backfill
+                .iter()
+                .chain(plan.live.iter())
+                .flat_map(samples)
+                .collect()
+        })
+        .expect("plan");
     h.hold("g", source, &w, true);
     out
 }
