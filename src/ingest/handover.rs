@@ -235,8 +235,8 @@ impl Handover {
         append: impl FnOnce(&Plan) -> R,
     ) -> Result<R, IngestError> {
         let slot = self.group(group);
-        // A panic inside cannot leave the state half-updated in a way that matters more
-        // than the write it failed: a poisoned lock is still good.
+        // A panic in here (none is expected) leaves the state as far as it got, as with
+        // the async lock before, which did not poison: the lock stays usable.
         let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
         let mut backfill = Vec::new();
         if guard.forwarded.as_deref() != Some(source) {

@@ -279,6 +279,7 @@ impl Wal {
         last.ok_or(WalError::Closed)
     }
 
+    /// Inserts one encoded record (blocking). Enforces the byte cap first.
     pub(super) fn insert(&self, encoded: &[u8], meta: super::RecordMeta) -> Result<u64, WalError> {
         let started = Instant::now();
         let limit = self.inner.config.max_bytes;
