@@ -325,7 +325,7 @@ fn wal_benches(c: &mut Criterion) {
                     total += rt.block_on(async {
                         let started = Instant::now();
                         for _ in 0..chunk {
-                            let seq = wal.insert_all(records).await.expect("insert");
+                            let seq = wal.insert_all(records).expect("insert");
                             wal.wait_durable(seq).await.expect("durable");
                         }
                         started.elapsed()

@@ -189,7 +189,7 @@ async fn accept(
             let inserted = if records.is_empty() {
                 Ok(None)
             } else {
-                ingest.wal.insert_all_blocking(&records).map(Some)
+                ingest.wal.insert_all(&records).map(Some)
             };
             // The ring keeps what was forwarded (the trimmed write) apart from what was not.
             match (&plan.live, &inserted) {

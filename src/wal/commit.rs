@@ -312,14 +312,13 @@ mod tests {
         assert_eq!(gathered.recv_timeout(BOUND), Ok(true));
     }
 
-    #[tokio::test]
-    async fn the_flush_waits_for_as_many_appends_as_the_last_group() {
+    #[test]
+    fn the_flush_waits_for_as_many_appends_as_the_last_group() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = open(dir.path());
         let record = crate::wal::record::tests::snappy_record();
         let gathered = gather_on_thread(&wal, false, 2, HOUR);
         wal.insert_all(std::slice::from_ref(&record))
-            .await
             .expect("first");
         flush_wanted(&wal).notify();
         assert_eq!(
@@ -328,7 +327,6 @@ mod tests {
             "one of the two expected appends"
         );
         wal.insert_all(std::slice::from_ref(&record))
-            .await
             .expect("second");
         // The insert does not wake the flusher; the append's wait for durability does.
         flush_wanted(&wal).notify();
@@ -359,7 +357,6 @@ mod tests {
             for _ in 0..3 {
                 let seq = wal
                     .insert_all(std::slice::from_ref(&record))
-                    .await
                     .expect("insert");
                 tokio::time::timeout(BOUND, wal.wait_durable(seq))
                     .await

@@ -241,30 +241,20 @@ impl Wal {
 
     /// Appends a record and returns its sequence once it is as durable as the mode asks.
     pub async fn append(&self, record: &Record) -> Result<u64, WalError> {
-        let seq = self.insert_all(std::slice::from_ref(record)).await?;
+        let seq = self.insert_all(std::slice::from_ref(record))?;
         self.wait_durable(seq).await?;
         Ok(seq)
     }
 
-    /// Inserts records in order, without waiting for their flush; returns the last
-    /// sequence. Pair with [`Wal::wait_durable`] before acknowledging.
-    pub async fn insert_all(&self, records: &[Record]) -> Result<u64, WalError> {
-        if let [record] = records {
-            // One record (every write but a handover's backfill): inserted on the caller's
-            // thread. It is a `pwritev` into the page cache, tens of µs, and two thread
-            // hops per write cost more (measured: +12–19 % samples/s, −7–10 % CPU per
-            // sample at full load on 2 cores; no change at half load).
-            return self.insert_all_blocking(std::slice::from_ref(record));
-        }
-        let wal = self.clone();
-        let records = records.to_vec();
-        tokio::task::spawn_blocking(move || wal.insert_all_blocking(&records))
-            .await
-            .map_err(|_| WalError::Closed)?
-    }
-
-    /// [`Wal::insert_all`] on this thread (blocking).
-    pub fn insert_all_blocking(&self, records: &[Record]) -> Result<u64, WalError> {
+    /// Inserts records in order on the caller's thread (blocking), without waiting for
+    /// their flush; returns the last sequence. Pair with [`Wal::wait_durable`] before
+    /// acknowledging.
+    ///
+    /// An insert is a `pwritev` into the page cache, tens of µs a write: handing it to
+    /// another thread and back cost more (measured: +12–19 % samples/s, −7–10 % CPU per
+    /// sample at full load on 2 cores; no change at half load). The ingest calls it under
+    /// its group's lock.
+    pub fn insert_all(&self, records: &[Record]) -> Result<u64, WalError> {
         let compact = self.compacting();
         let mut last = None;
         for r in records {
