@@ -32,7 +32,8 @@ pub(super) struct Room {
 
 impl Room {
     /// Takes `len` bytes for an append to the segments in `dir`, or refuses it with
-    /// [`io::ErrorKind::StorageFull`] (and an ERROR line every [`FULL_LOG_EVERY`]).
+    /// [`io::ErrorKind::StorageFull`] (or the error of reading the free space), with an
+    /// ERROR line every [`FULL_LOG_EVERY`].
     pub(super) fn take(&mut self, dir: &Path, len: u64) -> io::Result<()> {
         let now = Instant::now();
         let fresh = self
@@ -64,7 +65,11 @@ impl Room {
             .last_full_log
             .is_none_or(|t| now.duration_since(t) >= FULL_LOG_EVERY)
         {
-            tracing::error!(dir = %dir.display(), error = %refused, "wal: the disk is (nearly) full: writes are refused with 503 until the storages take what is buffered or space is freed");
+            if refused.kind() == io::ErrorKind::StorageFull {
+                tracing::error!(dir = %dir.display(), error = %refused, "wal: the disk is (nearly) full: writes are refused with 503 until the storages take what is buffered or space is freed");
+            } else {
+                tracing::error!(dir = %dir.display(), error = %refused, "wal: could not read the free space of the buffer's disk: writes are refused until it can be read");
+            }
             self.last_full_log = Some(now);
         }
         Err(refused)
