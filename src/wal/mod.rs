@@ -6,7 +6,8 @@
 //! - `segments/`: the records, appended to segment files of about 32 MiB, each named after
 //!   its first sequence number ([`segments`]); a record is a frame header (length,
 //!   sequence, checksum) and a [`record::Record`] with a CRC-32 over all its bytes. A
-//!   segment is deleted whole once every sequence in it has left the buffer.
+//!   segment is deleted whole once every sequence in it has left the buffer, or kept as
+//!   `spare` to take the next segment (overwriting is cheaper to sync than appending).
 //! - a sled database with the trees `cursors` (key = endpoint name, value = big-endian
 //!   `u64`, the next sequence that endpoint has not yet taken), `meta` (`next_seq`, the
 //!   high-water mark of assigned sequence numbers, and `first_seq`, the floor: every

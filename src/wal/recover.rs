@@ -8,7 +8,8 @@
 //! - A damaged record (checksum, truncation) is reported with an ERROR line, marked removed
 //!   and leaves a hole in the index; the rest of the buffer stays. So does damaged framing:
 //!   the records it hides become holes. A write a crash cut short at the end of a segment
-//!   was never acknowledged: it is cut off with a WARN line.
+//!   was never acknowledged: it is cut off with a WARN line; the old records after the end
+//!   of a reused segment file with an INFO line.
 //! - The next sequence is the largest of the persisted high-water mark, the floor and the
 //!   last stored record + 1, so it never lands behind a cursor after a full drain.
 
@@ -94,6 +95,9 @@ fn report(damage: &Damage) -> u64 {
     }
     for (path, bytes) in &damage.cut {
         tracing::warn!(segment = %path.display(), bytes, "wal: cut off the end of a write a crash interrupted (it was never acknowledged)");
+    }
+    for (path, bytes) in &damage.stale {
+        tracing::info!(segment = %path.display(), bytes, "wal: cut off the old records of a reused segment file after its last record (and any write a crash interrupted there, never acknowledged)");
     }
     damage.skipped.len() as u64
 }

@@ -42,12 +42,13 @@ impl Header {
     /// The header at the start of `bytes`, if its checksum and fields hold.
     pub(super) fn decode(bytes: &[u8]) -> Option<Header> {
         let h = bytes.get(..HEADER)?;
-        let crc = u32::from_le_bytes(h[16..].try_into().ok()?);
-        if crc32fast::hash(&h[..16]) != crc || h[13..16] != [0, 0, 0] {
+        // The cheap checks first: a start-up scan may try every offset of a file.
+        let state = h[12];
+        if (state != LIVE && state != REMOVED) || h[13..16] != [0, 0, 0] {
             return None;
         }
-        let state = h[12];
-        if state != LIVE && state != REMOVED {
+        let crc = u32::from_le_bytes(h[16..].try_into().ok()?);
+        if crc32fast::hash(&h[..16]) != crc {
             return None;
         }
         Some(Header {
@@ -80,10 +81,14 @@ pub(super) struct Scan {
     pub(super) end: u64,
     /// Stretches of damaged framing skipped to reach a good header further on.
     pub(super) skipped: Vec<(u64, u64)>,
+    /// What follows `end` holds frames of the file's earlier use (a reused segment,
+    /// [`super::spare`]), not only a write cut short.
+    pub(super) stale: bool,
 }
 
-/// Reads the frames of one segment. `after` is the last sequence of the segments before it
-/// (frames must go above it).
+/// Reads the frames of one segment. `after` is the last sequence of the segments before it,
+/// or the one before the segment's name if that is larger: frames must go above it, and
+/// what does not is from the file's earlier use.
 pub(super) fn scan(bytes: &[u8], after: Option<u64>) -> Scan {
     let mut out = Scan::default();
     // A header that checks out, fits in the file and goes above what came before.
@@ -102,8 +107,14 @@ pub(super) fn scan(bytes: &[u8], after: Option<u64>) -> Scan {
                     out.skipped.push((pos as u64, found.0 as u64));
                     found
                 }
-                // Nothing good after it: the end of a write cut short.
-                None => break,
+                // Nothing good after it: the end of a write cut short, or of what this
+                // use of the file wrote.
+                None => {
+                    let old = |h: Header| last.is_some_and(|l| h.seq <= l);
+                    out.stale =
+                        (pos..bytes.len()).any(|at| Header::decode(&bytes[at..]).is_some_and(old));
+                    break;
+                }
             },
         };
         let body = at + HEADER;
@@ -249,6 +260,15 @@ mod tests {
     fn frames_must_go_above_what_came_before() {
         let (bytes, _) = segment(&[4, 5]);
         assert_eq!(seqs(&scan(&bytes, Some(4))), vec![5]);
-        assert!(scan(&bytes, Some(5)).frames.is_empty());
+        let old = scan(&bytes, Some(5));
+        assert!(old.frames.is_empty() && old.end == 0);
+        assert!(
+            old.stale,
+            "frames at or below `after` are from an earlier use"
+        );
+        assert!(
+            !scan(&bytes[..bytes.len() - 3], None).stale,
+            "a write cut short"
+        );
     }
 }

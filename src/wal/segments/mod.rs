@@ -1,6 +1,7 @@
 //! Where records live: append-only segment files in `<wal-dir>/segments`, each named after
 //! the first sequence it holds (16 hex digits), written by the appends and made durable by
-//! the group commit's `fdatasync`, read back through the page cache, deleted whole.
+//! the group commit's `fdatasync`, read back through the page cache, deleted whole or kept
+//! to take the next segment ([`spare`]).
 //!
 //! Why not sled: with records in sled trees every group-commit flush sealed a sled IO
 //! buffer, and sled's IO pool woke all its idle threads for each (17–21 % of the relay's
@@ -18,12 +19,13 @@
 //!   and so are the directory entries of the segments that hold them.
 //! - The segment being appended to is never deleted; others only once every sequence in
 //!   them is below the floor the caller gives. Readers keep the file open, so a deletion
-//!   never pulls bytes from under a read.
+//!   never pulls bytes from under a read, and a file someone holds is never reused.
 //! - Start-up cuts off a write a crash cut short (never acknowledged), reports damaged
 //!   records and framing, and appends go to a fresh segment.
 
 mod frame;
 mod space;
+mod spare;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -37,9 +39,11 @@ use bytes::Bytes;
 use super::record::{CodecError, RecordMeta};
 use frame::{Header, HEADER, LIVE, REMOVED};
 use space::{shrink_away, Room};
+use spare::Spare;
 
 /// A segment is closed for appends once it holds this many bytes. Each costs one file
-/// creation and one directory sync; a drained buffer keeps at most the open one on disk.
+/// creation (or rename of the spare) and one directory sync; a drained buffer keeps the
+/// open one and the spare on disk.
 #[cfg(not(test))]
 pub(super) const SEGMENT_BYTES: u64 = 32 << 20;
 /// Small in unit tests, so that they cross segments often.
@@ -65,6 +69,8 @@ struct Segment {
     locs: Vec<Loc>,
     /// Where the next frame goes.
     end: u64,
+    /// The file had an earlier use ([`spare`]): the bytes after `end` may be its old ones.
+    reused: bool,
 }
 
 impl Segment {
@@ -93,6 +99,74 @@ struct State {
     sealed: bool,
     /// Free space left above the reserve, as last read.
     room: Room,
+    /// A shipped segment's file, kept for the next segment.
+    spare: Option<Spare>,
+}
+
+impl State {
+    /// Keeps `file` (at `path`, out of the index, held by nobody else) as the spare if
+    /// there is none; otherwise hands it back to be deleted.
+    fn keep(&mut self, dir: &Path, file: File, path: &Path) -> Option<File> {
+        if self.spare.is_some() {
+            return Some(file);
+        }
+        match spare::rename(dir, path) {
+            Ok(at) => {
+                self.spare = Some(Spare::new(file, at));
+                None
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "wal: could not keep a shipped segment for reuse; deleting it");
+                Some(file)
+            }
+        }
+    }
+
+    /// Opens the segment that starts at `seq`: the spare under its new name if there is
+    /// one, else a new file. The segment it closes loses what its file held past its
+    /// records.
+    fn open_fresh(&mut self, dir: &Path, seq: u64) -> io::Result<()> {
+        if let Some((_, last)) = self.segments.last_key_value() {
+            if last.reused {
+                if let Err(e) = last.file.set_len(last.end) {
+                    // A restart cuts the old bytes off instead.
+                    tracing::warn!(file = %last.path.display(), error = %e, "wal: could not cut the old bytes off a reused segment");
+                }
+            }
+        }
+        let path = dir.join(name(seq));
+        let spare = self.spare.take().and_then(|s| match s.reuse(&path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "wal: could not reuse the spare segment file; creating a new one");
+                None
+            }
+        });
+        let (file, reused) = match spare {
+            Some(file) => (file, true),
+            None => {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                (file, false)
+            }
+        };
+        self.segments.insert(
+            seq,
+            Segment {
+                file: Arc::new(file),
+                path,
+                locs: Vec::new(),
+                end: 0,
+                reused,
+            },
+        );
+        self.dir_unsynced = true;
+        self.sealed = false;
+        Ok(())
+    }
 }
 
 /// The segment files of one WAL.
@@ -119,6 +193,9 @@ pub(super) struct Damage {
     pub(super) skipped: Vec<(PathBuf, u64, u64)>,
     /// Writes cut short at the end of a segment: (segment, bytes cut off).
     pub(super) cut: Vec<(PathBuf, u64)>,
+    /// Reused segments whose end held the records of their earlier use (and perhaps a
+    /// write cut short): (segment, bytes cut off).
+    pub(super) stale: Vec<(PathBuf, u64)>,
 }
 
 fn name(first: u64) -> String {
@@ -150,41 +227,52 @@ impl Segments {
             let entry = entry?;
             match first_of(&entry.file_name()) {
                 Some(first) => firsts.push(first),
+                None if entry.file_name() == spare::NAME => {}
                 None => {
                     tracing::warn!(file = %entry.path().display(), "wal: not a segment file, left alone")
                 }
             }
         }
         firsts.sort_unstable();
-        let mut state = State::default();
+        let mut state = State {
+            spare: Spare::find(dir)?,
+            ..State::default()
+        };
         let mut found = Vec::new();
         let mut damage = Damage::default();
         let mut last = None;
         for (i, &first) in firsts.iter().enumerate() {
             let path = dir.join(name(first));
+            let file = File::options().read(true).write(true).open(&path)?;
             if firsts.get(i + 1).is_some_and(|&next| next <= floor) {
                 // Every sequence in it is below the floor: it has left the buffer.
-                std::fs::remove_file(&path)?;
+                if state.keep(dir, file, &path).is_some() {
+                    std::fs::remove_file(&path)?;
+                }
                 continue;
             }
-            let file = File::options().read(true).write(true).open(&path)?;
             let mut bytes = Vec::new();
             io::Read::read_to_end(&mut &file, &mut bytes)?;
-            let scan = frame::scan(&bytes, last);
+            // Its name is its first sequence: anything below is from an earlier use.
+            let scan = frame::scan(&bytes, last.max(first.checked_sub(1)));
             damage
                 .skipped
                 .extend(scan.skipped.iter().map(|&(a, b)| (path.clone(), a, b)));
             if scan.end < bytes.len() as u64 {
                 file.set_len(scan.end)?;
-                damage
-                    .cut
-                    .push((path.clone(), bytes.len() as u64 - scan.end));
+                let cut = (path.clone(), bytes.len() as u64 - scan.end);
+                if scan.stale {
+                    damage.stale.push(cut);
+                } else {
+                    damage.cut.push(cut);
+                }
             }
             let mut segment = Segment {
                 file: Arc::new(file),
                 path,
                 locs: Vec::new(),
                 end: scan.end,
+                reused: false,
             };
             let mut first = None;
             for f in scan.frames {
@@ -215,8 +303,10 @@ impl Segments {
             // An empty segment needs no entry: the next append opens a fresh one anyway.
             if let Some(first) = first {
                 state.segments.insert(first, segment);
-            } else {
-                std::fs::remove_file(&segment.path)?;
+            } else if let Ok(file) = Arc::try_unwrap(segment.file) {
+                if state.keep(dir, file, &segment.path).is_some() {
+                    std::fs::remove_file(&segment.path)?;
+                }
             }
         }
         let segments = Segments {
@@ -266,23 +356,7 @@ impl Segments {
             }
         };
         if fresh {
-            let path = self.dir.join(name(seq));
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            state.segments.insert(
-                seq,
-                Segment {
-                    file: Arc::new(file),
-                    path,
-                    locs: Vec::new(),
-                    end: 0,
-                },
-            );
-            state.dir_unsynced = true;
-            state.sealed = false;
+            state.open_fresh(&self.dir, seq)?;
         }
         let State {
             segments, unsynced, ..
@@ -296,7 +370,14 @@ impl Segments {
             state: LIVE,
         }
         .encode();
-        write_all_at(&segment.file, segment.end, &[&header, record])?;
+        if segment.reused {
+            // The record before its header: a write cut short over old bytes leaves no
+            // good header (the old ones are below the segment's name).
+            write_all_at(&segment.file, segment.end + HEADER as u64, &[record])?;
+            write_all_at(&segment.file, segment.end, &[&header])?;
+        } else {
+            write_all_at(&segment.file, segment.end, &[&header, record])?;
+        }
         let at = segment.end;
         segment.place(first, seq, Loc { at, len });
         segment.end += (HEADER + record.len()) as u64;
@@ -402,8 +483,8 @@ impl Segments {
         !wholly_below(&self.lock(), floor).is_empty()
     }
 
-    /// Deletes the segments (but the open one) whose sequences are all below `floor`. The
-    /// caller makes the floor durable first.
+    /// Deletes the segments (but the open one) whose sequences are all below `floor`, or
+    /// keeps one as the spare; how many left. The caller makes the floor durable first.
     pub(super) fn delete_below(&self, floor: u64) -> io::Result<usize> {
         let doomed: Vec<Segment> = {
             let mut state = self.lock();
@@ -413,48 +494,26 @@ impl Segments {
                 .filter_map(|f| state.segments.remove(f))
                 .collect()
         };
-        for s in &doomed {
-            // Nobody else holds it (no reader, no pending sync): free its blocks a step at
-            // a time. Otherwise the last close frees it at once.
-            if Arc::strong_count(&s.file) == 1 {
-                if let Err(e) = shrink_away(&s.file, s.end) {
-                    // Only the pacing is lost: the unlink below still frees the rest.
-                    tracing::warn!(file = %s.path.display(), error = %e, "wal: could not shrink a shipped segment before deleting it");
-                }
+        let count = doomed.len();
+        for s in doomed {
+            let Ok(file) = Arc::try_unwrap(s.file) else {
+                // A reader or a sync still holds it: its last close frees it, at once.
+                std::fs::remove_file(&s.path)?;
+                continue;
+            };
+            let Some(file) = self.lock().keep(&self.dir, file, &s.path) else {
+                continue;
+            };
+            // Its blocks are freed a step at a time (a reused file may be longer than its
+            // records).
+            let len = file.metadata().map_or(s.end, |m| m.len());
+            if let Err(e) = shrink_away(&file, len) {
+                // Only the pacing is lost: the unlink below still frees the rest.
+                tracing::warn!(file = %s.path.display(), error = %e, "wal: could not shrink a shipped segment before deleting it");
             }
             std::fs::remove_file(&s.path)?;
         }
-        Ok(doomed.len())
-    }
-
-    /// How many segment files there are (for tests).
-    #[cfg(test)]
-    pub(super) fn count(&self) -> usize {
-        self.lock().segments.len()
-    }
-
-    /// Flips a byte inside record `seq` on disk, behind the index's back (for tests).
-    #[cfg(test)]
-    pub(super) fn damage(&self, seq: u64, offset: u64) -> io::Result<()> {
-        let state = self.lock();
-        let (first, s) = state
-            .segments
-            .range(..=seq)
-            .next_back()
-            .ok_or_else(|| io::Error::other("no such record"))?;
-        let loc = s.locs[(seq - first) as usize];
-        let at = loc.at + HEADER as u64 + offset;
-        let mut byte = [0u8];
-        s.file.read_exact_at(&mut byte, at)?;
-        s.file.write_all_at(&[byte[0] ^ 0xff], at)
-    }
-
-    /// The file that holds `seq` (for tests that damage framing).
-    #[cfg(test)]
-    pub(super) fn path_of(&self, seq: u64) -> Option<PathBuf> {
-        let state = self.lock();
-        let (_, s) = state.segments.range(..=seq).next_back()?;
-        Some(s.path.clone())
+        Ok(count)
     }
 }
 

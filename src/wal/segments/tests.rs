@@ -1,9 +1,41 @@
 use std::fs::File;
-use std::path::Path;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use super::space::{shrink_away, SHRINK_STEP};
-use super::{Damage, Recovered, Segments, SEGMENT_BYTES};
+use super::{Damage, Recovered, Segments, HEADER, SEGMENT_BYTES};
 use crate::wal::record::{CodecError, Record, RecordMeta};
+
+/// Helpers that reach behind the index's back.
+impl Segments {
+    /// How many segment files there are (for tests).
+    fn count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Flips a byte inside record `seq` on disk, behind the index's back (for tests).
+    pub(in crate::wal) fn damage(&self, seq: u64, offset: u64) -> io::Result<()> {
+        let state = self.lock();
+        let (first, s) = state
+            .segments
+            .range(..=seq)
+            .next_back()
+            .ok_or_else(|| io::Error::other("no such record"))?;
+        let loc = s.locs[(seq - first) as usize];
+        let at = loc.at + HEADER as u64 + offset;
+        let mut byte = [0u8];
+        s.file.read_exact_at(&mut byte, at)?;
+        s.file.write_all_at(&[byte[0] ^ 0xff], at)
+    }
+
+    /// The file that holds `seq` (for tests that damage framing).
+    fn path_of(&self, seq: u64) -> Option<PathBuf> {
+        let state = self.lock();
+        let (_, s) = state.segments.range(..=seq).next_back()?;
+        Some(s.path.clone())
+    }
+}
 
 fn record(seq: u64, size: usize) -> Vec<u8> {
     Record {
@@ -174,17 +206,14 @@ fn damaged_framing_costs_only_the_records_it_hides() {
         s.path_of(1).expect("path")
     };
     let mut bytes = std::fs::read(&path).expect("read");
-    let second = super::HEADER + record(0, 50).len();
+    let second = HEADER + record(0, 50).len();
     bytes[second + 5] ^= 0x10;
     std::fs::write(&path, bytes).expect("write");
     let (s, found, damage) = open(dir.path(), 0);
     assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 2]);
     assert_eq!(damage.skipped.len(), 1);
     assert_eq!(seqs(&all(&s)), vec![0, 2]);
-    assert!(
-        SEGMENT_BYTES > 3 * (super::HEADER as u64 + 120),
-        "one segment"
-    );
+    assert!(SEGMENT_BYTES > 3 * (HEADER as u64 + 120), "one segment");
 }
 
 #[test]
@@ -243,6 +272,7 @@ fn a_segment_whose_first_write_failed_takes_the_retry() {
                 path,
                 locs: Vec::new(),
                 end: 0,
+                reused: false,
             },
         );
         state.sealed = false;
@@ -269,4 +299,122 @@ fn shrink_away_frees_a_file_in_steps() {
     shrink_away(&file, len).expect("shrink");
     assert_eq!(file.metadata().expect("stat").len(), 0);
     shrink_away(&file, 0).expect("nothing to do");
+}
+
+/// The names in the segment directory, sorted.
+fn on_disk(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_shipped_segment_file_takes_the_next_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _, _) = open(dir.path(), 0);
+    fill(&s, 0..32, 200);
+    s.sync().expect("sync");
+    s.delete_below(32).expect("delete");
+    assert!(on_disk(dir.path()).contains(&super::spare::NAME.to_string()));
+    let spare_len = std::fs::metadata(dir.path().join(super::spare::NAME))
+        .expect("spare")
+        .len();
+    assert!(spare_len >= SEGMENT_BYTES, "a full segment is kept");
+    // The open segment is full: the next append goes to the spare, under its new name.
+    assert_eq!(s.count(), 1);
+    fill(&s, 32..33, 50);
+    assert_eq!(s.count(), 2);
+    assert_eq!(on_disk(dir.path()).len(), 2, "{:?}", on_disk(dir.path()));
+    assert!(!on_disk(dir.path()).contains(&super::spare::NAME.to_string()));
+    fill(&s, 33..60, 200);
+    let got = s.read(32, u64::MAX, usize::MAX, usize::MAX).expect("read");
+    assert_eq!(seqs(&got), (32..60).collect::<Vec<_>>());
+    for (seq, bytes) in &got {
+        let size = if *seq == 32 { 50 } else { 200 };
+        assert_eq!(&bytes[..], &record(*seq, size)[..]);
+    }
+    s.sync().expect("sync");
+    drop(s);
+    // A restart reads exactly what was written, whatever the reused files held before.
+    let (s, found, damage) = open(dir.path(), 32);
+    assert_eq!(
+        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (32..60).collect::<Vec<_>>()
+    );
+    assert!(found.iter().all(|r| r.meta.is_ok()));
+    assert!(damage.cut.is_empty() && damage.skipped.is_empty());
+    assert_eq!(seqs(&all(&s)).first(), Some(&32));
+}
+
+#[test]
+fn the_old_records_of_a_reused_file_are_not_read_as_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (s, _, _) = open(dir.path(), 0);
+        fill(&s, 0..12, 200);
+        s.sync().expect("sync");
+        s.delete_below(12).expect("delete");
+        // A small record at the start of a reused file full of old ones, then a crash.
+        fill(&s, 12..13, 50);
+        s.sync().expect("sync");
+    }
+    let (s, found, damage) = open(dir.path(), 12);
+    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![12]);
+    assert!(found[0].meta.is_ok());
+    assert!(damage.cut.is_empty() && damage.skipped.is_empty());
+    assert_eq!(damage.stale.len(), 1, "{damage:?}");
+    assert_eq!(seqs(&all(&s)), vec![12]);
+    // The segment below the floor became the spare; the next segment reuses it.
+    fill(&s, 13..14, 50);
+    s.sync().expect("sync");
+    drop(s);
+    let (_, found, damage) = open(dir.path(), 12);
+    assert_eq!(
+        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![12, 13]
+    );
+    assert!(damage.cut.is_empty() && damage.skipped.is_empty());
+}
+
+#[test]
+fn a_write_cut_short_over_old_bytes_is_not_a_damaged_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = {
+        let (s, _, _) = open(dir.path(), 0);
+        fill(&s, 0..12, 200);
+        s.sync().expect("sync");
+        s.delete_below(12).expect("delete");
+        fill(&s, 12..13, 50);
+        s.sync().expect("sync");
+        s.path_of(12).expect("path")
+    };
+    // What a crash between the record and its header leaves: the record, old bytes where
+    // its header goes.
+    let end = (HEADER + record(12, 50).len()) as u64;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.write_all_at(&record(13, 50), end + HEADER as u64)
+        .expect("write");
+    drop(file);
+    let (_, found, damage) = open(dir.path(), 12);
+    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![12]);
+    assert!(found[0].meta.is_ok());
+    assert!(damage.skipped.is_empty() && damage.cut.is_empty());
+    assert_eq!(damage.stale.len(), 1);
+}
+
+#[test]
+fn a_file_still_held_is_deleted_not_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _, _) = open(dir.path(), 0);
+    fill(&s, 0..30, 200);
+    // Not synced yet: the pending sync holds every file.
+    s.delete_below(30).expect("delete");
+    assert!(!on_disk(dir.path()).contains(&super::spare::NAME.to_string()));
+    assert_eq!(on_disk(dir.path()).len(), 1);
 }

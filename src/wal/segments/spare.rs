@@ -1,0 +1,92 @@
+//! A shipped segment's file, kept to take the next segment's records instead of being
+//! deleted.
+//!
+//! Why: `fdatasync` after overwriting blocks a file already has only writes the data; after
+//! an append it also commits the file's new size and blocks to the file system's journal.
+//! Measured on ext4 here, 200 KB written before each sync: 0.23–0.46 ms and 100–170 µs of
+//! CPU per write and sync when overwriting, 0.44–1.24 ms and 210–480 µs when appending. A reused file is also not freed, so its deletion does not hold up the
+//! group commit beside it ([`super::space::shrink_away`]).
+//!
+//! # Invariants
+//! - There is at most one spare, `<segments>/spare`; a name that is not a sequence, so a
+//!   restart never reads it as records.
+//! - A file becomes the spare only when nobody else holds it (no reader, no pending sync):
+//!   its old records are never read again once new ones overwrite them.
+//! - A reused segment is named after its new first sequence like any other. Everything in
+//!   it from its earlier use is below that name (sequences only grow), so a restart tells
+//!   the old contents from the new ([`super::frame::scan`]). The record goes down before
+//!   its frame header, so a write a crash cuts short never leaves a good header over old
+//!   bytes.
+//! - Renames are not synced on their own: after a crash the file has its old name or the
+//!   new one, and both are read right (a segment wholly below the floor is deleted; the
+//!   reused one is synced with the directory before any record in it is acknowledged).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The spare's file name in the segment directory.
+pub(super) const NAME: &str = "spare";
+
+/// The kept file.
+pub(super) struct Spare {
+    file: File,
+    path: PathBuf,
+}
+
+/// Renames the file at `path` to be the spare of `dir` (replacing one a failed reuse
+/// left), and says where it is now.
+pub(super) fn rename(dir: &Path, path: &Path) -> io::Result<PathBuf> {
+    let spare = dir.join(NAME);
+    std::fs::rename(path, &spare)?;
+    Ok(spare)
+}
+
+impl Spare {
+    /// The spare, `file` at `path`.
+    pub(super) fn new(file: File, path: PathBuf) -> Spare {
+        Spare { file, path }
+    }
+
+    /// The spare found in `dir` at start-up, if any.
+    pub(super) fn find(dir: &Path) -> io::Result<Option<Spare>> {
+        let path = dir.join(NAME);
+        match File::options().read(true).write(true).open(&path) {
+            Ok(file) => Ok(Some(Spare { file, path })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renames the spare to `path` (which must not exist) and hands back its file.
+    pub(super) fn reuse(self, path: &Path) -> io::Result<File> {
+        rename_noreplace(&self.path, path)?;
+        Ok(self.file)
+    }
+}
+
+/// `rename(from, to)` that fails when `to` exists, as creating a segment would.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("a NUL byte in a segment path"))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both paths are NUL-terminated and live for the whole call; the kernel only
+    // reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
