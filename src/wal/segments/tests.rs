@@ -55,6 +55,10 @@ fn open(dir: &Path, floor: u64) -> (Segments, Vec<Recovered>, Damage) {
     Segments::open(dir, floor).expect("open segments")
 }
 
+fn found_seqs(found: &[Recovered]) -> Vec<u64> {
+    found.iter().map(|r| r.seq).collect()
+}
+
 fn seqs(read: &[(u64, bytes::Bytes)]) -> Vec<u64> {
     read.iter().map(|(s, _)| *s).collect()
 }
@@ -115,10 +119,7 @@ fn a_restart_finds_every_record_and_appends_to_a_fresh_segment() {
         s.sync().expect("sync");
     }
     let (s, found, damage) = open(dir.path(), 0);
-    assert_eq!(
-        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![0, 1, 2]
-    );
+    assert_eq!(found_seqs(&found), vec![0, 1, 2]);
     assert!(found.iter().all(|r| r.meta.is_ok()));
     assert!(damage.cut.is_empty() && damage.skipped.is_empty());
     assert_eq!(s.count(), 1);
@@ -144,7 +145,7 @@ fn only_segments_wholly_below_the_floor_go_and_never_the_open_one() {
     drop(s);
     // A restart deletes what is below the floor and reports only records from it on.
     let (s, found, _) = open(dir.path(), 30);
-    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![30]);
+    assert_eq!(found_seqs(&found), vec![30]);
     assert_eq!(seqs(&all(&s)).last(), Some(&30));
     let files = std::fs::read_dir(dir.path()).expect("dir").count();
     assert_eq!(files, s.count());
@@ -166,16 +167,13 @@ fn a_write_cut_short_is_cut_off_at_start_up() {
     file.set_len(len - 7).expect("truncate");
     drop(file);
     let (s, found, damage) = open(dir.path(), 0);
-    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(found_seqs(&found), vec![0, 1]);
     assert_eq!(damage.cut.len(), 1);
     assert_eq!(s.last_seq(), Some(1));
     fill(&s, 2..3, 50);
     drop(s);
     let (_, found, damage) = open(dir.path(), 0);
-    assert_eq!(
-        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![0, 1, 2]
-    );
+    assert_eq!(found_seqs(&found), vec![0, 1, 2]);
     assert!(damage.cut.is_empty(), "cut off once");
 }
 
@@ -193,7 +191,7 @@ fn a_damaged_record_is_reported_once_and_its_neighbours_stay() {
     assert_eq!(seqs(&all(&s)), vec![0, 2], "a damaged record is not read");
     drop(s);
     let (s, found, _) = open(dir.path(), 0);
-    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(found_seqs(&found), vec![0, 2]);
     assert_eq!(seqs(&all(&s)), vec![0, 2]);
 }
 
@@ -210,7 +208,7 @@ fn damaged_framing_costs_only_the_records_it_hides() {
     bytes[second + 5] ^= 0x10;
     std::fs::write(&path, bytes).expect("write");
     let (s, found, damage) = open(dir.path(), 0);
-    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(found_seqs(&found), vec![0, 2]);
     assert_eq!(damage.skipped.len(), 1);
     assert_eq!(seqs(&all(&s)), vec![0, 2]);
     assert!(SEGMENT_BYTES > 3 * (HEADER as u64 + 120), "one segment");
@@ -340,29 +338,30 @@ fn a_shipped_segment_file_takes_the_next_segment() {
     drop(s);
     // A restart reads exactly what was written, whatever the reused files held before.
     let (s, found, damage) = open(dir.path(), 32);
-    assert_eq!(
-        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (32..60).collect::<Vec<_>>()
-    );
+    assert_eq!(found_seqs(&found), (32..60).collect::<Vec<_>>());
     assert!(found.iter().all(|r| r.meta.is_ok()));
     assert!(damage.cut.is_empty() && damage.skipped.is_empty());
     assert_eq!(seqs(&all(&s)).first(), Some(&32));
 }
 
+/// Segments 0..12 shipped, then record 12 (small) at the start of a reused file full of
+/// old records, then a crash; the path of that file.
+fn reused_with_one_record(dir: &Path) -> PathBuf {
+    let (s, _, _) = open(dir, 0);
+    fill(&s, 0..12, 200);
+    s.sync().expect("sync");
+    s.delete_below(12).expect("delete");
+    fill(&s, 12..13, 50);
+    s.sync().expect("sync");
+    s.path_of(12).expect("path")
+}
+
 #[test]
 fn the_old_records_of_a_reused_file_are_not_read_as_its_own() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let (s, _, _) = open(dir.path(), 0);
-        fill(&s, 0..12, 200);
-        s.sync().expect("sync");
-        s.delete_below(12).expect("delete");
-        // A small record at the start of a reused file full of old ones, then a crash.
-        fill(&s, 12..13, 50);
-        s.sync().expect("sync");
-    }
+    reused_with_one_record(dir.path());
     let (s, found, damage) = open(dir.path(), 12);
-    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![12]);
+    assert_eq!(found_seqs(&found), vec![12]);
     assert!(found[0].meta.is_ok());
     assert!(damage.cut.is_empty() && damage.skipped.is_empty());
     assert_eq!(damage.stale.len(), 1, "{damage:?}");
@@ -372,25 +371,14 @@ fn the_old_records_of_a_reused_file_are_not_read_as_its_own() {
     s.sync().expect("sync");
     drop(s);
     let (_, found, damage) = open(dir.path(), 12);
-    assert_eq!(
-        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![12, 13]
-    );
+    assert_eq!(found_seqs(&found), vec![12, 13]);
     assert!(damage.cut.is_empty() && damage.skipped.is_empty());
 }
 
 #[test]
 fn a_write_cut_short_over_old_bytes_is_not_a_damaged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = {
-        let (s, _, _) = open(dir.path(), 0);
-        fill(&s, 0..12, 200);
-        s.sync().expect("sync");
-        s.delete_below(12).expect("delete");
-        fill(&s, 12..13, 50);
-        s.sync().expect("sync");
-        s.path_of(12).expect("path")
-    };
+    let path = reused_with_one_record(dir.path());
     // What a crash between the record and its header leaves: the record, old bytes where
     // its header goes.
     let end = (HEADER + record(12, 50).len()) as u64;
@@ -402,7 +390,7 @@ fn a_write_cut_short_over_old_bytes_is_not_a_damaged_record() {
         .expect("write");
     drop(file);
     let (_, found, damage) = open(dir.path(), 12);
-    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![12]);
+    assert_eq!(found_seqs(&found), vec![12]);
     assert!(found[0].meta.is_ok());
     assert!(damage.skipped.is_empty() && damage.cut.is_empty());
     assert_eq!(damage.stale.len(), 1);
