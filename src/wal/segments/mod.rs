@@ -122,6 +122,15 @@ impl State {
         }
     }
 
+    /// Keeps `file` (at `path`) as the spare, or deletes it at once (at start-up, when
+    /// nothing waits on a group commit yet).
+    fn retire(&mut self, dir: &Path, file: File, path: &Path) -> io::Result<()> {
+        if self.keep(dir, file, path).is_some() {
+            std::fs::remove_file(path)?;
+        }
+        Ok(())
+    }
+
     /// Opens the segment that starts at `seq`: the spare under its new name if there is
     /// one, else a new file. The segment it closes loses what its file held past its
     /// records.
@@ -246,9 +255,7 @@ impl Segments {
             let file = File::options().read(true).write(true).open(&path)?;
             if firsts.get(i + 1).is_some_and(|&next| next <= floor) {
                 // Every sequence in it is below the floor: it has left the buffer.
-                if state.keep(dir, file, &path).is_some() {
-                    std::fs::remove_file(&path)?;
-                }
+                state.retire(dir, file, &path)?;
                 continue;
             }
             let mut bytes = Vec::new();
@@ -303,9 +310,10 @@ impl Segments {
             // An empty segment needs no entry: the next append opens a fresh one anyway.
             if let Some(first) = first {
                 state.segments.insert(first, segment);
-            } else if let Ok(file) = Arc::try_unwrap(segment.file) {
-                if state.keep(dir, file, &segment.path).is_some() {
-                    std::fs::remove_file(&segment.path)?;
+            } else {
+                match Arc::try_unwrap(segment.file) {
+                    Ok(file) => state.retire(dir, file, &segment.path)?,
+                    Err(_) => std::fs::remove_file(&segment.path)?,
                 }
             }
         }
@@ -484,7 +492,7 @@ impl Segments {
     }
 
     /// Deletes the segments (but the open one) whose sequences are all below `floor`, or
-    /// keeps one as the spare; how many left. The caller makes the floor durable first.
+    /// keeps one as the spare; how many went. The caller makes the floor durable first.
     pub(super) fn delete_below(&self, floor: u64) -> io::Result<usize> {
         let doomed: Vec<Segment> = {
             let mut state = self.lock();
