@@ -4,8 +4,9 @@
 //! Why: `fdatasync` after overwriting blocks a file already has only writes the data; after
 //! an append it also commits the file's new size and blocks to the file system's journal.
 //! Measured on ext4 here, 200 KB written before each sync: 0.23–0.46 ms and 100–170 µs of
-//! CPU per write and sync when overwriting, 0.44–1.24 ms and 210–480 µs when appending. A reused file is also not freed, so its deletion does not hold up the
-//! group commit beside it ([`super::space::shrink_away`]).
+//! CPU per write and sync when overwriting, 0.44–1.24 ms and 210–480 µs when appending.
+//! A reused file is also not freed, so freeing it does not hold up the group commit beside
+//! it ([`super::space::shrink_away`]).
 //!
 //! # Invariants
 //! - There is at most one spare, `<segments>/spare`; a name that is not a sequence, so a
@@ -15,11 +16,12 @@
 //! - A reused segment is named after its new first sequence like any other. Everything in
 //!   it from its earlier use is below that name (sequences only grow), so a restart tells
 //!   the old contents from the new ([`super::frame::scan`]). The record goes down before
-//!   its frame header, so a write a crash cuts short never leaves a good header over old
-//!   bytes.
+//!   its frame header, so a killed process never leaves a good header over old bytes (a
+//!   power cut may: unsynced pages reach the disk in any order).
 //! - Renames are not synced on their own: after a crash the file has its old name or the
-//!   new one, and both are read right (a segment wholly below the floor is deleted; the
-//!   reused one is synced with the directory before any record in it is acknowledged).
+//!   new one, and both are read right (a segment wholly below the floor is deleted or kept
+//!   as the spare; the reused one is synced with the directory before any record in it is
+//!   acknowledged).
 
 use std::ffi::CString;
 use std::fs::File;
