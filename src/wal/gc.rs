@@ -4,10 +4,10 @@
 //! A removal has two steps. Under the log lock a record leaves the index and the byte
 //! count, after the high-water mark and the new floor are written to sled
 //! ([`Wal::forget_below`]). Its storage goes afterwards, without the lock
-//! ([`Wal::delete_segments`]): a segment file is deleted whole once the floor has passed
-//! all of it (see [`super::segments`]), so up to a segment of forgotten records stays on
-//! disk a while, invisible to readers and to recovery, which starts at the persisted
-//! floor.
+//! ([`Wal::delete_segments`]): a segment file is deleted whole (or kept as the spare for
+//! the next segment) once the floor has passed all of it (see [`super::segments`]), so up
+//! to a segment of forgotten records stays on disk a while, invisible to readers and to
+//! recovery, which starts at the persisted floor.
 //!
 //! # Invariant
 //! A segment is deleted only after a sled flush that made the floor and the high-water

@@ -38,8 +38,8 @@
 //!   dropped by the size/age limits, or skipped by an operator); records below the slowest
 //!   cursor leave the buffer within milliseconds of the cursor move ([`gc::run_collector`]):
 //!   the index, the byte count and the persisted floor under the lock, the storage after
-//!   it (a segment is deleted whole once the floor has passed it), so appends never wait
-//!   for a deletion.
+//!   it (a segment is deleted whole, or kept as the spare, once the floor has passed it),
+//!   so appends never wait for a deletion.
 //! - Full buffer: `drop-oldest` removes the oldest records (counted, logged at ERROR, the
 //!   cursors behind them moved up); `block` refuses the append, the ingest answers 503 and
 //!   Prometheus keeps the data in its own WAL and retries.
