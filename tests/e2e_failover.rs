@@ -1,22 +1,36 @@
-//! Gapless, overlap-free failover end to end (issue 6), with the real servers: two
-//! Prometheus replicas scrape the same in-test counter every second and remote_write
-//! through highlander (`--replica-label __replica__`) into a real VictoriaMetrics, which
-//! holds ONE merged series. Replica `a` (weight 10) is promoted, `b` (weight 5) writes as a
-//! standby for a few seconds, then the promoted source changes:
+//! Gapless, overlap-free failover end to end, with the real servers: two Prometheus
+//! replicas scrape the same in-test counter every second and remote_write through
+//! highlander into a real VictoriaMetrics. Every scenario runs in two configurations:
+//!
+//! - **the default** (no `--replica-label`): the replicas are named by `highlander_source`
+//!   and each keeps its own `replica` external label, so VictoriaMetrics holds one series
+//!   per replica — what a dashboard that ignores the replica label (`sum without
+//!   (replica)`) sees is their samples merged by time; run on Debian sid's Prometheus 3.5
+//!   and VictoriaMetrics 1.145;
+//! - **`--replica-label __replica__`**: highlander strips the label, VictoriaMetrics holds
+//!   ONE merged series; run on bookworm's Prometheus 2.42 and VictoriaMetrics 1.79.
+//!
+//! Replica `a` (weight 10) is promoted, `b` (weight 5) writes as a standby for a few
+//! seconds, then the promoted source changes:
 //!
 //! 1. `a` is killed with SIGKILL: `b` is promoted at the expiry;
 //! 2. `b` is given a bigger weight (20) while `a` keeps writing: its config is rewritten and
 //!    reloaded (SIGHUP), so it never stops scraping and its held writes stay continuous;
-//! 3. an operator fails the group over with the admin API (behind `--admin-token`).
+//! 3. an operator fails the group over with the admin API (behind `--admin-token`);
+//! 4. start-up: both replicas start at once, `a` with weight 5, `b` with 10; whichever
+//!    writes first is promoted, and `b` takes over on its first write if it was not first;
+//! 5. a bigger weight joins: `a` (weight 5) runs alone, promoted; `b` (10) starts and takes
+//!    over on its first write, with nothing of its own held before.
 //!
-//! For each, the raw samples VictoriaMetrics exports in a window around the switch must
-//! have no interval longer than 1.5 scrape intervals (plus scrape jitter), no two samples
-//! closer than half a scrape interval, a counter that never decreases, `a`'s samples then
-//! `b`'s without interleaving, and every sample `b` scraped after the switch point (read
-//! from `b`'s own TSDB). highlander must log one `handover : 'b' takes over from 'a'` line
-//! and count it in `highlander_handover_total`.
+//! For each, the raw samples VictoriaMetrics exports in a window around the switch, merged
+//! by time, must have no interval longer than 1.5 scrape intervals (plus scrape jitter), no
+//! two samples closer than half a scrape interval, a counter that never decreases, `a`'s
+//! samples then `b`'s without interleaving, and every sample `b` scraped after the switch
+//! point (read from `b`'s own TSDB). highlander must log one `handover : 'b' takes over
+//! from 'a'` line and count it in `highlander_handover_total` (at start-up: one, or none
+//! when `b` wrote first).
 //!
-//! The scenarios run one at a time (each starts its own servers), so that three pairs of
+//! The scenarios run one at a time (each starts its own servers), so that several pairs of
 //! Prometheus do not compete for a small machine's CPUs and blur the scrape timing.
 
 mod common;
@@ -60,6 +74,10 @@ enum Switch {
     Weight,
     /// `POST /api/v1/groups/default/failover`.
     Admin,
+    /// Both replicas start at once; `b` has the bigger weight.
+    Startup,
+    /// `b`, with the bigger weight, starts while `a` runs alone.
+    Join,
 }
 
 impl Switch {
@@ -69,35 +87,79 @@ impl Switch {
             Switch::Kill => "new source : 'b' (no current promoted source) (5)",
             Switch::Weight => "new source : 'b' (bigger Highlander Weight) (10 -> 20)",
             Switch::Admin => "new source : 'b' (failover by operator from 'a') (5)",
+            Switch::Startup | Switch::Join => {
+                "new source : 'b' (bigger Highlander Weight) (5 -> 10)"
+            }
         }
     }
 }
 
+/// The default configuration: no `--replica-label`, each replica's `replica` label kept,
+/// on the modern servers.
+const DEFAULT: (Servers, Labels) = (Servers::Sid, Labels::Kept);
+/// `--replica-label __replica__`, on bookworm's servers.
+const STRIPPED: (Servers, Labels) = (Servers::Bookworm, Labels::Stripped);
+
 #[test]
 fn kill_9_of_the_promoted_replica_leaves_no_hole_and_no_overlap() {
-    run(Switch::Kill);
+    run(DEFAULT, Switch::Kill);
 }
 
 #[test]
 fn bigger_weight_takeover_leaves_no_hole_and_no_overlap() {
-    run(Switch::Weight);
+    run(DEFAULT, Switch::Weight);
 }
 
 #[test]
 fn admin_failover_leaves_no_hole_and_no_overlap() {
-    run(Switch::Admin);
+    run(DEFAULT, Switch::Admin);
+}
+
+#[test]
+fn start_up_of_both_replicas_at_once_doubles_nothing() {
+    run(DEFAULT, Switch::Startup);
+}
+
+#[test]
+fn a_bigger_weight_joining_a_lone_replica_doubles_nothing() {
+    run(DEFAULT, Switch::Join);
+}
+
+#[test]
+fn with_the_replica_label_stripped_kill_9_leaves_no_hole_and_no_overlap() {
+    run(STRIPPED, Switch::Kill);
+}
+
+#[test]
+fn with_the_replica_label_stripped_bigger_weight_leaves_no_hole_and_no_overlap() {
+    run(STRIPPED, Switch::Weight);
+}
+
+#[test]
+fn with_the_replica_label_stripped_admin_failover_leaves_no_hole_and_no_overlap() {
+    run(STRIPPED, Switch::Admin);
+}
+
+#[test]
+fn with_the_replica_label_stripped_start_up_doubles_nothing() {
+    run(STRIPPED, Switch::Startup);
+}
+
+#[test]
+fn with_the_replica_label_stripped_a_bigger_weight_joining_doubles_nothing() {
+    run(STRIPPED, Switch::Join);
 }
 
 /// Runs one scenario on its own runtime, after the previous one finished. A panic unwinds
 /// through the runtime: the scenario's processes are killed (and their logs printed).
-fn run(switch: Switch) {
+fn run((servers, labels): (Servers, Labels), switch: Switch) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(scenario(switch));
+        .block_on(scenario(servers, labels, switch));
 }
 
 /// Who scraped a sample, from the replicas' own TSDBs.
@@ -109,14 +171,147 @@ enum Origin {
     Both,
 }
 
-async fn scenario(switch: Switch) {
+async fn scenario(servers: Servers, labels: Labels, switch: Switch) {
     let started = std::time::Instant::now();
     let extra: &[&str] = match switch {
         Switch::Admin => &["--admin-token", TOKEN],
         _ => &[],
     };
-    let mut e = E2e::start(extra).await;
+    let mut e = E2e::start_with(servers, labels, extra).await;
+    let name = format!("{switch:?} ({servers:?}, {labels:?})");
+    let s = match switch {
+        Switch::Startup => start_up(&mut e).await,
+        Switch::Join => join(&mut e).await,
+        _ => switch_over(&mut e, switch).await,
+    };
+    eprintln!(
+        "{name}: b promoted {:.1}s after the switch",
+        (s.promoted_at - s.switch_at) as f64 / 1000.0,
+    );
 
+    // The handover happens at b's first write once promoted; the admin API can show the
+    // promotion a moment before the log lines are written. At start-up there is none
+    // when nothing of a was forwarded before b took over (b wrote first, or a's first
+    // write was still on its way).
+    if switch != Switch::Startup {
+        let handover = wait_until(
+            "the election and handover log lines",
+            Duration::from_secs(10),
+            || async {
+                let log = e.node.log();
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("handover : 'b' takes over from 'a'"))?
+                    .to_owned();
+                let lost = switch != Switch::Kill || log.contains("lost source : 'a'");
+                (lost && log.contains(switch.election_line())).then_some(line)
+            },
+        )
+        .await;
+        eprintln!("{name}: {handover}");
+    }
+
+    // Samples become visible in VM's export about a second after they are written, not
+    // necessarily in order: the window ends 2 s before the newest sample read.
+    let to = s.promoted_at + ms(AFTER);
+    let samples = e.wait_vm_reaches(to + 2_000, Duration::from_secs(20)).await;
+    // At start-up the window opens at the first stored sample.
+    let from = s.from.unwrap_or_else(|| samples.first().map_or(0, |x| x.0));
+    let handovers: Vec<String> = e
+        .node
+        .log()
+        .lines()
+        .filter(|l| l.contains("handover : "))
+        .map(str::to_owned)
+        .collect();
+    eprintln!("{name}: {handovers:#?}");
+    let expected = match switch {
+        Switch::Startup => 0..=1,
+        _ => 1..=1,
+    };
+    assert!(
+        expected.contains(&handovers.len())
+            && handovers
+                .iter()
+                .all(|l| l.contains("handover : 'b' takes over from 'a'")),
+        "{name}: {expected:?} handover(s) from a to b expected: {handovers:#?}"
+    );
+    assert_eq!(
+        e.metric("highlander_handover_total").await,
+        handovers.len() as f64,
+        "{name}: highlander_handover_total"
+    );
+    if switch == Switch::Kill {
+        // b was promoted only at the expiry: what it scraped since a's death was held and
+        // must have been backfilled.
+        assert!(
+            e.metric("highlander_handover_backfilled_samples_total")
+                .await
+                > 0.0,
+            "{name}: nothing backfilled"
+        );
+    }
+
+    // a's own samples: what it scraped up to `a_known` (its death, or the window's end).
+    let (from_a, a_known) = match s.a_snapshot {
+        Some(a) => (a, s.switch_at),
+        None => (e.replica_samples("a", from, to).await, to),
+    };
+    check_switch(
+        &e,
+        &name,
+        switch != Switch::Startup,
+        &samples,
+        (from, to),
+        s.switch_at,
+        (&from_a, a_known),
+    )
+    .await;
+
+    let (_, series) = e.vm_samples().await.expect("VM answers");
+    match labels {
+        Labels::Stripped => {
+            assert_eq!(
+                series.len(),
+                1,
+                "{name}: one merged series expected: {series:?}"
+            );
+            let labels = series.iter().next().expect("one series");
+            assert!(
+                !labels.contains("__replica__"),
+                "{name}: replica label reached storage: {labels}"
+            );
+        }
+        Labels::Kept => {
+            // One series per replica that was forwarded, each with its own label.
+            assert!(
+                (1..=2).contains(&series.len())
+                    && series.iter().all(|l| l.contains(r#""replica":""#)),
+                "{name}: one series per replica expected: {series:?}"
+            );
+        }
+    }
+    eprintln!(
+        "{name}: scenario done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    e.target_handle.stop(false).await;
+}
+
+/// When and how the promoted source changed.
+struct Switched {
+    /// Start of the window checked; `None`: the first stored sample.
+    from: Option<i64>,
+    /// When the switch was triggered.
+    switch_at: i64,
+    /// When the admin API showed `b` promoted.
+    promoted_at: i64,
+    /// a's own samples, read just before it was killed.
+    a_snapshot: Option<Vec<i64>>,
+}
+
+/// `a` promoted, `b` a standby for a few writes, then the switch.
+async fn switch_over(e: &mut E2e, switch: Switch) -> Switched {
     // a first, so that it is promoted as the first writer; then b, a standby.
     e.start_replica("a", 10).await;
     e.wait_promoted("a", Duration::from_secs(20)).await;
@@ -139,95 +334,50 @@ async fn scenario(switch: Switch) {
     match switch {
         Switch::Kill => e.replica_mut("a").proc.kill9(),
         Switch::Weight => e.reweight("b", 20).await,
-        Switch::Admin => admin_failover(&e).await,
+        Switch::Admin => admin_failover(e).await,
+        Switch::Startup | Switch::Join => unreachable!("no switch of their own"),
     }
-    let g = e
-        .wait_promoted("b", HEALTH_EXPIRY + Duration::from_secs(12))
+    e.wait_promoted("b", HEALTH_EXPIRY + Duration::from_secs(12))
         .await;
-    let promoted_at = now_ms();
-    eprintln!(
-        "{switch:?}: b promoted {:.1}s after the switch: {}",
-        (promoted_at - switch_at) as f64 / 1000.0,
-        g["promoted"]
-    );
-
-    // The handover happens at b's first write once promoted; the admin API can show the
-    // promotion a moment before the log lines are written.
-    let handover = wait_until(
-        "the election and handover log lines",
-        Duration::from_secs(10),
-        || async {
-            let log = e.node.log();
-            let line = log
-                .lines()
-                .find(|l| l.contains("handover : 'b' takes over from 'a'"))?
-                .to_owned();
-            let lost = switch != Switch::Kill || log.contains("lost source : 'a'");
-            (lost && log.contains(switch.election_line())).then_some(line)
-        },
-    )
-    .await;
-    eprintln!("{switch:?}: {handover}");
-
-    // Samples become visible in VM's export about a second after they are written, not
-    // necessarily in order: the window ends 2 s before the newest sample read.
-    let to = promoted_at + ms(AFTER);
-    let samples = e.wait_vm_reaches(to + 2_000, Duration::from_secs(20)).await;
-    let handovers: Vec<String> = e
-        .node
-        .log()
-        .lines()
-        .filter(|l| l.contains("handover : "))
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        handovers.len(),
-        1,
-        "{switch:?}: one handover expected: {handovers:#?}"
-    );
-    assert_eq!(
-        e.metric("highlander_handover_total").await,
-        1.0,
-        "{switch:?}: highlander_handover_total"
-    );
-    if switch == Switch::Kill {
-        // b was promoted only at the expiry: what it scraped since a's death was held and
-        // must have been backfilled.
-        assert!(
-            e.metric("highlander_handover_backfilled_samples_total")
-                .await
-                > 0.0,
-            "{switch:?}: nothing backfilled: {handover}"
-        );
-    }
-
-    // a's own samples: what it scraped up to `a_known` (its death, or the window's end).
-    let (from_a, a_known) = match a_snapshot {
-        Some(a) => (a, switch_at),
-        None => (e.replica_samples("a", from, to).await, to),
-    };
-    check_switch(
-        &e,
-        switch,
-        &samples,
-        (from, to),
+    Switched {
+        from: Some(from),
         switch_at,
-        (&from_a, a_known),
-    )
-    .await;
+        promoted_at: now_ms(),
+        a_snapshot,
+    }
+}
 
-    let (_, series) = e.vm_samples().await.expect("VM answers");
-    assert_eq!(series.len(), 1, "one merged series expected: {series:?}");
-    let labels = series.iter().next().expect("one series");
-    assert!(
-        !labels.contains("__replica__"),
-        "replica label reached storage: {labels}"
-    );
-    eprintln!(
-        "{switch:?}: scenario done in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    e.target_handle.stop(false).await;
+/// `a` (weight 5) runs alone and is promoted; then `b` (weight 10) starts.
+async fn join(e: &mut E2e) -> Switched {
+    e.start_replica("a", 5).await;
+    e.wait_promoted("a", Duration::from_secs(20)).await;
+    // a forwards a few scrapes alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let switch_at = now_ms();
+    e.start_replica("b", 10).await;
+    e.wait_promoted("b", Duration::from_secs(30)).await;
+    Switched {
+        from: Some(switch_at - ms(BEFORE)),
+        switch_at,
+        promoted_at: now_ms(),
+        a_snapshot: None,
+    }
+}
+
+/// Both replicas start at once: `a` (weight 5) and `b` (weight 10).
+async fn start_up(e: &mut E2e) -> Switched {
+    let switch_at = now_ms();
+    e.spawn_replica("a", 5);
+    e.spawn_replica("b", 10);
+    e.wait_replica_ready("a").await;
+    e.wait_replica_ready("b").await;
+    e.wait_promoted("b", Duration::from_secs(30)).await;
+    Switched {
+        from: None,
+        switch_at,
+        promoted_at: now_ms(),
+        a_snapshot: None,
+    }
 }
 
 /// The manual failover, behind the admin token: refused without it, done with it.
@@ -256,7 +406,8 @@ async fn admin_failover(e: &E2e) {
 /// The checks of one switch on VictoriaMetrics' raw samples in `[from, to]`.
 async fn check_switch(
     e: &E2e,
-    switch: Switch,
+    name: &str,
+    a_required: bool,
     samples: &[(i64, f64)],
     (from, to): (i64, i64),
     switch_at: i64,
@@ -291,7 +442,7 @@ async fn check_switch(
     let expected = ((to - from) / ms(SCRAPE_INTERVAL)) as usize;
     assert!(
         ts.len() + 2 >= expected,
-        "{switch:?}: {} samples in {} ms, expected about {expected}{}",
+        "{name}: {} samples in {} ms, expected about {expected}{}",
         ts.len(),
         to - from,
         context()
@@ -309,7 +460,7 @@ async fn check_switch(
                 (false, true) => Origin::B,
                 (true, true) => Origin::Both,
                 (false, false) => panic!(
-                    "{switch:?}: VM holds a sample at {} neither replica scraped{}",
+                    "{name}: VM holds a sample at {} neither replica scraped{}",
                     r(&[*t]),
                     context()
                 ),
@@ -320,15 +471,14 @@ async fn check_switch(
     let first_b = origins
         .iter()
         .position(|o| *o == Origin::B)
-        .unwrap_or_else(|| panic!("{switch:?}: no sample of b in VM{}", context()));
+        .unwrap_or_else(|| panic!("{name}: no sample of b in VM{}", context()));
     let last_a = origins.iter().rposition(|o| *o == Origin::A);
     assert!(
-        last_a.is_some_and(|i| i < first_b),
-        "{switch:?}: a's and b's samples interleave (or none of a's){}",
+        last_a.is_some_and(|i| i < first_b) || (last_a.is_none() && !a_required),
+        "{name}: a's and b's samples interleave (or none of a's){}",
         context()
     );
-    let last_a = last_a.expect("checked");
-    let (a_end, b_start) = (ts[last_a], ts[first_b]);
+    let b_start = ts[first_b];
     // Every sample b scraped after its first stored one is stored: nothing of the held or
     // live writes was lost.
     let missing: Vec<i64> = from_b
@@ -338,18 +488,26 @@ async fn check_switch(
         .collect();
     assert!(
         missing.is_empty(),
-        "{switch:?}: samples of b after the switch missing in VM: {}{}",
+        "{name}: samples of b after the switch missing in VM: {}{}",
         r(&missing),
         context()
     );
     // Up to its last stored sample, VM holds exactly what a scraped.
-    let a_before: Vec<i64> = from_a.iter().copied().filter(|t| *t <= a_end).collect();
-    assert_eq!(
-        ts[..=last_a],
-        a_before,
-        "{switch:?}: VM should hold exactly a's samples before the switch{}",
-        context()
-    );
+    if let Some(last_a) = last_a {
+        let a_before: Vec<i64> = from_a
+            .iter()
+            .copied()
+            .filter(|t| *t <= ts[last_a])
+            .collect();
+        assert_eq!(
+            ts[..=last_a],
+            a_before,
+            "{name}: VM should hold exactly a's samples before the switch{}",
+            context()
+        );
+    }
+    // At start-up b may have written first: then the "switch" is its first sample.
+    let a_end = last_a.map_or(b_start, |i| ts[i]);
 
     // The bounds.
     let all = gaps(&ts);
@@ -358,11 +516,11 @@ async fn check_switch(
     // The switch pair is guaranteed more than half the old source's measured step apart; a
     // scrape late by a few ms can make that step (and so the bound) a little under 1 s.
     let a_step = last_a
-        .checked_sub(1)
-        .map_or(ms(SCRAPE_INTERVAL), |i| ts[last_a] - ts[i]);
+        .and_then(|i| Some(ts[i] - ts[i.checked_sub(1)?]))
+        .unwrap_or(ms(SCRAPE_INTERVAL));
     let switch_floor = ms(MIN_SPACING).min(a_step / 2 + 1);
     eprintln!(
-        "{switch:?}: {} samples in the window; a's last at {}, b's first at {} ({} ms later); \
+        "{name}: {} samples in the window; a's last at {}, b's first at {} ({} ms later); \
          largest interval {} ms (at {}), smallest {} ms (at {})",
         ts.len(),
         r(&[a_end]),
@@ -382,14 +540,14 @@ async fn check_switch(
         r(&v)
     };
     eprintln!(
-        "{switch:?}: around the switch (s after it)\n  VM: {}\n  a:  {}\n  b:  {}",
+        "{name}: around the switch (s after it)\n  VM: {}\n  a:  {}\n  b:  {}",
         near(&ts),
         near(from_a),
         near(&from_b)
     );
     assert!(
         largest.2 <= ms(MAX_GAP),
-        "{switch:?}: hole of {} ms from {} to {}{}",
+        "{name}: hole of {} ms from {} to {}{}",
         largest.2,
         r(&[largest.0]),
         r(&[largest.1]),
@@ -403,7 +561,7 @@ async fn check_switch(
         };
         assert!(
             gap >= floor,
-            "{switch:?}: overlap: samples {gap} ms apart at {} and {} (< {floor} ms){}",
+            "{name}: overlap: samples {gap} ms apart at {} and {} (< {floor} ms){}",
             r(&[t0]),
             r(&[t1]),
             context()
@@ -424,7 +582,7 @@ async fn check_switch(
         .collect();
     assert!(
         decreasing.is_empty(),
-        "{switch:?}: the counter decreases: {decreasing:?}{}",
+        "{name}: the counter decreases: {decreasing:?}{}",
         context()
     );
 }

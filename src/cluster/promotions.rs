@@ -284,6 +284,16 @@ impl Promotions for ClusterPromotions {
         role
     }
 
+    fn is_promoted(&self, group: &str, source: &str) -> bool {
+        self.inner
+            .cluster
+            .control()
+            .current()
+            .state
+            .promoted(group)
+            .is_some_and(|p| p.source == source)
+    }
+
     fn tick(&self) {}
 
     fn groups(&self) -> BTreeMap<String, GroupView> {

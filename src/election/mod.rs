@@ -120,6 +120,10 @@ impl Clock for SystemClock {
 pub trait Promotions: Send + Sync + 'static {
     /// The role of one write; may promote its source.
     fn observe(&self, obs: Observation<'_>) -> Role;
+    /// Whether `source` is the promoted source of `group` now. The ingest asks again under
+    /// the group's lock, where a write's role becomes final (an election may have changed
+    /// since [`Promotions::observe`]).
+    fn is_promoted(&self, group: &str, source: &str) -> bool;
     /// The periodic health check.
     fn tick(&self);
     /// Every group as it stands.
@@ -236,6 +240,10 @@ impl Promotions for Elector {
             self.publish(change, now);
         }
         role
+    }
+
+    fn is_promoted(&self, group: &str, source: &str) -> bool {
+        self.lock().is_promoted(group, source)
     }
 
     fn tick(&self) {

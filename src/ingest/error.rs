@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 
 use super::wire::WireError;
+use crate::wal::WalError;
 
 /// A refused write. Bad input is always 4xx with a one-line reason; 5xx means "retry".
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,18 @@ pub enum IngestError {
     /// The WAL failed; nothing was acknowledged.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<WalError> for IngestError {
+    /// What the sender is told when the WAL does not take a promoted write.
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::Full { .. } => IngestError::Full,
+            e @ WalError::DiskFull(_) => IngestError::DiskFull(e.to_string()),
+            WalError::Closed => IngestError::NotReady,
+            e => IngestError::Internal(e.to_string()),
+        }
+    }
 }
 
 impl IngestError {

@@ -1,25 +1,30 @@
 //! Gapless, overlap-free handover between the sources of a group.
 //!
 //! Every write of every source (promoted or standby) is held for a short while in a ring
-//! per (group, source), bounded in bytes and in data time. When the source forwarded for a
-//! group changes (expiry, bigger weight, pin, operator failover), the first write of the
-//! new source triggers a handover, under the group's lock:
+//! per (group, source), bounded in bytes and in data time. A write's role is final only
+//! under its group's lock ([`Handover::lock`]): the ingest re-checks the election there, so
+//! an old source's write that arrives after a switch is held as a standby's, never
+//! forwarded after the new source's backfill. When the source forwarded for a group
+//! changes (expiry, bigger weight, pin, operator failover), the first write of the new
+//! source triggers a handover, under that lock:
 //!
 //! 1. *Where did the old source end?* Its ring holds what it forwarded last; per series,
-//!    the last timestamp and the scrape step are learned from it
-//!    ([`super::trim::learn_ends`]). Without it (nothing held, e.g. after a restart), the
-//!    group's newest forwarded timestamp serves for every series.
+//!    the last timestamp and the scrape step are learned from it ([`cut`]). Series are
+//!    matched without the labels that tell the two sources apart (e.g. a `replica`
+//!    external label that reaches the storage). A series the old source did not forward
+//!    in the ring (or all of them, after a restart) is cut at the group's newest
+//!    forwarded sample plus half the usual step.
 //! 2. *Backfill.* The new source's held writes are appended to the WAL in order, each
 //!    trimmed to the samples strictly newer than the old source's end of that series plus
 //!    half its step: the storage sees neither a hole nor a doubled sample at the switch.
-//! 3. *Live trim.* The new source's next live writes are trimmed the same way until one is
-//!    entirely past the handover point.
+//! 3. *Live trim.* The new source's next live writes are trimmed the same way, until one
+//!    is a whole window past the handover point: a write sent before the switch on another
+//!    of the sender's connections may still arrive after a later one.
 //!
-//! A source alone in its group (no other source wrote within the window) holds nothing:
-//! there is nobody to hand over to, and at full rate a ring costs its whole byte cap. When
-//! a second source appears both start holding; a handover within the first window after
-//! that may find the old source's ring short, and series it does not cover fall back to
-//! the group's newest forwarded timestamp (as after a restart).
+//! A source alone in its group (no other source wrote within the window) holds only a
+//! small tail of its forwarded writes (a sixteenth of the byte cap): at full rate a ring
+//! costs its whole byte cap, and the tail is enough for a second source that takes over
+//! at once (a bigger weight at start-up) to find the old source's ends at low rates.
 //!
 //! A hole can still appear when the new source itself missed the data (it was down, or its
 //! ring had already dropped it: older than the window or over the byte cap), and after a
@@ -30,13 +35,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::lock_api::ArcMutexGuard;
+use parking_lot::RawMutex;
 
 use super::decode::{compress, decompress, meta_of};
 use super::error::IngestError;
-use super::trim::{learn_ends, trim};
+use super::trim::trim;
 use super::wire::{self, Wanted};
 use crate::metrics::METRICS;
-use crate::wal::RecordMeta;
+use crate::wal::{Record, RecordMeta};
+
+mod cut;
+
+use cut::{Cut, Sides};
 
 /// Ring limits.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +59,9 @@ pub struct HandoverConfig {
     /// Largest decoded payload (the ingest limit).
     pub max_decoded_bytes: u64,
 }
+
+/// A source alone in its group keeps this share of the byte cap (see the module doc).
+const ALONE_SHARE: u64 = 16;
 
 /// One held write.
 #[derive(Debug, Clone)]
@@ -62,6 +76,21 @@ impl Held {
     fn has_samples(&self) -> bool {
         self.meta.samples + self.meta.histograms > 0
     }
+
+    /// A write of `req` received at `received_ms` (tests: times are data times).
+    #[cfg(test)]
+    pub(crate) fn of_request(req: &crate::proto::WriteRequest, received_ms: u64) -> Held {
+        use prost::Message;
+        let raw = req.encode_to_vec();
+        let s = wire::scan(&raw, Wanted::default()).expect("a valid request");
+        Held {
+            payload: compress(&raw).expect("snappy"),
+            meta: RecordMeta {
+                received_ms,
+                ..meta_of(&s)
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,9 +101,31 @@ struct Ring {
     last_received_ms: u64,
 }
 
+impl Ring {
+    /// Drops the oldest writes until the ring is within `max_bytes` and `window_ms` of
+    /// data time behind `newest`; the newest write stays whatever its size.
+    fn bound(&mut self, newest: &Held, max_bytes: u64, window_ms: i64) {
+        while let Some((front, _)) = self.held.front() {
+            // Age in data time where both have samples, else in receive time.
+            let over_bytes = self.bytes > max_bytes && self.held.len() > 1;
+            let too_old = if newest.has_samples() && front.has_samples() {
+                front.meta.max_ts < newest.meta.max_ts.saturating_sub(window_ms)
+            } else {
+                (front.meta.received_ms as i64)
+                    < (newest.meta.received_ms as i64).saturating_sub(window_ms)
+            };
+            if !over_bytes && !too_old {
+                break;
+            }
+            let (gone, _) = self.held.pop_front().expect("front exists");
+            self.bytes -= gone.payload.len() as u64;
+        }
+    }
+}
+
 /// Per-group forwarding state.
 #[derive(Default)]
-pub struct GroupState {
+struct GroupState {
     forwarded: Option<String>,
     /// Ends of the old source's series while the new source's writes still reach back.
     cut: Option<Cut>,
@@ -82,40 +133,28 @@ pub struct GroupState {
     last_ts: Option<i64>,
 }
 
-struct Cut {
-    /// Per series: forward only samples strictly newer than this.
-    thresholds: HashMap<u64, i64>,
-    /// Applies to series the old source did not send (e.g. nothing was held).
-    fallback: Option<i64>,
-    /// The largest threshold: a write entirely past it needs no trimming.
-    max: i64,
-}
-
-impl Cut {
-    fn threshold(&self, series: u64) -> Option<i64> {
-        self.thresholds.get(&series).copied().or(self.fallback)
-    }
-
-    /// After forwarding `raw`, nothing at or before its samples may follow, per series
-    /// (guards against a sender re-sending what was backfilled).
-    fn advance(&mut self, raw: &[u8]) -> Result<(), IngestError> {
-        let mut ends = HashMap::new();
-        learn_ends(raw, &mut ends)?;
-        for (series, end) in ends {
-            let t = self.thresholds.entry(series).or_insert(end.last);
-            *t = (*t).max(end.last);
-            self.max = self.max.max(*t);
-        }
-        Ok(())
-    }
-}
-
-/// What to append for one promoted write, in order, while holding the group's lock.
+/// What to append for one promoted write, in order.
 pub struct Plan {
     /// The new source's held writes, trimmed (empty unless this write is a handover).
     pub backfill: Vec<Held>,
     /// The live write, trimmed; `None` when nothing of it is newer than the handover point.
     pub live: Option<Held>,
+}
+
+impl Plan {
+    /// The WAL records of the plan, in order.
+    pub fn records(&self, group: &str, source: &str) -> Vec<Record> {
+        self.backfill
+            .iter()
+            .chain(self.live.iter())
+            .map(|h| Record {
+                group: group.to_owned(),
+                source: source.to_owned(),
+                meta: h.meta,
+                payload: h.payload.clone(),
+            })
+            .collect()
+    }
 }
 
 /// The rings and the per-group handover state. A cheap clone.
@@ -124,7 +163,7 @@ pub struct Handover {
     config: HandoverConfig,
     /// Per group, per source.
     rings: Arc<Mutex<HashMap<String, HashMap<String, Ring>>>>,
-    groups: Arc<Mutex<HashMap<String, Arc<Mutex<GroupState>>>>>,
+    groups: Arc<Mutex<HashMap<String, Arc<parking_lot::Mutex<GroupState>>>>>,
 }
 
 /// The value under `key`, inserted empty if missing; the key is only copied then (a lookup
@@ -149,9 +188,32 @@ impl Handover {
         }
     }
 
-    /// Holds a write of any source (call after planning, so the live write is not part of
-    /// its own backfill); `forwarded` says whether it went to the WAL.
-    pub fn hold(&self, group: &str, source: &str, write: &Held, forwarded: bool) {
+    /// Takes the group's lock. Under it the caller decides the write's role for good,
+    /// plans a promoted write, appends the plan to the WAL and records it
+    /// ([`GroupGuard::record`]): a handover's backfill lands before any later write of the
+    /// group, and a forwarded write is in its ring before the next handover looks.
+    ///
+    /// The lock is a blocking one, held for the plan and the append (an insert into the
+    /// page cache, ~0.1 ms), not for the flush. A handover holds it while it trims the
+    /// held writes (see `highlander_handover_duration_seconds`); a write of the group that
+    /// comes meanwhile blocks its HTTP worker thread for that long, other groups' writes
+    /// on that thread included. Handovers are rare; each is logged with its duration.
+    pub fn lock<'h>(&'h self, group: &'h str) -> GroupGuard<'h> {
+        let slot = {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            slot(&mut groups, group).clone()
+        };
+        // parking_lot does not poison: a panic in a holder (none is expected) leaves the
+        // state as far as it got, and the lock stays usable.
+        GroupGuard {
+            handover: self,
+            group,
+            state: slot.lock_arc(),
+        }
+    }
+
+    /// Holds a write of `source` in its ring; `forwarded` says whether it went to the WAL.
+    fn hold(&self, group: &str, source: &str, write: &Held, forwarded: bool) {
         let window_ms = self.config.window.as_millis() as i64;
         let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         let now = write.meta.received_ms;
@@ -167,29 +229,14 @@ impl Handover {
         });
         let ring = slot(sources, source);
         ring.last_received_ms = now;
-        if alone {
-            ring.held.clear();
-            ring.bytes = 0;
-            return;
-        }
+        let max_bytes = if alone {
+            self.config.max_bytes_per_source / ALONE_SHARE
+        } else {
+            self.config.max_bytes_per_source
+        };
         ring.bytes += write.payload.len() as u64;
         ring.held.push_back((write.clone(), forwarded));
-        let newest = write.meta.max_ts;
-        while let Some((front, _)) = ring.held.front() {
-            // Keep the newest write whatever its size; age in data time where both have
-            // samples, else in receive time.
-            let over_bytes = ring.bytes > self.config.max_bytes_per_source && ring.held.len() > 1;
-            let too_old = if write.has_samples() && front.has_samples() {
-                front.meta.max_ts < newest.saturating_sub(window_ms)
-            } else {
-                (front.meta.received_ms as i64) < (now as i64).saturating_sub(window_ms)
-            };
-            if !over_bytes && !too_old {
-                break;
-            }
-            let (gone, _) = ring.held.pop_front().expect("front exists");
-            ring.bytes -= gone.payload.len() as u64;
-        }
+        ring.bound(write, max_bytes, window_ms);
     }
 
     /// The source's held writes, all of them or only those it forwarded.
@@ -208,133 +255,6 @@ impl Handover {
             .unwrap_or_default()
     }
 
-    fn group(&self, group: &str) -> Arc<Mutex<GroupState>> {
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        slot(&mut groups, group).clone()
-    }
-
-    /// Plans the appends for a promoted write of `source` (a handover when the group's
-    /// forwarded source changes, then the live write, trimmed while it reaches back behind
-    /// the handover point) and runs `append` on the plan, all under the group's lock: a
-    /// handover's backfill lands before any later write of the group, and a forwarded
-    /// write is in its ring before the next handover looks.
-    ///
-    /// The lock is a blocking one, held for the plan and the append: an insert into the
-    /// page cache, ~0.1 ms. An async lock made the next writer's task its owner from the
-    /// release until that task's thread polled it again, often after a whole decode: at
-    /// full load writes waited 0.3–0.8 ms for it, and A/B pairs gave 3–8 % more samples/s
-    /// without it. The price: a handover holds it while it trims the held writes (see
-    /// `highlander_handover_duration_seconds`), and a write of the group that comes
-    /// meanwhile blocks its HTTP worker thread for that long, other groups' writes on that
-    /// thread included. Handovers are rare; each is logged with its duration.
-    pub fn forward<R>(
-        &self,
-        group: &str,
-        source: &str,
-        live: Held,
-        append: impl FnOnce(&Plan) -> R,
-    ) -> Result<R, IngestError> {
-        let slot = self.group(group);
-        // A panic in here (none is expected) leaves the state as far as it got, as with
-        // the async lock before, which did not poison: the lock stays usable.
-        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let mut backfill = Vec::new();
-        if guard.forwarded.as_deref() != Some(source) {
-            let started = Instant::now();
-            let old = guard.forwarded.replace(source.to_owned());
-            if let Some(old) = old {
-                let cut = self.cut(group, &old, guard.last_ts)?;
-                let (mut backfilled, mut trimmed) = (0u64, 0u64);
-                let mut cut = cut;
-                if let Some(cut) = &mut cut {
-                    for held in self.held(group, source, false) {
-                        let (kept, k, t) = self.apply(cut, held)?;
-                        backfilled += k;
-                        trimmed += t;
-                        if let Some(kept) = kept {
-                            cut.advance(&decompress(
-                                &kept.payload,
-                                self.config.max_decoded_bytes,
-                            )?)?;
-                            backfill.push(kept);
-                        }
-                    }
-                }
-                guard.cut = cut;
-                let took = started.elapsed();
-                METRICS.handovers.inc();
-                METRICS.handover_backfilled.inc_by(backfilled);
-                METRICS.handover_trimmed.inc_by(trimmed);
-                METRICS.handover_duration.observe(took.as_secs_f64());
-                tracing::info!(
-                    group = %group,
-                    from = %old,
-                    to = %source,
-                    backfilled_samples = backfilled,
-                    backfilled_writes = backfill.len(),
-                    trimmed_samples = trimmed,
-                    took_ms = took.as_secs_f64() * 1000.0,
-                    "handover : '{source}' takes over from '{old}' (backfilled {backfilled} samples, trimmed {trimmed})"
-                );
-            }
-        }
-        let live = match guard.cut.as_ref() {
-            Some(cut) if live.has_samples() && live.meta.min_ts > cut.max => {
-                guard.cut = None;
-                Some(live)
-            }
-            Some(cut) => {
-                let (kept, _, t) = self.apply(cut, live)?;
-                METRICS.handover_trimmed.inc_by(t);
-                kept
-            }
-            None => Some(live),
-        };
-        for h in backfill.iter().chain(live.iter()) {
-            if h.has_samples() {
-                guard.last_ts = Some(
-                    guard
-                        .last_ts
-                        .map_or(h.meta.max_ts, |l| l.max(h.meta.max_ts)),
-                );
-            }
-        }
-        Ok(append(&Plan { backfill, live }))
-    }
-
-    /// Where the old source's series ended.
-    fn cut(
-        &self,
-        group: &str,
-        old: &str,
-        last_ts: Option<i64>,
-    ) -> Result<Option<Cut>, IngestError> {
-        let mut ends = HashMap::new();
-        // Only what the old source forwarded counts: after a takeover it keeps writing,
-        // as a standby, data that never reached the storage.
-        for held in self.held(group, old, true) {
-            let raw = decompress(&held.payload, self.config.max_decoded_bytes)?;
-            learn_ends(&raw, &mut ends)?;
-        }
-        if ends.is_empty() && last_ts.is_none() {
-            return Ok(None);
-        }
-        let fallback = if ends.is_empty() { last_ts } else { None };
-        let thresholds: HashMap<u64, i64> =
-            ends.into_iter().map(|(k, e)| (k, e.threshold())).collect();
-        let max = thresholds
-            .values()
-            .copied()
-            .chain(fallback)
-            .max()
-            .unwrap_or(i64::MIN);
-        Ok(Some(Cut {
-            thresholds,
-            fallback,
-            max,
-        }))
-    }
-
     /// Trims one write by the cut; returns it (if anything is left), kept and trimmed counts.
     fn apply(&self, cut: &Cut, held: Held) -> Result<(Option<Held>, u64, u64), IngestError> {
         if held.has_samples() && held.meta.min_ts > cut.max {
@@ -342,7 +262,7 @@ impl Handover {
             return Ok((Some(held), n, 0));
         }
         let raw = decompress(&held.payload, self.config.max_decoded_bytes)?;
-        let t = trim(&raw, |h| cut.threshold(h))?;
+        let t = trim(&raw, &cut.key, |h| Some(cut.threshold(h)))?;
         if t.trimmed == 0 {
             return Ok((Some(held), t.kept, 0));
         }
@@ -359,6 +279,128 @@ impl Handover {
             t.kept,
             t.trimmed,
         ))
+    }
+}
+
+/// A group's forwarding state, locked (see [`Handover::lock`]).
+pub struct GroupGuard<'h> {
+    handover: &'h Handover,
+    group: &'h str,
+    state: ArcMutexGuard<RawMutex, GroupState>,
+}
+
+impl GroupGuard<'_> {
+    /// Holds a write that is not forwarded: a standby's.
+    pub fn hold_standby(&self, source: &str, write: &Held) {
+        self.handover.hold(self.group, source, write, false);
+    }
+
+    /// Plans the appends for a promoted write of `source`: a handover when the group's
+    /// forwarded source changes, then the live write, trimmed while it reaches back behind
+    /// the handover point.
+    pub fn plan(&mut self, source: &str, live: Held) -> Result<Plan, IngestError> {
+        let backfill = if self.state.forwarded.as_deref() == Some(source) {
+            Vec::new()
+        } else {
+            self.hand_over(source, &live)?
+        };
+        let window_ms = self.handover.config.window.as_millis() as i64;
+        let live = match self.state.cut.as_ref() {
+            Some(cut) if live.has_samples() && live.meta.min_ts > cut.max => {
+                // Writes of the new source sent before this one may still be on their way
+                // (Prometheus sends shards in parallel): the cut stays for a window.
+                if live.meta.min_ts > cut.max.saturating_add(window_ms) {
+                    self.state.cut = None;
+                }
+                Some(live)
+            }
+            Some(cut) => {
+                let (kept, _, t) = self.handover.apply(cut, live)?;
+                METRICS.handover_trimmed.inc_by(t);
+                kept
+            }
+            None => Some(live),
+        };
+        for h in backfill.iter().chain(live.iter()) {
+            if h.has_samples() {
+                let last = self
+                    .state
+                    .last_ts
+                    .map_or(h.meta.max_ts, |l| l.max(h.meta.max_ts));
+                self.state.last_ts = Some(last);
+            }
+        }
+        Ok(Plan { backfill, live })
+    }
+
+    /// Records a promoted write after its plan was appended (`stored`): the ring keeps
+    /// what was forwarded (the trimmed live write) apart from what was not.
+    pub fn record(&self, source: &str, received: &Held, plan: &Plan, stored: bool) {
+        match plan.live.as_ref().filter(|_| stored) {
+            Some(live) => self.handover.hold(self.group, source, live, true),
+            None => self.handover.hold(self.group, source, received, false),
+        }
+    }
+
+    /// The handover to `source`: the cut from the old source, and `source`'s held writes
+    /// trimmed by it. `live` only helps to learn the cut; it is planned by the caller.
+    fn hand_over(&mut self, source: &str, live: &Held) -> Result<Vec<Held>, IngestError> {
+        let started = Instant::now();
+        let Some(old) = self.state.forwarded.replace(source.to_owned()) else {
+            return Ok(Vec::new());
+        };
+        let h = self.handover;
+        // Only what the old source forwarded counts: after a takeover it keeps writing,
+        // as a standby, data that never reached the storage.
+        let old_writes = h.held(self.group, &old, true);
+        let new_writes = h.held(self.group, source, false);
+        let new_side: Vec<&Held> = new_writes.iter().chain([live]).collect();
+        let mut cut = Cut::learn(&Sides {
+            old: &old_writes,
+            new: &new_side,
+            last_ts: self.state.last_ts,
+            max_decoded_bytes: h.config.max_decoded_bytes,
+        })?;
+        let (mut backfill, mut backfilled, mut trimmed) = (Vec::new(), 0u64, 0u64);
+        if let Some(cut) = &mut cut {
+            for held in new_writes {
+                let (kept, k, t) = h.apply(cut, held)?;
+                backfilled += k;
+                trimmed += t;
+                if let Some(kept) = kept {
+                    cut.advance(&decompress(&kept.payload, h.config.max_decoded_bytes)?)?;
+                    backfill.push(kept);
+                }
+            }
+        }
+        let told_apart: Vec<String> = cut
+            .as_ref()
+            .map(|c| {
+                c.key
+                    .skipped()
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.state.cut = cut;
+        let took = started.elapsed();
+        METRICS.handovers.inc();
+        METRICS.handover_backfilled.inc_by(backfilled);
+        METRICS.handover_trimmed.inc_by(trimmed);
+        METRICS.handover_duration.observe(took.as_secs_f64());
+        let group = self.group;
+        tracing::info!(
+            group = %group,
+            from = %old,
+            to = %source,
+            backfilled_samples = backfilled,
+            backfilled_writes = backfill.len(),
+            trimmed_samples = trimmed,
+            told_apart_by = ?told_apart,
+            took_ms = took.as_secs_f64() * 1000.0,
+            "handover : '{source}' takes over from '{old}' (backfilled {backfilled} samples, trimmed {trimmed})"
+        );
+        Ok(backfill)
     }
 }
 

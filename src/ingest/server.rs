@@ -15,7 +15,7 @@ use super::identity::{self, Params};
 use super::wire::Wanted;
 use crate::election::{Clock, Observation, Promotions, Role};
 use crate::metrics::METRICS;
-use crate::wal::{Record, Wal, WalError};
+use crate::wal::Wal;
 
 /// Seconds a sender is asked to wait after a 503.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -64,29 +64,37 @@ enum Outcome {
     Dropped,
 }
 
+/// An accepted write: its outcome and size.
+struct Accepted {
+    outcome: Outcome,
+    /// Samples and histograms in it.
+    samples: u64,
+    /// Its body's length.
+    bytes: u64,
+}
+
 async fn write(req: HttpRequest, payload: web::Payload, ingest: web::Data<Ingest>) -> HttpResponse {
     let started = std::time::Instant::now();
     let result = accept(&req, payload, &ingest).await;
     let m = &METRICS;
     let (outcome, resp) = match result {
-        Ok((Outcome::Stored, samples, bytes)) => {
+        Ok(accepted) => {
+            let (role, resp) = match accepted.outcome {
+                Outcome::Stored => ("promoted", HttpResponse::NoContent().finish()),
+                Outcome::Dropped => (
+                    "standby",
+                    HttpResponse::Accepted()
+                        .insert_header(("X-Highlander-Role", "standby"))
+                        .finish(),
+                ),
+            };
             m.ingest_samples
-                .with_label_values(&["promoted"])
-                .inc_by(samples);
+                .with_label_values(&[role])
+                .inc_by(accepted.samples);
             m.ingest_bytes
-                .with_label_values(&["promoted"])
-                .inc_by(bytes);
-            ("promoted", HttpResponse::NoContent().finish())
-        }
-        Ok((Outcome::Dropped, samples, bytes)) => {
-            m.ingest_samples
-                .with_label_values(&["standby"])
-                .inc_by(samples);
-            m.ingest_bytes.with_label_values(&["standby"]).inc_by(bytes);
-            let resp = HttpResponse::Accepted()
-                .insert_header(("X-Highlander-Role", "standby"))
-                .finish();
-            ("standby", resp)
+                .with_label_values(&[role])
+                .inc_by(accepted.bytes);
+            (role, resp)
         }
         Err(e) => {
             m.ingest_rejected.with_label_values(&[e.as_label()]).inc();
@@ -124,7 +132,7 @@ async fn accept(
     req: &HttpRequest,
     payload: web::Payload,
     ingest: &Ingest,
-) -> Result<(Outcome, u64, u64), IngestError> {
+) -> Result<Accepted, IngestError> {
     check_headers(req.headers())?;
     let params = Params::parse(req.query_string())?;
     if !ingest.ready.load(Ordering::Acquire) {
@@ -156,61 +164,62 @@ async fn accept(
         samples,
         data_ts: has_samples.then_some(decoded.meta.max_ts),
     });
+    if role == Role::Undecided {
+        return Err(IngestError::NoLeader);
+    }
     let mut meta = decoded.meta;
     meta.received_ms = ingest.clock.now_ms();
     let held = Held {
         payload: decoded.payload,
         meta,
     };
-    match role {
-        Role::Promoted => {}
-        Role::Standby => {
-            ingest.handover.hold(&group, &source, &held, false);
-            return Ok((Outcome::Dropped, samples, bytes));
-        }
-        Role::Undecided => return Err(IngestError::NoLeader),
-    }
-    // The group's lock is held while inserting (so a handover's backfill lands before any
-    // later write of the group), not while waiting for the flush (group commit).
-    let inserted = ingest
-        .handover
-        .forward(&group, &source, held.clone(), |plan| {
-            let records: Vec<Record> = plan
-                .backfill
-                .iter()
-                .chain(plan.live.iter())
-                .map(|h| Record {
-                    group: group.clone(),
-                    source: source.clone(),
-                    meta: h.meta,
-                    payload: h.payload.clone(),
-                })
-                .collect();
-            let inserted = if records.is_empty() {
-                Ok(None)
-            } else {
-                ingest.wal.insert_all(&records).map(Some)
-            };
-            // The ring keeps what was forwarded (the trimmed write) apart from what was not.
-            match (&plan.live, &inserted) {
-                (Some(live), Ok(_)) => ingest.handover.hold(&group, &source, live, true),
-                _ => ingest.handover.hold(&group, &source, &held, false),
-            }
-            inserted
-        })?;
-    drop(writing);
-    let durable = match inserted {
-        Ok(Some(seq)) => ingest.wal.wait_durable(seq).await,
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
+    let accepted = |outcome| Accepted {
+        outcome,
+        samples,
+        bytes,
     };
-    match durable {
-        Ok(()) => Ok((Outcome::Stored, samples, bytes)),
-        Err(WalError::Full { .. }) => Err(IngestError::Full),
-        Err(e @ WalError::DiskFull(_)) => Err(IngestError::DiskFull(e.to_string())),
-        Err(WalError::Closed) => Err(IngestError::NotReady),
-        Err(e) => Err(IngestError::Internal(e.to_string())),
+    let appended = match settle(ingest, &group, &source, held)? {
+        Settled::Standby => return Ok(accepted(Outcome::Dropped)),
+        Settled::Appended(seq) => seq,
+    };
+    drop(writing);
+    if let Some(seq) = appended {
+        ingest.wal.wait_durable(seq).await?;
     }
+    Ok(accepted(Outcome::Stored))
+}
+
+/// A write's final role, decided under its group's lock.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Held in its ring, not forwarded.
+    Standby,
+    /// Appended to the WAL (up to this sequence; `None` when the handover trimmed all of
+    /// it), not yet durable.
+    Appended(Option<u64>),
+}
+
+/// Decides a write's role for good and, for the promoted source, appends its plan to the
+/// WAL, all under the group's lock. The lock is released before the wait for the flush
+/// (group commit).
+fn settle(ingest: &Ingest, group: &str, source: &str, held: Held) -> Result<Settled, IngestError> {
+    let mut guard = ingest.handover.lock(group);
+    // The election may have changed since `observe`: a write of a source that lost its
+    // role must not land after the new source's backfill, and a standby's write that
+    // comes after its source's promotion must not be held where no one forwards it.
+    if !ingest.promotions.is_promoted(group, source) {
+        guard.hold_standby(source, &held);
+        return Ok(Settled::Standby);
+    }
+    let plan = guard.plan(source, held.clone())?;
+    let records = plan.records(group, source);
+    let appended = if records.is_empty() {
+        Ok(None)
+    } else {
+        ingest.wal.insert_all(&records).map(Some)
+    };
+    guard.record(source, &held, &plan, appended.is_ok());
+    Ok(Settled::Appended(appended?))
 }
 
 fn check_headers(headers: &HeaderMap) -> Result<(), IngestError> {
@@ -265,3 +274,6 @@ async fn read_body(
     }
     Ok(body.freeze())
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,23 +27,120 @@ impl SeriesEnd {
     }
 }
 
-/// A series' identity: a hash of its label names and values, in order.
-pub fn series_hash(series: &[u8]) -> Result<u64, WireError> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut fields = Fields::new(series);
-    while let Some(f) = fields.next_field()? {
-        if let (1, Value::Len(label)) = (f.number, f.value) {
-            let mut lf = Fields::new(label);
-            while let Some(l) = lf.next_field()? {
-                if let Value::Len(b) = l.value {
-                    l.number.hash(&mut h);
-                    b.hash(&mut h);
-                }
-            }
-            0xffu8.hash(&mut h);
+/// How a series is recognised across the sources of a group: a hash of its labels, in
+/// order, without the labels that tell the sources apart.
+///
+/// Replicas of an HA group carry their own external label (`replica="a"`, `replica="b"`)
+/// unless highlander strips it (`--replica-label`). Their series are then never equal as
+/// sent, but they are the same series without that label: the key leaves it out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeriesKey {
+    /// Names of the labels left out (few: a source's external labels).
+    skip: Vec<Vec<u8>>,
+}
+
+impl SeriesKey {
+    /// A key that leaves out the labels named in `skip`.
+    pub fn skipping(skip: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        SeriesKey {
+            skip: skip.into_iter().collect(),
         }
     }
-    Ok(h.finish())
+
+    /// The names this key leaves out.
+    pub fn skipped(&self) -> impl Iterator<Item = &[u8]> {
+        self.skip.iter().map(Vec::as_slice)
+    }
+
+    /// The key of one encoded `TimeSeries`.
+    pub fn of(&self, series: &[u8]) -> Result<u64, WireError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut fields = Fields::new(series);
+        while let Some(f) = fields.next_field()? {
+            let (1, Value::Len(label)) = (f.number, f.value) else {
+                continue;
+            };
+            let (name, value) = label_parts(label)?;
+            if self.skip.iter().any(|s| s.as_slice() == name) {
+                continue;
+            }
+            name.hash(&mut h);
+            value.hash(&mut h);
+            0xffu8.hash(&mut h);
+        }
+        Ok(h.finish())
+    }
+}
+
+/// The name and value of an encoded `Label`.
+fn label_parts(label: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+    let mut lf = Fields::new(label);
+    while let Some(l) = lf.next_field()? {
+        match (l.number, l.value) {
+            (1, Value::Len(b)) => name = b,
+            (2, Value::Len(b)) => value = b,
+            _ => {}
+        }
+    }
+    Ok((name, value))
+}
+
+/// The labels that every series seen so far carries with the same value: a sender's
+/// external labels, and any label its targets happen to share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConstantLabels {
+    /// `None` until a series was seen.
+    labels: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl ConstantLabels {
+    /// Narrows the set by every series of a decoded `WriteRequest`.
+    pub fn learn(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        let mut fields = Fields::new(buf);
+        while let Some(f) = fields.next_field()? {
+            let (1, Value::Len(series)) = (f.number, f.value) else {
+                continue;
+            };
+            if self.labels.as_ref().is_some_and(Vec::is_empty) {
+                // Nothing is constant any more: later series cannot change that.
+                return Ok(());
+            }
+            let mut labels = Vec::new();
+            let mut sf = Fields::new(series);
+            while let Some(l) = sf.next_field()? {
+                if let (1, Value::Len(label)) = (l.number, l.value) {
+                    labels.push(label_parts(label)?);
+                }
+            }
+            match &mut self.labels {
+                None => {
+                    self.labels = Some(
+                        labels
+                            .into_iter()
+                            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                            .collect(),
+                    )
+                }
+                Some(known) => {
+                    known.retain(|(n, v)| labels.contains(&(n.as_slice(), v.as_slice())))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the labels constant in both sets, with different values: what tells
+    /// the two senders apart (e.g. `replica`).
+    pub fn telling_apart(&self, other: &ConstantLabels) -> Vec<Vec<u8>> {
+        let (Some(mine), Some(theirs)) = (&self.labels, &other.labels) else {
+            return Vec::new();
+        };
+        mine.iter()
+            .filter(|(n, v)| theirs.iter().any(|(on, ov)| on == n && ov != v))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
 }
 
 /// The timestamp of a sample (field 2 of `Sample`) or histogram (field 15).
@@ -76,13 +173,17 @@ fn field_ts(f: &Field<'_>) -> Result<Option<i64>, WireError> {
 
 /// Records, for every series of a decoded `WriteRequest`, where it ends (feed the old
 /// source's requests in order).
-pub fn learn_ends(buf: &[u8], ends: &mut HashMap<u64, SeriesEnd>) -> Result<(), WireError> {
+pub fn learn_ends(
+    buf: &[u8],
+    key: &SeriesKey,
+    ends: &mut HashMap<u64, SeriesEnd>,
+) -> Result<(), WireError> {
     let mut fields = Fields::new(buf);
     while let Some(f) = fields.next_field()? {
         let (1, Value::Len(series)) = (f.number, f.value) else {
             continue;
         };
-        let hash = series_hash(series)?;
+        let hash = key.of(series)?;
         let mut sf = Fields::new(series);
         while let Some(sample) = sf.next_field()? {
             if sample.number != 2 && sample.number != 4 {
@@ -113,8 +214,12 @@ pub struct Trimmed {
 }
 
 /// Rewrites a decoded `WriteRequest` keeping, per series, only samples, histograms and
-/// exemplars strictly newer than `threshold(series_hash)`; `None` keeps the whole series.
-pub fn trim(buf: &[u8], threshold: impl Fn(u64) -> Option<i64>) -> Result<Trimmed, WireError> {
+/// exemplars strictly newer than `threshold(key)`; `None` keeps the whole series.
+pub fn trim(
+    buf: &[u8],
+    key: &SeriesKey,
+    threshold: impl Fn(u64) -> Option<i64>,
+) -> Result<Trimmed, WireError> {
     let mut out = Trimmed {
         raw: Vec::with_capacity(buf.len()),
         ..Trimmed::default()
@@ -125,7 +230,7 @@ pub fn trim(buf: &[u8], threshold: impl Fn(u64) -> Option<i64>) -> Result<Trimme
             out.raw.extend_from_slice(&buf[f.start..f.end]);
             continue;
         };
-        let Some(limit) = threshold(series_hash(series)?) else {
+        let Some(limit) = threshold(key.of(series)?) else {
             out.kept += count_samples(series)?;
             out.raw.extend_from_slice(&buf[f.start..f.end]);
             continue;
@@ -186,7 +291,7 @@ mod tests {
 
     fn hash_of(name: &str) -> u64 {
         let raw = TimeSeries::named(name, &[]).encode_to_vec();
-        series_hash(&raw).expect("valid")
+        SeriesKey::default().of(&raw).expect("valid")
     }
 
     #[test]
@@ -197,10 +302,16 @@ mod tests {
                 TimeSeries::named("a", &[1_000, 2_000]),
                 TimeSeries::named("b", &[1_500]),
             ]),
+            &SeriesKey::default(),
             &mut ends,
         )
         .expect("valid");
-        learn_ends(&req(vec![TimeSeries::named("a", &[3_000])]), &mut ends).expect("valid");
+        learn_ends(
+            &req(vec![TimeSeries::named("a", &[3_000])]),
+            &SeriesKey::default(),
+            &mut ends,
+        )
+        .expect("valid");
         assert_eq!(
             ends[&hash_of("a")],
             SeriesEnd {
@@ -226,7 +337,7 @@ mod tests {
             TimeSeries::named("c", &[5]),
         ]);
         let (a, b) = (hash_of("a"), hash_of("b"));
-        let t = trim(&raw, |h| {
+        let t = trim(&raw, &SeriesKey::default(), |h| {
             if h == a {
                 Some(2_000)
             } else if h == b {
@@ -250,8 +361,58 @@ mod tests {
     #[test]
     fn nothing_to_trim_keeps_the_bytes() {
         let raw = req(vec![TimeSeries::named("a", &[1_000, 2_000])]);
-        let t = trim(&raw, |_| Some(0)).expect("valid");
+        let t = trim(&raw, &SeriesKey::default(), |_| Some(0)).expect("valid");
         assert_eq!(t.raw, raw);
         assert_eq!((t.kept, t.trimmed), (2, 0));
+    }
+
+    fn labelled(name: &str, replica: &str, ts: &[i64]) -> TimeSeries {
+        let mut t = TimeSeries::named(name, ts);
+        t.labels.push(crate::proto::Label {
+            name: "replica".into(),
+            value: replica.into(),
+        });
+        t
+    }
+
+    #[test]
+    fn a_key_without_the_replica_label_matches_the_other_replicas_series() {
+        let a = labelled("up", "a", &[1]).encode_to_vec();
+        let b = labelled("up", "b", &[1]).encode_to_vec();
+        let other = labelled("down", "b", &[1]).encode_to_vec();
+        let full = SeriesKey::default();
+        assert_ne!(full.of(&a).expect("valid"), full.of(&b).expect("valid"));
+        let key = SeriesKey::skipping([b"replica".to_vec()]);
+        assert_eq!(key.of(&a).expect("valid"), key.of(&b).expect("valid"));
+        assert_ne!(key.of(&a).expect("valid"), key.of(&other).expect("valid"));
+        // Without the label to skip, the key is the full one.
+        let plain = TimeSeries::named("up", &[1]).encode_to_vec();
+        assert_eq!(
+            key.of(&plain).expect("valid"),
+            full.of(&plain).expect("valid")
+        );
+    }
+
+    #[test]
+    fn the_labels_that_tell_two_senders_apart_are_their_constant_labels_that_differ() {
+        let mut a = ConstantLabels::default();
+        let mut b = ConstantLabels::default();
+        assert!(a.telling_apart(&b).is_empty(), "nothing seen yet");
+        a.learn(&req(vec![
+            labelled("up", "a", &[1]),
+            labelled("x", "a", &[1]),
+        ]))
+        .expect("valid");
+        a.learn(&req(vec![labelled("y", "a", &[2])]))
+            .expect("valid");
+        b.learn(&req(vec![labelled("up", "b", &[1])]))
+            .expect("valid");
+        // `__name__` differs between a's series: not constant on a's side.
+        assert_eq!(a.telling_apart(&b), vec![b"replica".to_vec()]);
+        // Two senders that share every constant label are not told apart by any.
+        let mut same = ConstantLabels::default();
+        same.learn(&req(vec![labelled("z", "a", &[1])]))
+            .expect("valid");
+        assert!(a.telling_apart(&same).is_empty());
     }
 }

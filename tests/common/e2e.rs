@@ -3,8 +3,10 @@
 //! remote-writing through a highlander child process into a real VictoriaMetrics single
 //! node, and the helpers that read back what each of them holds.
 //!
-//! The binaries come from the Debian packages `prometheus` and `victoria-metrics`; when one
-//! is missing the tests fail and say so (they never skip silently).
+//! The binaries come from the Debian packages `prometheus` and `victoria-metrics`: bookworm's
+//! (2.42 and 1.79, installed by the test command) and sid's (3.5 and 1.145, fetched into
+//! `tools/sid` by `scripts/sid-servers`, see [`Servers`]). When one is missing the tests
+//! fail and say so (they never skip silently).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,6 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use super::{free_port, http, wait_until, Node};
 
-pub const PROMETHEUS: &str = "/usr/bin/prometheus";
-pub const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 /// The metric the in-test target serves; its series is what every check reads.
 pub const METRIC: &str = "e2e_counter_total";
 /// Both replicas scrape this often, so a healthy series has one sample per second.
@@ -47,8 +47,85 @@ pub fn require_binary(path: &str, package: &str) {
 
 /// Both servers the end-to-end tests run.
 pub fn require_servers() {
-    require_binary(PROMETHEUS, "prometheus");
-    require_binary(VICTORIA_METRICS, "victoria-metrics");
+    Servers::Bookworm.require();
+}
+
+/// Which builds of Prometheus and VictoriaMetrics a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Servers {
+    /// Debian bookworm's packages: Prometheus 2.42, VictoriaMetrics 1.79.
+    Bookworm,
+    /// Debian sid's packages, fetched by `scripts/sid-servers` into `tools/sid`:
+    /// Prometheus 3.5, VictoriaMetrics 1.145.
+    Sid,
+}
+
+impl Servers {
+    fn path(self, program: &str) -> String {
+        match self {
+            Servers::Bookworm => format!("/usr/bin/{program}"),
+            Servers::Sid => format!("{}/tools/sid/usr/bin/{program}", env!("CARGO_MANIFEST_DIR")),
+        }
+    }
+
+    /// The Prometheus binary.
+    pub fn prometheus(self) -> String {
+        self.path("prometheus")
+    }
+
+    /// The VictoriaMetrics single-node binary.
+    pub fn victoria_metrics(self) -> String {
+        self.path("victoria-metrics")
+    }
+
+    /// Fails the test, clearly, when a binary is missing.
+    pub fn require(self) {
+        match self {
+            Servers::Bookworm => {
+                require_binary(&self.prometheus(), "prometheus");
+                require_binary(&self.victoria_metrics(), "victoria-metrics");
+            }
+            Servers::Sid => {
+                for path in [self.prometheus(), self.victoria_metrics()] {
+                    assert!(
+                        Path::new(&path).is_file(),
+                        "{path} is missing: this end-to-end test needs Debian sid's server \
+                         (run `scripts/sid-servers`, which the test command runs)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// How the replicas of the HA pair are told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// `--replica-label __replica__`: highlander names the source by it and strips it, so
+    /// the storage holds one series.
+    Stripped,
+    /// The default configuration: no `--replica-label`; the replicas are named by
+    /// `highlander_source` and their own `replica` external label reaches the storage, so
+    /// it holds one series per replica.
+    Kept,
+}
+
+impl Labels {
+    /// The external label each replica carries.
+    pub fn external_label(self) -> &'static str {
+        match self {
+            Labels::Stripped => "__replica__",
+            Labels::Kept => "replica",
+        }
+    }
+
+    /// highlander's flags for this mode.
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Labels::Stripped => &["--replica-label", "__replica__"],
+            Labels::Kept => &[],
+        }
+    }
 }
 
 /// A child process that is SIGKILLed (and reaped) when dropped, even when the test panics.
@@ -218,15 +295,20 @@ pub async fn start_target() -> (std::net::SocketAddr, actix_web::dev::ServerHand
 }
 
 /// One Prometheus replica's config: scrape the target every second, remote_write to
-/// highlander promptly, with the replica name as `__replica__` external label.
-pub fn prometheus_config(target: std::net::SocketAddr, write_url: &str, replica: &str) -> String {
+/// highlander promptly, with the replica name as the `label` external label.
+pub fn prometheus_config(
+    target: std::net::SocketAddr,
+    write_url: &str,
+    label: &str,
+    replica: &str,
+) -> String {
     format!(
         r#"global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
   external_labels:
-    __replica__: {replica}
+    {label}: {replica}
 scrape_configs:
   - job_name: e2e
     static_configs:
@@ -265,6 +347,10 @@ pub struct E2e {
     pub tmp: tempfile::TempDir,
     /// When the scenario started (ms since the epoch), the origin of readable timestamps.
     pub started_ms: i64,
+    /// The server builds.
+    pub servers: Servers,
+    /// How the replicas are told apart.
+    pub labels: Labels,
 }
 
 impl Drop for E2e {
@@ -288,10 +374,15 @@ impl Drop for E2e {
 
 impl E2e {
     /// Starts the scrape target, VictoriaMetrics, and highlander in front of it with
-    /// `--replica-label __replica__`, the e2e health tick and expiry, and `extra` flags.
-    /// No replica yet.
+    /// `--replica-label __replica__`, the e2e health tick and expiry, and `extra` flags, on
+    /// bookworm's servers. No replica yet.
     pub async fn start(extra: &[&str]) -> E2e {
-        require_servers();
+        Self::start_with(Servers::Bookworm, Labels::Stripped, extra).await
+    }
+
+    /// [`E2e::start`] with the given server builds and replica labels.
+    pub async fn start_with(servers: Servers, labels: Labels, extra: &[&str]) -> E2e {
+        servers.require();
         let started_ms = now_ms();
         let client = http();
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -302,7 +393,7 @@ impl E2e {
         let vm_data = tmp.path().join("vm-data");
         let mut vm = Proc::spawn(
             "victoria-metrics",
-            VICTORIA_METRICS,
+            &servers.victoria_metrics(),
             vec![
                 format!("-httpListenAddr=127.0.0.1:{vm_port}"),
                 format!("-storageDataPath={}", vm_data.display()),
@@ -328,9 +419,8 @@ impl E2e {
             HEALTH_TICK,
             "--health-expiry",
             &expiry,
-            "--replica-label",
-            "__replica__",
         ];
+        args.extend_from_slice(labels.flags());
         args.extend_from_slice(extra);
         let node = Node::start(&args).await;
         E2e {
@@ -343,6 +433,8 @@ impl E2e {
             target_handle,
             tmp,
             started_ms,
+            servers,
+            labels,
         }
     }
 
@@ -355,16 +447,27 @@ impl E2e {
 
     /// Starts Prometheus replica `name` with `weight`; waits until it is ready.
     pub async fn start_replica(&mut self, name: &str, weight: u64) {
+        self.spawn_replica(name, weight);
+        self.wait_replica_ready(name).await;
+    }
+
+    /// The config of replica `name` writing with `weight`.
+    fn replica_config(&self, name: &str, weight: u64) -> String {
+        let label = self.labels.external_label();
+        prometheus_config(self.target, &self.write_url(name, weight), label, name)
+    }
+
+    /// Starts Prometheus replica `name` with `weight`, without waiting for it.
+    pub fn spawn_replica(&mut self, name: &str, weight: u64) {
         let dir = self.tmp.path().join(format!("prom-{name}"));
         std::fs::create_dir_all(&dir).expect("prometheus dir");
         let config = dir.join("prometheus.yml");
-        let write_url = self.write_url(name, weight);
-        std::fs::write(&config, prometheus_config(self.target, &write_url, name))
+        std::fs::write(&config, self.replica_config(name, weight))
             .expect("write prometheus config");
         let port = free_port();
-        let mut proc = Proc::spawn(
+        let proc = Proc::spawn(
             &format!("prometheus-{name}"),
-            PROMETHEUS,
+            &self.servers.prometheus(),
             vec![
                 format!("--config.file={}", config.display()),
                 format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
@@ -372,19 +475,22 @@ impl E2e {
             ],
             dir.join("prometheus.log"),
         );
-        let api = format!("http://127.0.0.1:{port}");
-        proc.wait_http_ok(
-            &self.client,
-            &format!("{api}/-/ready"),
-            Duration::from_secs(30),
-        )
-        .await;
         self.replicas.push(Replica {
             name: name.to_owned(),
             proc,
-            api,
+            api: format!("http://127.0.0.1:{port}"),
             config,
         });
+    }
+
+    /// Waits until replica `name` is ready.
+    pub async fn wait_replica_ready(&mut self, name: &str) {
+        let client = self.client.clone();
+        let r = self.replica_mut(name);
+        let ready = format!("{}/-/ready", r.api);
+        r.proc
+            .wait_http_ok(&client, &ready, Duration::from_secs(30))
+            .await;
     }
 
     fn replica_index(&self, name: &str) -> usize {
@@ -412,11 +518,8 @@ impl E2e {
     pub async fn reweight(&self, name: &str, weight: u64) {
         const DONE: &str = "Completed loading of configuration file";
         let r = self.replica(name);
-        std::fs::write(
-            &r.config,
-            prometheus_config(self.target, &self.write_url(name, weight), name),
-        )
-        .expect("rewrite prometheus config");
+        std::fs::write(&r.config, self.replica_config(name, weight))
+            .expect("rewrite prometheus config");
         let before = r.proc.log().matches(DONE).count();
         r.proc.signal(libc::SIGHUP);
         wait_until(
@@ -634,7 +737,7 @@ pub async fn start_victoria_metrics(client: &reqwest::Client, dir: &Path) -> (Pr
     let url = format!("http://127.0.0.1:{port}");
     let mut vm = Proc::spawn(
         "victoria-metrics",
-        VICTORIA_METRICS,
+        &Servers::Bookworm.victoria_metrics(),
         vec![
             format!("-httpListenAddr=127.0.0.1:{port}"),
             format!("-storageDataPath={}", dir.join("vm-data").display()),
@@ -665,7 +768,7 @@ pub async fn start_prometheus(
     let port = free_port();
     let mut proc = Proc::spawn(
         &format!("prometheus-{name}"),
-        PROMETHEUS,
+        &Servers::Bookworm.prometheus(),
         vec![
             format!("--config.file={}", config_path.display()),
             format!("--storage.tsdb.path={}", dir.join("tsdb").display()),

@@ -1,6 +1,5 @@
 //! Handover tests: fake times, real wire bytes.
 
-use bytes::Bytes;
 use prost::Message;
 
 use super::*;
@@ -16,24 +15,15 @@ fn write(series: &[(&str, &[i64])], received_ms: u64) -> Held {
             .collect(),
         metadata: vec![],
     };
-    let raw = req.encode_to_vec();
-    let s = wire::scan(&raw, Wanted::default()).expect("valid");
-    Held {
-        payload: Bytes::from(
-            snap::raw::Encoder::new()
-                .compress_vec(&raw)
-                .expect("snappy"),
-        ),
-        meta: RecordMeta {
-            received_ms,
-            min_ts: s.min_ts.unwrap_or(0),
-            max_ts: s.max_ts.unwrap_or(0),
-            series: s.series,
-            samples: s.samples,
-            histograms: 0,
-            exemplars: 0,
-        },
-    }
+    Held::of_request(&req, received_ms)
+}
+
+/// The timestamps of series `name` in `out`.
+fn times(out: &[(String, i64)], name: &str) -> Vec<i64> {
+    out.iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, t)| *t)
+        .collect()
 }
 
 fn samples(h: &Held) -> Vec<(String, i64)> {
@@ -59,19 +49,21 @@ fn handover() -> Handover {
     })
 }
 
-/// Feeds a promoted write through plan + hold, returns what would be appended.
+/// Feeds a promoted write through plan + record, returns what would be appended.
 async fn promoted(h: &Handover, source: &str, w: Held) -> Vec<(String, i64)> {
-    let out = h
-        .forward("g", source, w.clone(), |plan| -> Vec<_> {
-            plan.backfill
-                .iter()
-                .chain(plan.live.iter())
-                .flat_map(samples)
-                .collect()
-        })
-        .expect("plan");
-    h.hold("g", source, &w, true);
-    out
+    let mut guard = h.lock("g");
+    let plan = guard.plan(source, w.clone()).expect("plan");
+    guard.record(source, &w, &plan, true);
+    plan.backfill
+        .iter()
+        .chain(plan.live.iter())
+        .flat_map(samples)
+        .collect()
+}
+
+/// Holds a standby write.
+fn standby(h: &Handover, group: &str, source: &str, w: &Held) {
+    h.lock(group).hold_standby(source, w);
 }
 
 #[tokio::test]
@@ -84,11 +76,11 @@ async fn failover_backfills_the_gap_without_overlap() {
         if i <= 5 {
             promoted(&h, "a", write(&[("up", &[t]), ("x", &[t + 10])], t as u64)).await;
         }
-        h.hold(
+        standby(
+            &h,
             "g",
             "b",
             &write(&[("up", &[t + 300]), ("x", &[t + 310])], (t + 300) as u64),
-            false,
         );
     }
     // b's first promoted write: 10300.
@@ -98,18 +90,10 @@ async fn failover_backfills_the_gap_without_overlap() {
         write(&[("up", &[10_300]), ("x", &[10_310])], 10_300),
     )
     .await;
-    let up: Vec<i64> = out
-        .iter()
-        .filter(|(n, _)| n == "up")
-        .map(|(_, t)| *t)
-        .collect();
+    let up = times(&out, "up");
     // a ended at 5000 with a 1000 step: b's samples after 5500 fill the gap, in order.
     assert_eq!(up, vec![6_300, 7_300, 8_300, 9_300, 10_300]);
-    let x: Vec<i64> = out
-        .iter()
-        .filter(|(n, _)| n == "x")
-        .map(|(_, t)| *t)
-        .collect();
+    let x = times(&out, "x");
     assert_eq!(x, vec![6_310, 7_310, 8_310, 9_310, 10_310]);
     // Later live writes pass untouched.
     let out = promoted(&h, "b", write(&[("up", &[11_300])], 11_300)).await;
@@ -121,11 +105,11 @@ async fn takeover_by_a_live_source_trims_the_overlap() {
     let h = handover();
     for t in (0..=5).map(|i| i * STEP) {
         promoted(&h, "a", write(&[("up", &[t])], t as u64)).await;
-        h.hold(
+        standby(
+            &h,
             "g",
             "b",
             &write(&[("up", &[t + 600])], (t + 600) as u64),
-            false,
         );
     }
     // b takes over (bigger weight): its held writes reach back behind a's end (a's last is
@@ -144,11 +128,11 @@ async fn a_live_write_repeating_backfilled_samples_is_trimmed() {
     let h = handover();
     for t in (0..=5).map(|i| i * STEP) {
         promoted(&h, "a", write(&[("up", &[t])], t as u64)).await;
-        h.hold(
+        standby(
+            &h,
             "g",
             "b",
             &write(&[("up", &[t + 600])], (t + 600) as u64),
-            false,
         );
     }
     // b re-sends 5600 (a retry of a write that was already held) along with 6600.
@@ -167,7 +151,7 @@ async fn a_lagging_new_source_only_forwards_what_is_newer() {
     }
     // b lags: its held data only reaches 4200.
     for t in (0..=4).map(|i| i * STEP + 200) {
-        h.hold("g", "b", &write(&[("up", &[t])], t as u64 + 6_000), false);
+        standby(&h, "g", "b", &write(&[("up", &[t])], t as u64 + 6_000));
     }
     let out = promoted(&h, "b", write(&[("up", &[5_200])], 11_000)).await;
     assert!(
@@ -182,7 +166,7 @@ async fn a_lagging_new_source_only_forwards_what_is_newer() {
 async fn a_new_source_with_nothing_held_forwards_its_live_writes_after_the_cut() {
     let h = handover();
     // c, a standby seen at the start, makes the group an HA group: a holds its writes.
-    h.hold("g", "c", &write(&[("up", &[0])], 0), false);
+    standby(&h, "g", "c", &write(&[("up", &[0])], 0));
     for t in (0..=3).map(|i| i * STEP) {
         promoted(&h, "a", write(&[("up", &[t])], t as u64)).await;
     }
@@ -205,7 +189,7 @@ async fn without_the_old_source_held_the_group_end_serves() {
 #[tokio::test]
 async fn the_first_source_of_a_group_is_forwarded_as_is() {
     let h = handover();
-    h.hold("g", "a", &write(&[("up", &[0])], 0), false);
+    standby(&h, "g", "a", &write(&[("up", &[0])], 0));
     let out = promoted(&h, "a", write(&[("up", &[1_000])], 1_000)).await;
     assert_eq!(
         out,
@@ -222,8 +206,8 @@ fn rings_are_bounded_in_data_time_and_bytes() {
         max_decoded_bytes: 1 << 24,
     });
     for t in (0..=20).map(|i| i * STEP) {
-        h.hold("g", "b", &write(&[("up", &[t])], t as u64), false);
-        h.hold("g", "a", &write(&[("up", &[t])], t as u64), false);
+        standby(&h, "g", "b", &write(&[("up", &[t])], t as u64));
+        standby(&h, "g", "a", &write(&[("up", &[t])], t as u64));
     }
     let held = h.held("g", "a", false);
     assert!(
@@ -235,21 +219,143 @@ fn rings_are_bounded_in_data_time_and_bytes() {
 }
 
 #[test]
-fn a_source_alone_in_its_group_holds_nothing() {
-    let h = handover();
-    let held = |source: &str| h.held("g", source, false).len();
-    for t in (0..=3).map(|i| i * STEP) {
-        h.hold("g", "a", &write(&[("up", &[t])], t as u64), true);
+fn a_source_alone_in_its_group_holds_only_a_small_tail() {
+    let h = Handover::new(HandoverConfig {
+        window: Duration::from_secs(15),
+        max_bytes_per_source: 16 * 200,
+        max_decoded_bytes: 1 << 24,
+    });
+    let size = write(&[("up", &[9 * STEP])], 0).payload.len() as u64;
+    let bytes = |source: &str| {
+        h.held("g", source, false)
+            .iter()
+            .map(|w| w.payload.len() as u64)
+            .sum::<u64>()
+    };
+    let forwarded = |t: i64| {
+        let w = write(&[("up", &[t])], t as u64);
+        h.hold("g", "a", &w, true);
+    };
+    for t in (0..=9).map(|i| i * STEP) {
+        forwarded(t);
     }
-    assert_eq!(held("a"), 0, "nobody to hand over to");
-    // b appears: from now on both hold.
-    h.hold("g", "b", &write(&[("up", &[4_300])], 4_300), false);
-    h.hold("g", "a", &write(&[("up", &[5_000])], 5_000), true);
-    assert_eq!((held("a"), held("b")), (1, 1));
+    let held = h.held("g", "a", false).len();
+    assert!(
+        bytes("a") <= 200 && held >= 200 / size as usize - 1,
+        "alone: a sixteenth of the cap, {} bytes in {held} writes",
+        bytes("a")
+    );
+    // b appears: from now on a holds up to the whole cap.
+    standby(&h, "g", "b", &write(&[("up", &[10_300])], 10_300));
+    for t in (10..=14).map(|i| i * STEP) {
+        forwarded(t);
+    }
+    assert!(bytes("a") > 200, "{} bytes", bytes("a"));
     // A source of another group does not count.
     h.hold("other", "x", &write(&[("up", &[5_000])], 5_000), true);
-    assert_eq!(h.held("other", "x", false).len(), 0);
-    // b silent for longer than the window (15 s): a is alone again and lets go.
-    h.hold("g", "a", &write(&[("up", &[20_000])], 20_000), true);
-    assert_eq!(held("a"), 0);
+    assert!(bytes("a") > 200);
+    // b silent for longer than the window (15 s): a is alone again and keeps the tail.
+    forwarded(40_000);
+    assert!(bytes("a") <= 200, "{} bytes", bytes("a"));
+}
+
+/// A write of replica `replica`: series `name{replica=…}` with the samples at `ts`.
+fn replica_write(replica: &str, series: &[(&str, &[i64])], received_ms: u64) -> Held {
+    let req = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(name, ts)| {
+                let mut t = TimeSeries::named(name, ts);
+                t.labels.push(crate::proto::Label {
+                    name: "replica".into(),
+                    value: replica.into(),
+                });
+                t
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    Held::of_request(&req, received_ms)
+}
+
+#[tokio::test]
+async fn replicas_that_keep_their_replica_label_are_cut_per_series() {
+    let h = handover();
+    // a (replica="a") scrapes at 0, 1000, …, 5000 and dies; its last write carried `up`
+    // only (x's last sample is 4010). b (replica="b") scrapes 300 ms later in the cycle,
+    // held as a standby, until 9300. Nobody strips the label.
+    for i in 0..=9 {
+        let t = i * STEP;
+        if i < 5 {
+            let w = replica_write("a", &[("up", &[t]), ("x", &[t + 10])], t as u64);
+            promoted(&h, "a", w).await;
+        } else if i == 5 {
+            promoted(&h, "a", replica_write("a", &[("up", &[t])], t as u64)).await;
+        }
+        let w = replica_write(
+            "b",
+            &[("up", &[t + 300]), ("x", &[t + 310])],
+            (t + 300) as u64,
+        );
+        standby(&h, "g", "b", &w);
+    }
+    let live = replica_write("b", &[("up", &[10_300]), ("x", &[10_310])], 10_300);
+    let out = promoted(&h, "b", live).await;
+    // Not b's whole ring (from 300): from half a step after a's last sample of each
+    // series, matched without the replica label.
+    assert_eq!(times(&out, "up"), vec![6_300, 7_300, 8_300, 9_300, 10_300]);
+    assert_eq!(
+        times(&out, "x"),
+        vec![5_310, 6_310, 7_310, 8_310, 9_310, 10_310]
+    );
+}
+
+#[tokio::test]
+async fn a_series_the_old_source_never_sent_is_cut_at_the_handover_point() {
+    let h = handover();
+    for i in 0..=5 {
+        let t = i * STEP;
+        promoted(&h, "a", write(&[("up", &[t])], t as u64)).await;
+        // b also has a series `extra` that a never forwarded.
+        let w = write(
+            &[("up", &[t + 700]), ("extra", &[t + 700])],
+            (t + 700) as u64,
+        );
+        standby(&h, "g", "b", &w);
+    }
+    let out = promoted(
+        &h,
+        "b",
+        write(&[("up", &[6_700]), ("extra", &[6_700])], 6_700),
+    )
+    .await;
+    let extra = times(&out, "extra");
+    // The group's newest forwarded sample is 5000, the usual step 1000: from 5500 on, not
+    // b's whole ring (from 700).
+    assert_eq!(extra, vec![5_700, 6_700]);
+}
+
+#[tokio::test]
+async fn a_bigger_weight_taking_over_at_start_up_finds_the_old_sources_tail() {
+    let h = handover();
+    // a alone (b not started yet): only its tail is held.
+    for i in 0..=5 {
+        let t = i * STEP;
+        promoted(&h, "a", replica_write("a", &[("up", &[t])], t as u64)).await;
+    }
+    // b's first write takes over at once: nothing of b is held, and its live write carries
+    // one sample per series (no step to learn from it).
+    let out = promoted(&h, "b", replica_write("b", &[("up", &[5_040])], 5_040)).await;
+    assert!(out.is_empty(), "40 ms after a's last sample: {out:?}");
+    let out = promoted(&h, "b", replica_write("b", &[("up", &[6_040])], 6_040)).await;
+    assert_eq!(out, vec![("up".to_owned(), 6_040)]);
+}
+
+#[tokio::test]
+async fn without_a_step_the_fallback_is_the_newest_forwarded_sample() {
+    let h = handover();
+    promoted(&h, "a", write(&[("up", &[1_000])], 1_000)).await;
+    h.rings.lock().expect("rings").clear();
+    let out = promoted(&h, "b", write(&[("up", &[1_000, 1_001])], 1_100)).await;
+    assert_eq!(out, vec![("up".to_owned(), 1_001)]);
 }
