@@ -11,9 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin, NodeInfo};
+use crate::clock::{Clock, SystemClock};
 use crate::cluster::{self, promotions::ClusterPromotions, Cluster, ClusterConfig, ClusterError};
 use crate::config::Config;
-use crate::election::{Clock, ElectionStore, Elector, Promotions, SystemClock};
+use crate::election::{ElectionStore, Elector, Promotions};
 use crate::ingest::handover::Handover;
 use crate::ingest::{self, Ingest};
 use crate::shipper::{ClientError, Shipper};
@@ -131,6 +132,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .collect();
     wal.register_endpoints(&names, config.shipper.start_at)?;
 
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let shutdown = CancellationToken::new();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let state_dir = config.data_dir.join("state");
@@ -152,13 +154,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         &wal,
         &shutdown,
         gate_rx,
+        clock.clone(),
     )?;
     tasks.extend(workers);
 
     let (promotions, cluster): (Arc<dyn Promotions>, Option<Cluster>) = match &config.cluster {
         None => {
-            let elector =
-                Elector::with_store(config.election.health_expiry, Arc::new(SystemClock), store);
+            let elector = Elector::with_store(config.election.health_expiry, clock.clone(), store);
             tasks.push(tokio::spawn(
                 elector
                     .clone()
@@ -184,7 +186,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             let promotions = ClusterPromotions::new(
                 cluster.clone(),
                 config.election.health_expiry,
-                Arc::new(SystemClock),
+                clock.clone(),
                 Some(store),
             );
             tasks.push(tokio::spawn(
@@ -211,7 +213,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         replica_label: config.ingest.replica_label.as_deref().map(Arc::from),
         group_label: config.ingest.group_label.as_deref().map(Arc::from),
         ready: ready.clone(),
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         handover: Handover::new(config.ingest.handover),
     };
     let info = NodeInfo {

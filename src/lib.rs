@@ -7,6 +7,7 @@ pub mod admin;
 pub mod alloc;
 pub mod app;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod disk_sync;

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{auth, election_error, error, shipper_error, Admin};
-use crate::election::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::shipper::Target;
 
 macro_rules! guard_mutation {

@@ -8,7 +8,8 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::{auth, election_error, error, wal_error, Admin};
-use crate::election::{Clock, ElectionError, GroupView, HistoryEntry, SystemClock};
+use crate::clock::{Clock, SystemClock};
+use crate::election::{ElectionError, GroupView, HistoryEntry};
 use crate::proto::WriteRequest;
 use crate::shipper::EndpointState;
 use crate::wal::{ReadItem, RecordSummary};

@@ -37,9 +37,10 @@ use tokio_util::sync::CancellationToken;
 use super::reports::{Report, Seen};
 use super::types::{ControlState, Expect, Request};
 use super::Cluster;
+use crate::clock::Clock;
 use crate::election::state::{ElectionState, PromotedView, SourceView};
 use crate::election::{
-    Change, Clock, ElectionError, ElectionStore, GroupView, HistoryEntry, Observation, PinView,
+    Change, ElectionError, ElectionStore, GroupView, HistoryEntry, Observation, PinView,
     Promotions, Reason, Role,
 };
 
@@ -293,8 +294,6 @@ impl Promotions for ClusterPromotions {
             .promoted(group)
             .is_some_and(|p| p.source == source)
     }
-
-    fn tick(&self) {}
 
     fn groups(&self) -> BTreeMap<String, GroupView> {
         let committed = self.inner.cluster.control().current();

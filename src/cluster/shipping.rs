@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::types::Request;
 use super::Cluster;
-use crate::election::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::shipper::Shipper;
 use crate::wal::Wal;
 

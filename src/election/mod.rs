@@ -27,11 +27,12 @@ pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use state::ElectionState;
 pub use state::{Change, ElectionError, GroupView, Observation, PinKind, PinView, Reason, Role};
 pub use store::{ElectionStore, HistoryEntry};
@@ -98,24 +99,6 @@ pub fn log_change(change: &Change, expiry: Duration) {
     }
 }
 
-/// Milliseconds since the Unix epoch, from an injectable source.
-pub trait Clock: Send + Sync + 'static {
-    /// Now, in ms since the epoch.
-    fn now_ms(&self) -> u64;
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
-
 /// The authority that decides which source of a group is forwarded.
 pub trait Promotions: Send + Sync + 'static {
     /// The role of one write; may promote its source.
@@ -124,8 +107,6 @@ pub trait Promotions: Send + Sync + 'static {
     /// the group's lock, where a write's role becomes final (an election may have changed
     /// since [`Promotions::observe`]).
     fn is_promoted(&self, group: &str, source: &str) -> bool;
-    /// The periodic health check.
-    fn tick(&self);
     /// Every group as it stands.
     fn groups(&self) -> BTreeMap<String, GroupView>;
     /// Pins `source` in `group` until unpinned or `until_ms`.
@@ -219,6 +200,15 @@ impl Elector {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The periodic health check: demotes promoted sources silent for the expiry.
+    pub fn tick(&self) {
+        let now = self.clock.now_ms();
+        let changes = self.lock().tick(now);
+        for change in changes {
+            self.publish(change, now);
+        }
+    }
+
     /// Runs the health check every `tick` until `shutdown`.
     pub async fn run_health_checks(self, tick: Duration, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(tick);
@@ -244,14 +234,6 @@ impl Promotions for Elector {
 
     fn is_promoted(&self, group: &str, source: &str) -> bool {
         self.lock().is_promoted(group, source)
-    }
-
-    fn tick(&self) {
-        let now = self.clock.now_ms();
-        let changes = self.lock().tick(now);
-        for change in changes {
-            self.publish(change, now);
-        }
     }
 
     fn groups(&self) -> BTreeMap<String, GroupView> {
@@ -329,18 +311,11 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    struct FakeClock(AtomicU64);
-    impl Clock for FakeClock {
-        fn now_ms(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::clock::ManualClock;
 
     #[test]
     fn elector_uses_the_injected_clock_for_expiry() {
-        let clock = Arc::new(FakeClock(AtomicU64::new(1_000)));
+        let clock = Arc::new(ManualClock::at(1_000));
         let e = Elector::new(Duration::from_secs(5), clock.clone());
         let w = |source| Observation {
             group: "default",
@@ -350,10 +325,10 @@ mod tests {
             data_ts: None,
         };
         assert_eq!(e.observe(w("a")), Role::Promoted);
-        clock.0.store(5_999, Ordering::SeqCst);
+        clock.set(5_999);
         e.tick();
         assert_eq!(e.observe(w("b")), Role::Standby);
-        clock.0.store(6_000, Ordering::SeqCst);
+        clock.set(6_000);
         e.tick();
         // b wrote within the expiry: promoted at the tick that demoted a.
         assert_eq!(

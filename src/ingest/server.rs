@@ -13,7 +13,8 @@ use super::error::IngestError;
 use super::handover::{Handover, Held};
 use super::identity::{self, Params};
 use super::wire::Wanted;
-use crate::election::{Clock, Observation, Promotions, Role};
+use crate::clock::Clock;
+use crate::election::{Observation, Promotions, Role};
 use crate::metrics::METRICS;
 use crate::wal::Wal;
 

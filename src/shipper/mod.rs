@@ -36,6 +36,7 @@ pub use status::{EndpointState, EndpointStatus};
 
 use control::EndpointControl;
 
+use crate::clock::Clock;
 use crate::wal::{CursorMove, Wal, WalError};
 
 /// Why an operator request on endpoints is refused.
@@ -110,6 +111,7 @@ impl Shipper {
         wal: &Wal,
         shutdown: &CancellationToken,
         gate: watch::Receiver<bool>,
+        clock: Arc<dyn Clock>,
     ) -> Result<(Shipper, Vec<JoinHandle<()>>), ClientError> {
         let clients = endpoints
             .iter()
@@ -139,6 +141,7 @@ impl Shipper {
                 shutdown: shutdown.clone(),
                 gate: gate.clone(),
                 wal: wal.clone(),
+                clock: clock.clone(),
             };
             let worker = worker::Worker {
                 sender,

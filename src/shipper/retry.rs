@@ -18,6 +18,8 @@ pub enum Verdict {
     Delivered,
     /// 5xx, 429 or a network error: try again later.
     Retry {
+        /// HTTP status, `None` for a network error.
+        status: Option<u16>,
         /// One line for logs and the admin API.
         reason: String,
         /// The storage's `Retry-After`, if it sent one.
@@ -42,9 +44,12 @@ impl Verdict {
             Verdict::Delivered => None,
             Verdict::TooLarge => Some("413"),
             Verdict::Reject { .. } => Some("4xx"),
-            Verdict::Retry { reason, .. } if reason.starts_with("HTTP 429") => Some("429"),
-            Verdict::Retry { reason, .. } if reason.starts_with("HTTP ") => Some("5xx"),
-            Verdict::Retry { .. } => Some("network"),
+            Verdict::Retry { status, .. } => Some(match status {
+                Some(429) => "429",
+                Some(500..=599) => "5xx",
+                // No answer, or an answer that should never reach us (1xx, 3xx).
+                _ => "network",
+            }),
         }
     }
 }
@@ -56,6 +61,7 @@ pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Ve
         200..=299 => Verdict::Delivered,
         413 => Verdict::TooLarge,
         429 | 500..=599 => Verdict::Retry {
+            status: Some(status),
             reason: if answer.is_empty() {
                 format!("HTTP {status}")
             } else {
@@ -65,6 +71,7 @@ pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Ve
         },
         // 1xx/3xx should never reach us (redirects are followed): treat as transient.
         100..=199 | 300..=399 => Verdict::Retry {
+            status: Some(status),
             reason: format!("unexpected HTTP {status}"),
             after: None,
         },
@@ -88,6 +95,7 @@ pub fn classify_error(err: &reqwest::Error) -> Verdict {
         source = s.source();
     }
     Verdict::Retry {
+        status: None,
         reason,
         after: None,
     }
@@ -180,6 +188,17 @@ mod tests {
             assert!(retry(s), "{s} must be retried");
         }
         assert_eq!(classify_status(413, None, ""), Verdict::TooLarge);
+        let class = |s: u16| classify_status(s, None, "HTTP 429 in the body").failure_class();
+        assert_eq!(class(429), Some("429"));
+        assert_eq!(
+            class(503),
+            Some("5xx"),
+            "the class comes from the status, not the text"
+        );
+        assert_eq!(class(302), Some("network"));
+        assert_eq!(class(400), Some("4xx"));
+        assert_eq!(class(413), Some("413"));
+        assert_eq!(class(204), None);
         for s in [400, 401, 403, 404, 409, 422] {
             assert!(
                 matches!(classify_status(s, None, "bad"), Verdict::Reject { status, .. } if status == s),
@@ -199,7 +218,7 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         match classify_status(429, Some("3"), "slow down") {
-            Verdict::Retry { after, reason } => {
+            Verdict::Retry { after, reason, .. } => {
                 assert_eq!(after, Some(Duration::from_secs(3)));
                 assert_eq!(reason, "HTTP 429: slow down");
             }

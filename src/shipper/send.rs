@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::EndpointClient;
 use super::retry::{Backoff, Verdict};
 use super::status::{EndpointState, EndpointStatus};
-use crate::election::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::metrics::METRICS;
 use crate::wal::Wal;
 
@@ -59,6 +59,8 @@ pub(super) struct Sender {
     pub gate: watch::Receiver<bool>,
     /// Told when the endpoint goes down or comes back (it stores waiting writes compact).
     pub wal: Wal,
+    /// Times of errors and retries.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Sender {
@@ -73,6 +75,7 @@ impl Sender {
             shutdown: self.shutdown.clone(),
             gate: self.gate.clone(),
             wal: self.wal.clone(),
+            clock: self.clock.clone(),
         }
     }
 
@@ -130,7 +133,7 @@ impl Sender {
                     .inc();
             }
             let (reason, after) = match verdict {
-                Verdict::Retry { reason, after } => (reason, after),
+                Verdict::Retry { reason, after, .. } => (reason, after),
                 Verdict::Delivered => return Ok(self.recovered(failures, Final::Delivered)),
                 Verdict::TooLarge => return Ok(self.recovered(failures, Final::TooLarge)),
                 Verdict::Reject { status, answer } => {
@@ -143,7 +146,7 @@ impl Sender {
                 .with_label_values(&[&self.name])
                 .inc();
             let delay = self.backoff.next_delay(after);
-            let now = SystemClock.now_ms();
+            let now = self.clock.now_ms();
             self.update(|s| {
                 s.retries += 1;
                 s.failed_requests += 1;

@@ -23,7 +23,7 @@ use super::control::EndpointControl;
 use super::send::{Final, InFlight, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
-use crate::election::{Clock, SystemClock};
+
 use crate::metrics::METRICS;
 use crate::wal::{ReadItem, Record, Wal};
 
@@ -378,10 +378,11 @@ impl Worker {
             .shipper_quarantined
             .with_label_values(&[self.name()])
             .inc();
+        let now = self.sender.clock.now_ms();
         self.update(|s| {
             s.quarantined += 1;
             s.last_error = Some(format!("HTTP {status}: {answer}"));
-            s.last_error_ms = Some(SystemClock.now_ms());
+            s.last_error_ms = Some(now);
         });
     }
 

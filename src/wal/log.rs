@@ -13,8 +13,8 @@ use super::record::{CodecError, Record};
 use super::recover::{recover, Recovered};
 use super::segments::Segments;
 use super::{Durability, FullPolicy, StartAt, WalConfig, WalError};
+use crate::clock::{Clock, SystemClock};
 use crate::disk_sync::DiskSync;
-use crate::election::{Clock, SystemClock};
 use crate::metrics::METRICS;
 
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";

@@ -1,25 +1,17 @@
 //! The final role of a write under its group's lock: a real WAL in a temporary directory,
 //! the standalone election with a fake clock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::*;
+use crate::clock::ManualClock;
 use crate::election::Elector;
 use crate::ingest::handover::HandoverConfig;
 use crate::proto::{TimeSeries, WriteRequest};
 use crate::wal::{ReadItem, WalConfig};
 
-struct FakeClock(AtomicU64);
-
-impl Clock for FakeClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 fn ingest(dir: &std::path::Path) -> Ingest {
-    let clock = Arc::new(FakeClock(AtomicU64::new(1_000)));
+    let clock = Arc::new(ManualClock::at(1_000));
     Ingest {
         wal: Wal::open(WalConfig::for_tests(dir)).expect("wal"),
         promotions: Arc::new(Elector::new(Duration::from_secs(5), clock.clone())),
