@@ -30,7 +30,7 @@ use highlander::ingest::wire::{scan, Wanted};
 use highlander::ingest::Limits;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use highlander::wal::{
-    commit, Compression, Durability, FullPolicy, Record, RecordMeta, StartAt, Wal, WalConfig,
+    Compression, Durability, FullPolicy, Record, RecordMeta, StartAt, Wal, WalConfig,
 };
 
 /// Series per request: Prometheus' default `max_samples_per_send` is 2000.
@@ -314,7 +314,7 @@ fn wal_benches(c: &mut Criterion) {
         wal.register_endpoints(&["bench".to_owned()], StartAt::Oldest)
             .expect("register endpoint");
         let shutdown = CancellationToken::new();
-        let flusher = rt.spawn(commit::run_flusher(wal.clone(), shutdown.clone()));
+        let tasks = rt.block_on(async { wal.start(&shutdown) });
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -340,7 +340,10 @@ fn wal_benches(c: &mut Criterion) {
             })
         });
         shutdown.cancel();
-        rt.block_on(flusher).expect("flusher stops");
+        assert!(
+            rt.block_on(tasks.stopped(tokio::time::Instant::now() + Duration::from_secs(30))),
+            "the WAL's tasks stop"
+        );
     }
     group.finish();
 }

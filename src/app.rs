@@ -18,7 +18,7 @@ use crate::election::{ElectionStore, Elector, Promotions};
 use crate::ingest::handover::Handover;
 use crate::ingest::{self, Ingest};
 use crate::shipper::{ClientError, Shipper};
-use crate::wal::{self, Wal, WalError};
+use crate::wal::{Wal, WalError};
 
 /// Why the node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -140,11 +140,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .await
         .map_err(|_| WalError::Closed)?
         .map_err(AppError::State)?;
-    let flusher = tokio::spawn(wal::commit::run_flusher(wal.clone(), shutdown.clone()));
-    tasks.push(tokio::spawn(wal::gc::run_collector(
-        wal.clone(),
-        shutdown.clone(),
-    )));
+    let wal_tasks = wal.start(&shutdown);
     tasks.push(tokio::spawn(crate::alloc::run_trimmer(shutdown.clone())));
     // Standalone: always ship. Cluster: only while this node leads (see cluster::shipping).
     let (gate, gate_rx) = tokio::sync::watch::channel(config.cluster.is_none());
@@ -302,7 +298,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     for t in tasks {
         let _ = tokio::time::timeout_at(deadline, t).await;
     }
-    if tokio::time::timeout_at(deadline, flusher).await.is_err() {
+    if !wal_tasks.stopped(deadline).await {
         tracing::error!("final flush did not finish within the shutdown timeout");
     }
     admin_handle.stop(true).await;

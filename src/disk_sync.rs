@@ -23,7 +23,9 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// One sled database's extra syncs. Flushes through it are serialised.
 pub struct DiskSync {
@@ -47,7 +49,7 @@ impl DiskSync {
     /// sled's flush, then the syncs it leaves out. Returns what sled's flush returned (the
     /// bytes it wrote).
     pub fn flush(&self, db: &sled::Db) -> sled::Result<usize> {
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = self.done.lock();
         let before = self.list()?;
         let flushed = db.flush()?;
         let after = self.list()?;
@@ -67,7 +69,7 @@ impl DiskSync {
     /// Blob files synced and counted as done so far (for tests).
     #[cfg(test)]
     fn done_count(&self) -> usize {
-        self.done.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.done.lock().len()
     }
 
     fn sync_new(

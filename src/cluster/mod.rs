@@ -44,7 +44,7 @@
 //!
 //! # The transport
 //! Raft RPCs and forwarded proposals are JSON over HTTP on the cluster's own listener
-//! ([`rpc`]: `POST /raft/append`, `/raft/vote`, `/raft/snapshot` in 1 MiB chunks,
+//! (`rpc.rs`: `POST /raft/append`, `/raft/vote`, `/raft/snapshot` in 1 MiB chunks,
 //! `/cluster/write`), every request carrying the shared secret (`Authorization: Bearer`,
 //! checked in constant time before the body is read; 401 and a WARN otherwise). The client
 //! side ([`network`]) is one reqwest client per node; refused connections are reported to

@@ -8,7 +8,7 @@
 //! a [`NetworkError`]; a raft error the peer returned is a [`RemoteError`].
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -21,6 +21,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use parking_lot::Mutex;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -137,7 +138,7 @@ impl ClusterTransport {
 
     /// Records whether `peer` could be reached and logs the transitions.
     fn note_reachable(&self, peer: NodeId, addr: &str, reachable: bool, reason: &str) {
-        let mut down = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        let mut down = self.unreachable.lock();
         if reachable && down.remove(&peer) {
             tracing::info!(peer, %addr, "cluster: peer reachable again");
         } else if !reachable && down.insert(peer) {

@@ -29,13 +29,14 @@
 use crate::cluster::reports::{Report, Reports};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use openraft::error::{CheckIsLeaderError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -303,7 +304,7 @@ impl Cluster {
         if !self.is_leader() {
             return None;
         }
-        let acked = (*lock(&self.inner.quorum_ack))?;
+        let acked = (*self.inner.quorum_ack.lock())?;
         self.inner
             .lease
             .checked_sub(acked.elapsed())
@@ -445,7 +446,7 @@ impl Cluster {
                 if let Err(e) = inner.raft.shutdown().await {
                     tracing::warn!(error = %e, "cluster: raft did not stop cleanly");
                 }
-                let task = lock(&inner.server_task).take();
+                let task = inner.server_task.lock().take();
                 if let Some(task) = task {
                     match tokio::time::timeout(Duration::from_secs(2), task).await {
                         Ok(Ok(Ok(()))) => {}
@@ -489,11 +490,6 @@ async fn initialize(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Holders only copy or swap a value: it stays valid after a panic.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Follows raft's metrics: logs role and leader changes, and timestamps the leader's quorum
 /// acknowledgements for [`Cluster::leader_lease`]. Raft reports how long ago a quorum acked;
 /// stamping it on arrival keeps the lease shrinking even if raft stops reporting.
@@ -520,7 +516,7 @@ async fn watch_metrics(
                 m.millis_since_quorum_ack,
             )
         };
-        *lock(&quorum_ack) = match (role, acked_ms) {
+        *quorum_ack.lock() = match (role, acked_ms) {
             (Role::Leader, Some(ms)) => now.checked_sub(Duration::from_millis(ms)),
             _ => None,
         };
@@ -549,5 +545,5 @@ async fn watch_metrics(
         }
         seen = Some(current);
     }
-    *lock(&quorum_ack) = None;
+    *quorum_ack.lock() = None;
 }

@@ -27,10 +27,11 @@
 //! message loss, reordering and leader changes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +94,7 @@ impl ClusterPromotions {
     /// This node's view of the sources, pruned of long-silent ones.
     fn local_seen(&self) -> Vec<Seen> {
         let now = self.inner.clock.now_ms();
-        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.inner.seen.lock();
         seen.seen(now, self.expiry_ms() * u64::from(FORGET_EXPIRIES))
     }
 
@@ -280,7 +281,7 @@ impl Promotions for ClusterPromotions {
         if role == Role::Undecided {
             self.inner.decide_now.notify_one();
         }
-        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.inner.seen.lock();
         seen.record(&obs, role, now);
         role
     }

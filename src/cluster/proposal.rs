@@ -1,5 +1,5 @@
 //! What a node asks the leader to commit ([`Proposal`]), what the leader answers
-//! ([`ProposalReply`]), and how the leader runs one ([`propose_locally`]).
+//! ([`ProposalReply`]), and how the leader runs one (`propose_locally`).
 //!
 //! Any node can propose: a follower forwards the proposal to the leader over the cluster
 //! listener (`POST /cluster/write`), the leader runs it here. Both the forwarded and the

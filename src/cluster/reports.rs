@@ -8,9 +8,10 @@
 //! is writing look silent (and get it demoted).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::NodeId;
@@ -57,7 +58,7 @@ impl Reports {
 
     /// [`Reports::insert`] of a report received at `now`.
     pub(crate) fn insert_at(&self, report: Report, now: Instant) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.lock();
         let node = map.entry(report.node).or_default();
         for Seen {
             group,
@@ -74,7 +75,7 @@ impl Reports {
 
     /// [`Reports::fresh`] as of `now`.
     pub(crate) fn fresh_at(&self, max_age: Duration, now: Instant) -> Vec<Seen> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.lock();
         for sources in map.values_mut() {
             sources.retain(|_, (at, _)| now.saturating_duration_since(*at) <= max_age);
         }

@@ -88,7 +88,7 @@ pub struct ClusterStatus {
     pub last_applied: Option<u64>,
     /// Last log index covered by the current snapshot.
     pub snapshot_index: Option<u64>,
-    /// Leader only: remaining leader lease (see [`Cluster::leader_lease`]), in ms.
+    /// Leader only: remaining leader lease (see [`super::Cluster::leader_lease`]), in ms.
     pub lease_remaining_ms: Option<u64>,
     /// Members, voters and learners.
     pub members: Vec<Member>,

@@ -26,10 +26,11 @@ pub mod state;
 pub mod store;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -195,9 +196,8 @@ impl Elector {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ElectionState> {
-        // The state stays consistent even if a holder panicked: every method leaves it valid.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, ElectionState> {
+        self.state.lock()
     }
 
     /// The periodic health check: demotes promoted sources silent for the expiry.

@@ -9,7 +9,7 @@
 //! source triggers a handover, under that lock:
 //!
 //! 1. *Where did the old source end?* Its ring holds what it forwarded last; per series,
-//!    the last timestamp and the scrape step are learned from it ([`cut`]). Series are
+//!    the last timestamp and the scrape step are learned from it (`handover/cut.rs`). Series are
 //!    matched without the labels that tell the two sources apart (e.g. a `replica`
 //!    external label that reaches the storage). A series the old source did not forward
 //!    in the ring (or all of them, after a restart) is cut at the group's newest
@@ -31,12 +31,12 @@
 //! restart of highlander (rings are in memory).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::lock_api::ArcMutexGuard;
-use parking_lot::RawMutex;
+use parking_lot::{Mutex, RawMutex};
 
 use super::decode::{compress, decompress, meta_of};
 use super::error::IngestError;
@@ -163,7 +163,7 @@ pub struct Handover {
     config: HandoverConfig,
     /// Per group, per source.
     rings: Arc<Mutex<HashMap<String, HashMap<String, Ring>>>>,
-    groups: Arc<Mutex<HashMap<String, Arc<parking_lot::Mutex<GroupState>>>>>,
+    groups: Arc<Mutex<HashMap<String, Arc<Mutex<GroupState>>>>>,
 }
 
 /// The value under `key`, inserted empty if missing; the key is only copied then (a lookup
@@ -200,11 +200,11 @@ impl Handover {
     /// on that thread included. Handovers are rare; each is logged with its duration.
     pub fn lock<'h>(&'h self, group: &'h str) -> GroupGuard<'h> {
         let slot = {
-            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let mut groups = self.groups.lock();
             slot(&mut groups, group).clone()
         };
-        // parking_lot does not poison: a panic in a holder (none is expected) leaves the
-        // state as far as it got, and the lock stays usable.
+        // A panic in a holder (none is expected) leaves the state as far as it got; the
+        // lock does not poison.
         GroupGuard {
             handover: self,
             group,
@@ -215,7 +215,7 @@ impl Handover {
     /// Holds a write of `source` in its ring; `forwarded` says whether it went to the WAL.
     fn hold(&self, group: &str, source: &str, write: &Held, forwarded: bool) {
         let window_ms = self.config.window.as_millis() as i64;
-        let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rings = self.rings.lock();
         let now = write.meta.received_ms;
         if now % 64 == 0 {
             rings.retain(|_, sources| {
@@ -241,7 +241,7 @@ impl Handover {
 
     /// The source's held writes, all of them or only those it forwarded.
     fn held(&self, group: &str, source: &str, only_forwarded: bool) -> Vec<Held> {
-        let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let rings = self.rings.lock();
         rings
             .get(group)
             .and_then(|sources| sources.get(source))

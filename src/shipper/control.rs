@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 /// Shared between the worker and the admin handlers.
@@ -48,7 +48,7 @@ impl EndpointControl {
 
     /// Queues a quarantined batch for replay.
     pub fn replay(&self, seq: u64) {
-        let mut q = self.replays.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.replays.lock();
         if !q.contains(&seq) {
             q.push_back(seq);
         }
@@ -57,17 +57,11 @@ impl EndpointControl {
     }
 
     pub(super) fn next_replay(&self) -> Option<u64> {
-        self.replays
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+        self.replays.lock().pop_front()
     }
 
     pub(super) fn requeue_replay(&self, seq: u64) {
-        self.replays
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_front(seq);
+        self.replays.lock().push_front(seq);
     }
 }
 

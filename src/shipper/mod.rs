@@ -3,10 +3,10 @@
 //! One worker per endpoint, each with its own durable cursor in the WAL, so a slow or dead
 //! storage never slows the others. Within an endpoint, requests go out in sequence order,
 //! by default one at a time: per series, samples reach the storage in timestamp order.
-//! With `max_in_flight` above 1 ([`send`]) later batches go out before earlier ones are
+//! With `max_in_flight` above 1 (`send.rs`) later batches go out before earlier ones are
 //! answered (for storages that accept out-of-order samples); either way the cursor moves
 //! only over a contiguous prefix of settled records. A lagging worker joins consecutive
-//! records into one request ([`batch`]: a byte copy, no re-encode) up to the endpoint's
+//! records into one request (`batch.rs`: a byte copy, no re-encode) up to the endpoint's
 //! `max_batch_bytes`; a joined request the storage refuses is sent again record by record,
 //! so verdicts and quarantine stay per record.
 //!
@@ -24,9 +24,10 @@ mod split;
 pub mod status;
 mod worker;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -167,7 +168,7 @@ impl Shipper {
         self.endpoints
             .iter()
             .map(|h| {
-                let mut s = h.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut s = h.status.lock().clone();
                 if h.control.is_paused() {
                     s.state = EndpointState::Paused;
                 }

@@ -6,9 +6,10 @@
 //! concurrent send (with `max_in_flight` above 1) its own copy, with its own backoff, on a
 //! task of its own ([`InFlight`]). Every copy reports into the endpoint's one status.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +83,7 @@ impl Sender {
     /// Changes the status; tells the WAL when the endpoint goes down (retrying or paused)
     /// or comes back, under the status lock so that concurrent sends report in order.
     pub fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.status.lock();
         let was = is_down(&s);
         f(&mut s);
         let now = is_down(&s);
@@ -195,14 +196,14 @@ struct Outstanding(Arc<Mutex<EndpointStatus>>);
 
 impl Outstanding {
     fn new(status: &Arc<Mutex<EndpointStatus>>) -> Self {
-        status.lock().unwrap_or_else(|e| e.into_inner()).in_flight += 1;
+        status.lock().in_flight += 1;
         Outstanding(status.clone())
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.0.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
     }
 }

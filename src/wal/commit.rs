@@ -16,50 +16,53 @@
 //! others by [`LINGER`] at most. A group smaller than the load's (a straggler) does not
 //! shrink the next ones: the writes that arrive during a flush make the next group.
 //!
-//! Measured at full benchmark load (8 connections, `--max-in-flight 2`, A/B pairs of
-//! 15 s): a fixed 1 ms linger once the last group had two or more appends had taken relay
-//! CPU per sample down by 8-15 % and peak RSS by a third against no linger. Flushing as
-//! soon as the last group's count is in (and nothing is on its way) gave 12-25 % more
-//! samples/s than the fixed linger in three pairs, at 6.0-6.2 appends a group instead of
-//! 6.7-7.0 and no more CPU per sample, and kept the half-load p50 at ~1 ms. Expecting the
-//! largest of the last four groups instead held half load at ~1.7 ms (it waited out the
-//! linger for paced writers) and gained less; waiting only for the writes on their way
-//! halved the groups (a client's next request is often still on the wire).
-//!
 //! The flusher loop owns a blocking-pool thread for its whole life instead of being a
-//! task: as a task it handed each flush to that pool and was woken back, two thread
-//! wake-ups per flush on top of sled's own (the records were in sled then). Gathering and
-//! flushing on one thread gave 13 % more samples/s at 15 % less relay CPU per sample in
-//! A/B pairs at full load (noisy machine; the benchmark is the judge). Appends and writes
-//! wake it through [`FlushSignal`].
+//! task: gathering and flushing on one thread saves two thread wake-ups per flush (the
+//! measurements of these choices are in `bench/HISTORY.md`).
+//!
+//! [`Flusher`] owns this state (the durable watermark, the wake-up signal, the writes on
+//! their way); it sees the WAL only through [`Flushable`], so this module does not depend
+//! on the WAL handle.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::log::{durable_sender, flush_to_disk, flush_wanted};
-use super::{Durability, Wal};
+use super::{Durability, WalError};
 
 /// The longest the flusher waits for writes on their way before it flushes.
 pub const LINGER: Duration = Duration::from_millis(1);
 
 /// How often records are synced in `none` mode (nobody waits for it; it bounds what a
-/// power cut can take, as sled's background flush did when the records were in sled).
+/// power cut can take).
 const NONE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the flusher flushes: the WAL, seen through the three calls it needs.
+pub(super) trait Flushable: Send + Sync + 'static {
+    /// The next sequence to assign: every record below it is inserted.
+    fn next_seq(&self) -> u64;
+    /// Makes every record inserted so far durable (the segments' `fdatasync`).
+    fn sync(&self) -> Result<(), WalError>;
+    /// The last flush at shutdown: the records and the small state beside them.
+    fn flush_all(&self) -> Result<(), WalError>;
+}
 
 /// Wakes the flusher thread. A notification is never lost: the flusher notes the count
 /// before it looks at the WAL and sleeps only while no notification came since.
 #[derive(Default)]
-pub(crate) struct FlushSignal {
+struct FlushSignal {
     notified: Mutex<u64>,
     cv: Condvar,
 }
 
 impl FlushSignal {
     /// Wakes the flusher (or makes its next wait return at once).
-    pub(crate) fn notify(&self) {
+    fn notify(&self) {
         *self.lock() += 1;
         self.cv.notify_one();
     }
@@ -73,171 +76,229 @@ impl FlushSignal {
     fn wait(&self, seen: u64, deadline: Option<Instant>) {
         let mut notified = self.lock();
         while *notified == seen {
-            notified = match deadline {
-                None => self.cv.wait(notified).unwrap_or_else(|e| e.into_inner()),
+            match deadline {
+                None => self.cv.wait(&mut notified),
                 Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                    if self.cv.wait_until(&mut notified, d).timed_out() {
                         return;
                     }
-                    self.cv
-                        .wait_timeout(notified, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
                 }
-            };
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        // A counter cannot be left half-updated: a poisoned lock is still good.
-        self.notified.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.notified.lock()
+    }
+}
+
+/// The group commit's state, shared by the appends (which wait) and the flusher thread
+/// (which flushes).
+pub(super) struct Flusher {
+    /// Every sequence below this is on disk.
+    durable: watch::Sender<u64>,
+    /// Wakes the flusher: an append waits, the last write on its way is in, shutdown.
+    signal: FlushSignal,
+    /// Writes on their way to an insert ([`Writing`]).
+    writers: AtomicUsize,
+}
+
+impl Flusher {
+    /// A flusher whose records below `next_seq` are on disk (they were recovered).
+    pub(super) fn new(next_seq: u64) -> Flusher {
+        Flusher {
+            durable: watch::channel(next_seq).0,
+            signal: FlushSignal::default(),
+            writers: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until `seq` is on disk; asks for a flush.
+    pub(super) async fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+        let mut rx = self.durable.subscribe();
+        self.signal.notify();
+        rx.wait_for(|d| *d > seq)
+            .await
+            .map_err(|_| WalError::Closed)?;
+        Ok(())
+    }
+
+    /// Records that every sequence below `target` is on disk.
+    pub(super) fn mark_durable(&self, target: u64) {
+        self.durable.send_if_modified(|d| {
+            let moved = target > *d;
+            *d = (*d).max(target);
+            moved
+        });
+    }
+
+    /// The durable watermark.
+    fn durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    /// Counts a write that is on its way to an insert until the guard drops.
+    pub(super) fn writing(self: &Arc<Self>) -> Writing {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        Writing {
+            flusher: self.clone(),
+        }
+    }
+
+    fn writers(&self) -> usize {
+        self.writers.load(Ordering::SeqCst)
+    }
+
+    /// Starts the flusher loop on a blocking-pool thread; it runs until `shutdown`, then
+    /// flushes one last time and ends.
+    pub(super) fn start(
+        self: &Arc<Self>,
+        wal: Arc<dyn Flushable>,
+        durability: Durability,
+        flush_interval: Duration,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let flusher = self.clone();
+        tokio::spawn(async move {
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = {
+                let (flusher, stop) = (flusher.clone(), stop.clone());
+                tokio::task::spawn_blocking(move || {
+                    flusher.flush_until_stopped(&*wal, durability, flush_interval, &stop)
+                })
+            };
+            shutdown.cancelled().await;
+            stop.store(true, Ordering::SeqCst);
+            flusher.signal.notify();
+            if let Err(e) = thread.await {
+                tracing::error!(error = %e, "wal: the flusher ended without its final flush");
+            }
+        })
+    }
+
+    /// Appends inserted and not yet flushed.
+    fn waiting(&self, wal: &dyn Flushable) -> u64 {
+        wal.next_seq().saturating_sub(self.durable())
+    }
+
+    /// Waits until no write is on its way to an insert and `expected` appends wait, or
+    /// `linger` has passed; `false` when `stop` came first.
+    fn gather(
+        &self,
+        wal: &dyn Flushable,
+        stop: &AtomicBool,
+        expected: u64,
+        linger: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + linger;
+        loop {
+            let seen = self.signal.seen();
+            if stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self.writers() == 0 && self.waiting(wal) >= expected {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.signal.wait(seen, Some(deadline));
+        }
+    }
+
+    /// The flusher's loop (blocking): flushes as the durability mode asks until `stop`,
+    /// then flushes one last time.
+    fn flush_until_stopped(
+        &self,
+        wal: &dyn Flushable,
+        durability: Durability,
+        flush_interval: Duration,
+        stop: &AtomicBool,
+    ) {
+        let interval = match durability {
+            Durability::None => NONE_INTERVAL,
+            _ => flush_interval,
+        };
+        let mut next_tick = Instant::now() + interval;
+        // Appends the last flush served: the next group is expected as large.
+        let mut last_group = 0u64;
+        // Notifications already answered: a flush covers every append inserted before it
+        // takes its target, and each append notifies after its insert.
+        let mut seen = 0;
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match durability {
+                Durability::Sync => {
+                    self.signal.wait(seen, None);
+                    seen = self.signal.seen();
+                    if stop.load(Ordering::SeqCst) || !self.gather(wal, stop, last_group, LINGER) {
+                        break;
+                    }
+                }
+                Durability::Batch | Durability::None => {
+                    if Instant::now() < next_tick {
+                        self.signal.wait(self.signal.seen(), Some(next_tick));
+                        continue;
+                    }
+                    next_tick = Instant::now() + interval;
+                }
+            }
+            if let Some(group) = self.flush_once(wal) {
+                last_group = group;
+            }
+        }
+        let target = wal.next_seq();
+        match wal.flush_all() {
+            Ok(()) => self.mark_durable(target),
+            Err(e) => tracing::error!(error = %e, "wal: final flush failed"),
+        }
+    }
+
+    /// Flushes what was inserted so far and moves the durable watermark; the number of
+    /// appends it covered, `None` when there were none or the flush failed.
+    fn flush_once(&self, wal: &dyn Flushable) -> Option<u64> {
+        let target = wal.next_seq();
+        let already = self.durable();
+        if already >= target {
+            return None;
+        }
+        let started = Instant::now();
+        match wal.sync() {
+            Ok(()) => {
+                let m = &crate::metrics::METRICS;
+                m.wal_flush_duration
+                    .observe(started.elapsed().as_secs_f64());
+                m.wal_group_commit_records
+                    .observe((target - already) as f64);
+                self.mark_durable(target);
+                tracing::trace!(target, took = ?started.elapsed(), "wal: flushed");
+                Some(target - already)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "wal: flush failed, writes stay unacknowledged; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                self.signal.notify();
+                None
+            }
+        }
     }
 }
 
 /// A write on its way to an insert: while one is alive, the flusher holds the next flush
-/// back (up to [`LINGER`]) so that the write shares it. Drop it once the record is
+/// back (up to 1 ms, the linger) so that the write shares it. Drop it once the record is
 /// inserted (or the write is refused or dropped), before waiting for durability.
 #[must_use = "the flusher waits only while the guard is alive"]
 pub struct Writing {
-    wal: Wal,
-}
-
-impl Wal {
-    /// Counts a write that is on its way to an insert until the guard drops.
-    pub fn writing(&self) -> Writing {
-        self.inner.writers.fetch_add(1, Ordering::SeqCst);
-        Writing { wal: self.clone() }
-    }
-
-    fn writers(&self) -> usize {
-        self.inner.writers.load(Ordering::SeqCst)
-    }
+    flusher: Arc<Flusher>,
 }
 
 impl Drop for Writing {
     fn drop(&mut self) {
-        if self.wal.inner.writers.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.flusher.writers.fetch_sub(1, Ordering::SeqCst) == 1 {
             // The last one: a flusher that waits for it may go.
-            flush_wanted(&self.wal).notify();
-        }
-    }
-}
-
-/// Appends inserted and not yet flushed.
-fn waiting(wal: &Wal) -> u64 {
-    wal.next_seq().saturating_sub(*durable_sender(wal).borrow())
-}
-
-/// Waits until no write is on its way to an insert and `expected` appends wait, or
-/// `linger` has passed; `false` when `stop` came first.
-fn gather(wal: &Wal, stop: &AtomicBool, expected: u64, linger: Duration) -> bool {
-    let signal = flush_wanted(wal);
-    let deadline = Instant::now() + linger;
-    loop {
-        let seen = signal.seen();
-        if stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        if wal.writers() == 0 && waiting(wal) >= expected {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return true;
-        }
-        signal.wait(seen, Some(deadline));
-    }
-}
-
-/// Runs the flusher loop on a blocking-pool thread until `shutdown`, then flushes one last
-/// time.
-pub async fn run_flusher(wal: Wal, shutdown: CancellationToken) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flusher = {
-        let (wal, stop) = (wal.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || flush_until_stopped(&wal, &stop))
-    };
-    shutdown.cancelled().await;
-    stop.store(true, Ordering::SeqCst);
-    flush_wanted(&wal).notify();
-    if let Err(e) = flusher.await {
-        tracing::error!(error = %e, "wal: the flusher ended without its final flush");
-    }
-}
-
-/// The flusher's loop (blocking): flushes as the durability mode asks until `stop`, then
-/// flushes one last time.
-fn flush_until_stopped(wal: &Wal, stop: &AtomicBool) {
-    let durability = wal.config().durability;
-    let interval = match durability {
-        Durability::None => NONE_INTERVAL,
-        _ => wal.config().flush_interval,
-    };
-    let signal = flush_wanted(wal);
-    let mut next_tick = Instant::now() + interval;
-    // Appends the last flush served: the next group is expected as large.
-    let mut last_group = 0u64;
-    // Notifications already answered: a flush covers every append inserted before it
-    // takes its target, and each append notifies after its insert.
-    let mut seen = 0;
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match durability {
-            Durability::Sync => {
-                signal.wait(seen, None);
-                seen = signal.seen();
-                if stop.load(Ordering::SeqCst) || !gather(wal, stop, last_group, LINGER) {
-                    break;
-                }
-            }
-            Durability::Batch | Durability::None => {
-                if Instant::now() < next_tick {
-                    signal.wait(signal.seen(), Some(next_tick));
-                    continue;
-                }
-                next_tick = Instant::now() + interval;
-            }
-        }
-        if let Some(group) = flush_once(wal) {
-            last_group = group;
-        }
-    }
-    if let Err(e) = wal.flush_blocking() {
-        tracing::error!(error = %e, "wal: final flush failed");
-    }
-}
-
-/// Flushes what was inserted so far and moves the durable watermark; the number of
-/// appends it covered, `None` when there were none or the flush failed.
-fn flush_once(wal: &Wal) -> Option<u64> {
-    let target = wal.next_seq();
-    let already = *durable_sender(wal).borrow();
-    if already >= target {
-        return None;
-    }
-    let started = Instant::now();
-    match flush_to_disk(wal) {
-        Ok(_) => {
-            let m = &crate::metrics::METRICS;
-            m.wal_flush_duration
-                .observe(started.elapsed().as_secs_f64());
-            m.wal_group_commit_records
-                .observe((target - already) as f64);
-            durable_sender(wal).send_if_modified(|d| {
-                let moved = target > *d;
-                *d = (*d).max(target);
-                moved
-            });
-            tracing::trace!(target, took = ?started.elapsed(), "wal: flushed");
-            Some(target - already)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "wal: flush failed, writes stay unacknowledged; retrying");
-            std::thread::sleep(Duration::from_millis(100));
-            flush_wanted(wal).notify();
-            None
+            self.flusher.signal.notify();
         }
     }
 }
@@ -250,7 +311,6 @@ mod tests {
 
     use tokio_util::sync::CancellationToken;
 
-    use super::{durable_sender, flush_wanted, gather};
     use crate::wal::{Durability, Wal, WalConfig};
 
     /// Long enough that a gather that returns did not wait it out.
@@ -275,7 +335,8 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let wal = wal.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(gather(&wal, &AtomicBool::new(stop), expected, linger));
+            let flusher = wal.inner.flusher.clone();
+            let _ = tx.send(flusher.gather(&wal, &AtomicBool::new(stop), expected, linger));
         });
         rx
     }
@@ -320,7 +381,7 @@ mod tests {
         let gathered = gather_on_thread(&wal, false, 2, HOUR);
         wal.insert_all(std::slice::from_ref(&record))
             .expect("first");
-        flush_wanted(&wal).notify();
+        wal.inner.flusher.signal.notify();
         assert_eq!(
             gathered.recv_timeout(WATCH),
             Err(mpsc::RecvTimeoutError::Timeout),
@@ -329,7 +390,7 @@ mod tests {
         wal.insert_all(std::slice::from_ref(&record))
             .expect("second");
         // The insert does not wake the flusher; the append's wait for durability does.
-        flush_wanted(&wal).notify();
+        wal.inner.flusher.signal.notify();
         assert_eq!(gathered.recv_timeout(BOUND), Ok(true));
     }
 
@@ -352,7 +413,7 @@ mod tests {
             config.flush_interval = Duration::from_millis(5);
             let wal = Wal::open(config).expect("open wal");
             let shutdown = CancellationToken::new();
-            let flusher = tokio::spawn(super::run_flusher(wal.clone(), shutdown.clone()));
+            let tasks = wal.start(&shutdown);
             let record = crate::wal::record::tests::snappy_record();
             for _ in 0..3 {
                 let seq = wal
@@ -364,7 +425,7 @@ mod tests {
                     .expect("durable");
                 if durability == Durability::Batch {
                     // Acknowledged at once; the timer's flush still comes.
-                    let mut durable = durable_sender(&wal).subscribe();
+                    let mut durable = wal.inner.flusher.durable.subscribe();
                     tokio::time::timeout(BOUND, durable.wait_for(|d| *d > seq))
                         .await
                         .expect("flushed by the timer in time")
@@ -372,10 +433,10 @@ mod tests {
                 }
             }
             shutdown.cancel();
-            tokio::time::timeout(BOUND, flusher)
-                .await
-                .expect("the flusher stops")
-                .expect("flusher task");
+            assert!(
+                tasks.stopped(tokio::time::Instant::now() + BOUND).await,
+                "the flusher stops"
+            );
         }
     }
 }

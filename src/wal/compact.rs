@@ -13,7 +13,8 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use super::{Compression, Wal};
 use crate::metrics::METRICS;
@@ -50,7 +51,7 @@ impl Wal {
         if c.mode != Compression::Auto {
             return;
         }
-        let mut set = c.down.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = c.down.lock();
         let changed = if down {
             set.insert(endpoint.to_owned())
         } else {

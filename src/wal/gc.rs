@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::log::{be, Log, FIRST_SEQ, NEXT_SEQ};
+use super::index::{be, FIRST_SEQ, NEXT_SEQ};
+use super::log::Log;
 use super::{Wal, WalError};
 use crate::metrics::METRICS;
 

@@ -2,13 +2,15 @@
 //! recovery: [`super::recover`], removal: [`super::gc`], totals: [`super::stats`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
+use super::commit::{Flushable, Flusher, Writing};
+use super::index::{be, seq_of, Entry};
 use super::record::{CodecError, Record};
 use super::recover::{recover, Recovered};
 use super::segments::Segments;
@@ -16,38 +18,6 @@ use super::{Durability, FullPolicy, StartAt, WalConfig, WalError};
 use crate::clock::{Clock, SystemClock};
 use crate::disk_sync::DiskSync;
 use crate::metrics::METRICS;
-
-pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
-/// The buffer's floor: every sequence below it has left the buffer (its segment may not
-/// yet be deleted, see [`Segments`]).
-pub(super) const FIRST_SEQ: &[u8] = b"first_seq";
-
-/// What the in-memory index keeps of a record (so limits and lag need no disk reads).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Entry {
-    /// Encoded length; 0 for a hole left by a damaged record.
-    pub(super) len: u32,
-    pub(super) received_ms: u64,
-    pub(super) min_ts: i64,
-    pub(super) max_ts: i64,
-}
-
-impl Entry {
-    pub(super) fn new(len: usize, m: &super::RecordMeta) -> Entry {
-        let empty = m.samples == 0 && m.histograms == 0;
-        Entry {
-            len: len as u32,
-            received_ms: m.received_ms,
-            // A write without samples (metadata only) has no data time.
-            min_ts: if empty { i64::MAX } else { m.min_ts },
-            max_ts: if empty { i64::MIN } else { m.max_ts },
-        }
-    }
-
-    pub(super) fn has_samples(&self) -> bool {
-        self.len > 0 && self.min_ts <= self.max_ts
-    }
-}
 
 /// Everything that changes together, under one lock.
 pub(super) struct Log {
@@ -76,8 +46,7 @@ const SLED_CACHE: u64 = 16 << 20;
 
 /// How often sled writes cursor moves and the floor to its log in the background (a
 /// killed process loses at most this much of them: those records are sent again). Each
-/// flush wakes sled's IO threads, so not at every group commit, as when the records were
-/// in sled (17–21 % of the relay's CPU at full load); 10 a second cost nothing measurable.
+/// flush wakes sled's IO threads, so not at every group commit.
 const SLED_FLUSH_MS: u64 = 100;
 
 /// The directory of the segment files, inside the WAL's directory.
@@ -96,12 +65,8 @@ pub(super) struct Inner {
     log: Mutex<Log>,
     /// `next_seq` after the latest append: wakes the shippers.
     appended: watch::Sender<u64>,
-    /// Every sequence below this is on disk.
-    durable: watch::Sender<u64>,
-    /// Wakes the flusher: an append waits, the last write on its way is in, shutdown.
-    flush_wanted: super::commit::FlushSignal,
-    /// Writes on their way to an insert ([`super::commit::Writing`]).
-    pub(super) writers: AtomicUsize,
+    /// The group commit.
+    pub(super) flusher: Arc<Flusher>,
     /// Whether new records are stored compact.
     pub(super) compact: super::compact::Compact,
     /// A cursor moved: records may be ready to delete.
@@ -142,14 +107,6 @@ pub struct CursorMove {
     pub to: u64,
     /// Buffered records between the two (skipped, or to be sent again).
     pub records: u64,
-}
-
-pub(super) fn be(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
-}
-
-pub(super) fn seq_of(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
 impl Wal {
@@ -196,7 +153,6 @@ impl Wal {
             "wal: recovered"
         );
         let (appended, _) = watch::channel(next_seq);
-        let (durable, _) = watch::channel(next_seq);
         let compact = super::compact::Compact::new(config.compression);
         Ok(Wal {
             inner: Arc::new(Inner {
@@ -219,9 +175,7 @@ impl Wal {
                     unlogged_drops: 0,
                 }),
                 appended,
-                durable,
-                flush_wanted: super::commit::FlushSignal::default(),
-                writers: AtomicUsize::new(0),
+                flusher: Arc::new(Flusher::new(next_seq)),
                 compact,
                 cursor_moved: Notify::new(),
                 clock,
@@ -231,7 +185,7 @@ impl Wal {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Log> {
         // Every critical section leaves the log consistent before it can fail.
-        self.inner.log.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.log.lock()
     }
 
     /// The settings it was opened with.
@@ -251,9 +205,8 @@ impl Wal {
     /// acknowledging.
     ///
     /// An insert is a `pwritev` into the page cache, tens of µs a write: handing it to
-    /// another thread and back cost more (measured: +12–19 % samples/s, −7–10 % CPU per
-    /// sample at full load on 2 cores; no change at half load). The ingest calls it under
-    /// its group's lock.
+    /// another thread and back costs more than that (see `bench/HISTORY.md`). The ingest
+    /// calls it under its group's lock.
     pub fn insert_all(&self, records: &[Record]) -> Result<u64, WalError> {
         let compact = self.compacting();
         let mut last = None;
@@ -328,12 +281,13 @@ impl Wal {
         if self.inner.config.durability != Durability::Sync {
             return Ok(());
         }
-        let mut rx = self.inner.durable.subscribe();
-        self.inner.flush_wanted.notify();
-        rx.wait_for(|d| *d > seq)
-            .await
-            .map_err(|_| WalError::Closed)?;
-        Ok(())
+        self.inner.flusher.wait_durable(seq).await
+    }
+
+    /// Counts a write that is on its way to an insert until the guard drops: the group
+    /// commit waits for it (see `wal/commit.rs`).
+    pub fn writing(&self) -> Writing {
+        self.inner.flusher.writing()
     }
 
     /// Reads up to `max_records` records (and about `max_bytes`) from `from` on (blocking).
@@ -506,13 +460,8 @@ impl Wal {
     /// it durable.
     pub fn flush_blocking(&self) -> Result<(), WalError> {
         let target = self.next_seq();
-        flush_to_disk(self)?;
-        self.flush_sled()?;
-        self.inner.durable.send_if_modified(|d| {
-            let moved = target > *d;
-            *d = (*d).max(target);
-            moved
-        });
+        self.flush_all()?;
+        self.inner.flusher.mark_durable(target);
         Ok(())
     }
 
@@ -525,19 +474,23 @@ impl Wal {
     }
 }
 
-pub(super) fn durable_sender(wal: &Wal) -> &watch::Sender<u64> {
-    &wal.inner.durable
-}
+/// The group commit flushes the WAL through these.
+impl Flushable for Wal {
+    fn next_seq(&self) -> u64 {
+        Wal::next_seq(self)
+    }
 
-pub(super) fn flush_wanted(wal: &Wal) -> &super::commit::FlushSignal {
-    &wal.inner.flush_wanted
-}
+    /// The segments' `fdatasync`. Cursors and metadata go to disk with sled's own
+    /// background flush ([`SLED_FLUSH_MS`]), at a clean shutdown ([`Wal::flush_blocking`]),
+    /// and before any segment is deleted.
+    fn sync(&self) -> Result<(), WalError> {
+        Ok(self.inner.segments.sync()?)
+    }
 
-/// Makes every record inserted so far durable (blocking): the segments' `fdatasync`.
-/// Cursors and metadata go to disk with sled's own background flush ([`SLED_FLUSH_MS`]),
-/// at a clean shutdown ([`Wal::flush_blocking`]), and before any segment is deleted.
-pub(super) fn flush_to_disk(wal: &Wal) -> Result<(), WalError> {
-    Ok(wal.inner.segments.sync()?)
+    fn flush_all(&self) -> Result<(), WalError> {
+        self.sync()?;
+        self.flush_sled()
+    }
 }
 
 /// Hands this thread's deferred frees to sled's epoch collector now, and lets it collect.

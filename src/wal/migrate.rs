@@ -7,7 +7,7 @@
 //! synced before any tree is dropped, and a start after a crash in between moves only the
 //! records above what the segments already hold (the trees are read in sequence order).
 
-use super::log::seq_of;
+use super::index::seq_of;
 use super::segments::Segments;
 use super::WalError;
 use crate::disk_sync::DiskSync;

@@ -4,7 +4,7 @@
 //! # Layout on disk
 //! In `<data-dir>/wal`, never shared with other state:
 //! - `segments/`: the records, appended to segment files of about 32 MiB, each named after
-//!   its first sequence number ([`segments`]); a record is a frame header (length,
+//!   its first sequence number (`segments/`); a record is a frame header (length,
 //!   sequence, checksum) and a [`record::Record`] with a CRC-32 over all its bytes. A
 //!   segment is deleted whole once every sequence in it has left the buffer, or kept as
 //!   `spare` to take the next segment (overwriting is cheaper to sync than appending).
@@ -13,10 +13,10 @@
 //!   high-water mark of assigned sequence numbers, and `first_seq`, the floor: every
 //!   sequence below it has left the buffer) and `quarantine` (batches an endpoint rejected
 //!   permanently, with its answer). Records an earlier version kept in sled trees are moved
-//!   into segments at the first start ([`migrate`]).
+//!   into segments at the first start (`migrate.rs`).
 //!
 //! A record's payload is stored as the sender's snappy block, or — while a storage is down
-//! ([`compact`]) — as that block compressed again by zstd, 1.8 times smaller, expanded to
+//! (`compact.rs`) — as that block compressed again by zstd, 1.8 times smaller, expanded to
 //! the same bytes when it is read; readers never see the difference.
 //!
 //! # Invariants
@@ -32,11 +32,11 @@
 //!   thread flushes whenever appends are waiting, and every append inserted before a flush
 //!   started is covered by it.
 //! - Cursor moves and the floor reach disk with sled's background flush (every 100 ms),
-//!   at a clean shutdown, and before any segment is deleted ([`gc`]); after a crash an
+//!   at a clean shutdown, and before any segment is deleted (`gc.rs`); after a crash an
 //!   endpoint may be sent again what it took in the last moments (at least once).
 //! - A cursor only moves forward over records the endpoint took (or that were quarantined,
 //!   dropped by the size/age limits, or skipped by an operator); records below the slowest
-//!   cursor leave the buffer within milliseconds of the cursor move ([`gc::run_collector`]):
+//!   cursor leave the buffer within milliseconds of the cursor move (the collector, `gc.rs`):
 //!   the index, the byte count and the persisted floor under the lock, the storage after
 //!   it (a segment is deleted whole, or kept as the spare, once the floor has passed it),
 //!   so appends never wait for a deletion.
@@ -45,7 +45,18 @@
 //!   Prometheus keeps the data in its own WAL and retries.
 //! - Recovery (after kill -9 or power loss) keeps every flushed record. A record whose
 //!   checksum fails is logged at ERROR and removed on its own; the rest of the buffer
-//!   stays. A write a crash cut short (never acknowledged) is cut off.
+//!   stays. A write that a crash cut short was never acknowledged: recovery cuts it off.
+//!
+//! # Tasks
+//! [`Wal::start`] starts the WAL's own background work, both stopped by one shutdown
+//! token: the flusher of the group commit (`commit.rs`), which flushes one last time at
+//! shutdown, and the collector (`gc.rs`). [`WalTasks::stopped`] waits for both.
+//!
+//! # Files
+//! `log.rs` holds the [`Wal`] handle (open, insert, read, cursors); `index.rs` what the
+//! handle keeps of each record in memory; `segments/` the record files; `commit.rs` the
+//! group commit; `gc.rs` removal; `recover.rs` and `migrate.rs` the start-up;
+//! `compact.rs`, `quarantine.rs`, `stats.rs` and `inspect.rs` one concern each.
 //!
 //! # Durability modes
 //! - `sync` (default): 2xx only after the record is on disk;
@@ -54,9 +65,10 @@
 //!   shutdown. A crash of the process loses nothing written (the page cache keeps it); a
 //!   power cut loses what was not flushed.
 
-pub mod commit;
+mod commit;
 mod compact;
-pub mod gc;
+mod gc;
+mod index;
 mod inspect;
 mod log;
 mod migrate;
@@ -65,17 +77,20 @@ pub mod record;
 mod recover;
 mod segments;
 mod stats;
+mod tasks;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub use commit::Writing;
 pub use inspect::RecordSummary;
 pub use log::{CursorMove, ReadItem, Wal};
 pub use quarantine::Quarantined;
 pub use record::{Record, RecordMeta};
 pub use stats::{CursorStats, QueueStats};
+pub use tasks::WalTasks;
 
 /// What to do when an append would exceed the byte cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -318,9 +318,9 @@ fn old_database(
         }
     }
     let meta = db.open_tree("meta").expect("meta");
-    meta.insert(super::log::NEXT_SEQ, &next.to_be_bytes())
+    meta.insert(super::index::NEXT_SEQ, &next.to_be_bytes())
         .expect("meta");
-    meta.insert(super::log::FIRST_SEQ, &floor.to_be_bytes())
+    meta.insert(super::index::FIRST_SEQ, &floor.to_be_bytes())
         .expect("meta");
     db.flush().expect("flush");
 }

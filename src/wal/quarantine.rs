@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::log::{be, seq_of};
+use super::index::{be, seq_of};
 use super::record::Record;
 use super::{Wal, WalError};
 

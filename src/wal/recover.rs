@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use super::log::{seq_of, Entry, FIRST_SEQ, NEXT_SEQ};
+use super::index::{seq_of, Entry, FIRST_SEQ, NEXT_SEQ};
 use super::segments::{Damage, Recovered as Found, Segments};
 use super::WalError;
 use crate::disk_sync::DiskSync;

@@ -8,10 +8,11 @@
 
 use std::fmt::Debug;
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, SnapshotSignature};
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -91,7 +92,7 @@ struct Shared {
 impl Shared {
     fn lock_current(&self) -> MutexGuard<'_, Option<StoredSnapshot>> {
         // Holders only swap an Option: the value stays valid even after a panic.
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
+        self.current.lock()
     }
 
     /// Makes `snapshot` current (with `state` persisted beside it, when given) unless a newer
