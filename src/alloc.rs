@@ -30,9 +30,9 @@ pub const ARENAS: i32 = 2;
 ///
 /// glibc gives each thread that meets a locked arena a new one, up to 8 per core; the relay
 /// has a dozen threads (HTTP workers, runtime, blocking pool, sled's IO threads) that free
-/// each other's buffers, and every arena keeps its own free memory. Measured at full
-/// benchmark load: peak RSS 285-294 -> 218-229 MiB with no change in CPU per sample; at
-/// half load 60-67 -> 55 MiB, CPU within noise. An operator's `MALLOC_ARENA_MAX` wins.
+/// each other's buffers, and every arena keeps its own free memory: two arenas cut peak
+/// RSS by a fifth at no CPU cost (see `bench/HISTORY.md`). An operator's
+/// `MALLOC_ARENA_MAX` wins.
 pub fn limit_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;

@@ -19,12 +19,9 @@ use bytes::Bytes;
 const VERSION: u8 = 1;
 /// Payload: the snappy block as one zstd frame.
 const VERSION_ZSTD: u8 = 2;
-/// zstd level of compact records. On the benchmark's node_exporter-like requests (2000
-/// samples, a 50 KB snappy block, 25.0 bytes a sample), level 1 over the snappy block
-/// stores 13.8 bytes a sample for 0.14 ms of CPU, and expands in 0.05 ms. zstd over the
-/// decoded request stores 10.4 but costs 0.24 ms to store and 0.25 ms to read back (the
-/// storage wants snappy, so it has to be compressed again); level 3 stores 13.1 for
-/// 0.20 ms.
+/// zstd level of compact records, over the snappy block: nearly the size of level 3 at
+/// two thirds of its CPU, and read back without compressing again for the storage
+/// (measurements in `bench/HISTORY.md`).
 const ZSTD_LEVEL: i32 = 1;
 /// Most bytes a stored zstd frame may expand to: the ingest's body limit is far below; a
 /// frame claiming more is treated as damaged.

@@ -3,11 +3,11 @@
 //! the group commit's `fdatasync`, read back through the page cache, deleted whole or kept
 //! to take the next segment ([`spare`]).
 //!
-//! Why not sled: with records in sled trees every group-commit flush sealed a sled IO
-//! buffer, and sled's IO pool woke all its idle threads for each (17–21 % of the relay's
-//! CPU at full load); sled also kept buffered records in its own cache (the peak RSS of a
-//! backlog). Here a record costs one `pwritev` into the page cache under the log lock and
-//! its share of one `fdatasync`; sled keeps only cursors, metadata and the quarantine.
+//! Why not sled for the records: every group-commit flush sealed a sled IO buffer and woke
+//! all of sled's IO threads, and sled kept buffered records in its own cache (see
+//! `bench/HISTORY.md`). Here a record costs one `pwritev` into the page cache under the
+//! log lock and its share of one `fdatasync`; sled keeps only cursors, metadata and the
+//! quarantine.
 //!
 //! # Invariants
 //! - Records are appended in sequence order; a segment holds a run of increasing
@@ -32,9 +32,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::record::{CodecError, RecordMeta};
 use frame::{Header, HEADER, LIVE, REMOVED};
@@ -328,7 +329,7 @@ impl Segments {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// The last sequence stored, if any (a segment whose first write failed holds none).
@@ -458,7 +459,7 @@ impl Segments {
     /// Makes every record appended so far durable (blocking): `fdatasync` of each segment
     /// written since the last sync, and of the directory when it has new segments.
     pub(super) fn sync(&self) -> io::Result<()> {
-        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.syncing.lock();
         let (files, dir) = {
             let mut state = self.lock();
             let dir = std::mem::take(&mut state.dir_unsynced);
