@@ -7,10 +7,6 @@ use clap::Parser;
 use highlander::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[global_allocator]
-static ALLOCATOR: highlander::alloc::RecyclingAllocator =
-    highlander::alloc::RecyclingAllocator::new();
-
 fn init_logs(config: &Config) {
     let filter = std::env::var("RUST_LOG")
         .ok()

@@ -3,9 +3,9 @@
 //! A write that goes out within milliseconds is stored as the sender's snappy block: no
 //! CPU spent on it. A write that is going to wait — a storage is down (its shipper retries
 //! or an operator paused it) — is stored with that block compressed again by zstd, about
-//! 1.8 times smaller on node_exporter-like data, so the same disk (and the part of it sled
-//! keeps in memory) holds a 1.8 times longer outage. It costs about 0.14 ms of CPU per
-//! 2000-sample write when stored and 0.05 ms when shipped (expanded to the same bytes).
+//! 1.8 times smaller on node_exporter-like data, so the same disk holds a 1.8 times longer
+//! outage. It costs about 0.14 ms of CPU per 2000-sample write when stored and 0.05 ms
+//! when shipped (expanded to the same bytes).
 //!
 //! The shipper reports each endpoint's state ([`Wal::set_storage_down`]); records already
 //! stored keep their form. Invariant: `compacting` is true exactly while the mode is

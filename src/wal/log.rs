@@ -36,9 +36,9 @@ pub(super) struct Log {
     pub(super) unlogged_drops: u64,
 }
 
-/// sled's segment size for the WAL's database. It held the records once (a 4 MiB segment
-/// kept a leaf of 17 records out of blob files); sled refuses to open a database with
-/// another segment size than it was created with, so it stays.
+/// sled's segment size for the WAL's database. sled refuses to open a database with
+/// another segment size than it was created with, and existing data directories were
+/// created with this one.
 pub(super) const SEGMENT_SIZE: usize = 4 << 20;
 
 /// sled's cache for the WAL's database: cursors, metadata and quarantined batches.
@@ -469,7 +469,6 @@ impl Wal {
     /// (blocking; see [`crate::disk_sync`]).
     pub(super) fn flush_sled(&self) -> Result<(), WalError> {
         self.inner.sync.flush(&self.inner.db)?;
-        release_deferred();
         Ok(())
     }
 }
@@ -491,17 +490,6 @@ impl Flushable for Wal {
         self.sync()?;
         self.flush_sled()
     }
-}
-
-/// Hands this thread's deferred frees to sled's epoch collector now, and lets it collect.
-///
-/// sled frees replaced log buffers (4 MiB each) and page versions through crossbeam's
-/// epoch GC, which keeps them in a per-thread bag until 64 have piled up on that thread;
-/// with the records in sled, heaptrack showed 143 MB peak from sled's buffers waiting in
-/// those bags. Called after our own sled flushes; an empty bag costs an epoch check.
-/// (sled uses crossbeam's default collector; it re-exports the `pin` for it.)
-pub(super) fn release_deferred() {
-    sled::crossbeam_pin().flush();
 }
 
 #[cfg(test)]

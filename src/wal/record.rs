@@ -131,7 +131,7 @@ impl Record {
     }
 
     /// [`Record::decode`] without copying the payload: it stays in `stored` (e.g. the
-    /// value sled read), which the record keeps alive. The shipper reads every record this
+    /// bytes read from a segment), which the record keeps alive. The shipper reads every record this
     /// way; a 50 KB copy per record showed in its page faults.
     pub fn decode_shared<T>(stored: T) -> Result<Record, CodecError>
     where
