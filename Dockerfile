@@ -6,7 +6,9 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin highlander
+# A workspace member: cargo reads its manifest even when it builds the relay alone.
+COPY bench/highlander-bench ./bench/highlander-bench
+RUN cargo build --release --locked -p highlander --bin highlander
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -18,8 +18,8 @@ need_tools() {
 
 build_release() {
     if [[ ${NO_BUILD:-0} != 1 ]]; then
-        log "cargo build --release --bin highlander --bin highlander-bench"
-        (cd "$ROOT" && cargo build --release --bin highlander --bin highlander-bench) >&2
+        log "cargo build --release --workspace --bins"
+        (cd "$ROOT" && cargo build --release --workspace --bins) >&2
     fi
     [[ -x $BENCH && -x $HIGHLANDER ]] || die "release binaries missing (unset NO_BUILD)"
 }
