@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +20,7 @@ use crate::election::{ElectionStore, Elector, Promotions};
 use crate::ingest::handover::Handover;
 use crate::ingest::{self, Ingest};
 use crate::shipper::{ClientError, Shipper};
-use crate::wal::{Wal, WalError};
+use crate::wal::{Wal, WalError, WalTasks};
 
 /// Why the node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum AppError {
     /// The election state could not be opened.
     #[error("opening the election state: {0}")]
     State(sled::Error),
+    /// A blocking start-up step ended without an answer (it panicked).
+    #[error("{0} did not finish")]
+    StartUp(&'static str),
     /// The buffer could not be opened.
     #[error("opening the buffer: {0}")]
     Wal(#[from] WalError),
@@ -91,12 +96,23 @@ fn create_dir(path: &Path) -> Result<(), AppError> {
     })
 }
 
-/// Runs a node until SIGTERM/SIGINT.
+/// Runs a node until SIGTERM/SIGINT: builds the parts, serves, stops in order.
 pub async fn run(config: Config) -> Result<(), AppError> {
     crate::shipper::client::install_crypto_provider();
     create_dir(&config.data_dir)?;
     let instance_id = instance_id(&config)?;
+    log_start(&config, &instance_id);
+    let node = Node::build(&config, instance_id).await?;
+    let mut servers = Servers::bind(&config, &node)?;
+    node.ready.store(true, Ordering::Release);
+    tracing::info!(ingest = %config.ingest.listen, admin = %config.admin.listen, "ready");
+    let failure = servers.until_stopped().await;
+    node.stop(servers, config.shutdown_timeout).await;
+    failure
+}
 
+/// The seed's start-up lines, one each, then the rest of the settings in one line.
+fn log_start(config: &Config, instance_id: &str) {
     tracing::info!("binding address : {}", config.ingest.listen);
     for e in &config.shipper.endpoints {
         tracing::info!(endpoint = %e.name, "remote address : {}", e.display_url());
@@ -119,11 +135,161 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         compression = ?config.wal.compression,
         "starting"
     );
+}
 
+/// Every part of a running node, built and wired, with the tasks it started.
+struct Node {
+    wal: Wal,
+    wal_tasks: WalTasks,
+    /// The workers, the election's health checks, the cluster's tasks, the trimmer.
+    tasks: Vec<JoinHandle<()>>,
+    cluster: Option<Cluster>,
+    ingest: Ingest,
+    admin: Admin,
+    /// False until the listeners are bound, and again from the shutdown on.
+    ready: Arc<AtomicBool>,
+    /// Stops every task.
+    shutdown: CancellationToken,
+}
+
+/// What decides the promoted sources, and the cluster behind it if there is one.
+struct Election {
+    promotions: Arc<dyn Promotions>,
+    cluster: Option<Cluster>,
+}
+
+impl Node {
+    /// Opens the buffer and the election state, starts the workers and the election (or
+    /// the cluster), and builds the ingest and admin handles.
+    async fn build(config: &Config, instance_id: String) -> Result<Node, AppError> {
+        let (wal, store) = open_state(config).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let shutdown = CancellationToken::new();
+        let wal_tasks = wal.start(&shutdown);
+        let mut tasks = vec![tokio::spawn(crate::alloc::run_trimmer(shutdown.clone()))];
+        // Standalone: always ship. Cluster: only while this node leads (see cluster::shipping).
+        let (gate, gate_rx) = tokio::sync::watch::channel(config.cluster.is_none());
+        let (shipper, workers) = Shipper::start(
+            &config.shipper.endpoints,
+            config.shipper.retry,
+            &wal,
+            &shutdown,
+            gate_rx,
+            clock.clone(),
+        )?;
+        tasks.extend(workers);
+        let election = match &config.cluster {
+            None => {
+                let elector =
+                    Elector::with_store(config.election.health_expiry, clock.clone(), store);
+                tasks.push(tokio::spawn(
+                    elector
+                        .clone()
+                        .run_health_checks(config.election.health_tick, shutdown.clone()),
+                ));
+                Election {
+                    promotions: Arc::new(elector),
+                    cluster: None,
+                }
+            }
+            Some(c) => {
+                let cluster = start_cluster(config, c, &shutdown).await?;
+                let promotions = ClusterPromotions::new(
+                    cluster.clone(),
+                    config.election.health_expiry,
+                    clock.clone(),
+                    Some(store),
+                );
+                tasks.push(tokio::spawn(
+                    promotions
+                        .clone()
+                        .run(config.election.health_tick, shutdown.clone()),
+                ));
+                tasks.push(tokio::spawn(cluster::shipping::run(
+                    cluster.clone(),
+                    wal.clone(),
+                    shipper.clone(),
+                    c.overlap,
+                    gate,
+                    shutdown.clone(),
+                )));
+                Election {
+                    promotions: Arc::new(promotions),
+                    cluster: Some(cluster),
+                }
+            }
+        };
+        let ready = Arc::new(AtomicBool::new(false));
+        let ingest = Ingest {
+            wal: wal.clone(),
+            promotions: election.promotions.clone(),
+            limits: config.ingest.limits,
+            replica_label: config.ingest.replica_label.as_deref().map(Arc::from),
+            group_label: config.ingest.group_label.as_deref().map(Arc::from),
+            ready: ready.clone(),
+            clock: clock.clone(),
+            handover: Handover::new(config.ingest.handover),
+        };
+        let admin = Admin {
+            wal: wal.clone(),
+            promotions: election.promotions,
+            shipper,
+            cluster: election.cluster.clone(),
+            ready: ready.clone(),
+            info: Arc::new(node_info(config, instance_id, clock.now_ms())),
+            token: config.admin.token.as_deref().map(Arc::from),
+            token_reads: config.admin.token_reads,
+        };
+        Ok(Node {
+            wal,
+            wal_tasks,
+            tasks,
+            cluster: election.cluster,
+            ingest,
+            admin,
+            ready,
+            shutdown,
+        })
+    }
+
+    /// Stops in order: refuse new writes → drain in-flight writes (they still get their
+    /// flush) → stop the workers and the cluster → final flush → stop the admin listener.
+    /// Everything waits at most `grace`.
+    async fn stop(self, servers: Servers, grace: Duration) {
+        self.ready.store(false, Ordering::Release);
+        servers.ingest.stop(true).await;
+        self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        for t in self.tasks {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+        if let Some(cluster) = &self.cluster {
+            if tokio::time::timeout_at(deadline, cluster.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("cluster: did not stop within the shutdown timeout");
+            }
+        }
+        if !self.wal_tasks.stopped(deadline).await {
+            tracing::error!("final flush did not finish within the shutdown timeout");
+        }
+        servers.admin.stop(true).await;
+        let wal = self.wal;
+        match tokio::task::spawn_blocking(move || wal.flush_blocking()).await {
+            Ok(Ok(())) => tracing::info!("stopped; buffer flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+            Err(e) => tracing::error!(error = %e, "final flush failed"),
+        }
+    }
+}
+
+/// Opens the buffer (with the endpoints' cursors) and the election state, off the reactor.
+async fn open_state(config: &Config) -> Result<(Wal, ElectionStore), AppError> {
     let wal_config = config.wal.clone();
     let wal = tokio::task::spawn_blocking(move || Wal::open(wal_config))
         .await
-        .map_err(|_| WalError::Closed)??;
+        .map_err(|_| AppError::StartUp("opening the buffer"))??;
     let names: Vec<String> = config
         .shipper
         .endpoints
@@ -131,189 +297,123 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .map(|e| e.name.clone())
         .collect();
     wal.register_endpoints(&names, config.shipper.start_at)?;
-
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let shutdown = CancellationToken::new();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let state_dir = config.data_dir.join("state");
     let store = tokio::task::spawn_blocking(move || ElectionStore::open(&state_dir))
         .await
-        .map_err(|_| WalError::Closed)?
+        .map_err(|_| AppError::StartUp("opening the election state"))?
         .map_err(AppError::State)?;
-    let wal_tasks = wal.start(&shutdown);
-    tasks.push(tokio::spawn(crate::alloc::run_trimmer(shutdown.clone())));
-    // Standalone: always ship. Cluster: only while this node leads (see cluster::shipping).
-    let (gate, gate_rx) = tokio::sync::watch::channel(config.cluster.is_none());
-    let (shipper, workers) = Shipper::start(
-        &config.shipper.endpoints,
-        config.shipper.retry,
-        &wal,
-        &shutdown,
-        gate_rx,
-        clock.clone(),
-    )?;
-    tasks.extend(workers);
+    Ok((wal, store))
+}
 
-    let (promotions, cluster): (Arc<dyn Promotions>, Option<Cluster>) = match &config.cluster {
-        None => {
-            let elector = Elector::with_store(config.election.health_expiry, clock.clone(), store);
-            tasks.push(tokio::spawn(
-                elector
-                    .clone()
-                    .run_health_checks(config.election.health_tick, shutdown.clone()),
-            ));
-            (Arc::new(elector), None)
-        }
-        Some(c) => {
-            if c.peers.len() == 2 {
-                tracing::warn!("cluster: 2 voters cannot survive the loss of either; run 3 (or 5)");
-            }
-            let mut cc = ClusterConfig::new(
-                c.node_id,
-                c.listen,
-                c.peers.clone(),
-                c.secret.clone(),
-                config.data_dir.join("raft"),
-            );
-            cc.bootstrap = !c.join;
-            cc.tls = c.tls.clone();
-            let cluster = Cluster::start(cc, shutdown.clone()).await?;
-            tracing::info!(node = c.node_id, listen = %c.listen, peers = ?c.peers, "cluster: started");
-            let promotions = ClusterPromotions::new(
-                cluster.clone(),
-                config.election.health_expiry,
-                clock.clone(),
-                Some(store),
-            );
-            tasks.push(tokio::spawn(
-                promotions
-                    .clone()
-                    .run(config.election.health_tick, shutdown.clone()),
-            ));
-            tasks.push(tokio::spawn(cluster::shipping::run(
-                cluster.clone(),
-                wal.clone(),
-                shipper.clone(),
-                c.overlap,
-                gate,
-                shutdown.clone(),
-            )));
-            (Arc::new(promotions), Some(cluster))
-        }
-    };
-    let ready = Arc::new(AtomicBool::new(false));
-    let ingest = Ingest {
-        wal: wal.clone(),
-        promotions: promotions.clone(),
-        limits: config.ingest.limits,
-        replica_label: config.ingest.replica_label.as_deref().map(Arc::from),
-        group_label: config.ingest.group_label.as_deref().map(Arc::from),
-        ready: ready.clone(),
-        clock: clock.clone(),
-        handover: Handover::new(config.ingest.handover),
-    };
-    let info = NodeInfo {
+/// Starts this node's part of the raft cluster.
+async fn start_cluster(
+    config: &Config,
+    c: &crate::config::ClusterSettings,
+    shutdown: &CancellationToken,
+) -> Result<Cluster, AppError> {
+    if c.peers.len() == 2 {
+        tracing::warn!("cluster: 2 voters cannot survive the loss of either; run 3 (or 5)");
+    }
+    let mut cc = ClusterConfig::new(
+        c.node_id,
+        c.listen,
+        c.peers.clone(),
+        c.secret.clone(),
+        config.data_dir.join("raft"),
+    );
+    cc.bootstrap = !c.join;
+    cc.tls = c.tls.clone();
+    Ok(Cluster::start(cc, shutdown.clone()).await?)
+}
+
+/// The static facts the admin API shows.
+fn node_info(config: &Config, instance_id: String, started_ms: u64) -> NodeInfo {
+    NodeInfo {
         instance_id,
         version: env!("CARGO_PKG_VERSION"),
-        started_ms: SystemClock.now_ms(),
+        started_ms,
         ingest_listen: config.ingest.listen.to_string(),
         admin_listen: config.admin.listen.to_string(),
         data_dir: config.data_dir.display().to_string(),
-        durability: format!("{:?}", config.wal.durability).to_lowercase(),
-        full_policy: match config.wal.full_policy {
-            crate::wal::FullPolicy::DropOldest => "drop-oldest".into(),
-            crate::wal::FullPolicy::Block => "block".into(),
-        },
-        compression: match config.wal.compression {
-            crate::wal::Compression::Auto => "auto".into(),
-            crate::wal::Compression::Always => "always".into(),
-            crate::wal::Compression::Never => "never".into(),
-        },
+        durability: config.wal.durability,
+        full_policy: config.wal.full_policy,
+        compression: config.wal.compression,
         buffer_max_bytes: config.wal.max_bytes,
         buffer_max_age_seconds: config.wal.max_age.as_secs(),
         health_tick_ms: config.election.health_tick.as_millis() as u64,
         health_expiry_ms: config.election.health_expiry.as_millis() as u64,
-    };
-    let admin = Admin {
-        wal: wal.clone(),
-        promotions,
-        shipper,
-        cluster: cluster.clone(),
-        ready: ready.clone(),
-        info: Arc::new(info),
-        token: config.admin.token.as_deref().map(Arc::from),
-        token_reads: config.admin.token_reads,
-    };
+    }
+}
 
-    let grace = config.shutdown_timeout;
-    let ingest_server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(ingest.clone()))
-            .configure(ingest::routes)
-    })
-    .disable_signals()
-    .shutdown_timeout(grace.as_secs().max(1))
-    .bind(config.ingest.listen)
-    .map_err(|source| AppError::Bind {
-        what: "ingest",
-        addr: config.ingest.listen,
-        source,
-    })?
-    .run();
-    let admin_server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(admin.clone()))
-            .configure(admin::routes)
-            .default_service(web::route().to(admin::not_found))
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(config.admin.listen)
-    .map_err(|source| AppError::Bind {
-        what: "admin",
-        addr: config.admin.listen,
-        source,
-    })?
-    .run();
-    let ingest_handle = ingest_server.handle();
-    let admin_handle = admin_server.handle();
-    let mut ingest_task = tokio::spawn(ingest_server);
-    let mut admin_task = tokio::spawn(admin_server);
-    ready.store(true, Ordering::Release);
-    tracing::info!(ingest = %config.ingest.listen, admin = %config.admin.listen, "ready");
+/// The two HTTP listeners, running.
+struct Servers {
+    ingest: ServerHandle,
+    admin: ServerHandle,
+    ingest_task: JoinHandle<std::io::Result<()>>,
+    admin_task: JoinHandle<std::io::Result<()>>,
+}
 
-    let mut failure = None;
-    tokio::select! {
-        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
-        r = &mut ingest_task => failure = Some(("ingest", r)),
-        r = &mut admin_task => failure = Some(("admin", r)),
+impl Servers {
+    /// Binds and starts the ingest and admin listeners, each with its signal handling off
+    /// (`run` orders the shutdown).
+    fn bind(config: &Config, node: &Node) -> Result<Servers, AppError> {
+        let ingest = node.ingest.clone();
+        let ingest_server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(ingest.clone()))
+                .configure(ingest::routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+        .bind(config.ingest.listen)
+        .map_err(|source| AppError::Bind {
+            what: "ingest",
+            addr: config.ingest.listen,
+            source,
+        })?
+        .run();
+        let admin = node.admin.clone();
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(admin.clone()))
+                .configure(admin::routes)
+                .default_service(web::route().to(admin::not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(config.admin.listen)
+        .map_err(|source| AppError::Bind {
+            what: "admin",
+            addr: config.admin.listen,
+            source,
+        })?
+        .run();
+        Ok(Servers {
+            ingest: ingest_server.handle(),
+            admin: admin_server.handle(),
+            ingest_task: tokio::spawn(ingest_server),
+            admin_task: tokio::spawn(admin_server),
+        })
     }
 
-    ready.store(false, Ordering::Release);
-    // In-flight writes finish (their flush still runs) before the workers stop.
-    ingest_handle.stop(true).await;
-    shutdown.cancel();
-    let deadline = tokio::time::Instant::now() + grace;
-    for t in tasks {
-        let _ = tokio::time::timeout_at(deadline, t).await;
-    }
-    if !wal_tasks.stopped(deadline).await {
-        tracing::error!("final flush did not finish within the shutdown timeout");
-    }
-    admin_handle.stop(true).await;
-    match tokio::task::spawn_blocking(move || wal.flush_blocking()).await {
-        Ok(Ok(())) => tracing::info!("stopped; buffer flushed"),
-        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
-        Err(e) => tracing::error!(error = %e, "final flush failed"),
-    }
-    match failure {
-        Some((what, Ok(Err(source)))) => Err(AppError::Server { what, source }),
-        Some((what, Err(e))) => Err(AppError::Server {
-            what,
-            source: std::io::Error::other(e.to_string()),
-        }),
-        _ => Ok(()),
+    /// Waits for SIGTERM/SIGINT (`Ok`) or for a listener to fail (`Err`).
+    async fn until_stopped(&mut self) -> Result<(), AppError> {
+        let (what, result) = tokio::select! {
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "shutting down");
+                return Ok(());
+            }
+            r = &mut self.ingest_task => ("ingest", r),
+            r = &mut self.admin_task => ("admin", r),
+        };
+        let source = match result {
+            Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
+            Ok(Err(e)) => e,
+            Err(e) => std::io::Error::other(e.to_string()),
+        };
+        tracing::error!(server = what, error = %source, "shutting down: a listener failed");
+        Err(AppError::Server { what, source })
     }
 }
 

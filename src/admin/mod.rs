@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::election::{ElectionError, Promotions};
 use crate::shipper::{Shipper, ShipperError};
-use crate::wal::{Wal, WalError};
+use crate::wal::{Compression, Durability, FullPolicy, Wal, WalError};
 
 /// Static facts about the node, for `/api/v1/status`.
 #[derive(Debug, Clone, Serialize)]
@@ -40,11 +40,11 @@ pub struct NodeInfo {
     /// Data directory.
     pub data_dir: String,
     /// Durability mode.
-    pub durability: String,
+    pub durability: Durability,
     /// Full-buffer policy.
-    pub full_policy: String,
+    pub full_policy: FullPolicy,
     /// When buffered writes are stored compressed (`auto`, `always`, `never`).
-    pub compression: String,
+    pub compression: Compression,
     /// Buffer byte cap.
     pub buffer_max_bytes: u64,
     /// Buffer age limit (seconds).

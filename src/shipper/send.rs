@@ -48,6 +48,14 @@ fn is_down(s: &EndpointStatus) -> bool {
     s.state == EndpointState::Paused || s.next_retry_ms.is_some()
 }
 
+/// Resolves when the gate changes. When its sender is gone (a standalone node keeps no
+/// sender: it always ships) the gate stays as it is, and this never resolves.
+pub(super) async fn gate_changed(gate: &mut watch::Receiver<bool>) {
+    if gate.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Everything one send needs.
 pub(super) struct Sender {
     pub name: Arc<str>,
@@ -97,7 +105,7 @@ impl Sender {
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
             _ = self.control_rx.changed() => Err(Stop::Interrupted),
-            _ = self.gate.changed() => Err(Stop::Interrupted),
+            _ = gate_changed(&mut self.gate) => Err(Stop::Interrupted),
             _ = tokio::time::sleep(d) => Ok(()),
         }
     }
@@ -120,7 +128,7 @@ impl Sender {
             let verdict = tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = self.control_rx.changed() => return Err(Stop::Interrupted),
-                _ = self.gate.changed() => return Err(Stop::Interrupted),
+                _ = gate_changed(&mut self.gate) => return Err(Stop::Interrupted),
                 v = client.send(payload.clone()) => v,
             };
             METRICS
@@ -235,7 +243,9 @@ impl Drop for InFlight {
 
 #[cfg(test)]
 mod tests {
-    use super::is_down;
+    use tokio::sync::watch;
+
+    use super::{gate_changed, is_down};
     use crate::shipper::status::{EndpointState, EndpointStatus};
 
     #[test]
@@ -254,5 +264,23 @@ mod tests {
         assert!(!is_down(&s), "answered");
         s.state = EndpointState::Paused;
         assert!(is_down(&s), "paused by an operator");
+    }
+
+    #[tokio::test]
+    async fn a_gate_without_its_sender_stays_as_it_is() {
+        let (tx, mut rx) = watch::channel(true);
+        let wait = std::time::Duration::from_millis(50);
+        drop(tx);
+        assert!(
+            tokio::time::timeout(wait, gate_changed(&mut rx))
+                .await
+                .is_err(),
+            "no change can come"
+        );
+        let (tx, mut rx) = watch::channel(true);
+        tx.send_replace(false);
+        assert!(tokio::time::timeout(wait, gate_changed(&mut rx))
+            .await
+            .is_ok());
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::batch::{decoded_len, join};
 use super::control::EndpointControl;
-use super::send::{Final, InFlight, Sender, Stop};
+use super::send::{gate_changed, Final, InFlight, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
 
@@ -98,7 +98,7 @@ impl Worker {
                 });
                 tokio::select! {
                     _ = self.sender.shutdown.cancelled() => return,
-                    _ = self.sender.gate.changed() => {}
+                    _ = gate_changed(&mut self.sender.gate) => {}
                     _ = self.sender.control_rx.changed() => {}
                 }
                 continue;
