@@ -1,23 +1,22 @@
 //! Operator actions: pin/unpin/failover a group; pause/resume/skip/replay an endpoint;
-//! replay/delete a quarantined batch. Each checks the token and is logged at INFO.
+//! replay/delete a quarantined batch; cluster membership and leadership. Each needs the
+//! token ([`Mutation`]) and is logged with its caller.
 
 use std::time::UNIX_EPOCH;
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web::Json;
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use serde_json::{json, Value};
 
-use super::{auth, election_error, error, shipper_error, Admin};
+use super::auth::Mutation;
+use super::{Admin, AdminError};
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::Cluster;
 use crate::shipper::Target;
 
-macro_rules! guard_mutation {
-    ($admin:expr, $req:expr) => {
-        if let Some(resp) = auth::mutation(&$admin, &$req) {
-            return resp;
-        }
-    };
-}
+/// What an action answers: 200 with a JSON body, or an [`AdminError`].
+type Answer = Result<Json<Value>, AdminError>;
 
 /// A point in time: milliseconds since the epoch, or an RFC 3339 string.
 #[derive(Debug, Deserialize)]
@@ -42,10 +41,6 @@ impl TimeArg {
                 }),
         }
     }
-}
-
-fn bad_request(detail: &str) -> HttpResponse {
-    error(StatusCode::BAD_REQUEST, "bad_request", detail)
 }
 
 /// Body of `pin`: a source, and optionally an end (`until`) or a duration (`for`).
@@ -80,97 +75,54 @@ fn until_ms(until: &Option<TimeArg>, for_: &Option<String>) -> Result<Option<u64
 
 pub async fn pin(
     admin: web::Data<Admin>,
-    req: HttpRequest,
+    who: Mutation,
     group: web::Path<String>,
-    body: web::Json<PinBody>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let until = match until_ms(&body.until, &body.for_) {
-        Ok(u) => u,
-        Err(e) => return bad_request(&e),
-    };
-    match admin.promotions.pin(&group, &body.source, until).await {
-        Ok(view) => {
-            tracing::info!(caller = %auth::caller(&req), group = %group, source = %body.source, until_ms = ?until, "admin: group pinned");
-            HttpResponse::Ok().json(view)
-        }
-        Err(e) => election_error(&e),
-    }
+    body: Json<PinBody>,
+) -> Answer {
+    let until = until_ms(&body.until, &body.for_).map_err(AdminError::bad_request)?;
+    let view = admin.promotions.pin(&group, &body.source, until).await?;
+    tracing::info!(caller = %who.caller, group = %group, source = %body.source, until_ms = ?until, "admin: group pinned");
+    Ok(Json(json!(view)))
 }
 
-pub async fn unpin(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    group: web::Path<String>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    match admin.promotions.unpin(&group).await {
-        Ok(pin) => {
-            tracing::info!(caller = %auth::caller(&req), group = %group, source = %pin.source, "admin: group unpinned");
-            HttpResponse::Ok().json(serde_json::json!({ "removed": pin }))
-        }
-        Err(e) => election_error(&e),
-    }
+pub async fn unpin(admin: web::Data<Admin>, who: Mutation, group: web::Path<String>) -> Answer {
+    let pin = admin.promotions.unpin(&group).await?;
+    tracing::info!(caller = %who.caller, group = %group, source = %pin.source, "admin: group unpinned");
+    Ok(Json(json!({ "removed": pin })))
 }
 
 pub async fn failover(
     admin: web::Data<Admin>,
-    req: HttpRequest,
+    who: Mutation,
     group: web::Path<String>,
-    body: Option<web::Json<FailoverBody>>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
-    let until = match until_ms(&body.until, &body.for_) {
-        Ok(u) => u,
-        Err(e) => return bad_request(&e),
-    };
-    match admin.promotions.failover(&group, until).await {
-        Ok(view) => {
-            tracing::info!(
-                caller = %auth::caller(&req),
-                group = %group,
-                promoted = ?view.promoted.as_ref().map(|p| &p.source),
-                "admin: failover forced"
-            );
-            HttpResponse::Ok().json(view)
-        }
-        Err(e) => election_error(&e),
-    }
+    body: Option<Json<FailoverBody>>,
+) -> Answer {
+    let body = body.map(Json::into_inner).unwrap_or_default();
+    let until = until_ms(&body.until, &body.for_).map_err(AdminError::bad_request)?;
+    let view = admin.promotions.failover(&group, until).await?;
+    tracing::info!(
+        caller = %who.caller,
+        group = %group,
+        promoted = ?view.promoted.as_ref().map(|p| &p.source),
+        "admin: failover forced"
+    );
+    Ok(Json(json!(view)))
 }
 
-pub async fn pause(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    name: web::Path<String>,
-) -> HttpResponse {
-    set_paused(&admin, &req, &name, true)
+pub async fn pause(admin: web::Data<Admin>, who: Mutation, name: web::Path<String>) -> Answer {
+    let was = admin.shipper.pause(&name)?;
+    tracing::info!(caller = %who.caller, endpoint = %name, "admin: endpoint paused");
+    Ok(Json(
+        json!({ "endpoint": *name, "paused": true, "was_paused": was }),
+    ))
 }
 
-pub async fn resume(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    name: web::Path<String>,
-) -> HttpResponse {
-    set_paused(&admin, &req, &name, false)
-}
-
-fn set_paused(admin: &Admin, req: &HttpRequest, name: &str, paused: bool) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let result = if paused {
-        admin.shipper.pause(name)
-    } else {
-        admin.shipper.resume(name)
-    };
-    match result {
-        Ok(was) => {
-            let action = if paused { "paused" } else { "resumed" };
-            tracing::info!(caller = %auth::caller(req), endpoint = %name, "admin: endpoint {action}");
-            HttpResponse::Ok()
-                .json(serde_json::json!({ "endpoint": name, "paused": paused, "was_paused": was }))
-        }
-        Err(e) => shipper_error(&e),
-    }
+pub async fn resume(admin: web::Data<Admin>, who: Mutation, name: web::Path<String>) -> Answer {
+    let was = admin.shipper.resume(&name)?;
+    tracing::info!(caller = %who.caller, endpoint = %name, "admin: endpoint resumed");
+    Ok(Json(
+        json!({ "endpoint": *name, "paused": false, "was_paused": was }),
+    ))
 }
 
 /// Body of `skip`: exactly one of `to_seq`, `to_time`.
@@ -199,42 +151,32 @@ fn target(seq: Option<u64>, time: &Option<TimeArg>, names: &str) -> Result<Targe
 
 pub async fn skip(
     admin: web::Data<Admin>,
-    req: HttpRequest,
+    who: Mutation,
     name: web::Path<String>,
-    body: web::Json<SkipBody>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let t = match target(body.to_seq, &body.to_time, "to_seq, to_time") {
-        Ok(t) => t,
-        Err(e) => return bad_request(&e),
-    };
-    match admin.shipper.skip(&name, t) {
-        Ok(m) => {
-            tracing::warn!(caller = %auth::caller(&req), endpoint = %name, from = m.from, to = m.to, records = m.records, "admin: endpoint backlog skipped; those records will not reach it");
-            HttpResponse::Ok().json(serde_json::json!({ "endpoint": *name, "from": m.from, "to": m.to, "skipped_records": m.records }))
-        }
-        Err(e) => shipper_error(&e),
-    }
+    body: Json<SkipBody>,
+) -> Answer {
+    let t =
+        target(body.to_seq, &body.to_time, "to_seq, to_time").map_err(AdminError::bad_request)?;
+    let m = admin.shipper.skip(&name, t)?;
+    tracing::warn!(caller = %who.caller, endpoint = %name, from = m.from, to = m.to, records = m.records, "admin: endpoint backlog skipped; those records will not reach it");
+    Ok(Json(
+        json!({ "endpoint": *name, "from": m.from, "to": m.to, "skipped_records": m.records }),
+    ))
 }
 
 pub async fn replay(
     admin: web::Data<Admin>,
-    req: HttpRequest,
+    who: Mutation,
     name: web::Path<String>,
-    body: web::Json<ReplayBody>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let t = match target(body.from_seq, &body.from_time, "from_seq, from_time") {
-        Ok(t) => t,
-        Err(e) => return bad_request(&e),
-    };
-    match admin.shipper.replay(&name, t) {
-        Ok(m) => {
-            tracing::info!(caller = %auth::caller(&req), endpoint = %name, from = m.from, to = m.to, records = m.records, "admin: endpoint replays buffered records");
-            HttpResponse::Ok().json(serde_json::json!({ "endpoint": *name, "from": m.from, "to": m.to, "replayed_records": m.records }))
-        }
-        Err(e) => shipper_error(&e),
-    }
+    body: Json<ReplayBody>,
+) -> Answer {
+    let t = target(body.from_seq, &body.from_time, "from_seq, from_time")
+        .map_err(AdminError::bad_request)?;
+    let m = admin.shipper.replay(&name, t)?;
+    tracing::info!(caller = %who.caller, endpoint = %name, from = m.from, to = m.to, records = m.records, "admin: endpoint replays buffered records");
+    Ok(Json(
+        json!({ "endpoint": *name, "from": m.from, "to": m.to, "replayed_records": m.records }),
+    ))
 }
 
 /// `?endpoint=NAME` for quarantine actions.
@@ -245,51 +187,28 @@ pub struct EndpointQuery {
 
 pub async fn replay_quarantined(
     admin: web::Data<Admin>,
-    req: HttpRequest,
+    who: Mutation,
     seq: web::Path<u64>,
     q: web::Query<EndpointQuery>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
+) -> Result<HttpResponse, AdminError> {
     let shipper = admin.shipper.clone();
     let (seq, endpoint) = (seq.into_inner(), q.into_inner().endpoint);
-    let e2 = endpoint.clone();
-    let result = web::block(move || shipper.replay_quarantined(seq, e2.as_deref())).await;
-    match result {
-        Ok(Ok(names)) => {
-            tracing::info!(caller = %auth::caller(&req), seq, endpoints = ?names, "admin: quarantined batch queued for replay");
-            HttpResponse::Accepted().json(serde_json::json!({ "seq": seq, "queued_for": names }))
-        }
-        Ok(Err(e)) => shipper_error(&e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &e.to_string(),
-        ),
-    }
+    let names = web::block(move || shipper.replay_quarantined(seq, endpoint.as_deref())).await??;
+    tracing::info!(caller = %who.caller, seq, endpoints = ?names, "admin: quarantined batch queued for replay");
+    Ok(HttpResponse::Accepted().json(json!({ "seq": seq, "queued_for": names })))
 }
 
 pub async fn delete_quarantined(
     admin: web::Data<Admin>,
-    req: HttpRequest,
+    who: Mutation,
     seq: web::Path<u64>,
     q: web::Query<EndpointQuery>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
+) -> Answer {
     let shipper = admin.shipper.clone();
     let (seq, endpoint) = (seq.into_inner(), q.into_inner().endpoint);
-    let result = web::block(move || shipper.delete_quarantined(seq, endpoint.as_deref())).await;
-    match result {
-        Ok(Ok(names)) => {
-            tracing::warn!(caller = %auth::caller(&req), seq, endpoints = ?names, "admin: quarantined batch deleted; its samples are gone");
-            HttpResponse::Ok().json(serde_json::json!({ "seq": seq, "deleted_for": names }))
-        }
-        Ok(Err(e)) => shipper_error(&e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &e.to_string(),
-        ),
-    }
+    let names = web::block(move || shipper.delete_quarantined(seq, endpoint.as_deref())).await??;
+    tracing::warn!(caller = %who.caller, seq, endpoints = ?names, "admin: quarantined batch deleted; its samples are gone");
+    Ok(Json(json!({ "seq": seq, "deleted_for": names })))
 }
 
 /// Body of `POST /api/v1/cluster/members`.
@@ -306,64 +225,28 @@ fn yes() -> bool {
     true
 }
 
-fn cluster_error(e: &crate::cluster::ClusterWriteError) -> HttpResponse {
-    use crate::cluster::ClusterWriteError as E;
-    let status = match e {
-        E::Rejected { .. } => StatusCode::CONFLICT,
-        _ if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, e.as_label(), &e.to_string())
+/// The cluster, or 404 on a standalone node.
+fn clustered(admin: &Admin) -> Result<&Cluster, AdminError> {
+    admin.cluster.as_ref().ok_or_else(AdminError::not_clustered)
 }
 
-fn not_clustered() -> HttpResponse {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_clustered",
-        "this node runs standalone (no --peers)",
-    )
-}
-
-pub async fn add_member(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    body: web::Json<MemberBody>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let Some(cluster) = &admin.cluster else {
-        return not_clustered();
-    };
-    let result = if body.voter {
-        cluster.add_voter(body.id, body.addr.clone()).await
+pub async fn add_member(admin: web::Data<Admin>, who: Mutation, body: Json<MemberBody>) -> Answer {
+    let cluster = clustered(&admin)?;
+    if body.voter {
+        cluster.add_voter(body.id, body.addr.clone()).await?;
     } else {
-        cluster.add_learner(body.id, body.addr.clone()).await
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!(caller = %auth::caller(&req), id = body.id, addr = %body.addr, voter = body.voter, "admin: cluster member added");
-            HttpResponse::Ok().json(serde_json::json!({ "members": cluster.members() }))
-        }
-        Err(e) => cluster_error(&e),
+        cluster.add_learner(body.id, body.addr.clone()).await?;
     }
+    tracing::info!(caller = %who.caller, id = body.id, addr = %body.addr, voter = body.voter, "admin: cluster member added");
+    Ok(Json(json!({ "members": cluster.members() })))
 }
 
-pub async fn remove_member(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    id: web::Path<u64>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let Some(cluster) = &admin.cluster else {
-        return not_clustered();
-    };
+pub async fn remove_member(admin: web::Data<Admin>, who: Mutation, id: web::Path<u64>) -> Answer {
+    let cluster = clustered(&admin)?;
     let id = id.into_inner();
-    match cluster.remove(id).await {
-        Ok(()) => {
-            tracing::warn!(caller = %auth::caller(&req), id, "admin: cluster member removed");
-            HttpResponse::Ok().json(serde_json::json!({ "members": cluster.members() }))
-        }
-        Err(e) => cluster_error(&e),
-    }
+    cluster.remove(id).await?;
+    tracing::warn!(caller = %who.caller, id, "admin: cluster member removed");
+    Ok(Json(json!({ "members": cluster.members() })))
 }
 
 /// Body of `POST /api/v1/cluster/transfer-leader`.
@@ -375,31 +258,18 @@ pub struct TransferBody {
 
 pub async fn transfer_leader(
     admin: web::Data<Admin>,
-    req: HttpRequest,
-    body: web::Json<TransferBody>,
-) -> HttpResponse {
-    guard_mutation!(admin, req);
-    let Some(cluster) = &admin.cluster else {
-        return not_clustered();
-    };
+    who: Mutation,
+    body: Json<TransferBody>,
+) -> Answer {
+    let cluster = clustered(&admin)?;
     let from = cluster.leader();
-    match cluster.transfer_leader(body.to).await {
-        Ok(took) => {
-            tracing::info!(caller = %auth::caller(&req), from = ?from, to = body.to, ?took, "admin: leadership transferred");
-            HttpResponse::Ok().json(serde_json::json!({
-                "transferred": { "from": from, "to": body.to, "took_ms": took.as_millis() as u64 },
-                "status": cluster.status(),
-                "members": cluster.members(),
-            }))
-        }
-        Err(e) => {
-            tracing::warn!(caller = %auth::caller(&req), to = body.to, error = %e, "admin: leadership transfer failed");
-            let status = if e.is_retryable() {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::CONFLICT
-            };
-            error(status, e.as_label(), &e.to_string())
-        }
-    }
+    let took = cluster.transfer_leader(body.to).await.inspect_err(|e| {
+        tracing::warn!(caller = %who.caller, to = body.to, error = %e, "admin: leadership transfer failed");
+    })?;
+    tracing::info!(caller = %who.caller, from = ?from, to = body.to, ?took, "admin: leadership transferred");
+    Ok(Json(json!({
+        "transferred": { "from": from, "to": body.to, "took_ms": took.as_millis() as u64 },
+        "status": cluster.status(),
+        "members": cluster.members(),
+    })))
 }

@@ -1,13 +1,18 @@
-//! Bearer-token checks for the admin API: constant-time comparison, the token never logged.
+//! Bearer-token checks for the admin API, as extractors: a handler that takes [`Mutation`]
+//! (or [`Read`]) runs only for a caller with the right token. Constant-time comparison;
+//! the token is never logged.
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
 use subtle::ConstantTimeEq;
 
-use super::{error, Admin};
+use super::{Admin, AdminError};
 
 /// Who made a request, for the logs: the peer address and whether a token was presented.
-pub fn caller(req: &HttpRequest) -> String {
+fn caller(req: &HttpRequest) -> String {
     let peer = req
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
@@ -19,18 +24,26 @@ pub fn caller(req: &HttpRequest) -> String {
     }
 }
 
-/// `Some(refusal)` when the request lacks the right token.
-fn check(admin: &Admin, req: &HttpRequest) -> Option<HttpResponse> {
-    let expected = admin.token.as_ref()?;
+/// Refuses the request unless it carries the configured token (any request passes when
+/// no token is configured). `reads` says whether a read is being checked.
+fn check(req: &HttpRequest, reads: bool) -> Result<(), AdminError> {
+    let admin = req
+        .app_data::<web::Data<Admin>>()
+        .ok_or_else(|| AdminError::internal("the admin state is missing"))?;
+    if reads && !admin.token_reads {
+        return Ok(());
+    }
+    let Some(expected) = admin.token.as_ref() else {
+        return Ok(());
+    };
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes())));
-    if ok {
-        return None;
+    if presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes()))) {
+        return Ok(());
     }
     tracing::warn!(
         caller = %caller(req),
@@ -38,28 +51,34 @@ fn check(admin: &Admin, req: &HttpRequest) -> Option<HttpResponse> {
         reason = if presented.is_some() { "wrong token" } else { "no token" },
         "admin: request refused"
     );
-    let mut resp = error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "this needs Authorization: Bearer <admin token>",
-    );
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    Some(resp)
+    Err(AdminError::unauthorized())
 }
 
-/// Checks a mutation.
-pub fn mutation(admin: &Admin, req: &HttpRequest) -> Option<HttpResponse> {
-    check(admin, req)
+/// A request allowed to change something; `caller` names it in the action's log line.
+pub struct Mutation {
+    /// The peer, and whether it presented a token.
+    pub caller: String,
 }
 
-/// Checks a read (only when reads are protected).
-pub fn read(admin: &Admin, req: &HttpRequest) -> Option<HttpResponse> {
-    if admin.token_reads {
-        check(admin, req)
-    } else {
-        None
+impl FromRequest for Mutation {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(check(req, false).map(|()| Mutation {
+            caller: caller(req),
+        }))
+    }
+}
+
+/// A request allowed to read (reads need the token only with `--admin-token-reads`).
+pub struct Read;
+
+impl FromRequest for Read {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(check(req, true).map(|()| Read))
     }
 }

@@ -3,10 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
+use super::auth::Read;
 use super::views::queue_view;
-use super::{auth, Admin};
+use super::{Admin, AdminError};
 use crate::metrics::{encode, METRICS};
 use crate::shipper::EndpointState;
 
@@ -76,24 +77,14 @@ fn refresh(admin: &Admin) {
     }
 }
 
-pub async fn metrics(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
-    if let Some(resp) = auth::read(&admin, &req) {
-        return resp;
-    }
+pub async fn metrics(admin: web::Data<Admin>, _: Read) -> Result<HttpResponse, AdminError> {
     let admin = admin.get_ref().clone();
-    match web::block(move || {
+    let text = web::block(move || {
         refresh(&admin);
         encode()
     })
-    .await
-    {
-        Ok(text) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(text),
-        Err(e) => super::error(
-            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &e.to_string(),
-        ),
-    }
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }

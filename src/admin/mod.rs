@@ -9,6 +9,7 @@
 
 mod actions;
 mod auth;
+mod error;
 mod metrics;
 mod page;
 mod views;
@@ -20,9 +21,11 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::election::{ElectionError, Promotions};
-use crate::shipper::{Shipper, ShipperError};
-use crate::wal::{Compression, Durability, FullPolicy, Wal, WalError};
+pub use error::AdminError;
+
+use crate::election::Promotions;
+use crate::shipper::Shipper;
+use crate::wal::{Compression, Durability, FullPolicy, Wal};
 
 /// Static facts about the node, for `/api/v1/status`.
 #[derive(Debug, Clone, Serialize)]
@@ -136,83 +139,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/quarantine/{seq}",
             web::delete().to(actions::delete_quarantined),
         )
-        .app_data(web::JsonConfig::default().error_handler(|err, _req| {
-            let detail = err.to_string();
-            actix_web::error::InternalError::from_response(
-                err,
-                error(StatusCode::BAD_REQUEST, "bad_request", &detail),
-            )
-            .into()
-        }))
-        .app_data(web::PathConfig::default().error_handler(|err, _req| {
-            let detail = err.to_string();
-            actix_web::error::InternalError::from_response(
-                err,
-                error(StatusCode::BAD_REQUEST, "bad_request", &detail),
-            )
-            .into()
-        }))
-        .app_data(web::QueryConfig::default().error_handler(|err, _req| {
-            let detail = err.to_string();
-            actix_web::error::InternalError::from_response(
-                err,
-                error(StatusCode::BAD_REQUEST, "bad_request", &detail),
-            )
-            .into()
-        }));
+        .app_data(web::JsonConfig::default().error_handler(bad_input))
+        .app_data(web::PathConfig::default().error_handler(bad_input))
+        .app_data(web::QueryConfig::default().error_handler(bad_input));
+}
+
+/// A body, path or query string that does not parse: 400 with the parser's reason.
+fn bad_input<E: std::fmt::Display>(err: E, _: &actix_web::HttpRequest) -> actix_web::Error {
+    AdminError::bad_request(err.to_string()).into()
 }
 
 /// Any other path or method: a JSON 404 like every other admin error.
-pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
-    error(
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, AdminError> {
+    Err(AdminError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        &format!("no admin endpoint {} {}", req.method(), req.path()),
-    )
-}
-
-/// A JSON error `{error, detail}`.
-pub(crate) fn error(status: StatusCode, error: &str, detail: &str) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({ "error": error, "detail": detail }))
-}
-
-impl From<&ElectionError> for (StatusCode, &'static str) {
-    fn from(e: &ElectionError) -> Self {
-        match e {
-            ElectionError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
-            ElectionError::UnknownSource { .. } => (StatusCode::NOT_FOUND, "unknown_source"),
-            ElectionError::NotPinned(_) => (StatusCode::CONFLICT, "not_pinned"),
-            ElectionError::NothingPromoted(_) => (StatusCode::CONFLICT, "nothing_promoted"),
-            ElectionError::NoCandidate(_) => (StatusCode::CONFLICT, "no_candidate"),
-            ElectionError::UntilInPast => (StatusCode::BAD_REQUEST, "until_in_past"),
-            ElectionError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
-        }
-    }
-}
-
-fn election_error(e: &ElectionError) -> HttpResponse {
-    let (status, code) = e.into();
-    error(status, code, &e.to_string())
-}
-
-fn shipper_error(e: &ShipperError) -> HttpResponse {
-    let (status, code) = match e {
-        ShipperError::UnknownEndpoint(_) => (StatusCode::NOT_FOUND, "unknown_endpoint"),
-        ShipperError::Direction(_) => (StatusCode::BAD_REQUEST, "wrong_direction"),
-        ShipperError::NotQuarantined(_) => (StatusCode::NOT_FOUND, "not_quarantined"),
-        ShipperError::Wal(w) => return wal_error(w),
-    };
-    error(status, code, &e.to_string())
-}
-
-fn wal_error(e: &WalError) -> HttpResponse {
-    let (status, code) = match e {
-        WalError::UnknownEndpoint(_) => (StatusCode::NOT_FOUND, "unknown_endpoint"),
-        WalError::NotBuffered { .. } => (StatusCode::CONFLICT, "not_buffered"),
-        WalError::Full { .. } | WalError::DiskFull(_) | WalError::Closed => {
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-        }
-        WalError::Storage(_) | WalError::Disk(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
-    };
-    error(status, code, &e.to_string())
+        format!("no admin endpoint {} {}", req.method(), req.path()),
+    ))
 }

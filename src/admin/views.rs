@@ -3,11 +3,14 @@
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web::Json;
+use actix_web::{web, HttpResponse};
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use super::{auth, election_error, error, wal_error, Admin};
+use super::auth::Read;
+use super::{Admin, AdminError};
 use crate::clock::{Clock, SystemClock};
 use crate::election::{ElectionError, GroupView, HistoryEntry};
 use crate::proto::WriteRequest;
@@ -20,14 +23,6 @@ const HISTORY_IN_LIST: usize = 10;
 const MAX_PEEK: usize = 1_000;
 /// Series shown in a record preview.
 const PREVIEW_SERIES: usize = 5;
-
-macro_rules! guard_read {
-    ($admin:expr, $req:expr) => {
-        if let Some(resp) = auth::read(&$admin, &$req) {
-            return resp;
-        }
-    };
-}
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
@@ -45,24 +40,13 @@ pub async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     }
 }
 
-/// Runs blocking work (sled reads) off the admin worker's reactor.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, HttpResponse> {
-    web::block(f).await.map_err(|e| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &e.to_string(),
-        )
-    })
-}
+/// What a view answers: 200 with a JSON body, or an [`AdminError`].
+type View<T = Value> = Result<Json<T>, AdminError>;
 
-pub async fn status(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn status(admin: web::Data<Admin>, _: Read) -> View {
     let now = SystemClock.now_ms();
     let info = &admin.info;
-    HttpResponse::Ok().json(serde_json::json!({
+    Ok(Json(json!({
         "node": {
             "instance_id": info.instance_id,
             "version": info.version,
@@ -84,23 +68,19 @@ pub async fn status(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
         },
         "health": { "tick_ms": info.health_tick_ms, "expiry_ms": info.health_expiry_ms },
         "endpoints": admin.shipper.statuses().into_iter().map(|s| s.name).collect::<Vec<_>>(),
-    }))
+    })))
 }
 
-pub async fn cluster(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
-    guard_read!(admin, req);
-    match &admin.cluster {
-        Some(c) => HttpResponse::Ok().json(serde_json::json!({
-            "status": c.status(),
-            "members": c.members(),
-            "control": c.control().current().state,
-        })),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not_clustered",
-            "this node runs standalone (no --peers)",
-        ),
-    }
+pub async fn cluster(admin: web::Data<Admin>, _: Read) -> View {
+    let c = admin
+        .cluster
+        .as_ref()
+        .ok_or_else(AdminError::not_clustered)?;
+    Ok(Json(json!({
+        "status": c.status(),
+        "members": c.members(),
+        "control": c.control().current().state,
+    })))
 }
 
 /// One endpoint: the worker's status with its position in the buffer.
@@ -186,22 +166,15 @@ pub fn queue_view(admin: &Admin) -> QueueView {
     }
 }
 
-pub async fn queue(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn queue(admin: web::Data<Admin>, _: Read) -> View<QueueView> {
     let admin = admin.get_ref().clone();
-    match blocking(move || queue_view(&admin)).await {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(resp) => resp,
-    }
+    Ok(Json(web::block(move || queue_view(&admin)).await?))
 }
 
-pub async fn endpoints(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn endpoints(admin: web::Data<Admin>, _: Read) -> View {
     let admin = admin.get_ref().clone();
-    match blocking(move || queue_view(&admin).endpoints).await {
-        Ok(v) => HttpResponse::Ok().json(serde_json::json!({ "endpoints": v })),
-        Err(resp) => resp,
-    }
+    let endpoints = web::block(move || queue_view(&admin).endpoints).await?;
+    Ok(Json(json!({ "endpoints": endpoints })))
 }
 
 /// `?from=SEQ&limit=N`.
@@ -211,25 +184,17 @@ pub struct Peek {
     limit: Option<usize>,
 }
 
-pub async fn records(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    q: web::Query<Peek>,
-) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn records(admin: web::Data<Admin>, _: Read, q: web::Query<Peek>) -> View {
     let wal = admin.wal.clone();
     let from = q.from.unwrap_or_else(|| wal.first_seq());
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PEEK);
-    match blocking(move || wal.peek(from, limit)).await {
-        Ok(Ok(records)) => HttpResponse::Ok().json(serde_json::json!({ "records": records })),
-        Ok(Err(e)) => wal_error(&e),
-        Err(resp) => resp,
-    }
+    let records = web::block(move || wal.peek(from, limit)).await??;
+    Ok(Json(json!({ "records": records })))
 }
 
 /// A record with a decoded look at its first series.
 #[derive(Serialize)]
-struct RecordPreview {
+pub struct RecordPreview {
     #[serde(flatten)]
     summary: RecordSummary,
     preview: Option<Vec<SeriesPreview>>,
@@ -264,48 +229,38 @@ fn preview(payload: &[u8]) -> Option<Vec<SeriesPreview>> {
     )
 }
 
-pub async fn record(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    seq: web::Path<u64>,
-) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn record(admin: web::Data<Admin>, _: Read, seq: web::Path<u64>) -> View<RecordPreview> {
     let seq = seq.into_inner();
     let wal = admin.wal.clone();
-    match blocking(move || wal.get(seq)).await {
-        Ok(Ok(Some(item))) => {
-            let preview = match &item {
-                ReadItem::Record(_, r) => preview(&r.payload),
-                ReadItem::Corrupt(..) => None,
-            };
-            HttpResponse::Ok().json(RecordPreview {
-                summary: RecordSummary::of(&item),
-                preview,
-            })
-        }
-        Ok(Ok(None)) => error(
+    let item = web::block(move || wal.get(seq)).await??.ok_or_else(|| {
+        AdminError::new(
             StatusCode::NOT_FOUND,
             "unknown_record",
-            &format!("record {seq} is not buffered"),
-        ),
-        Ok(Err(e)) => wal_error(&e),
-        Err(resp) => resp,
-    }
+            format!("record {seq} is not buffered"),
+        )
+    })?;
+    let preview = match &item {
+        ReadItem::Record(_, r) => preview(&r.payload),
+        ReadItem::Corrupt(..) => None,
+    };
+    Ok(Json(RecordPreview {
+        summary: RecordSummary::of(&item),
+        preview,
+    }))
 }
 
 /// One group with its name and recent history.
 #[derive(Serialize)]
-struct NamedGroup {
+pub struct NamedGroup {
     name: String,
     #[serde(flatten)]
     group: GroupView,
     history: Vec<HistoryEntry>,
 }
 
-pub async fn groups(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn groups(admin: web::Data<Admin>, _: Read) -> View {
     let admin = admin.get_ref().clone();
-    let view = blocking(move || {
+    let groups = web::block(move || {
         admin
             .promotions
             .groups()
@@ -321,22 +276,15 @@ pub async fn groups(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
             })
             .collect::<Vec<_>>()
     })
-    .await;
-    match view {
-        Ok(groups) => HttpResponse::Ok().json(serde_json::json!({ "groups": groups })),
-        Err(resp) => resp,
-    }
+    .await?;
+    Ok(Json(json!({ "groups": groups })))
 }
 
-pub async fn group(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    name: web::Path<String>,
-) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn group(admin: web::Data<Admin>, _: Read, name: web::Path<String>) -> View<NamedGroup> {
     let name = name.into_inner();
+    let unknown = ElectionError::UnknownGroup(name.clone());
     let admin = admin.get_ref().clone();
-    let view = blocking(move || {
+    let view = web::block(move || {
         let history = admin.promotions.history(&name);
         // A group silent for long is forgotten by the election, but its history is kept:
         // show it with nobody promoted rather than as unknown.
@@ -351,22 +299,12 @@ pub async fn group(
             history,
         })
     })
-    .await;
-    match view {
-        Ok(Some(g)) => HttpResponse::Ok().json(g),
-        Ok(None) => election_error(&ElectionError::UnknownGroup(
-            req.match_info().query("group").to_owned(),
-        )),
-        Err(resp) => resp,
-    }
+    .await?;
+    Ok(Json(view.ok_or(unknown)?))
 }
 
-pub async fn quarantine(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
-    guard_read!(admin, req);
+pub async fn quarantine(admin: web::Data<Admin>, _: Read) -> View {
     let wal = admin.wal.clone();
-    match blocking(move || wal.quarantine_list()).await {
-        Ok(Ok(list)) => HttpResponse::Ok().json(serde_json::json!({ "quarantine": list })),
-        Ok(Err(e)) => wal_error(&e),
-        Err(resp) => resp,
-    }
+    let list = web::block(move || wal.quarantine_list()).await??;
+    Ok(Json(json!({ "quarantine": list })))
 }
