@@ -8,141 +8,428 @@
 
 use std::sync::LazyLock;
 
+use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-/// Every metric of the process.
+/// Every metric of the process, by component.
 pub struct Metrics {
     /// The registry `/metrics` encodes.
     pub registry: Registry,
-    /// Ingest requests by outcome (`promoted`, `standby`, `rejected`).
-    pub ingest_requests: IntCounterVec,
-    /// Refused ingest requests by reason (`snappy`, `unsorted_labels`, `buffer_full`, …).
-    pub ingest_rejected: IntCounterVec,
-    /// Samples (float + histogram) received, by outcome (`promoted`, `standby`).
-    pub ingest_samples: IntCounterVec,
-    /// Compressed bytes received, by outcome.
-    pub ingest_bytes: IntCounterVec,
-    /// Time from request to answer, by outcome.
-    pub ingest_duration: HistogramVec,
-    /// Election changes by reason.
-    pub election_changes: IntCounterVec,
-    /// Time to insert one record into the WAL (before the flush).
-    pub wal_append_duration: prometheus::Histogram,
-    /// Time of one flush of the WAL.
-    pub wal_flush_duration: prometheus::Histogram,
-    /// Records made durable by one flush (group commit batch size).
-    pub wal_group_commit_records: prometheus::Histogram,
-    /// Records dropped by the buffer limits, by reason (`size`, `age`).
-    pub wal_dropped: IntCounterVec,
-    /// Records found damaged (checksum) and removed or skipped.
-    pub wal_damaged: IntCounter,
-    /// Records stored compact (zstd) because a storage was down.
-    pub wal_compact_records: IntCounter,
-    /// 1 while new records are stored compact.
-    pub wal_compacting: IntGauge,
-    /// Records delivered, per endpoint.
-    pub shipper_sent_records: IntCounterVec,
-    /// Samples delivered, per endpoint.
-    pub shipper_sent_samples: IntCounterVec,
-    /// Compressed bytes delivered, per endpoint.
-    pub shipper_sent_bytes: IntCounterVec,
-    /// Duration of one request to a storage, per endpoint.
-    pub shipper_request_duration: HistogramVec,
-    /// Retries, per endpoint.
-    pub shipper_retries: IntCounterVec,
-    /// Failed requests, per endpoint and class (`5xx`, `429`, `413`, `4xx`, `network`).
-    pub shipper_failures: IntCounterVec,
-    /// Batches quarantined, per endpoint.
-    pub shipper_quarantined: IntCounterVec,
-    /// Buffered records (scrape time).
-    pub wal_records: IntGauge,
-    /// Buffered bytes (scrape time).
-    pub wal_bytes: IntGauge,
-    /// Byte cap (scrape time).
-    pub wal_max_bytes: IntGauge,
-    /// Age of the oldest buffered record (scrape time).
-    pub wal_oldest_age: prometheus::Gauge,
-    /// Quarantined batches (scrape time).
-    pub wal_quarantined: IntGauge,
-    /// Requests out to an endpoint (scrape time).
-    pub shipper_in_flight: IntGaugeVec,
-    /// Records an endpoint has not taken (scrape time).
-    pub shipper_lag_records: IntGaugeVec,
-    /// Bytes an endpoint has not taken (scrape time).
-    pub shipper_lag_bytes: IntGaugeVec,
-    /// Data-time lag of an endpoint (scrape time).
-    pub shipper_lag_seconds: GaugeVec,
-    /// 1 for the endpoint's current state, 0 for the others (scrape time).
-    pub shipper_state: IntGaugeVec,
-    /// 1 per group for its promoted source (scrape time).
-    pub election_promoted: IntGaugeVec,
-    /// Sources seen per group (scrape time).
-    pub election_sources: IntGaugeVec,
+    /// `highlander_ingest_*`.
+    pub ingest: IngestMetrics,
+    /// `highlander_election_*`.
+    pub election: ElectionMetrics,
+    /// `highlander_handover_*`.
+    pub handover: HandoverMetrics,
+    /// `highlander_wal_*`.
+    pub wal: WalMetrics,
+    /// `highlander_shipper_*`.
+    pub shipper: ShipperMetrics,
+    /// `highlander_cluster_*`.
+    pub cluster: ClusterMetrics,
     /// 1 when the node accepts writes (scrape time).
     pub ready: IntGauge,
-    /// Cluster: 1 when this node leads (scrape time).
-    pub cluster_leader: IntGauge,
-    /// Cluster: the raft term (scrape time).
-    pub cluster_term: IntGauge,
-    /// Cluster: members known to this node (scrape time).
-    pub cluster_members: IntGauge,
-    /// Cluster: 1 while this node's leader lease is fresh, i.e. it may ship (scrape time).
-    pub cluster_lease: IntGauge,
-    /// Cluster, leader only: log entries each member is missing (scrape time).
-    pub cluster_replication_lag: IntGaugeVec,
-    /// Handovers between sources.
-    pub handovers: IntCounter,
+}
+
+/// The remote-write receiver.
+pub struct IngestMetrics {
+    /// Requests by outcome (`promoted`, `standby`, `rejected`).
+    pub requests: IntCounterVec,
+    /// Refused requests by reason (`snappy`, `unsorted_labels`, `buffer_full`, …).
+    pub rejected: IntCounterVec,
+    /// Samples (float + histogram) received, by outcome (`promoted`, `standby`).
+    pub samples: IntCounterVec,
+    /// Compressed bytes received, by outcome.
+    pub bytes: IntCounterVec,
+    /// Time from request to answer, by outcome.
+    pub duration: HistogramVec,
+}
+
+/// The election of each group's promoted source.
+pub struct ElectionMetrics {
+    /// Changes by reason.
+    pub changes: IntCounterVec,
+    /// 1 per group for its promoted source (scrape time).
+    pub promoted: IntGaugeVec,
+    /// Sources seen per group (scrape time).
+    pub sources: IntGaugeVec,
+}
+
+/// Handovers between the sources of a group.
+pub struct HandoverMetrics {
+    /// Handovers.
+    pub total: IntCounter,
     /// Samples of the new source's held writes forwarded at handovers.
-    pub handover_backfilled: IntCounter,
+    pub backfilled: IntCounter,
     /// Samples of the new source dropped as overlap (at or before the handover point).
-    pub handover_trimmed: IntCounter,
+    pub trimmed: IntCounter,
     /// Time one handover took (learning the cut and trimming the backfill).
-    pub handover_duration: prometheus::Histogram,
+    pub duration: Histogram,
+}
+
+/// The write-ahead buffer.
+pub struct WalMetrics {
+    /// Time to insert one record (before the flush).
+    pub append_duration: Histogram,
+    /// Time of one flush.
+    pub flush_duration: Histogram,
+    /// Records made durable by one flush (group commit batch size).
+    pub group_commit_records: Histogram,
+    /// Records dropped by the buffer limits, by reason (`size`, `age`).
+    pub dropped: IntCounterVec,
+    /// Records found damaged (checksum) and removed or skipped.
+    pub damaged: IntCounter,
+    /// Records stored compact (zstd) because a storage was down.
+    pub compact_records: IntCounter,
+    /// 1 while new records are stored compact.
+    pub compacting: IntGauge,
+    /// Buffered records (scrape time).
+    pub records: IntGauge,
+    /// Buffered bytes (scrape time).
+    pub bytes: IntGauge,
+    /// Byte cap (scrape time).
+    pub max_bytes: IntGauge,
+    /// Age of the oldest buffered record (scrape time).
+    pub oldest_age: Gauge,
+    /// Quarantined batches (scrape time).
+    pub quarantined: IntGauge,
+}
+
+/// The workers that ship to the storages, per endpoint.
+pub struct ShipperMetrics {
+    /// Records delivered.
+    pub sent_records: IntCounterVec,
+    /// Samples delivered.
+    pub sent_samples: IntCounterVec,
+    /// Compressed bytes delivered.
+    pub sent_bytes: IntCounterVec,
+    /// Duration of one request to a storage.
+    pub request_duration: HistogramVec,
+    /// Retries.
+    pub retries: IntCounterVec,
+    /// Failed requests, by class (`5xx`, `429`, `413`, `4xx`, `network`).
+    pub failures: IntCounterVec,
+    /// Batches quarantined.
+    pub quarantined: IntCounterVec,
+    /// Requests out (scrape time).
+    pub in_flight: IntGaugeVec,
+    /// Records the endpoint has not taken (scrape time).
+    pub lag_records: IntGaugeVec,
+    /// Bytes the endpoint has not taken (scrape time).
+    pub lag_bytes: IntGaugeVec,
+    /// Data-time lag (scrape time).
+    pub lag_seconds: GaugeVec,
+    /// 1 for the endpoint's current state, 0 for the others (scrape time).
+    pub state: IntGaugeVec,
+}
+
+/// The raft cluster (all scrape time).
+pub struct ClusterMetrics {
+    /// 1 when this node leads.
+    pub leader: IntGauge,
+    /// The raft term.
+    pub term: IntGauge,
+    /// Members known to this node.
+    pub members: IntGauge,
+    /// 1 while this node's leader lease is fresh, i.e. it may ship.
+    pub lease: IntGauge,
+    /// Leader only: log entries each member is missing.
+    pub replication_lag: IntGaugeVec,
+}
+
+/// Registers `metric` and hands it back.
+fn registered<M: Collector + Clone + 'static>(r: &Registry, metric: prometheus::Result<M>) -> M {
+    let metric = metric.expect("valid metric");
+    r.register(Box::new(metric.clone())).expect("unique metric");
+    metric
 }
 
 fn int_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    registered(r, IntCounter::new(name, help))
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
-}
-
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, IntGauge::new(name, help))
 }
 
-fn histogram(
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram_vec(
     r: &Registry,
     name: &str,
     help: &str,
     buckets: Vec<f64>,
     labels: &[&str],
 ) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("valid metric");
-    r.register(Box::new(h.clone())).expect("unique metric");
-    h
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    registered(r, HistogramVec::new(opts, labels))
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    registered(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
 }
 
 /// Latency buckets from 100 µs to ~52 s.
 fn seconds() -> Vec<f64> {
     exponential_buckets(0.0001, 2.0, 20).expect("valid buckets")
+}
+
+impl IngestMetrics {
+    fn new(r: &Registry) -> Self {
+        let by_outcome = |name, help| counter(r, name, help, &["outcome"]);
+        IngestMetrics {
+            requests: by_outcome(
+                "highlander_ingest_requests_total",
+                "Remote-write requests received, by outcome.",
+            ),
+            rejected: counter(
+                r,
+                "highlander_ingest_rejected_total",
+                "Remote-write requests refused, by reason.",
+                &["reason"],
+            ),
+            samples: by_outcome(
+                "highlander_ingest_samples_total",
+                "Samples (float and histogram) received, by outcome.",
+            ),
+            bytes: by_outcome(
+                "highlander_ingest_bytes_total",
+                "Compressed request bytes received, by outcome.",
+            ),
+            duration: histogram_vec(
+                r,
+                "highlander_ingest_request_duration_seconds",
+                "Time from receiving a remote-write request to answering it, by outcome.",
+                seconds(),
+                &["outcome"],
+            ),
+        }
+    }
+}
+
+impl ElectionMetrics {
+    fn new(r: &Registry) -> Self {
+        ElectionMetrics {
+            changes: counter(
+                r,
+                "highlander_election_changes_total",
+                "Changes of the promoted source, by reason.",
+                &["reason"],
+            ),
+            promoted: gauge_vec(
+                r,
+                "highlander_election_promoted_source_info",
+                "1 for the promoted source of each group.",
+                &["group", "source"],
+            ),
+            sources: gauge_vec(
+                r,
+                "highlander_election_sources",
+                "Sources seen recently, per group.",
+                &["group"],
+            ),
+        }
+    }
+}
+
+impl HandoverMetrics {
+    fn new(r: &Registry) -> Self {
+        HandoverMetrics {
+            total: int_counter(
+                r,
+                "highlander_handover_total",
+                "Handovers from one source of a group to another.",
+            ),
+            backfilled: int_counter(
+                r,
+                "highlander_handover_backfilled_samples_total",
+                "Samples of the new source's held writes forwarded at handovers.",
+            ),
+            trimmed: int_counter(
+                r,
+                "highlander_handover_trimmed_samples_total",
+                "Samples of a new source dropped as overlap at or before the handover point.",
+            ),
+            duration: histogram(
+                r,
+                "highlander_handover_duration_seconds",
+                "Time one handover took.",
+                seconds(),
+            ),
+        }
+    }
+}
+
+impl WalMetrics {
+    fn new(r: &Registry) -> Self {
+        WalMetrics {
+            append_duration: histogram(
+                r,
+                "highlander_wal_append_duration_seconds",
+                "Time to insert one record into the buffer, before its flush.",
+                seconds(),
+            ),
+            flush_duration: histogram(
+                r,
+                "highlander_wal_flush_duration_seconds",
+                "Time of one flush of the buffer to disk.",
+                seconds(),
+            ),
+            group_commit_records: histogram(
+                r,
+                "highlander_wal_group_commit_records",
+                "Records made durable by one flush (group commit batch size).",
+                exponential_buckets(1.0, 2.0, 12).expect("valid buckets"),
+            ),
+            dropped: counter(
+                r,
+                "highlander_wal_dropped_records_total",
+                "Records dropped by the buffer limits before every endpoint took them, by reason.",
+                &["reason"],
+            ),
+            damaged: int_counter(
+                r,
+                "highlander_wal_damaged_records_total",
+                "Buffered records found damaged (checksum mismatch) and skipped; their samples are lost.",
+            ),
+            compact_records: int_counter(
+                r,
+                "highlander_wal_compact_records_total",
+                "Records stored zstd-compressed because a storage was down (see --buffer-compression).",
+            ),
+            compacting: gauge(
+                r,
+                "highlander_wal_compacting",
+                "1 while new records are stored zstd-compressed (a storage is down, or --buffer-compression always).",
+            ),
+            records: gauge(r, "highlander_wal_records", "Records in the buffer."),
+            bytes: gauge(r, "highlander_wal_bytes", "Bytes of the records in the buffer."),
+            max_bytes: gauge(r, "highlander_wal_max_bytes", "Cap on the bytes of the buffer."),
+            oldest_age: registered(
+                r,
+                Gauge::new(
+                    "highlander_wal_oldest_age_seconds",
+                    "Seconds since the oldest buffered record was received.",
+                ),
+            ),
+            quarantined: gauge(
+                r,
+                "highlander_wal_quarantined_records",
+                "Batches in the quarantine.",
+            ),
+        }
+    }
+}
+
+impl ShipperMetrics {
+    fn new(r: &Registry) -> Self {
+        let per_endpoint = |name, help| counter(r, name, help, &["endpoint"]);
+        let gauge_per_endpoint = |name, help| gauge_vec(r, name, help, &["endpoint"]);
+        ShipperMetrics {
+            sent_records: per_endpoint(
+                "highlander_shipper_sent_records_total",
+                "Records delivered, per endpoint.",
+            ),
+            sent_samples: per_endpoint(
+                "highlander_shipper_sent_samples_total",
+                "Samples delivered, per endpoint.",
+            ),
+            sent_bytes: per_endpoint(
+                "highlander_shipper_sent_bytes_total",
+                "Compressed bytes delivered, per endpoint.",
+            ),
+            request_duration: histogram_vec(
+                r,
+                "highlander_shipper_request_duration_seconds",
+                "Duration of one request to a storage, per endpoint.",
+                seconds(),
+                &["endpoint"],
+            ),
+            retries: per_endpoint(
+                "highlander_shipper_retries_total",
+                "Requests retried after a retryable failure, per endpoint.",
+            ),
+            failures: counter(
+                r,
+                "highlander_shipper_failures_total",
+                "Failed requests, per endpoint and class (5xx, 429, 413, 4xx, network).",
+                &["endpoint", "class"],
+            ),
+            quarantined: per_endpoint(
+                "highlander_shipper_quarantined_total",
+                "Batches an endpoint rejected permanently and that were quarantined.",
+            ),
+            in_flight: gauge_per_endpoint(
+                "highlander_shipper_in_flight",
+                "Requests out to an endpoint, each until its final answer (retries included).",
+            ),
+            lag_records: gauge_per_endpoint(
+                "highlander_shipper_lag_records",
+                "Buffered records an endpoint has not taken.",
+            ),
+            lag_bytes: gauge_per_endpoint(
+                "highlander_shipper_lag_bytes",
+                "Buffered bytes an endpoint has not taken.",
+            ),
+            lag_seconds: registered(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "highlander_shipper_lag_seconds",
+                        "Data time between the oldest sample an endpoint has not taken and the newest buffered sample.",
+                    ),
+                    &["endpoint"],
+                ),
+            ),
+            state: gauge_vec(
+                r,
+                "highlander_shipper_state",
+                "1 for the current state of an endpoint's worker, 0 for the others.",
+                &["endpoint", "state"],
+            ),
+        }
+    }
+}
+
+impl ClusterMetrics {
+    fn new(r: &Registry) -> Self {
+        ClusterMetrics {
+            leader: gauge(
+                r,
+                "highlander_cluster_leader",
+                "1 when this node is the raft leader.",
+            ),
+            term: gauge(r, "highlander_cluster_term", "Current raft term."),
+            members: gauge(
+                r,
+                "highlander_cluster_members",
+                "Cluster members known to this node.",
+            ),
+            lease: gauge(
+                r,
+                "highlander_cluster_lease_fresh",
+                "1 while this node leads with a fresh lease and may ship.",
+            ),
+            replication_lag: gauge_vec(
+                r,
+                "highlander_cluster_replication_lag_entries",
+                "Leader only: raft log entries each member is missing.",
+                &["member"],
+            ),
+        }
+    }
 }
 
 impl Metrics {
@@ -153,252 +440,14 @@ impl Metrics {
             let p = prometheus::process_collector::ProcessCollector::for_self();
             r.register(Box::new(p)).expect("process collector");
         }
-        let wal_oldest_age = prometheus::Gauge::new(
-            "highlander_wal_oldest_age_seconds",
-            "Seconds since the oldest buffered record was received.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(wal_oldest_age.clone()))
-            .expect("unique metric");
-        let shipper_lag_seconds = GaugeVec::new(
-            Opts::new(
-                "highlander_shipper_lag_seconds",
-                "Data time between the oldest sample an endpoint has not taken and the newest buffered sample.",
-            ),
-            &["endpoint"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(shipper_lag_seconds.clone()))
-            .expect("unique metric");
-        let wal_damaged = IntCounter::new(
-            "highlander_wal_damaged_records_total",
-            "Buffered records found damaged (checksum mismatch) and skipped; their samples are lost.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(wal_damaged.clone()))
-            .expect("unique metric");
-        let wal_compact_records = IntCounter::new(
-            "highlander_wal_compact_records_total",
-            "Records stored zstd-compressed because a storage was down (see --buffer-compression).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(wal_compact_records.clone()))
-            .expect("unique metric");
-        let single = |h: HistogramVec| h.with_label_values(&[] as &[&str]);
         Metrics {
-            ingest_requests: counter(
-                &r,
-                "highlander_ingest_requests_total",
-                "Remote-write requests received, by outcome.",
-                &["outcome"],
-            ),
-            ingest_rejected: counter(
-                &r,
-                "highlander_ingest_rejected_total",
-                "Remote-write requests refused, by reason.",
-                &["reason"],
-            ),
-            ingest_samples: counter(
-                &r,
-                "highlander_ingest_samples_total",
-                "Samples (float and histogram) received, by outcome.",
-                &["outcome"],
-            ),
-            ingest_bytes: counter(
-                &r,
-                "highlander_ingest_bytes_total",
-                "Compressed request bytes received, by outcome.",
-                &["outcome"],
-            ),
-            ingest_duration: histogram(
-                &r,
-                "highlander_ingest_request_duration_seconds",
-                "Time from receiving a remote-write request to answering it, by outcome.",
-                seconds(),
-                &["outcome"],
-            ),
-            election_changes: counter(
-                &r,
-                "highlander_election_changes_total",
-                "Changes of the promoted source, by reason.",
-                &["reason"],
-            ),
-            wal_append_duration: single(histogram(
-                &r,
-                "highlander_wal_append_duration_seconds",
-                "Time to insert one record into the buffer, before its flush.",
-                seconds(),
-                &[],
-            )),
-            wal_flush_duration: single(histogram(
-                &r,
-                "highlander_wal_flush_duration_seconds",
-                "Time of one flush of the buffer to disk.",
-                seconds(),
-                &[],
-            )),
-            wal_group_commit_records: single(histogram(
-                &r,
-                "highlander_wal_group_commit_records",
-                "Records made durable by one flush (group commit batch size).",
-                exponential_buckets(1.0, 2.0, 12).expect("valid buckets"),
-                &[],
-            )),
-            wal_dropped: counter(
-                &r,
-                "highlander_wal_dropped_records_total",
-                "Records dropped by the buffer limits before every endpoint took them, by reason.",
-                &["reason"],
-            ),
-            wal_damaged,
-            wal_compact_records,
-            wal_compacting: gauge(
-                &r,
-                "highlander_wal_compacting",
-                "1 while new records are stored zstd-compressed (a storage is down, or --buffer-compression always).",
-            ),
-            shipper_sent_records: counter(
-                &r,
-                "highlander_shipper_sent_records_total",
-                "Records delivered, per endpoint.",
-                &["endpoint"],
-            ),
-            shipper_sent_samples: counter(
-                &r,
-                "highlander_shipper_sent_samples_total",
-                "Samples delivered, per endpoint.",
-                &["endpoint"],
-            ),
-            shipper_sent_bytes: counter(
-                &r,
-                "highlander_shipper_sent_bytes_total",
-                "Compressed bytes delivered, per endpoint.",
-                &["endpoint"],
-            ),
-            shipper_request_duration: histogram(
-                &r,
-                "highlander_shipper_request_duration_seconds",
-                "Duration of one request to a storage, per endpoint.",
-                seconds(),
-                &["endpoint"],
-            ),
-            shipper_retries: counter(
-                &r,
-                "highlander_shipper_retries_total",
-                "Requests retried after a retryable failure, per endpoint.",
-                &["endpoint"],
-            ),
-            shipper_failures: counter(
-                &r,
-                "highlander_shipper_failures_total",
-                "Failed requests, per endpoint and class (5xx, 429, 413, 4xx, network).",
-                &["endpoint", "class"],
-            ),
-            shipper_quarantined: counter(
-                &r,
-                "highlander_shipper_quarantined_total",
-                "Batches an endpoint rejected permanently and that were quarantined.",
-                &["endpoint"],
-            ),
-            wal_records: gauge(&r, "highlander_wal_records", "Records in the buffer."),
-            wal_bytes: gauge(
-                &r,
-                "highlander_wal_bytes",
-                "Bytes of the records in the buffer.",
-            ),
-            wal_max_bytes: gauge(
-                &r,
-                "highlander_wal_max_bytes",
-                "Cap on the bytes of the buffer.",
-            ),
-            wal_oldest_age,
-            wal_quarantined: gauge(
-                &r,
-                "highlander_wal_quarantined_records",
-                "Batches in the quarantine.",
-            ),
-            shipper_in_flight: gauge_vec(
-                &r,
-                "highlander_shipper_in_flight",
-                "Requests out to an endpoint, each until its final answer (retries included).",
-                &["endpoint"],
-            ),
-            shipper_lag_records: gauge_vec(
-                &r,
-                "highlander_shipper_lag_records",
-                "Buffered records an endpoint has not taken.",
-                &["endpoint"],
-            ),
-            shipper_lag_bytes: gauge_vec(
-                &r,
-                "highlander_shipper_lag_bytes",
-                "Buffered bytes an endpoint has not taken.",
-                &["endpoint"],
-            ),
-            shipper_lag_seconds,
-            shipper_state: gauge_vec(
-                &r,
-                "highlander_shipper_state",
-                "1 for the current state of an endpoint's worker, 0 for the others.",
-                &["endpoint", "state"],
-            ),
-            election_promoted: gauge_vec(
-                &r,
-                "highlander_election_promoted_source_info",
-                "1 for the promoted source of each group.",
-                &["group", "source"],
-            ),
-            election_sources: gauge_vec(
-                &r,
-                "highlander_election_sources",
-                "Sources seen recently, per group.",
-                &["group"],
-            ),
+            ingest: IngestMetrics::new(&r),
+            election: ElectionMetrics::new(&r),
+            handover: HandoverMetrics::new(&r),
+            wal: WalMetrics::new(&r),
+            shipper: ShipperMetrics::new(&r),
+            cluster: ClusterMetrics::new(&r),
             ready: gauge(&r, "highlander_ready", "1 when the node accepts writes."),
-            cluster_leader: gauge(
-                &r,
-                "highlander_cluster_leader",
-                "1 when this node is the raft leader.",
-            ),
-            cluster_term: gauge(&r, "highlander_cluster_term", "Current raft term."),
-            cluster_members: gauge(
-                &r,
-                "highlander_cluster_members",
-                "Cluster members known to this node.",
-            ),
-            cluster_lease: gauge(
-                &r,
-                "highlander_cluster_lease_fresh",
-                "1 while this node leads with a fresh lease and may ship.",
-            ),
-            cluster_replication_lag: gauge_vec(
-                &r,
-                "highlander_cluster_replication_lag_entries",
-                "Leader only: raft log entries each member is missing.",
-                &["member"],
-            ),
-            handovers: int_counter(
-                &r,
-                "highlander_handover_total",
-                "Handovers from one source of a group to another.",
-            ),
-            handover_backfilled: int_counter(
-                &r,
-                "highlander_handover_backfilled_samples_total",
-                "Samples of the new source's held writes forwarded at handovers.",
-            ),
-            handover_trimmed: int_counter(
-                &r,
-                "highlander_handover_trimmed_samples_total",
-                "Samples of a new source dropped as overlap at or before the handover point.",
-            ),
-            handover_duration: single(histogram(
-                &r,
-                "highlander_handover_duration_seconds",
-                "Time one handover took.",
-                seconds(),
-                &[],
-            )),
             registry: r,
         }
     }

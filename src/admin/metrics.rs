@@ -24,53 +24,62 @@ fn refresh(admin: &Admin) {
     let m = &METRICS;
     m.ready.set(i64::from(admin.ready.load(Ordering::Acquire)));
     let q = queue_view(admin);
-    m.wal_records.set(q.records as i64);
-    m.wal_bytes.set(q.bytes as i64);
-    m.wal_max_bytes.set(q.max_bytes as i64);
-    m.wal_oldest_age.set(q.oldest_age_seconds);
-    m.wal_quarantined.set(q.quarantined as i64);
+    m.wal.records.set(q.records as i64);
+    m.wal.bytes.set(q.bytes as i64);
+    m.wal.max_bytes.set(q.max_bytes as i64);
+    m.wal.oldest_age.set(q.oldest_age_seconds);
+    m.wal.quarantined.set(q.quarantined as i64);
     for e in &q.endpoints {
-        m.shipper_lag_records
+        m.shipper
+            .lag_records
             .with_label_values(&[&e.name])
             .set(e.lag_records as i64);
-        m.shipper_lag_bytes
+        m.shipper
+            .lag_bytes
             .with_label_values(&[&e.name])
             .set(e.lag_bytes as i64);
-        m.shipper_lag_seconds
+        m.shipper
+            .lag_seconds
             .with_label_values(&[&e.name])
             .set(e.lag_seconds);
-        m.shipper_in_flight
+        m.shipper
+            .in_flight
             .with_label_values(&[&e.name])
             .set(e.in_flight as i64);
         for (state, label) in STATES {
-            m.shipper_state
+            m.shipper
+                .state
                 .with_label_values(&[&e.name, label])
                 .set(i64::from(e.state == state));
         }
     }
     if let Some(c) = &admin.cluster {
         let status = c.status();
-        m.cluster_leader
+        m.cluster
+            .leader
             .set(i64::from(status.leader == Some(status.node_id)));
-        m.cluster_term.set(status.term as i64);
-        m.cluster_members.set(status.members.len() as i64);
-        m.cluster_lease.set(i64::from(c.leader_lease().is_some()));
-        m.cluster_replication_lag.reset();
+        m.cluster.term.set(status.term as i64);
+        m.cluster.members.set(status.members.len() as i64);
+        m.cluster.lease.set(i64::from(c.leader_lease().is_some()));
+        m.cluster.replication_lag.reset();
         for r in &status.replication {
-            m.cluster_replication_lag
+            m.cluster
+                .replication_lag
                 .with_label_values(&[&r.id.to_string()])
                 .set(r.lag as i64);
         }
     }
     // Groups and sources come and go: rebuild these from scratch.
-    m.election_promoted.reset();
-    m.election_sources.reset();
+    m.election.promoted.reset();
+    m.election.sources.reset();
     for (name, group) in admin.promotions.groups() {
-        m.election_sources
+        m.election
+            .sources
             .with_label_values(&[&name])
             .set(group.sources.len() as i64);
         if let Some(p) = &group.promoted {
-            m.election_promoted
+            m.election
+                .promoted
                 .with_label_values(&[&name, &p.source])
                 .set(1);
         }

@@ -240,7 +240,8 @@ impl ClusterPromotions {
     fn publish(&self, change: Change, now_ms: u64) {
         crate::election::log_change(&change, self.inner.expiry);
         crate::metrics::METRICS
-            .election_changes
+            .election
+            .changes
             .with_label_values(&[change.reason_label()])
             .inc();
         if let Some(store) = &self.inner.store {

@@ -167,7 +167,8 @@ impl Elector {
     fn publish(&self, change: Change, now_ms: u64) {
         log_change(&change, self.expiry);
         crate::metrics::METRICS
-            .election_changes
+            .election
+            .changes
             .with_label_values(&[change.reason_label()])
             .inc();
         if let Some(store) = &self.store {

@@ -316,7 +316,7 @@ impl GroupGuard<'_> {
             }
             Some(cut) => {
                 let (kept, _, t) = self.handover.apply(cut, live)?;
-                METRICS.handover_trimmed.inc_by(t);
+                METRICS.handover.trimmed.inc_by(t);
                 kept
             }
             None => Some(live),
@@ -384,10 +384,10 @@ impl GroupGuard<'_> {
             .unwrap_or_default();
         self.state.cut = cut;
         let took = started.elapsed();
-        METRICS.handovers.inc();
-        METRICS.handover_backfilled.inc_by(backfilled);
-        METRICS.handover_trimmed.inc_by(trimmed);
-        METRICS.handover_duration.observe(took.as_secs_f64());
+        METRICS.handover.total.inc();
+        METRICS.handover.backfilled.inc_by(backfilled);
+        METRICS.handover.trimmed.inc_by(trimmed);
+        METRICS.handover.duration.observe(took.as_secs_f64());
         let group = self.group;
         tracing::info!(
             group = %group,

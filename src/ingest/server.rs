@@ -89,21 +89,24 @@ async fn write(req: HttpRequest, payload: web::Payload, ingest: web::Data<Ingest
                         .finish(),
                 ),
             };
-            m.ingest_samples
+            m.ingest
+                .samples
                 .with_label_values(&[role])
                 .inc_by(accepted.samples);
-            m.ingest_bytes
+            m.ingest
+                .bytes
                 .with_label_values(&[role])
                 .inc_by(accepted.bytes);
             (role, resp)
         }
         Err(e) => {
-            m.ingest_rejected.with_label_values(&[e.as_label()]).inc();
+            m.ingest.rejected.with_label_values(&[e.as_label()]).inc();
             ("rejected", refuse(&req, &e))
         }
     };
-    m.ingest_requests.with_label_values(&[outcome]).inc();
-    m.ingest_duration
+    m.ingest.requests.with_label_values(&[outcome]).inc();
+    m.ingest
+        .duration
         .with_label_values(&[outcome])
         .observe(started.elapsed().as_secs_f64());
     resp

@@ -132,12 +132,14 @@ impl Sender {
                 v = client.send(payload.clone()) => v,
             };
             METRICS
-                .shipper_request_duration
+                .shipper
+                .request_duration
                 .with_label_values(&[&self.name])
                 .observe(started.elapsed().as_secs_f64());
             if let Some(class) = verdict.failure_class() {
                 METRICS
-                    .shipper_failures
+                    .shipper
+                    .failures
                     .with_label_values(&[&self.name, class])
                     .inc();
             }
@@ -151,7 +153,8 @@ impl Sender {
             };
             failures += 1;
             METRICS
-                .shipper_retries
+                .shipper
+                .retries
                 .with_label_values(&[&self.name])
                 .inc();
             let delay = self.backoff.next_delay(after);

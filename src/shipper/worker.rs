@@ -223,7 +223,7 @@ impl Worker {
             let next = match unit {
                 Unit::Damaged(seq, e) => {
                     tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: damaged record skipped; its samples are lost");
-                    METRICS.wal_damaged.inc();
+                    METRICS.wal.damaged.inc();
                     self.move_cursor(at, seq + 1).map(|n| (n, seq + 1))
                 }
                 Unit::Batch { first, records, .. } => {
@@ -345,13 +345,16 @@ impl Worker {
             self.update(|s| s.shipped_data_ts = Some(s.shipped_data_ts.map_or(ts, |t| t.max(ts))));
         }
         let m = &METRICS;
-        m.shipper_sent_records
+        m.shipper
+            .sent_records
             .with_label_values(&[self.name()])
             .inc();
-        m.shipper_sent_samples
+        m.shipper
+            .sent_samples
             .with_label_values(&[self.name()])
             .inc_by(samples);
-        m.shipper_sent_bytes
+        m.shipper
+            .sent_bytes
             .with_label_values(&[self.name()])
             .inc_by(record.payload.len() as u64);
         self.update(|s| {
@@ -375,7 +378,8 @@ impl Worker {
             tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: could not store the quarantined batch; it is lost");
         }
         METRICS
-            .shipper_quarantined
+            .shipper
+            .quarantined
             .with_label_values(&[self.name()])
             .inc();
         let now = self.sender.clock.now_ms();

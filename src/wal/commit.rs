@@ -268,9 +268,11 @@ impl Flusher {
         match wal.sync() {
             Ok(()) => {
                 let m = &crate::metrics::METRICS;
-                m.wal_flush_duration
+                m.wal
+                    .flush_duration
                     .observe(started.elapsed().as_secs_f64());
-                m.wal_group_commit_records
+                m.wal
+                    .group_commit_records
                     .observe((target - already) as f64);
                 self.mark_durable(target);
                 tracing::trace!(target, took = ?started.elapsed(), "wal: flushed");

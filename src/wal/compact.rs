@@ -29,7 +29,7 @@ pub(super) struct Compact {
 impl Compact {
     pub(super) fn new(mode: Compression) -> Compact {
         let always = mode == Compression::Always;
-        METRICS.wal_compacting.set(i64::from(always));
+        METRICS.wal.compacting.set(i64::from(always));
         Compact {
             mode,
             down: Mutex::new(BTreeSet::new()),
@@ -61,7 +61,7 @@ impl Wal {
         if !changed || c.compacting.swap(now, Ordering::Relaxed) == now {
             return;
         }
-        METRICS.wal_compacting.set(i64::from(now));
+        METRICS.wal.compacting.set(i64::from(now));
         if now {
             tracing::info!(endpoint, "wal: a storage is down; new writes are stored compressed (zstd) until every storage takes writes again");
         } else {

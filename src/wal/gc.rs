@@ -111,7 +111,8 @@ impl Wal {
         }
         log.dropped_total += records;
         METRICS
-            .wal_dropped
+            .wal
+            .dropped
             .with_label_values(&[why])
             .inc_by(records);
         let forgotten = self.forget_below(log, upto)?;

@@ -212,7 +212,7 @@ impl Wal {
         let mut last = None;
         for r in records {
             let bytes = if compact {
-                METRICS.wal_compact_records.inc();
+                METRICS.wal.compact_records.inc();
                 r.encode_compact()
             } else {
                 r.encode()
@@ -271,7 +271,8 @@ impl Wal {
         self.inner.appended.send_replace(next);
         self.delete_segments(evicted)?;
         METRICS
-            .wal_append_duration
+            .wal
+            .append_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(seq)
     }

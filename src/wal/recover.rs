@@ -66,7 +66,7 @@ pub(super) fn recover(
             }
             Err(e) => {
                 tracing::error!(seq, error = %e, "wal: damaged record removed at recovery; its samples are lost");
-                METRICS.wal_damaged.inc();
+                METRICS.wal.damaged.inc();
                 index.push_back(hole());
                 damaged += 1;
             }
@@ -91,7 +91,7 @@ pub(super) fn recover(
 fn report(damage: &Damage) -> u64 {
     for (path, from, to) in &damage.skipped {
         tracing::error!(segment = %path.display(), from, to, "wal: damaged bytes in a segment skipped at recovery; the records in them are lost");
-        METRICS.wal_damaged.inc();
+        METRICS.wal.damaged.inc();
     }
     for (path, bytes) in &damage.cut {
         tracing::warn!(segment = %path.display(), bytes, "wal: cut off the end of a write a crash interrupted (it was never acknowledged)");
