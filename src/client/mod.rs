@@ -25,7 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::cli::{AdminArgs, AdminCommand, ClusterAction, HoldArgs, QuarantineAction};
+use crate::config::cli::{
+    AdminArgs, AdminCommand, ClusterAction, ClusterArgs, HoldArgs, QuarantineAction,
+    QuarantineArgs, RecordsArgs,
+};
 use api::{Api, ClientError};
 
 /// Runs one client command and returns the process exit code; prints the result on
@@ -131,175 +134,11 @@ async fn execute(command: &AdminCommand) -> Result<String, ClientError> {
         token(args)?,
         timeout.max(Duration::from_millis(1)),
     )?;
-    let now = now_ms();
-    let v1 = |rest: &[&str]| {
-        let mut segments = vec!["api", "v1"];
-        segments.extend_from_slice(rest);
-        api.url(&segments)
+    let call = Call {
+        api: &api,
+        now: now_ms(),
     };
-    let (value, human): (Value, Human) = match command {
-        AdminCommand::Status(_) => (
-            api.get(v1(&["status"])).await?,
-            Box::new(move |v| render::status(v, now)),
-        ),
-        AdminCommand::Groups(a) => match &a.group {
-            Some(g) => (
-                api.get(v1(&["groups", g])).await?,
-                Box::new(move |v| render::group(v, now)),
-            ),
-            None => (
-                api.get(v1(&["groups"])).await?,
-                Box::new(move |v| render::groups(v, now)),
-            ),
-        },
-        AdminCommand::Queue(_) => (
-            api.get(v1(&["queue"])).await?,
-            Box::new(move |v| render::queue(v, now)),
-        ),
-        AdminCommand::Endpoints(_) => (
-            api.get(v1(&["endpoints"])).await?,
-            Box::new(move |v| render::endpoints(v, now)),
-        ),
-        AdminCommand::Records(a) => match a.seq {
-            Some(seq) => (
-                api.get(v1(&["queue", "records", &seq.to_string()])).await?,
-                Box::new(move |v| render::record(v, now)),
-            ),
-            None => {
-                let mut url = v1(&["queue", "records"]);
-                {
-                    let mut q = url.query_pairs_mut();
-                    if let Some(from) = a.from {
-                        q.append_pair("from", &from.to_string());
-                    }
-                    if let Some(limit) = a.limit {
-                        q.append_pair("limit", &limit.to_string());
-                    }
-                }
-                if url.query() == Some("") {
-                    url.set_query(None);
-                }
-                (
-                    api.get(url).await?,
-                    Box::new(move |v| render::records(v, now)),
-                )
-            }
-        },
-        AdminCommand::Quarantine(a) => match &a.action {
-            None => (
-                api.get(v1(&["quarantine"])).await?,
-                Box::new(move |v| render::quarantine(v, now)),
-            ),
-            Some(QuarantineAction::Replay(b)) => {
-                let mut url = v1(&["quarantine", &b.seq.to_string(), "replay"]);
-                if let Some(e) = &b.endpoint {
-                    url.query_pairs_mut().append_pair("endpoint", e);
-                }
-                (
-                    api.post(url, None).await?,
-                    Box::new(|v| render::quarantine_changed(v, "queued_for", "queued for replay")),
-                )
-            }
-            Some(QuarantineAction::Delete(b)) => {
-                let mut url = v1(&["quarantine", &b.seq.to_string()]);
-                if let Some(e) = &b.endpoint {
-                    url.query_pairs_mut().append_pair("endpoint", e);
-                }
-                (
-                    api.delete(url).await?,
-                    Box::new(|v| render::quarantine_changed(v, "deleted_for", "deleted")),
-                )
-            }
-        },
-        AdminCommand::Cluster(a) => match &a.action {
-            None | Some(ClusterAction::Members) => {
-                (api.get(v1(&["cluster"])).await?, Box::new(render::cluster))
-            }
-            Some(ClusterAction::Add { id, addr, learner }) => (
-                api.post(
-                    v1(&["cluster", "members"]),
-                    Some(serde_json::json!({ "id": id, "addr": addr, "voter": !learner })),
-                )
-                .await?,
-                Box::new(render::cluster),
-            ),
-            Some(ClusterAction::Remove { id }) => (
-                api.delete(v1(&["cluster", "members", &id.to_string()]))
-                    .await?,
-                Box::new(render::cluster),
-            ),
-            Some(ClusterAction::TransferLeader { id }) => (
-                api.post(
-                    v1(&["cluster", "transfer-leader"]),
-                    Some(serde_json::json!({ "to": id })),
-                )
-                .await?,
-                Box::new(render::transferred),
-            ),
-        },
-        AdminCommand::Pin(a) => {
-            let mut body = hold(&a.hold, now)?;
-            body.insert("source".into(), json!(a.source));
-            let group = a.group.clone();
-            let what = format!("pinned to {}", a.source);
-            (
-                api.post(v1(&["groups", &a.group, "pin"]), Some(Value::Object(body)))
-                    .await?,
-                Box::new(move |v| render::group_changed(&what, &group, v, now)),
-            )
-        }
-        AdminCommand::Unpin(a) => {
-            let group = a.group.clone();
-            (
-                api.post(v1(&["groups", &a.group, "unpin"]), None).await?,
-                Box::new(move |v| render::unpinned(&group, v)),
-            )
-        }
-        AdminCommand::Failover(a) => {
-            let body = hold(&a.hold, now)?;
-            let body = (!body.is_empty()).then_some(Value::Object(body));
-            let group = a.group.clone();
-            (
-                api.post(v1(&["groups", &a.group, "failover"]), body)
-                    .await?,
-                Box::new(move |v| render::group_changed("failover done", &group, v, now)),
-            )
-        }
-        AdminCommand::Pause(a) => (
-            api.post(v1(&["endpoints", &a.endpoint, "pause"]), None)
-                .await?,
-            Box::new(render::paused),
-        ),
-        AdminCommand::Resume(a) => (
-            api.post(v1(&["endpoints", &a.endpoint, "resume"]), None)
-                .await?,
-            Box::new(render::paused),
-        ),
-        AdminCommand::Skip(a) => {
-            let body = match (a.to_seq, &a.to_time) {
-                (Some(seq), _) => json!({ "to_seq": seq }),
-                (None, Some(t)) => json!({ "to_time": time_arg(t, now)? }),
-                (None, None) => json!({}),
-            };
-            (
-                api.post(v1(&["endpoints", &a.endpoint, "skip"]), Some(body))
-                    .await?,
-                Box::new(render::skipped),
-            )
-        }
-        AdminCommand::Replay(a) => {
-            let body = match (a.from_seq, &a.from_time) {
-                (Some(seq), _) => json!({ "from_seq": seq }),
-                (None, Some(t)) => json!({ "from_time": time_arg(t, now)? }),
-                (None, None) => json!({}),
-            };
-            (
-                api.post(v1(&["endpoints", &a.endpoint, "replay"]), Some(body))
-                    .await?,
-                Box::new(render::replayed),
-            )
-        }
-    };
+    let (value, human) = call.run(command).await?;
     if args.json {
         let mut out = serde_json::to_string_pretty(&value)
             .map_err(|e| ClientError::Usage(format!("cannot print the answer: {e}")))?;
@@ -307,6 +146,207 @@ async fn execute(command: &AdminCommand) -> Result<String, ClientError> {
         Ok(out)
     } else {
         Ok(human(&value))
+    }
+}
+
+/// The answer of one call and how to show it to a person.
+type Answered = Result<(Value, Human), ClientError>;
+
+/// One command's call to the admin API.
+struct Call<'a> {
+    api: &'a Api,
+    /// The client's clock, for ages and relative times.
+    now: u64,
+}
+
+impl Call<'_> {
+    /// `<admin>/api/v1/<rest…>`.
+    fn v1(&self, rest: &[&str]) -> url::Url {
+        let mut segments = vec!["api", "v1"];
+        segments.extend_from_slice(rest);
+        self.api.url(&segments)
+    }
+
+    /// A GET of `/api/v1/<rest…>`, shown by `render`.
+    async fn view(&self, rest: &[&str], render: fn(&Value, u64) -> String) -> Answered {
+        let now = self.now;
+        let value = self.api.get(self.v1(rest)).await?;
+        Ok((value, Box::new(move |v| render(v, now))))
+    }
+
+    async fn run(&self, command: &AdminCommand) -> Answered {
+        match command {
+            AdminCommand::Status(_) => self.view(&["status"], render::status).await,
+            AdminCommand::Groups(a) => match &a.group {
+                Some(g) => self.view(&["groups", g], render::group).await,
+                None => self.view(&["groups"], render::groups).await,
+            },
+            AdminCommand::Queue(_) => self.view(&["queue"], render::queue).await,
+            AdminCommand::Endpoints(_) => self.view(&["endpoints"], render::endpoints).await,
+            AdminCommand::Records(a) => self.records(a).await,
+            AdminCommand::Quarantine(a) => self.quarantine(a).await,
+            AdminCommand::Cluster(a) => self.cluster(a).await,
+            AdminCommand::Pin(_) | AdminCommand::Unpin(_) | AdminCommand::Failover(_) => {
+                self.group_action(command).await
+            }
+            AdminCommand::Pause(_)
+            | AdminCommand::Resume(_)
+            | AdminCommand::Skip(_)
+            | AdminCommand::Replay(_) => self.endpoint_action(command).await,
+        }
+    }
+
+    async fn records(&self, a: &RecordsArgs) -> Answered {
+        if let Some(seq) = a.seq {
+            return self
+                .view(&["queue", "records", &seq.to_string()], render::record)
+                .await;
+        }
+        let mut url = self.v1(&["queue", "records"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(from) = a.from {
+                q.append_pair("from", &from.to_string());
+            }
+            if let Some(limit) = a.limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let now = self.now;
+        Ok((
+            self.api.get(url).await?,
+            Box::new(move |v| render::records(v, now)),
+        ))
+    }
+
+    async fn quarantine(&self, a: &QuarantineArgs) -> Answered {
+        let (b, replay) = match &a.action {
+            None => return self.view(&["quarantine"], render::quarantine).await,
+            Some(QuarantineAction::Replay(b)) => (b, true),
+            Some(QuarantineAction::Delete(b)) => (b, false),
+        };
+        let seq = b.seq.to_string();
+        let mut url = if replay {
+            self.v1(&["quarantine", &seq, "replay"])
+        } else {
+            self.v1(&["quarantine", &seq])
+        };
+        if let Some(e) = &b.endpoint {
+            url.query_pairs_mut().append_pair("endpoint", e);
+        }
+        Ok(if replay {
+            (
+                self.api.post(url, None).await?,
+                Box::new(|v| render::quarantine_changed(v, "queued_for", "queued for replay")),
+            )
+        } else {
+            (
+                self.api.delete(url).await?,
+                Box::new(|v| render::quarantine_changed(v, "deleted_for", "deleted")),
+            )
+        })
+    }
+
+    async fn cluster(&self, a: &ClusterArgs) -> Answered {
+        let value = match &a.action {
+            None | Some(ClusterAction::Members) => self.api.get(self.v1(&["cluster"])).await?,
+            Some(ClusterAction::Add { id, addr, learner }) => {
+                let body = json!({ "id": id, "addr": addr, "voter": !learner });
+                self.api
+                    .post(self.v1(&["cluster", "members"]), Some(body))
+                    .await?
+            }
+            Some(ClusterAction::Remove { id }) => {
+                self.api
+                    .delete(self.v1(&["cluster", "members", &id.to_string()]))
+                    .await?
+            }
+            Some(ClusterAction::TransferLeader { id }) => {
+                let body = json!({ "to": id });
+                let value = self
+                    .api
+                    .post(self.v1(&["cluster", "transfer-leader"]), Some(body))
+                    .await?;
+                return Ok((value, Box::new(render::transferred)));
+            }
+        };
+        Ok((value, Box::new(render::cluster)))
+    }
+
+    /// pin, unpin, failover.
+    async fn group_action(&self, command: &AdminCommand) -> Answered {
+        let now = self.now;
+        match command {
+            AdminCommand::Pin(a) => {
+                let mut body = hold(&a.hold, now)?;
+                body.insert("source".into(), json!(a.source));
+                let url = self.v1(&["groups", &a.group, "pin"]);
+                let value = self.api.post(url, Some(Value::Object(body))).await?;
+                let (group, what) = (a.group.clone(), format!("pinned to {}", a.source));
+                Ok((
+                    value,
+                    Box::new(move |v| render::group_changed(&what, &group, v, now)),
+                ))
+            }
+            AdminCommand::Unpin(a) => {
+                let value = self
+                    .api
+                    .post(self.v1(&["groups", &a.group, "unpin"]), None)
+                    .await?;
+                let group = a.group.clone();
+                Ok((value, Box::new(move |v| render::unpinned(&group, v))))
+            }
+            AdminCommand::Failover(a) => {
+                let body = hold(&a.hold, now)?;
+                let body = (!body.is_empty()).then_some(Value::Object(body));
+                let url = self.v1(&["groups", &a.group, "failover"]);
+                let value = self.api.post(url, body).await?;
+                let group = a.group.clone();
+                Ok((
+                    value,
+                    Box::new(move |v| render::group_changed("failover done", &group, v, now)),
+                ))
+            }
+            _ => unreachable!("run sends only group actions here"),
+        }
+    }
+
+    /// pause, resume, skip, replay.
+    async fn endpoint_action(&self, command: &AdminCommand) -> Answered {
+        let (endpoint, action, body, human): (&str, &str, Option<Value>, Human) = match command {
+            AdminCommand::Pause(a) => (&a.endpoint, "pause", None, Box::new(render::paused)),
+            AdminCommand::Resume(a) => (&a.endpoint, "resume", None, Box::new(render::paused)),
+            AdminCommand::Skip(a) => {
+                let body = match (a.to_seq, &a.to_time) {
+                    (Some(seq), _) => json!({ "to_seq": seq }),
+                    (None, Some(t)) => json!({ "to_time": time_arg(t, self.now)? }),
+                    (None, None) => json!({}),
+                };
+                (&a.endpoint, "skip", Some(body), Box::new(render::skipped))
+            }
+            AdminCommand::Replay(a) => {
+                let body = match (a.from_seq, &a.from_time) {
+                    (Some(seq), _) => json!({ "from_seq": seq }),
+                    (None, Some(t)) => json!({ "from_time": time_arg(t, self.now)? }),
+                    (None, None) => json!({}),
+                };
+                (
+                    &a.endpoint,
+                    "replay",
+                    Some(body),
+                    Box::new(render::replayed),
+                )
+            }
+            _ => unreachable!("run sends only endpoint actions here"),
+        };
+        let value = self
+            .api
+            .post(self.v1(&["endpoints", endpoint, action]), body)
+            .await?;
+        Ok((value, human))
     }
 }
 
