@@ -21,7 +21,7 @@ use crate::cluster::ClusterTls;
 use crate::ingest::handover::HandoverConfig;
 use crate::ingest::Limits;
 use crate::shipper::{EndpointConfig, RetryConfig};
-use crate::wal::{Compression, Durability, FullPolicy, StartAt, WalConfig};
+use crate::wal::{StartAt, WalConfig};
 
 /// Default remote_write listener.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9091";
@@ -60,7 +60,8 @@ pub const DEFAULT_HANDOVER_MAX_BYTES: &str = "64MiB";
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -208,168 +209,35 @@ impl Config {
         Self::from_parts(args, &file)
     }
 
-    /// Builds the configuration from flags and an already parsed file.
+    /// Builds the configuration from flags and an already parsed file. Every setting is
+    /// parsed, per component, before any is refused: all problems are reported at once.
     pub fn from_parts(args: &ServeArgs, file: &FileConfig) -> Result<Config, ConfigError> {
         let mut p = Problems::default();
-        let listen = p.take(
-            "listen",
-            parse_addr(pick(&args.listen, &file.listen, DEFAULT_LISTEN)),
-        );
-        let admin_listen = p.take(
-            "admin-listen",
-            parse_addr(pick(
-                &args.admin_listen,
-                &file.admin_listen,
-                DEFAULT_ADMIN_LISTEN,
-            )),
-        );
         let data_dir = args
             .data_dir
             .clone()
             .or_else(|| file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let dur =
-            |p: &mut Problems, what: &str, flag: &Option<String>, f: &Option<String>, d: &str| {
-                p.take(what, parse_duration(pick(flag, f, d)))
-            };
-        let size =
-            |p: &mut Problems, what: &str, flag: &Option<String>, f: &Option<String>, d: &str| {
-                p.take(what, parse_size(pick(flag, f, d)))
-            };
-        let health_tick = dur(
-            &mut p,
-            "health-tick",
-            &args.health_tick,
-            &file.health_tick,
-            DEFAULT_HEALTH_TICK,
-        );
-        let health_expiry = dur(
-            &mut p,
-            "health-expiry",
-            &args.health_expiry,
-            &file.health_expiry,
-            DEFAULT_HEALTH_EXPIRY,
-        );
-        let max_body = size(
-            &mut p,
-            "max-body-bytes",
-            &args.max_body_bytes,
-            &file.max_body_bytes,
-            DEFAULT_MAX_BODY,
-        );
-        let max_decoded = size(
-            &mut p,
-            "max-decoded-bytes",
-            &args.max_decoded_bytes,
-            &file.max_decoded_bytes,
-            DEFAULT_MAX_DECODED,
-        );
-        let b = &file.buffer;
-        let buffer_max = size(
-            &mut p,
-            "buffer-max-bytes",
-            &args.buffer_max_bytes,
-            &b.max_bytes,
-            DEFAULT_BUFFER_MAX_BYTES,
-        );
-        let buffer_age = dur(
-            &mut p,
-            "buffer-max-age",
-            &args.buffer_max_age,
-            &b.max_age,
-            DEFAULT_BUFFER_MAX_AGE,
-        );
-        let flush_interval = dur(
-            &mut p,
-            "flush-interval",
-            &args.flush_interval,
-            &b.flush_interval,
-            DEFAULT_FLUSH_INTERVAL,
-        );
-        let shutdown_timeout = dur(
+        let cluster = cluster(&mut p, args, file);
+        let election = election(&mut p, args, file);
+        let expiry = election.map(|e| e.health_expiry);
+        let ingest = ingest(&mut p, args, file, expiry, cluster.is_some());
+        let wal = wal(&mut p, args, file, &data_dir);
+        let shipper = shipper(&mut p, args, file);
+        let admin = admin(&mut p, args, file);
+        let shutdown_timeout = setting(
             &mut p,
             "shutdown-timeout",
-            &args.shutdown_timeout,
-            &file.shutdown_timeout,
+            (&args.shutdown_timeout, &file.shutdown_timeout),
             DEFAULT_SHUTDOWN_TIMEOUT,
+            parse_duration,
         );
-        let handover_window_set = args
-            .handover_window
-            .as_ref()
-            .or(file.handover_window.as_ref());
-        let mut handover_window = match handover_window_set {
-            Some(w) => p.take("handover-window", parse_duration(w)),
-            // A few expiry windows: the new source's data since the old one went silent.
-            None => health_expiry.map(|e| e * 3),
-        };
-        let handover_max = size(
+        let log_format = setting(
             &mut p,
-            "handover-max-bytes",
-            &args.handover_max_bytes,
-            &file.handover_max_bytes,
-            DEFAULT_HANDOVER_MAX_BYTES,
-        );
-        let full_policy = p.take(
-            "buffer-full-policy",
-            match pick(&args.buffer_full_policy, &b.full_policy, "drop-oldest") {
-                "drop-oldest" => Ok(FullPolicy::DropOldest),
-                "block" => Ok(FullPolicy::Block),
-                o => Err(format!("{o:?} is not one of drop-oldest, block")),
-            },
-        );
-        let durability = p.take(
-            "durability",
-            match pick(&args.durability, &b.durability, "sync") {
-                "sync" => Ok(Durability::Sync),
-                "batch" => Ok(Durability::Batch),
-                "none" => Ok(Durability::None),
-                o => Err(format!("{o:?} is not one of sync, batch, none")),
-            },
-        );
-        let compression = p.take(
-            "buffer-compression",
-            match pick(&args.buffer_compression, &b.compression, "auto") {
-                "auto" => Ok(Compression::Auto),
-                "always" => Ok(Compression::Always),
-                "never" => Ok(Compression::Never),
-                o => Err(format!("{o:?} is not one of auto, always, never")),
-            },
-        );
-        let s = &file.shipper;
-        let start_at = p.take(
-            "new-endpoint-start",
-            match pick(&args.new_endpoint_start, &s.new_endpoint_start, "newest") {
-                "newest" => Ok(StartAt::Newest),
-                "oldest" => Ok(StartAt::Oldest),
-                o => Err(format!("{o:?} is not one of newest, oldest")),
-            },
-        );
-        let defaults = RetryConfig::default();
-        let retry_initial = p.take(
-            "shipper.retry_initial",
-            s.retry_initial
-                .as_deref()
-                .map_or(Ok(defaults.initial), parse_duration),
-        );
-        let retry_max = p.take(
-            "shipper.retry_max",
-            s.retry_max
-                .as_deref()
-                .map_or(Ok(defaults.max), parse_duration),
-        );
-        let max_retry_after = p.take(
-            "shipper.max_retry_after",
-            s.max_retry_after
-                .as_deref()
-                .map_or(Ok(defaults.max_retry_after), parse_duration),
-        );
-        let log_format = p.take(
             "log-format",
-            match pick(&args.log_format, &file.log_format, "text") {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                o => Err(format!("{o:?} is not one of text, json")),
-            },
+            (&args.log_format, &file.log_format),
+            "text",
+            choice,
         );
         let log_level = pick(&args.log_level, &file.log_level, "info").to_owned();
         p.take(
@@ -378,38 +246,6 @@ impl Config {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
         );
-        let endpoints = endpoints(&mut p, args, file);
-        let token = match (
-            &args.admin_token,
-            args.admin_token_file
-                .as_ref()
-                .or(file.admin_token_file.as_ref()),
-        ) {
-            (Some(t), _) => Some(t.trim().to_owned()),
-            (None, Some(path)) => p.take(
-                "admin-token-file",
-                std::fs::read_to_string(path)
-                    .map(|t| t.trim().to_owned())
-                    .map_err(|e| format!("{}: {e}", path.display())),
-            ),
-            (None, None) => None,
-        };
-        if let Some(t) = &token {
-            p.check(!t.is_empty(), "admin token: must not be empty");
-        }
-        let cluster = cluster(&mut p, args, file);
-        if cluster.is_some() && handover_window_set.is_none() {
-            // In a cluster the raft leader may die with the promoted replica: the new
-            // leader is elected first, and only then lets the replica expire, so the next
-            // replica's ring must reach back over an election as well.
-            handover_window =
-                handover_window.map(|w| w + 2 * crate::cluster::node::DEFAULT_ELECTION_TIMEOUT_MAX);
-        }
-        let token_reads = args.admin_token_reads || file.admin_token_reads.unwrap_or(false);
-        p.check(
-            !token_reads || token.is_some(),
-            "admin-token-reads needs an admin token",
-        );
         let instance_id = args
             .instance_id
             .clone()
@@ -417,126 +253,312 @@ impl Config {
         if let Some(id) = &instance_id {
             p.check(!id.trim().is_empty(), "instance-id: must not be empty");
         }
-        let label = |flag: &Option<String>, f: &Option<String>| {
-            flag.clone().or_else(|| f.clone()).filter(|l| !l.is_empty())
-        };
-        let replica_label = label(&args.replica_label, &file.replica_label);
-        let group_label = label(&args.group_label, &file.group_label);
-
-        if let (Some(t), Some(e)) = (health_tick, health_expiry) {
-            p.check(!t.is_zero(), "health-tick: must be more than 0");
+        if let (Some(i), Some(w)) = (&ingest, &wal) {
             p.check(
-                t <= e,
-                format!(
-                    "health-tick ({}) must not be longer than health-expiry ({})",
-                    humantime::format_duration(t),
-                    humantime::format_duration(e)
-                ),
-            );
-        }
-        if let (Some(w), Some(e)) = (handover_window, health_expiry) {
-            p.check(w > e, "handover-window must be longer than health-expiry (the new source's data since the old one went silent must still be held)");
-        }
-        if let (Some(b), Some(d)) = (max_body, max_decoded) {
-            p.check(
-                b > 0 && b <= d,
-                "max-body-bytes must be more than 0 and at most max-decoded-bytes",
-            );
-        }
-        if let (Some(b), Some(cap)) = (max_body, buffer_max) {
-            p.check(
-                cap >= b.saturating_mul(4),
+                w.max_bytes >= i.limits.max_body_bytes.saturating_mul(4),
                 "buffer-max-bytes must hold at least 4 bodies of max-body-bytes",
             );
         }
-        if let (Some(a), Some(b)) = (listen, admin_listen) {
-            p.check(a != b, "listen and admin-listen must differ");
+        if let (Some(i), Some(a)) = (&ingest, &admin) {
+            p.check(i.listen != a.listen, "listen and admin-listen must differ");
         }
-        if !p.0.is_empty() {
-            return Err(ConfigError { problems: p.0 });
-        }
-        // Every parse failure was recorded above; a None left here would be a bug.
-        macro_rules! parsed {
-            ($($v:ident),* $(,)?) => {
-                $(let Some($v) = $v else {
-                    return Err(ConfigError {
-                        problems: vec![format!("internal: {} failed to parse silently", stringify!($v))],
-                    });
-                };)*
-            };
-        }
-        parsed!(
-            listen,
-            admin_listen,
-            health_tick,
-            health_expiry,
-            max_body,
-            max_decoded,
-            buffer_max,
-            buffer_age,
-            flush_interval,
+        match (
+            ingest,
+            election,
+            wal,
+            shipper,
+            admin,
             shutdown_timeout,
-            full_policy,
-            durability,
-            compression,
-            start_at,
-            retry_initial,
-            retry_max,
-            max_retry_after,
             log_format,
-            handover_window,
-            handover_max,
-        );
-        Ok(Config {
-            wal: WalConfig {
-                dir: data_dir.join("wal"),
-                max_bytes: buffer_max,
-                max_age: buffer_age,
-                full_policy,
-                durability,
-                flush_interval,
-                compression,
-            },
-            data_dir,
-            instance_id,
-            ingest: IngestConfig {
-                listen,
-                limits: Limits {
-                    max_body_bytes: max_body,
-                    max_decoded_bytes: max_decoded,
-                },
-                replica_label,
-                group_label,
-                handover: HandoverConfig {
-                    window: handover_window,
-                    max_bytes_per_source: handover_max,
-                    max_decoded_bytes: max_decoded,
-                },
-            },
-            election: ElectionConfig {
-                health_tick,
-                health_expiry,
-            },
-            shipper: ShipperConfig {
-                endpoints,
-                start_at,
-                retry: RetryConfig {
-                    initial: retry_initial,
-                    max: retry_max,
-                    max_retry_after,
-                },
-            },
-            cluster,
-            admin: AdminConfig {
-                listen: admin_listen,
-                token,
-                token_reads,
-            },
-            log_format,
-            log_level,
-            shutdown_timeout,
-        })
+        ) {
+            (
+                Some(ingest),
+                Some(election),
+                Some(wal),
+                Some(shipper),
+                Some(admin),
+                Some(s),
+                Some(f),
+            ) if p.0.is_empty() => Ok(Config {
+                data_dir,
+                instance_id,
+                ingest,
+                election,
+                wal,
+                shipper,
+                admin,
+                cluster,
+                log_format: f,
+                log_level,
+                shutdown_timeout: s,
+            }),
+            _ if p.0.is_empty() => Err(ConfigError {
+                problems: vec!["internal: a setting failed to parse silently".into()],
+            }),
+            _ => Err(ConfigError { problems: p.0 }),
+        }
     }
+}
+
+/// One setting from its flag, else its file field, else `default`, parsed by `parse`; a
+/// problem is recorded under `what`.
+fn setting<T>(
+    p: &mut Problems,
+    what: &str,
+    (flag, file): (&Option<String>, &Option<String>),
+    default: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    p.take(what, parse(pick(flag, file, default)))
+}
+
+/// One of `T`'s values, by the kebab-case name its serde form gives it (the name is spelled
+/// once, on the enum). A wrong name: "unknown variant `x`, expected one of `a`, `b`".
+fn choice<T: serde::de::DeserializeOwned>(value: &str) -> Result<T, String> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(value.into_deserializer()).map_err(|e: serde::de::value::Error| e.to_string())
+}
+
+/// `--health-tick`, `--health-expiry`.
+fn election(p: &mut Problems, args: &ServeArgs, file: &FileConfig) -> Option<ElectionConfig> {
+    let tick = setting(
+        p,
+        "health-tick",
+        (&args.health_tick, &file.health_tick),
+        DEFAULT_HEALTH_TICK,
+        parse_duration,
+    );
+    let expiry = setting(
+        p,
+        "health-expiry",
+        (&args.health_expiry, &file.health_expiry),
+        DEFAULT_HEALTH_EXPIRY,
+        parse_duration,
+    );
+    let (tick, expiry) = (tick?, expiry?);
+    p.check(!tick.is_zero(), "health-tick: must be more than 0");
+    p.check(
+        tick <= expiry,
+        format!(
+            "health-tick ({}) must not be longer than health-expiry ({})",
+            humantime::format_duration(tick),
+            humantime::format_duration(expiry)
+        ),
+    );
+    Some(ElectionConfig {
+        health_tick: tick,
+        health_expiry: expiry,
+    })
+}
+
+/// The listener, body limits, identity labels and handover rings.
+fn ingest(
+    p: &mut Problems,
+    args: &ServeArgs,
+    file: &FileConfig,
+    expiry: Option<Duration>,
+    clustered: bool,
+) -> Option<IngestConfig> {
+    let listen = setting(
+        p,
+        "listen",
+        (&args.listen, &file.listen),
+        DEFAULT_LISTEN,
+        parse_addr,
+    );
+    let max_body = setting(
+        p,
+        "max-body-bytes",
+        (&args.max_body_bytes, &file.max_body_bytes),
+        DEFAULT_MAX_BODY,
+        parse_size,
+    );
+    let max_decoded = setting(
+        p,
+        "max-decoded-bytes",
+        (&args.max_decoded_bytes, &file.max_decoded_bytes),
+        DEFAULT_MAX_DECODED,
+        parse_size,
+    );
+    let window_set = args
+        .handover_window
+        .as_ref()
+        .or(file.handover_window.as_ref());
+    let window = match window_set {
+        Some(w) => p.take("handover-window", parse_duration(w)),
+        // A few expiry windows: the new source's data since the old one went silent. In
+        // a cluster the raft leader may die with the promoted replica: the new leader is
+        // elected first, and only then lets the replica expire, so the next replica's
+        // ring must reach back over an election as well.
+        None if clustered => {
+            expiry.map(|e| e * 3 + 2 * crate::cluster::node::DEFAULT_ELECTION_TIMEOUT_MAX)
+        }
+        None => expiry.map(|e| e * 3),
+    };
+    let handover_max = setting(
+        p,
+        "handover-max-bytes",
+        (&args.handover_max_bytes, &file.handover_max_bytes),
+        DEFAULT_HANDOVER_MAX_BYTES,
+        parse_size,
+    );
+    let label = |flag: &Option<String>, f: &Option<String>| {
+        flag.clone().or_else(|| f.clone()).filter(|l| !l.is_empty())
+    };
+    let (max_body, max_decoded, window) = (max_body?, max_decoded?, window?);
+    p.check(
+        max_body > 0 && max_body <= max_decoded,
+        "max-body-bytes must be more than 0 and at most max-decoded-bytes",
+    );
+    if let Some(e) = expiry {
+        p.check(window > e, "handover-window must be longer than health-expiry (the new source's data since the old one went silent must still be held)");
+    }
+    Some(IngestConfig {
+        listen: listen?,
+        limits: Limits {
+            max_body_bytes: max_body,
+            max_decoded_bytes: max_decoded,
+        },
+        replica_label: label(&args.replica_label, &file.replica_label),
+        group_label: label(&args.group_label, &file.group_label),
+        handover: HandoverConfig {
+            window,
+            max_bytes_per_source: handover_max?,
+            max_decoded_bytes: max_decoded,
+        },
+    })
+}
+
+/// The buffer: `[buffer]` and the `--buffer-*`, `--durability`, `--flush-interval` flags.
+fn wal(
+    p: &mut Problems,
+    args: &ServeArgs,
+    file: &FileConfig,
+    data_dir: &Path,
+) -> Option<WalConfig> {
+    let b = &file.buffer;
+    let max_bytes = setting(
+        p,
+        "buffer-max-bytes",
+        (&args.buffer_max_bytes, &b.max_bytes),
+        DEFAULT_BUFFER_MAX_BYTES,
+        parse_size,
+    );
+    let max_age = setting(
+        p,
+        "buffer-max-age",
+        (&args.buffer_max_age, &b.max_age),
+        DEFAULT_BUFFER_MAX_AGE,
+        parse_duration,
+    );
+    let flush_interval = setting(
+        p,
+        "flush-interval",
+        (&args.flush_interval, &b.flush_interval),
+        DEFAULT_FLUSH_INTERVAL,
+        parse_duration,
+    );
+    let full_policy = setting(
+        p,
+        "buffer-full-policy",
+        (&args.buffer_full_policy, &b.full_policy),
+        "drop-oldest",
+        choice,
+    );
+    let durability = setting(
+        p,
+        "durability",
+        (&args.durability, &b.durability),
+        "sync",
+        choice,
+    );
+    let compression = setting(
+        p,
+        "buffer-compression",
+        (&args.buffer_compression, &b.compression),
+        "auto",
+        choice,
+    );
+    Some(WalConfig {
+        dir: data_dir.join("wal"),
+        max_bytes: max_bytes?,
+        max_age: max_age?,
+        full_policy: full_policy?,
+        durability: durability?,
+        flush_interval: flush_interval?,
+        compression: compression?,
+    })
+}
+
+/// The storages, where a new one starts, and the retry timing.
+fn shipper(p: &mut Problems, args: &ServeArgs, file: &FileConfig) -> Option<ShipperConfig> {
+    let s = &file.shipper;
+    let start_at = setting(
+        p,
+        "new-endpoint-start",
+        (&args.new_endpoint_start, &s.new_endpoint_start),
+        "newest",
+        choice,
+    );
+    let defaults = RetryConfig::default();
+    let mut retry = |what: &str, value: &Option<String>, default: Duration| {
+        p.take(what, value.as_deref().map_or(Ok(default), parse_duration))
+    };
+    let initial = retry("shipper.retry_initial", &s.retry_initial, defaults.initial);
+    let max = retry("shipper.retry_max", &s.retry_max, defaults.max);
+    let max_retry_after = retry(
+        "shipper.max_retry_after",
+        &s.max_retry_after,
+        defaults.max_retry_after,
+    );
+    let endpoints = endpoints(p, args, file);
+    Some(ShipperConfig {
+        endpoints,
+        start_at: start_at?,
+        retry: RetryConfig {
+            initial: initial?,
+            max: max?,
+            max_retry_after: max_retry_after?,
+        },
+    })
+}
+
+/// The admin listener and its token.
+fn admin(p: &mut Problems, args: &ServeArgs, file: &FileConfig) -> Option<AdminConfig> {
+    let listen = setting(
+        p,
+        "admin-listen",
+        (&args.admin_listen, &file.admin_listen),
+        DEFAULT_ADMIN_LISTEN,
+        parse_addr,
+    );
+    let token_file = args
+        .admin_token_file
+        .as_ref()
+        .or(file.admin_token_file.as_ref());
+    let token = match (&args.admin_token, token_file) {
+        (Some(t), _) => Some(t.trim().to_owned()),
+        (None, Some(path)) => p.take(
+            "admin-token-file",
+            std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| format!("{}: {e}", path.display())),
+        ),
+        (None, None) => None,
+    };
+    if let Some(t) = &token {
+        p.check(!t.is_empty(), "admin token: must not be empty");
+    }
+    let token_reads = args.admin_token_reads || file.admin_token_reads.unwrap_or(false);
+    p.check(
+        !token_reads || token.is_some(),
+        "admin-token-reads needs an admin token",
+    );
+    Some(AdminConfig {
+        listen: listen?,
+        token,
+        token_reads,
+    })
 }
 
 /// Reads and parses the TOML file.

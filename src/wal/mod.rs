@@ -82,7 +82,7 @@ mod tasks;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use commit::Writing;
 pub use inspect::RecordSummary;
@@ -93,7 +93,7 @@ pub use stats::{CursorStats, QueueStats};
 pub use tasks::WalTasks;
 
 /// What to do when an append would exceed the byte cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FullPolicy {
     /// Remove the oldest records to make room (counted and logged as data loss).
@@ -103,7 +103,7 @@ pub enum FullPolicy {
 }
 
 /// When an append counts as durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Durability {
     /// Acknowledge after the flush that covers the record (group commit).
@@ -115,7 +115,7 @@ pub enum Durability {
 }
 
 /// Whether records are stored zstd-compressed ([`record::Record::encode_compact`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
     /// While any storage is down (retrying or paused): the writes that will wait.
@@ -127,7 +127,7 @@ pub enum Compression {
 }
 
 /// Where a cursor starts for an endpoint the WAL has not seen before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StartAt {
     /// Only records appended from now on.
