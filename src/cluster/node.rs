@@ -96,17 +96,7 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<Cluster, ClusterError> {
         let secret = Secret::new(&config.secret);
-        if secret.is_empty() {
-            return Err(ClusterError::Config("the cluster secret is empty".into()));
-        }
-        if config.bootstrap && !config.peers.contains_key(&config.node_id) {
-            return Err(ClusterError::Config(format!(
-                "node {} is not among the peers {:?}",
-                config.node_id,
-                config.peers.keys().collect::<Vec<_>>()
-            )));
-        }
-        let raft_config = Arc::new(config.raft_config()?);
+        validate(&config, &secret)?;
         let tls_server = config
             .tls
             .as_ref()
@@ -118,21 +108,7 @@ impl Cluster {
             config.heartbeat_interval,
             config.tls.as_ref(),
         )?;
-
-        let dir = config.data_dir.clone();
-        let (log_store, state_machine) = tokio::task::spawn_blocking(move || store::open(&dir))
-            .await
-            .map_err(|e| ClusterError::Raft(format!("opening the raft database: {e}")))??;
-        let control = state_machine.reader();
-        let raft = Raft::new(
-            config.node_id,
-            raft_config,
-            transport.clone(),
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let (raft, control) = open_raft(&config, transport.clone()).await?;
 
         let reports = Reports::default();
         let pause = Arc::new(ElectionPause::default());
@@ -144,21 +120,8 @@ impl Cluster {
             write_timeout: config.write_timeout,
             reports: reports.clone(),
         };
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .configure(rpc::routes)
-        })
-        .workers(2)
-        .keep_alive(Duration::from_secs(15))
-        .disable_signals()
-        .shutdown_timeout(1);
-        let bound = match tls_server {
-            Some(tls) => server.bind_rustls_0_23(config.listen, tls),
-            None => server.bind(config.listen),
-        };
-        let server = match bound {
-            Ok(s) => s.run(),
+        let server = match serve_rpc(config.listen, tls_server, state) {
+            Ok(s) => s,
             Err(source) => {
                 let _ = raft.shutdown().await;
                 return Err(ClusterError::Bind {
@@ -459,6 +422,66 @@ impl Cluster {
             })
             .await;
     }
+}
+
+/// Refuses a configuration the cluster cannot start with.
+fn validate(config: &ClusterConfig, secret: &Secret) -> Result<(), ClusterError> {
+    if secret.is_empty() {
+        return Err(ClusterError::Config("the cluster secret is empty".into()));
+    }
+    if config.bootstrap && !config.peers.contains_key(&config.node_id) {
+        return Err(ClusterError::Config(format!(
+            "node {} is not among the peers {:?}",
+            config.node_id,
+            config.peers.keys().collect::<Vec<_>>()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the raft database (off the reactor) and starts raft on it.
+async fn open_raft(
+    config: &ClusterConfig,
+    transport: ClusterTransport,
+) -> Result<(Raft, ControlReader), ClusterError> {
+    let raft_config = Arc::new(config.raft_config()?);
+    let dir = config.data_dir.clone();
+    let (log_store, state_machine) = tokio::task::spawn_blocking(move || store::open(&dir))
+        .await
+        .map_err(|e| ClusterError::Raft(format!("opening the raft database: {e}")))??;
+    let control = state_machine.reader();
+    let raft = Raft::new(
+        config.node_id,
+        raft_config,
+        transport,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| ClusterError::Raft(e.to_string()))?;
+    Ok((raft, control))
+}
+
+/// Binds the cluster listener (raft RPCs and reports), with TLS when configured.
+fn serve_rpc(
+    listen: std::net::SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    state: RpcState,
+) -> std::io::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(rpc::routes)
+    })
+    .workers(2)
+    .keep_alive(Duration::from_secs(15))
+    .disable_signals()
+    .shutdown_timeout(1);
+    let bound = match tls {
+        Some(tls) => server.bind_rustls_0_23(listen, tls)?,
+        None => server.bind(listen)?,
+    };
+    Ok(bound.run())
 }
 
 /// Writes the initial membership unless this node already has raft state (then it joined
