@@ -22,6 +22,7 @@ pub mod retry;
 mod send;
 mod split;
 pub mod status;
+mod window;
 mod worker;
 
 use std::sync::Arc;

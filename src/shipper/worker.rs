@@ -20,9 +20,10 @@ use tokio::sync::watch;
 
 use super::batch::{decoded_len, join};
 use super::control::EndpointControl;
-use super::send::{gate_changed, Final, InFlight, Sender, Stop};
+use super::send::{gate_changed, Final, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
+use super::window::{Pass, Unit, Window};
 
 use crate::metrics::METRICS;
 use crate::wal::{ReadItem, Record, Wal};
@@ -51,27 +52,14 @@ fn batch_len(record: &Record) -> u64 {
     decoded_len(&record.payload).unwrap_or(u64::MAX / 2)
 }
 
-/// The next thing to settle, in sequence order.
-enum Unit {
-    /// A damaged record: skipped.
-    Damaged(u64, crate::wal::record::CodecError),
-    /// Records `first, first + 1, ...`, sent (joined) as one request; `None` when they
-    /// cannot be joined (they then go one by one).
-    Batch {
-        first: u64,
-        records: Vec<Record>,
-        send: Option<InFlight>,
-    },
-}
-
-/// How a pass over the buffer ended.
-enum Pass {
-    /// Nothing to send.
-    Idle,
-    /// Something was settled, or the cursor moved under us: look again at once.
-    Again,
-    /// The buffer could not be read.
-    ReadFailed,
+/// What waiting for the head of the window gave.
+enum Head {
+    /// The window is empty.
+    Empty,
+    /// New records arrived while the head was out: fill the window again.
+    Grown,
+    /// The head's answer (`None`: it was not sent as one request).
+    Answered(Option<Final>),
 }
 
 impl Worker {
@@ -162,93 +150,95 @@ impl Worker {
         cursor: u64,
         appended: &mut watch::Receiver<u64>,
     ) -> Result<Pass, Stop> {
-        let mut queue: VecDeque<Unit> = VecDeque::new();
-        let mut read: VecDeque<ReadItem> = VecDeque::new();
-        let mut next_read = cursor;
-        // Whether reading again may find more (reset each time a unit is settled).
-        let mut more = true;
-        let mut at = cursor;
-        let mut settled = false;
+        let mut w = Window::new(cursor);
         loop {
-            while self.in_flight(&queue) < self.max_in_flight {
-                if read.is_empty() && more {
-                    match self.wal.read(next_read, READ_RECORDS, READ_BYTES).await {
-                        Ok(items) => {
-                            more = !items.is_empty();
-                            if let Some(last) = items.last() {
-                                next_read = last.seq() + 1;
-                            }
-                            read.extend(items);
-                        }
-                        Err(e) => {
-                            tracing::error!(endpoint = %self.name(), error = %e, "shipper: reading the buffer failed");
-                            if queue.is_empty() {
-                                return Ok(Pass::ReadFailed);
-                            }
-                            more = false;
-                        }
-                    }
-                }
-                match self.next_unit(&mut read) {
-                    Some(unit) => queue.push_back(unit),
-                    None => break,
-                }
+            if let Some(pass) = self.fill(&mut w).await {
+                return Ok(pass);
             }
-            // The head's outcome; while there is room in the window and the buffer was read
-            // to its end, records appended meanwhile are sent without waiting for it (a
-            // failing storage gets the whole window, not one request at a time).
-            let room = self.in_flight(&queue) < self.max_in_flight;
-            let outcome = match queue.front_mut() {
-                None => return Ok(if settled { Pass::Again } else { Pass::Idle }),
-                Some(Unit::Batch {
-                    send: Some(send), ..
-                }) => {
-                    if room && !more {
-                        tokio::select! {
-                            o = send.outcome(&self.sender.name) => Some(o?),
-                            Ok(()) = appended.changed() => {
-                                more = true;
-                                continue;
-                            }
-                        }
-                    } else {
-                        Some(send.outcome(&self.sender.name).await?)
-                    }
-                }
-                Some(_) => None,
+            let outcome = match self.await_head(&mut w, appended).await? {
+                Head::Empty => return Ok(w.finished()),
+                Head::Grown => continue,
+                Head::Answered(outcome) => outcome,
             };
-            let Some(unit) = queue.pop_front() else {
+            if !self.settle_head(&mut w, outcome).await? {
                 return Ok(Pass::Again);
-            };
-            let next = match unit {
-                Unit::Damaged(seq, e) => {
-                    tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: damaged record skipped; its samples are lost");
-                    METRICS.wal.damaged.inc();
-                    self.move_cursor(at, seq + 1).map(|n| (n, seq + 1))
-                }
-                Unit::Batch { first, records, .. } => {
-                    let end = first + records.len() as u64;
-                    self.settle(first, &records, at, outcome)
-                        .await?
-                        .map(|n| (n, end))
-                }
-            };
-            match next {
-                Some((now, wanted)) if now == wanted => at = now,
-                // The cursor moved under us (operator, limits): start again from it.
-                _ => return Ok(Pass::Again),
             }
-            settled = true;
-            more = true;
         }
     }
 
-    /// Batches counted against `max_in_flight`.
-    fn in_flight(&self, queue: &VecDeque<Unit>) -> usize {
-        queue
-            .iter()
-            .filter(|u| matches!(u, Unit::Batch { .. }))
-            .count()
+    /// Reads and starts sends until the window is full or nothing is left to read;
+    /// `Some` when the pass must end (the buffer could not be read and nothing is out).
+    async fn fill(&mut self, w: &mut Window) -> Option<Pass> {
+        while w.in_flight() < self.max_in_flight {
+            if let Some(from) = w.wants_read() {
+                match self.wal.read(from, READ_RECORDS, READ_BYTES).await {
+                    Ok(items) => w.read(items),
+                    Err(e) => {
+                        tracing::error!(endpoint = %self.name(), error = %e, "shipper: reading the buffer failed");
+                        if let Some(pass) = w.read_failed() {
+                            return Some(pass);
+                        }
+                    }
+                }
+            }
+            match self.next_unit(&mut w.read) {
+                Some(unit) => w.units.push_back(unit),
+                None => break,
+            }
+        }
+        None
+    }
+
+    /// Waits for the head's answer. While there is room in the window and the buffer was
+    /// read to its end, new records end the wait ([`Head::Grown`]), so that they are sent
+    /// without waiting for the head (a failing storage gets the whole window, not one
+    /// request at a time).
+    async fn await_head(
+        &mut self,
+        w: &mut Window,
+        appended: &mut watch::Receiver<u64>,
+    ) -> Result<Head, Stop> {
+        let may_grow = w.may_grow(self.max_in_flight);
+        let send = match w.units.front_mut() {
+            None => return Ok(Head::Empty),
+            Some(Unit::Batch {
+                send: Some(send), ..
+            }) => send,
+            // A damaged record, or records that go one by one: nothing to wait for.
+            Some(_) => return Ok(Head::Answered(None)),
+        };
+        if may_grow {
+            tokio::select! {
+                o = send.outcome(&self.sender.name) => Ok(Head::Answered(Some(o?))),
+                Ok(()) = appended.changed() => {
+                    w.grown();
+                    Ok(Head::Grown)
+                }
+            }
+        } else {
+            Ok(Head::Answered(Some(send.outcome(&self.sender.name).await?)))
+        }
+    }
+
+    /// Settles the head of the window with its answer and moves the cursor past it;
+    /// `false` when the cursor moved under us (the pass starts again from it).
+    async fn settle_head(&mut self, w: &mut Window, outcome: Option<Final>) -> Result<bool, Stop> {
+        let Some(unit) = w.units.pop_front() else {
+            return Ok(false);
+        };
+        let at = w.cursor();
+        let (now, wanted) = match unit {
+            Unit::Damaged(seq, e) => {
+                tracing::error!(endpoint = %self.name(), seq, error = %e, "shipper: damaged record skipped; its samples are lost");
+                METRICS.wal.damaged.inc();
+                (self.move_cursor(at, seq + 1), seq + 1)
+            }
+            Unit::Batch { first, records, .. } => {
+                let end = first + records.len() as u64;
+                (self.settle(first, &records, at, outcome).await?, end)
+            }
+        };
+        Ok(w.settled(now, wanted))
     }
 
     /// Takes the next unit off `read`: a damaged record, or consecutive records up to the

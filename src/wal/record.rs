@@ -272,7 +272,7 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sample() -> Record {
@@ -347,7 +347,7 @@ pub(super) mod tests {
 
     /// A snappy block of a `WriteRequest`-like body that repeats itself, as real ones do
     /// (snappy leaves much of that repetition for zstd to find).
-    pub(in crate::wal) fn snappy_record() -> Record {
+    pub(crate) fn snappy_record() -> Record {
         let mut raw = Vec::new();
         for i in 0..400u32 {
             raw.extend_from_slice(b"\x0a\x08__name__\x12\x16node_cpu_seconds_total");
