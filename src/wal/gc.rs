@@ -1,21 +1,21 @@
 //! What leaves the buffer: records every endpoint took (below the slowest cursor), and
 //! records the size and age limits drop as data loss (moving lagging cursors up).
 //!
-//! A removal has two steps. Under the log lock a record leaves the index and the byte
-//! count, after the high-water mark and the new floor are written to sled
-//! ([`Wal::forget_below`]). Its storage goes afterwards, without the lock
-//! ([`Wal::delete_segments`]): a segment file is deleted whole (or kept as the spare for
-//! the next segment) once the floor has passed all of it (see [`super::segments`]), so up
-//! to a segment of forgotten records stays on disk a while, invisible to readers and to
-//! recovery, which starts at the persisted floor.
+//! A removal has two steps. First, under the log lock, the WAL writes the high-water mark
+//! and the new floor to sled, and then removes the record from the index and the byte
+//! count ([`Wal::forget_below`]). Second, without the lock, it frees the disk space
+//! ([`Wal::delete_segments`]): it deletes a segment file whole (or keeps it as the spare
+//! for the next segment) once the floor has passed all of it (see `segments/`). So up to a
+//! segment of forgotten records stays on disk for a while. Readers and recovery never see
+//! them: recovery starts at the persisted floor.
 //!
 //! # Invariant
 //! A segment is deleted only after a sled flush that made the floor and the high-water
 //! mark durable: a start after a crash never finds the records gone with the high-water
 //! mark behind them (it would hand out their sequences again, below the cursors).
 //!
-//! [`run_collector`] runs soon after a cursor moves, not on a slow timer, so the floor
-//! follows the shippers closely and a finished segment is deleted at once.
+//! The collector ([`run_collector`]) runs soon after a cursor moves, not on a slow timer:
+//! the floor follows the shippers closely, and a finished segment is deleted at once.
 
 use std::time::{Duration, Instant};
 

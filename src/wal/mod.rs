@@ -118,7 +118,8 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
-    /// While any storage is down (retrying or paused): the writes that will wait.
+    /// While any storage is down (retrying or paused): then new records will wait in the
+    /// buffer, so they are stored compact.
     Auto,
     /// Every record (less disk, more CPU on every write).
     Always,

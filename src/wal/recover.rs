@@ -5,11 +5,12 @@
 //! - Records below the floor (`first_seq` in `meta`) have left the buffer: they are not
 //!   indexed, even while their segment is still stored, and segments wholly below it are
 //!   deleted.
-//! - A damaged record (checksum, truncation) is reported with an ERROR line, marked removed
-//!   and leaves a hole in the index; the rest of the buffer stays. So does damaged framing:
-//!   the records it hides become holes. A write a crash cut short at the end of a segment
-//!   was never acknowledged: it is cut off with a WARN line; the old records after the end
-//!   of a reused segment file with an INFO line.
+//! - Recovery reports a damaged record (checksum, truncation) with an ERROR line, marks
+//!   it removed and leaves a hole in the index; the rest of the buffer stays. Damaged
+//!   framing is handled the same way: the records it hides become holes.
+//! - A crash can cut short the last write of a segment. That write was never
+//!   acknowledged: recovery cuts it off with a WARN line. A reused segment file still
+//!   holds old records after its end: recovery cuts them off with an INFO line.
 //! - The next sequence is the largest of the persisted high-water mark, the floor and the
 //!   last stored record + 1, so it never lands behind a cursor after a full drain.
 
