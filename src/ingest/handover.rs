@@ -22,7 +22,7 @@
 //!    of the sender's connections may still arrive after a later one.
 //!
 //! A source alone in its group (no other source wrote within the window) holds only a
-//! small tail of its forwarded writes (a sixteenth of the byte cap): at full rate a ring
+//! small tail of its forwarded writes (1/64 of the byte cap): at full rate a ring
 //! costs its whole byte cap, and the tail is enough for a second source that takes over
 //! at once (a bigger weight at start-up) to find the old source's ends at low rates.
 //!
@@ -61,7 +61,7 @@ pub struct HandoverConfig {
 }
 
 /// A source alone in its group keeps this share of the byte cap (see the module doc).
-const ALONE_SHARE: u64 = 16;
+const ALONE_SHARE: u64 = 64;
 
 /// One held write.
 #[derive(Debug, Clone)]

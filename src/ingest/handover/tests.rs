@@ -222,7 +222,7 @@ fn rings_are_bounded_in_data_time_and_bytes() {
 fn a_source_alone_in_its_group_holds_only_a_small_tail() {
     let h = Handover::new(HandoverConfig {
         window: Duration::from_secs(15),
-        max_bytes_per_source: 16 * 200,
+        max_bytes_per_source: 64 * 200,
         max_decoded_bytes: 1 << 24,
     });
     let size = write(&[("up", &[9 * STEP])], 0).payload.len() as u64;
@@ -242,7 +242,7 @@ fn a_source_alone_in_its_group_holds_only_a_small_tail() {
     let held = h.held("g", "a", false).len();
     assert!(
         bytes("a") <= 200 && held >= 200 / size as usize - 1,
-        "alone: a sixteenth of the cap, {} bytes in {held} writes",
+        "alone: 1/64 of the cap, {} bytes in {held} writes",
         bytes("a")
     );
     // b appears: from now on a holds up to the whole cap.
