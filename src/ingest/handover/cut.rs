@@ -51,31 +51,26 @@ impl Cut {
     /// The cut between the two sides, `None` when the group never forwarded a sample.
     pub(super) fn learn(sides: &Sides<'_>) -> Result<Option<Cut>, IngestError> {
         let limit = sides.max_decoded_bytes;
-        let old_raw = sides
-            .old
-            .iter()
-            .map(|h| decompress(&h.payload, limit))
-            .collect::<Result<Vec<_>, _>>()?;
-        let newest = sides.new.len().saturating_sub(LABEL_SAMPLE_WRITES);
-        let new_raw = sides.new[newest..]
-            .iter()
-            .map(|h| decompress(&h.payload, limit))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let (mut old_labels, mut new_labels) =
-            (ConstantLabels::default(), ConstantLabels::default());
-        let old_newest = old_raw.len().saturating_sub(LABEL_SAMPLE_WRITES);
-        for raw in &old_raw[old_newest..] {
-            old_labels.learn(raw)?;
+        // One write decoded at a time on the old side: its ring can hold the byte cap.
+        let mut old_labels = ConstantLabels::default();
+        let old_newest = sides.old.len().saturating_sub(LABEL_SAMPLE_WRITES);
+        for held in &sides.old[old_newest..] {
+            old_labels.learn(&decompress(&held.payload, limit)?)?;
         }
+        let new_newest = sides.new.len().saturating_sub(LABEL_SAMPLE_WRITES);
+        let new_raw = sides.new[new_newest..]
+            .iter()
+            .map(|h| decompress(&h.payload, limit))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut new_labels = ConstantLabels::default();
         for raw in &new_raw {
             new_labels.learn(raw)?;
         }
         let key = SeriesKey::skipping(old_labels.telling_apart(&new_labels));
 
         let mut ends = HashMap::new();
-        for raw in &old_raw {
-            learn_ends(raw, &key, &mut ends)?;
+        for held in sides.old {
+            learn_ends(&decompress(&held.payload, limit)?, &key, &mut ends)?;
         }
         let newest_end = ends.values().map(|e| e.last).max();
         let Some(end) = newest_end.max(sides.last_ts) else {
