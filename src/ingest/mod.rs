@@ -4,7 +4,9 @@
 //! block-compressed Remote-Write 1.0 `WriteRequest`. The path of one request:
 //! header checks → body read under the size limit → snappy decode under the decoded-size
 //! limit → wire scan (validation, counts, timestamps, replica/group labels) → identity
-//! (group, source, weight) → election → for the promoted source, a durable WAL append.
+//! (group, source, weight) → election → under the group's lock: the final role, the
+//! handover plan and the WAL insert (`handover.rs`) → for the promoted source, the wait
+//! for the flush.
 //!
 //! Invariants:
 //! - A 2xx for a promoted write is sent only after the WAL says the record is durable.

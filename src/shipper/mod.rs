@@ -5,7 +5,8 @@
 //! by default one at a time: per series, samples reach the storage in timestamp order.
 //! With `max_in_flight` above 1 (`send.rs`) later batches go out before earlier ones are
 //! answered (for storages that accept out-of-order samples); either way the cursor moves
-//! only over a contiguous prefix of settled records. A lagging worker joins consecutive
+//! only over a contiguous prefix of settled records (`window.rs` holds one pass's sends and
+//! the cursor). A lagging worker joins consecutive
 //! records into one request (`batch.rs`: a byte copy, no re-encode) up to the endpoint's
 //! `max_batch_bytes`; a joined request the storage refuses is sent again record by record,
 //! so verdicts and quarantine stay per record.
