@@ -9,7 +9,7 @@
 //! This is the bench's own, independent reading of the format (it does not reuse the
 //! relay's scanner): a judge should not share the code it judges.
 //!
-//! The identity of a series is [`series_hash`]: xxh3 of the raw bytes of its label fields,
+//! The identity of a series is `series_hash`: xxh3 of the raw bytes of its label fields,
 //! concatenated in order. Every encoder we meet writes a label as `name`, then `value`, so
 //! equal label sets have equal bytes whichever relay re-encoded them.
 

@@ -73,7 +73,7 @@ pub struct Template {
     pub slots: Vec<u32>,
     /// Samples in the request.
     pub samples: u64,
-    /// The series hash (see [`wire::series_hash`]) of every series, in order.
+    /// The series hash (see `wire::series_hash`) of every series, in order.
     pub series_hashes: Vec<u64>,
 }
 
