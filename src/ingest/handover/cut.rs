@@ -23,6 +23,14 @@ use super::Held;
 /// of a ring at a high rate would cost seconds.
 const LABEL_SAMPLE_WRITES: usize = 32;
 
+/// The step the cut assumes when neither side shows two samples of any series (a takeover
+/// right after the old source's first scrape, or scrape intervals longer than the window):
+/// one second, the shortest common scrape interval. With a longer real interval the new
+/// source's samples less than half a second after the old source's last one are still
+/// dropped (later ones may crowd it); with a shorter one the new source loses at most half
+/// a second.
+const UNKNOWN_STEP_MS: i64 = 1_000;
+
 /// The cut of one handover.
 pub(super) struct Cut {
     /// How series are matched across the two sources.
@@ -85,7 +93,7 @@ impl Cut {
             }
             median_step(&new_ends)
         });
-        let step = step.unwrap_or(0);
+        let step = step.unwrap_or(UNKNOWN_STEP_MS);
         let thresholds: HashMap<u64, i64> = ends
             .into_iter()
             .map(|(k, e)| {

@@ -352,7 +352,19 @@ async fn a_bigger_weight_taking_over_at_start_up_finds_the_old_sources_tail() {
 }
 
 #[tokio::test]
-async fn without_a_step_the_fallback_is_the_newest_forwarded_sample() {
+async fn an_unknown_step_counts_as_one_second() {
+    let h = handover();
+    // a forwarded one scrape only (alone: its tail holds it); b's first write, with one
+    // scrape too, takes over 46 ms later in the cycle: no side shows a step.
+    promoted(&h, "a", replica_write("a", &[("up", &[5_386])], 5_386)).await;
+    let out = promoted(&h, "b", replica_write("b", &[("up", &[5_432])], 5_432)).await;
+    assert!(out.is_empty(), "46 ms after a's last sample: {out:?}");
+    let out = promoted(&h, "b", replica_write("b", &[("up", &[6_432])], 6_432)).await;
+    assert_eq!(out, vec![("up".to_owned(), 6_432)]);
+}
+
+#[tokio::test]
+async fn the_new_sources_step_serves_when_the_old_source_shows_none() {
     let h = handover();
     promoted(&h, "a", write(&[("up", &[1_000])], 1_000)).await;
     h.rings.lock().clear();
