@@ -287,16 +287,6 @@ impl Promotions for ClusterPromotions {
         role
     }
 
-    fn is_promoted(&self, group: &str, source: &str) -> bool {
-        self.inner
-            .cluster
-            .control()
-            .current()
-            .state
-            .promoted(group)
-            .is_some_and(|p| p.source == source)
-    }
-
     fn groups(&self) -> BTreeMap<String, GroupView> {
         let committed = self.inner.cluster.control().current();
         let mut out: BTreeMap<String, GroupView> = BTreeMap::new();

@@ -104,10 +104,6 @@ pub fn log_change(change: &Change, expiry: Duration) {
 pub trait Promotions: Send + Sync + 'static {
     /// The role of one write; may promote its source.
     fn observe(&self, obs: Observation<'_>) -> Role;
-    /// Whether `source` is the promoted source of `group` now. The ingest asks again under
-    /// the group's lock, where a write's role becomes final (an election may have changed
-    /// since [`Promotions::observe`]).
-    fn is_promoted(&self, group: &str, source: &str) -> bool;
     /// Every group as it stands.
     fn groups(&self) -> BTreeMap<String, GroupView>;
     /// Pins `source` in `group` until unpinned or `until_ms`.
@@ -231,10 +227,6 @@ impl Promotions for Elector {
             self.publish(change, now);
         }
         role
-    }
-
-    fn is_promoted(&self, group: &str, source: &str) -> bool {
-        self.lock().is_promoted(group, source)
     }
 
     fn groups(&self) -> BTreeMap<String, GroupView> {

@@ -331,14 +331,6 @@ impl ElectionState {
         (role, change)
     }
 
-    /// Whether `source` is the promoted source of `group`.
-    pub fn is_promoted(&self, group: &str, source: &str) -> bool {
-        self.groups
-            .get(group)
-            .and_then(|g| g.promoted.as_ref())
-            .is_some_and(|p| p.source == source)
-    }
-
     /// The health check: demotes every promoted source silent for the expiry, and forgets
     /// standbys (and empty groups) silent for much longer.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Change> {

@@ -1,10 +1,11 @@
 //! Gapless, overlap-free handover between the sources of a group.
 //!
 //! Every write of every source (promoted or standby) is held for a short while in a ring
-//! per (group, source), bounded in bytes and in data time. A write's role is final only
-//! under its group's lock ([`Handover::lock`]): the ingest re-checks the election there, so
-//! an old source's write that arrives after a switch is held as a standby's, never
-//! forwarded after the new source's backfill. When the source forwarded for a group
+//! per (group, source), bounded in bytes and in data time. The ingest asks the election
+//! for a write's role under its group's lock ([`Handover::lock`]), so roles follow the
+//! order of the group's writes: an old source's write that arrives after a switch is held
+//! as a standby's, never forwarded after the new source's backfill. When the source
+//! forwarded for a group
 //! changes (expiry, bigger weight, pin, operator failover), the first write of the new
 //! source triggers a handover, under that lock:
 //!
@@ -188,7 +189,7 @@ impl Handover {
         }
     }
 
-    /// Takes the group's lock. Under it the caller decides the write's role for good,
+    /// Takes the group's lock. Under it the caller asks the election for the write's role,
     /// plans a promoted write, appends the plan to the WAL and records it
     /// ([`GroupGuard::record`]): a handover's backfill lands before any later write of the
     /// group, and a forwarded write is in its ring before the next handover looks.
@@ -255,31 +256,50 @@ impl Handover {
             .unwrap_or_default()
     }
 
-    /// Trims one write by the cut; returns it (if anything is left), kept and trimmed counts.
-    fn apply(&self, cut: &Cut, held: Held) -> Result<(Option<Held>, u64, u64), IngestError> {
+    /// Trims one write by the cut.
+    fn apply(&self, cut: &Cut, held: Held) -> Result<Applied, IngestError> {
         if held.has_samples() && held.meta.min_ts > cut.max {
-            let n = u64::from(held.meta.samples + held.meta.histograms);
-            return Ok((Some(held), n, 0));
+            let kept = u64::from(held.meta.samples + held.meta.histograms);
+            return Ok(Applied {
+                write: Some(held),
+                decoded: None,
+                kept,
+                trimmed: 0,
+            });
         }
         let raw = decompress(&held.payload, self.config.max_decoded_bytes)?;
-        let t = trim(&raw, &cut.key, |h| Some(cut.threshold(h)))?;
-        if t.trimmed == 0 {
-            return Ok((Some(held), t.kept, 0));
-        }
-        if t.kept == 0 {
-            return Ok((None, 0, t.trimmed));
-        }
-        let mut meta = meta_of(&wire::scan(&t.raw, Wanted::default())?);
-        meta.received_ms = held.meta.received_ms;
-        Ok((
+        let t = trim(&raw, &cut.key, |h| cut.threshold(h))?;
+        let write = if t.trimmed == 0 {
+            Some(held)
+        } else if t.kept == 0 {
+            None
+        } else {
+            let mut meta = meta_of(&wire::scan(&t.raw, Wanted::default())?);
+            meta.received_ms = held.meta.received_ms;
             Some(Held {
                 payload: compress(&t.raw)?,
                 meta,
-            }),
-            t.kept,
-            t.trimmed,
-        ))
+            })
+        };
+        Ok(Applied {
+            write,
+            decoded: Some(t.raw),
+            kept: t.kept,
+            trimmed: t.trimmed,
+        })
     }
+}
+
+/// One write trimmed by the cut.
+struct Applied {
+    /// What is left of it, if anything.
+    write: Option<Held>,
+    /// `write` decoded, when the trim had to decode it.
+    decoded: Option<Vec<u8>>,
+    /// Samples and histograms kept.
+    kept: u64,
+    /// Samples and histograms dropped.
+    trimmed: u64,
 }
 
 /// A group's forwarding state, locked (see [`Handover::lock`]).
@@ -315,9 +335,9 @@ impl GroupGuard<'_> {
                 Some(live)
             }
             Some(cut) => {
-                let (kept, _, t) = self.handover.apply(cut, live)?;
-                METRICS.handover.trimmed.inc_by(t);
-                kept
+                let applied = self.handover.apply(cut, live)?;
+                METRICS.handover.trimmed.inc_by(applied.trimmed);
+                applied.write
             }
             None => Some(live),
         };
@@ -364,11 +384,15 @@ impl GroupGuard<'_> {
         let (mut backfill, mut backfilled, mut trimmed) = (Vec::new(), 0u64, 0u64);
         if let Some(cut) = &mut cut {
             for held in new_writes {
-                let (kept, k, t) = h.apply(cut, held)?;
-                backfilled += k;
-                trimmed += t;
-                if let Some(kept) = kept {
-                    cut.advance(&decompress(&kept.payload, h.config.max_decoded_bytes)?)?;
+                let applied = h.apply(cut, held)?;
+                backfilled += applied.kept;
+                trimmed += applied.trimmed;
+                if let Some(kept) = applied.write {
+                    let decoded = match applied.decoded {
+                        Some(raw) => raw,
+                        None => decompress(&kept.payload, h.config.max_decoded_bytes)?,
+                    };
+                    cut.advance(&decoded)?;
                     backfill.push(kept);
                 }
             }

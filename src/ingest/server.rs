@@ -161,16 +161,13 @@ async fn accept(
     );
     let group = identity::group(&params, decoded.group.as_deref());
     let has_samples = decoded.meta.samples + decoded.meta.histograms > 0;
-    let role = ingest.promotions.observe(Observation {
+    let observation = Observation {
         group: &group,
         source: &source,
         weight: params.weight,
         samples,
         data_ts: has_samples.then_some(decoded.meta.max_ts),
-    });
-    if role == Role::Undecided {
-        return Err(IngestError::NoLeader);
-    }
+    };
     let mut meta = decoded.meta;
     meta.received_ms = ingest.clock.now_ms();
     let held = Held {
@@ -182,7 +179,7 @@ async fn accept(
         samples,
         bytes,
     };
-    let appended = match settle(ingest, &group, &source, held)? {
+    let appended = match settle(ingest, observation, held)? {
         Settled::Standby => return Ok(accepted(Outcome::Dropped)),
         Settled::Appended(seq) => seq,
     };
@@ -203,17 +200,21 @@ enum Settled {
     Appended(Option<u64>),
 }
 
-/// Decides a write's role for good and, for the promoted source, appends its plan to the
-/// WAL, all under the group's lock. The lock is released before the wait for the flush
-/// (group commit).
-fn settle(ingest: &Ingest, group: &str, source: &str, held: Held) -> Result<Settled, IngestError> {
+/// Decides a write's role and, for the promoted source, appends its plan to the WAL, all
+/// under the group's lock. Roles are decided in the order the group's writes take the
+/// lock, so a write of a source that lost its role never lands after the new source's
+/// backfill, and a standby's write is in its ring before its source's handover looks.
+/// The lock is released before the wait for the flush (group commit).
+fn settle(ingest: &Ingest, obs: Observation<'_>, held: Held) -> Result<Settled, IngestError> {
+    let (group, source) = (obs.group, obs.source);
     let mut guard = ingest.handover.lock(group);
-    // The election may have changed since `observe`: a write of a source that lost its
-    // role must not land after the new source's backfill, and a standby's write that
-    // comes after its source's promotion must not be held where no one forwards it.
-    if !ingest.promotions.is_promoted(group, source) {
-        guard.hold_standby(source, &held);
-        return Ok(Settled::Standby);
+    match ingest.promotions.observe(obs) {
+        Role::Promoted => {}
+        Role::Standby => {
+            guard.hold_standby(source, &held);
+            return Ok(Settled::Standby);
+        }
+        Role::Undecided => return Err(IngestError::NoLeader),
     }
     let plan = guard.plan(source, held.clone())?;
     let records = plan.records(group, source);

@@ -214,11 +214,11 @@ pub struct Trimmed {
 }
 
 /// Rewrites a decoded `WriteRequest` keeping, per series, only samples, histograms and
-/// exemplars strictly newer than `threshold(key)`; `None` keeps the whole series.
+/// exemplars strictly newer than `threshold(key)`.
 pub fn trim(
     buf: &[u8],
     key: &SeriesKey,
-    threshold: impl Fn(u64) -> Option<i64>,
+    threshold: impl Fn(u64) -> i64,
 ) -> Result<Trimmed, WireError> {
     let mut out = Trimmed {
         raw: Vec::with_capacity(buf.len()),
@@ -230,11 +230,7 @@ pub fn trim(
             out.raw.extend_from_slice(&buf[f.start..f.end]);
             continue;
         };
-        let Some(limit) = threshold(key.of(series)?) else {
-            out.kept += count_samples(series)?;
-            out.raw.extend_from_slice(&buf[f.start..f.end]);
-            continue;
-        };
+        let limit = threshold(key.of(series)?);
         let mut kept_series = Vec::with_capacity(series.len());
         let mut kept_samples = 0u64;
         let mut sf = Fields::new(series);
@@ -262,17 +258,6 @@ pub fn trim(
         }
     }
     Ok(out)
-}
-
-fn count_samples(series: &[u8]) -> Result<u64, WireError> {
-    let mut n = 0;
-    let mut sf = Fields::new(series);
-    while let Some(part) = sf.next_field()? {
-        if part.number == 2 || part.number == 4 {
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -339,11 +324,11 @@ mod tests {
         let (a, b) = (hash_of("a"), hash_of("b"));
         let t = trim(&raw, &SeriesKey::default(), |h| {
             if h == a {
-                Some(2_000)
+                2_000
             } else if h == b {
-                Some(1_000)
+                1_000
             } else {
-                None
+                i64::MIN
             }
         })
         .expect("valid");
@@ -361,7 +346,7 @@ mod tests {
     #[test]
     fn nothing_to_trim_keeps_the_bytes() {
         let raw = req(vec![TimeSeries::named("a", &[1_000, 2_000])]);
-        let t = trim(&raw, &SeriesKey::default(), |_| Some(0)).expect("valid");
+        let t = trim(&raw, &SeriesKey::default(), |_| 0).expect("valid");
         assert_eq!(t.raw, raw);
         assert_eq!((t.kept, t.trimmed), (2, 0));
     }

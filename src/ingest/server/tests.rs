@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::election::Elector;
+use crate::election::{Elector, Observation};
 use crate::ingest::handover::HandoverConfig;
 use crate::proto::{TimeSeries, WriteRequest};
 use crate::wal::{ReadItem, WalConfig};
@@ -45,15 +45,16 @@ fn write_of(name: &str, ts: i64) -> Held {
     Held::of_request(&req, ts as u64)
 }
 
-/// The role `observe` gives a write of `source` with `weight`.
-fn observe(ingest: &Ingest, source: &str, weight: u64, ts: i64) -> Role {
-    ingest.promotions.observe(Observation {
+/// Settles a write of `source` with `weight`, as the ingest does once it is decoded.
+fn send(ingest: &Ingest, source: &str, weight: u64, held: Held) -> Settled {
+    let obs = Observation {
         group: "default",
         source,
         weight,
-        samples: 1,
-        data_ts: Some(ts),
-    })
+        samples: u64::from(held.meta.samples),
+        data_ts: Some(held.meta.max_ts),
+    };
+    settle(ingest, obs, held).expect("settle")
 }
 
 /// (source, max_ts) of every record in the WAL, in order.
@@ -74,18 +75,17 @@ fn stored(ingest: &Ingest) -> Vec<(String, i64)> {
 fn an_old_sources_write_that_arrives_after_a_switch_is_held_as_a_standbys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ingest = ingest(dir.path());
-    assert_eq!(observe(&ingest, "a", 1, 1_000), Role::Promoted);
-    let settled = settle(&ingest, "default", "a", write(1_000)).expect("settle");
-    assert!(matches!(settled, Settled::Appended(Some(_))));
-    // a's next write is judged promoted, then b takes over (bigger weight) and its write
-    // takes the group's lock first.
-    assert_eq!(observe(&ingest, "a", 1, 2_000), Role::Promoted);
-    assert_eq!(observe(&ingest, "b", 2, 2_300), Role::Promoted);
-    let settled = settle(&ingest, "default", "b", write(2_300)).expect("settle");
-    assert!(matches!(settled, Settled::Appended(Some(_))));
+    assert!(matches!(
+        send(&ingest, "a", 1, write(1_000)),
+        Settled::Appended(Some(_))
+    ));
+    // b takes over (bigger weight) before a's next write (sent at 2000) takes the lock.
+    assert!(matches!(
+        send(&ingest, "b", 2, write(2_300)),
+        Settled::Appended(Some(_))
+    ));
     // a's late write: a standby's, not forwarded behind b's.
-    let settled = settle(&ingest, "default", "a", write(2_000)).expect("settle");
-    assert_eq!(settled, Settled::Standby);
+    assert_eq!(send(&ingest, "a", 1, write(2_000)), Settled::Standby);
     assert_eq!(
         stored(&ingest),
         vec![("a".to_owned(), 1_000), ("b".to_owned(), 2_300)]
@@ -93,33 +93,32 @@ fn an_old_sources_write_that_arrives_after_a_switch_is_held_as_a_standbys() {
 }
 
 #[test]
-fn a_standbys_write_that_arrives_after_its_promotion_is_forwarded() {
+fn a_standbys_held_writes_are_backfilled_by_the_cut_when_it_takes_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ingest = ingest(dir.path());
     for t in [1_000, 2_000, 3_000] {
-        assert_eq!(observe(&ingest, "a", 1, t), Role::Promoted);
-        settle(&ingest, "default", "a", write(t)).expect("settle");
+        send(&ingest, "a", 1, write(t));
     }
-    // Two writes of b (two connections, two series) are judged a standby's; before they
-    // take the lock, b takes over with a third one.
-    assert_eq!(observe(&ingest, "b", 1, 3_300), Role::Standby);
-    assert_eq!(observe(&ingest, "b", 1, 3_700), Role::Standby);
-    assert_eq!(observe(&ingest, "b", 2, 4_300), Role::Promoted);
-    settle(&ingest, "default", "b", write(4_300)).expect("settle");
-    // Held now, they would never be forwarded: they are planned like live writes, by the
-    // cut (a ended at 3000 with a 1000 step: from 3500 on).
-    let settled = settle(&ingest, "default", "b", write(3_300)).expect("settle");
-    assert_eq!(settled, Settled::Appended(None), "overlaps a's last sample");
-    let settled = settle(&ingest, "default", "b", write_of("x", 3_700)).expect("settle");
-    assert!(matches!(settled, Settled::Appended(Some(_))));
+    // Two writes of b (two connections, two series) while a is promoted: held.
+    assert_eq!(send(&ingest, "b", 1, write(3_300)), Settled::Standby);
+    assert_eq!(
+        send(&ingest, "b", 1, write_of("x", 3_700)),
+        Settled::Standby
+    );
+    // b takes over: its held writes are cut where a ended (3000 with a 1000 step: from
+    // 3500 on), then its live write follows.
+    assert!(matches!(
+        send(&ingest, "b", 2, write(4_300)),
+        Settled::Appended(Some(_))
+    ));
     assert_eq!(
         stored(&ingest),
         vec![
             ("a".to_owned(), 1_000),
             ("a".to_owned(), 2_000),
             ("a".to_owned(), 3_000),
-            ("b".to_owned(), 4_300),
-            ("b".to_owned(), 3_700)
+            ("b".to_owned(), 3_700),
+            ("b".to_owned(), 4_300)
         ]
     );
 }
