@@ -338,17 +338,20 @@ async fn a_series_the_old_source_never_sent_is_cut_at_the_handover_point() {
 #[tokio::test]
 async fn a_bigger_weight_taking_over_at_start_up_finds_the_old_sources_tail() {
     let h = handover();
-    // a alone (b not started yet): only its tail is held.
+    // a alone (b not started yet), scraping every 10 s: only its tail is held.
+    let step = 10 * STEP;
     for i in 0..=5 {
-        let t = i * STEP;
+        let t = i * step;
         promoted(&h, "a", replica_write("a", &[("up", &[t])], t as u64)).await;
     }
     // b's first write takes over at once: nothing of b is held, and its live write carries
-    // one sample per series (no step to learn from it).
-    let out = promoted(&h, "b", replica_write("b", &[("up", &[5_040])], 5_040)).await;
-    assert!(out.is_empty(), "40 ms after a's last sample: {out:?}");
-    let out = promoted(&h, "b", replica_write("b", &[("up", &[6_040])], 6_040)).await;
-    assert_eq!(out, vec![("up".to_owned(), 6_040)]);
+    // one sample per series (no step to learn from it). The tail shows a's 10 s step: b's
+    // sample 0.9 s after a's last one crowds it (an unknown step would count as 1 s and
+    // keep it).
+    let out = promoted(&h, "b", replica_write("b", &[("up", &[50_900])], 50_900)).await;
+    assert!(out.is_empty(), "0.9 s after a's last sample: {out:?}");
+    let out = promoted(&h, "b", replica_write("b", &[("up", &[60_900])], 60_900)).await;
+    assert_eq!(out, vec![("up".to_owned(), 60_900)]);
 }
 
 #[tokio::test]
