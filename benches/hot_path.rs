@@ -7,6 +7,8 @@
 //!   [`ElectionState::tick`] over 100 groups of 2 sources;
 //! - `wal_append`: `insert_all` + `wait_durable` of one ~50 KB record, durability `none`
 //!   and `sync` (group commit, so one flush per append here);
+//! - `handover`: learning where the old source's series end, and trimming a request by the
+//!   cut (per series);
 //! - `record_codec`: [`Record::encode`] / [`Record::decode`] of the same record, and the
 //!   same with [`Record::encode_compact`] (zstd) and its decode (back to snappy).
 //!
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use highlander::election::state::ElectionState;
 use highlander::election::Observation;
 use highlander::ingest::decode::decode;
+use highlander::ingest::trim::{learn_ends, trim, SeriesKey, SeriesMap};
 use highlander::ingest::wire::{scan, Wanted};
 use highlander::ingest::Limits;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
@@ -368,8 +371,32 @@ fn codec_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a handover costs per series: learning where the old source's series end, and
+/// trimming the new source's request by the cut.
+fn handover_benches(c: &mut Criterion) {
+    let raw = write_request(SERIES, Some("prometheus-0")).encode_to_vec();
+    let key = SeriesKey::skipping([REPLICA_LABEL.as_bytes().to_vec()]);
+    let mut group = c.benchmark_group("handover");
+    group.throughput(Throughput::Elements(SERIES as u64));
+    group.bench_function("learn_ends", |b| {
+        b.iter_batched(
+            SeriesMap::default,
+            |mut ends| {
+                learn_ends(black_box(&raw), &key, &mut ends).expect("valid");
+                ends
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("trim_half", |b| {
+        b.iter(|| trim(black_box(&raw), &key, |h| TS_MS + (h % 7) as i64 - 3).expect("valid"))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    handover_benches,
     decode_benches,
     election_benches,
     wal_benches,

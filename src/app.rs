@@ -42,6 +42,9 @@ pub enum AppError {
     /// A blocking start-up step ended without an answer (it panicked).
     #[error("{0} did not finish")]
     StartUp(&'static str),
+    /// The held writes of the handover rings could not be read.
+    #[error("opening the handover rings: {0}")]
+    Handover(std::io::Error),
     /// The buffer could not be opened.
     #[error("opening the buffer: {0}")]
     Wal(#[from] WalError),
@@ -228,7 +231,8 @@ impl Node {
             group_label: config.ingest.group_label.as_deref().map(Arc::from),
             ready: ready.clone(),
             clock: clock.clone(),
-            handover: Handover::new(config.ingest.handover),
+            handover: Handover::open(config.ingest.handover.clone(), clock.now_ms())
+                .map_err(AppError::Handover)?,
         };
         let admin = Admin {
             wal: wal.clone(),

@@ -68,6 +68,12 @@ pub struct HandoverMetrics {
     pub trimmed: IntCounter,
     /// Time one handover took (learning the cut and trimming the backfill).
     pub duration: Histogram,
+    /// Writes that could not be held on disk (held in memory instead).
+    pub held_errors: IntCounter,
+    /// Payload bytes of writes held for handovers on disk.
+    pub held_disk_bytes: IntGauge,
+    /// Payload bytes of writes held for handovers in memory.
+    pub held_memory_bytes: IntGauge,
 }
 
 /// The write-ahead buffer.
@@ -267,6 +273,21 @@ impl HandoverMetrics {
                 "highlander_handover_duration_seconds",
                 "Time one handover took.",
                 seconds(),
+            ),
+            held_errors: int_counter(
+                r,
+                "highlander_handover_held_errors_total",
+                "Writes that could not be held on disk for a handover (held in memory instead).",
+            ),
+            held_disk_bytes: gauge(
+                r,
+                "highlander_handover_held_disk_bytes",
+                "Payload bytes of recent writes held on disk for handovers.",
+            ),
+            held_memory_bytes: gauge(
+                r,
+                "highlander_handover_held_memory_bytes",
+                "Payload bytes of recent writes held in memory for handovers.",
             ),
         }
     }

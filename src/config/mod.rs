@@ -54,8 +54,9 @@ pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
 pub const DEFAULT_CLUSTER_LISTEN: &str = "0.0.0.0:9093";
 /// Default cluster overlap window.
 pub const DEFAULT_CLUSTER_OVERLAP: &str = "30s";
-/// Default bytes of recent writes held per source for handovers.
-pub const DEFAULT_HANDOVER_MAX_BYTES: &str = "64MiB";
+/// Default bytes of recent writes held on disk per source for handovers: the default window
+/// (15 s) at 1 M samples/s (about 30 bytes a sample, compressed).
+pub const DEFAULT_HANDOVER_MAX_BYTES: &str = "512MiB";
 /// Default graceful shutdown deadline.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 
@@ -220,8 +221,8 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let cluster = cluster(&mut p, args, file);
         let election = election(&mut p, args, file);
-        let expiry = election.map(|e| e.health_expiry);
-        let ingest = ingest(&mut p, args, file, expiry, cluster.is_some());
+        let health = election.map(|e| (e.health_tick, e.health_expiry));
+        let ingest = ingest(&mut p, args, file, health, cluster.is_some(), &data_dir);
         let wal = wal(&mut p, args, file, &data_dir);
         let shipper = shipper(&mut p, args, file);
         let admin = admin(&mut p, args, file);
@@ -356,9 +357,11 @@ fn ingest(
     p: &mut Problems,
     args: &ServeArgs,
     file: &FileConfig,
-    expiry: Option<Duration>,
+    health: Option<(Duration, Duration)>,
     clustered: bool,
+    data_dir: &Path,
 ) -> Option<IngestConfig> {
+    let expiry = health.map(|(_, e)| e);
     let listen = setting(
         p,
         "listen",
@@ -410,8 +413,10 @@ fn ingest(
         max_body > 0 && max_body <= max_decoded,
         "max-body-bytes must be more than 0 and at most max-decoded-bytes",
     );
-    if let Some(e) = expiry {
-        p.check(window > e, "handover-window must be longer than health-expiry (the new source's data since the old one went silent must still be held)");
+    // A tick longer than the expiry is reported by the election's settings.
+    if let Some((tick, expiry)) = health.filter(|(t, e)| t <= e) {
+        let least = expiry + 2 * tick;
+        p.check(window >= least, format!("handover-window ({}) must be at least health-expiry plus two health ticks ({}): the new source's data since the old one went silent must still be held when it takes over", humantime::format_duration(window), humantime::format_duration(least)));
     }
     Some(IngestConfig {
         listen: listen?,
@@ -425,6 +430,7 @@ fn ingest(
             window,
             max_bytes_per_source: handover_max?,
             max_decoded_bytes: max_decoded,
+            dir: data_dir.join("handover"),
         },
     })
 }

@@ -279,6 +279,19 @@ fn cluster_handover_window_reaches_over_an_election() {
 }
 
 #[test]
+fn the_handover_window_covers_the_expiry_and_two_ticks() {
+    let short = Config::from_parts(&args(&["--handover-window", "6s"]), &FileConfig::default());
+    let err = short.expect_err("6 s < 5 s + 2 × 1 s").to_string();
+    assert!(
+        err.contains("handover-window (6s) must be at least"),
+        "{err}"
+    );
+    let enough = Config::from_parts(&args(&["--handover-window", "7s"]), &FileConfig::default())
+        .expect("7 s = 5 s + 2 × 1 s");
+    assert_eq!(enough.ingest.handover.dir, enough.data_dir.join("handover"));
+}
+
+#[test]
 fn max_in_flight_defaults_to_one_and_endpoints_override_it() {
     let c = Config::from_parts(&args(&[]), &FileConfig::default()).expect("valid");
     assert_eq!(c.shipper.endpoints[0].max_in_flight, 1);

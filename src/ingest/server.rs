@@ -216,14 +216,25 @@ fn settle(ingest: &Ingest, obs: Observation<'_>, held: Held) -> Result<Settled, 
         }
         Role::Undecided => return Err(IngestError::NoLeader),
     }
-    let plan = guard.plan(source, held.clone())?;
-    let records = plan.records(group, source);
-    let appended = if records.is_empty() {
-        Ok(None)
-    } else {
-        ingest.wal.insert_all(&records).map(Some)
-    };
-    guard.record(source, &held, &plan, appended.is_ok());
+    let mut plan = guard.plan(source, held.clone())?;
+    let mut appended = Ok(None);
+    loop {
+        match plan.next_records() {
+            Ok(Some(records)) => match ingest.wal.insert_all(&records) {
+                Ok(seq) => appended = Ok(Some(seq)),
+                Err(e) => {
+                    appended = Err(e.into());
+                    break;
+                }
+            },
+            Ok(None) => break,
+            Err(e) => {
+                appended = Err(e);
+                break;
+            }
+        }
+    }
+    plan.record(&held, appended.is_ok());
     Ok(Settled::Appended(appended?))
 }
 

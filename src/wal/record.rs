@@ -26,7 +26,7 @@ const ZSTD_LEVEL: i32 = 1;
 /// Most bytes a stored zstd frame may expand to: the ingest's body limit is far below; a
 /// frame claiming more is treated as damaged.
 const MAX_EXPANDED: u64 = 1 << 30;
-const FIXED: usize = 4 + 1 + 8 + 8 + 8 + 4 * 4;
+const FIXED: usize = 4 + 1 + RecordMeta::BYTES;
 
 /// Why stored bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,13 +108,7 @@ impl Record {
         let mut out = Vec::with_capacity(FIXED + 4 + group.len() + source.len() + payload.len());
         out.extend_from_slice(&[0; 4]);
         out.push(version);
-        let m = &self.meta;
-        out.extend_from_slice(&m.received_ms.to_le_bytes());
-        out.extend_from_slice(&m.min_ts.to_le_bytes());
-        out.extend_from_slice(&m.max_ts.to_le_bytes());
-        for n in [m.series, m.samples, m.histograms, m.exemplars] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
+        out.extend_from_slice(&self.meta.to_bytes());
         for s in [group, source] {
             out.extend_from_slice(&(s.len() as u16).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
@@ -176,17 +170,42 @@ impl Record {
         if bytes[4] != VERSION && bytes[4] != VERSION_ZSTD {
             return Err(CodecError::Version(bytes[4]));
         }
-        let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes"));
-        let u32_at = |p: usize| u32::from_le_bytes(bytes[p..p + 4].try_into().expect("4 bytes"));
-        Ok(RecordMeta {
-            received_ms: u64_at(5),
-            min_ts: u64_at(13) as i64,
-            max_ts: u64_at(21) as i64,
-            series: u32_at(29),
-            samples: u32_at(33),
-            histograms: u32_at(37),
-            exemplars: u32_at(41),
-        })
+        let meta: &[u8; RecordMeta::BYTES] = bytes[5..FIXED].try_into().expect("checked above");
+        Ok(RecordMeta::from_bytes(meta))
+    }
+}
+
+impl RecordMeta {
+    /// Bytes of [`RecordMeta::to_bytes`].
+    pub const BYTES: usize = 8 * 3 + 4 * 4;
+
+    /// The fields in order, little endian: `received_ms`, `min_ts`, `max_ts`, `series`,
+    /// `samples`, `histograms`, `exemplars`.
+    pub fn to_bytes(&self) -> [u8; Self::BYTES] {
+        let mut out = [0u8; Self::BYTES];
+        out[..8].copy_from_slice(&self.received_ms.to_le_bytes());
+        out[8..16].copy_from_slice(&self.min_ts.to_le_bytes());
+        out[16..24].copy_from_slice(&self.max_ts.to_le_bytes());
+        let counts = [self.series, self.samples, self.histograms, self.exemplars];
+        for (i, n) in counts.iter().enumerate() {
+            out[24 + 4 * i..28 + 4 * i].copy_from_slice(&n.to_le_bytes());
+        }
+        out
+    }
+
+    /// The meta of [`RecordMeta::to_bytes`].
+    pub fn from_bytes(b: &[u8; Self::BYTES]) -> RecordMeta {
+        let u64_at = |p: usize| u64::from_le_bytes(b[p..p + 8].try_into().expect("8 bytes"));
+        let u32_at = |p: usize| u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
+        RecordMeta {
+            received_ms: u64_at(0),
+            min_ts: u64_at(8) as i64,
+            max_ts: u64_at(16) as i64,
+            series: u32_at(24),
+            samples: u32_at(28),
+            histograms: u32_at(32),
+            exemplars: u32_at(36),
+        }
     }
 }
 

@@ -6,22 +6,32 @@
 //! sources apart (their external labels, e.g. `replica`), so the cut is exact per series
 //! even when the replica label reaches the storage.
 //!
-//! A series the old source did not forward within the held window (a series only the new
-//! source has, or one older than the ring) is cut at the group's *handover point*: the
-//! newest sample the group forwarded plus half the usual step. Such a series loses the
-//! part of the new source's data older than that point, never more.
-
-use std::collections::HashMap;
+//! The old source's writes are read newest first, and only until they reach
+//! [`LOOKBACK_STEPS`] usual steps back: at a high rate its ring holds millions of samples,
+//! and the newest steps name every series that is scraped at the usual interval.
+//!
+//! A series the old source did not forward in what was read (a series only the new source
+//! has, one scraped less often than the others, or one older than the ring) is cut at the
+//! group's *handover point*: the newest sample the group forwarded plus half the usual
+//! step. Such a series loses the part of the new source's data older than that point,
+//! never more.
 
 use super::super::decode::decompress;
 use super::super::error::IngestError;
-use super::super::trim::{learn_ends, ConstantLabels, SeriesEnd, SeriesKey};
+use super::super::trim::{learn_ends, ConstantLabels, SeriesEnd, SeriesKey, SeriesMap};
+use super::ring::{Entry, RingName};
 use super::Held;
 
 /// The writes of each side read to learn its constant labels: the newest ones. Every
-/// series of a sender carries its external labels, so a few writes suffice; reading all
-/// of a ring at a high rate would cost seconds.
-const LABEL_SAMPLE_WRITES: usize = 32;
+/// series of a sender carries its external labels, so a few writes suffice.
+pub(super) const LABEL_SAMPLE_WRITES: usize = 8;
+
+/// How far back, in usual steps, the old source's writes are read: two steps give every
+/// regular series its last sample and its step; the third is a margin for late shards.
+const LOOKBACK_STEPS: i64 = 3;
+
+/// The old source's writes read between two looks at how far back they reach.
+const LOOK_EVERY: usize = 16;
 
 /// The step the cut assumes when neither side shows two samples of any series (a takeover
 /// right after the old source's first scrape, or scrape intervals longer than the window):
@@ -36,19 +46,25 @@ pub(super) struct Cut {
     /// How series are matched across the two sources.
     pub(super) key: SeriesKey,
     /// Per series: forward only samples strictly newer than this.
-    thresholds: HashMap<u64, i64>,
+    thresholds: SeriesMap<i64>,
     /// The handover point, for series the old source did not forward.
     fallback: i64,
     /// The largest threshold: a write entirely past it needs no trimming.
     pub(super) max: i64,
+    /// The smallest threshold: a write entirely at or before it is dropped whole.
+    pub(super) min: i64,
+    /// Writes of the old source read to learn it.
+    pub(super) old_writes_read: usize,
 }
 
 /// What the cut is learned from.
 pub(super) struct Sides<'a> {
-    /// What the old source forwarded, oldest first.
-    pub(super) old: &'a [Held],
-    /// What the new source holds, oldest first, and then its live write.
-    pub(super) new: &'a [&'a Held],
+    /// What the old source forwarded, newest first.
+    pub(super) old: &'a [Entry],
+    /// The old source's ring.
+    pub(super) old_name: &'a RingName,
+    /// The new source's newest held writes, newest first, and then its live write.
+    pub(super) new: &'a [Held],
     /// The newest sample the group forwarded, if any.
     pub(super) last_ts: Option<i64>,
     /// The ingest's decoded size limit.
@@ -59,42 +75,37 @@ impl Cut {
     /// The cut between the two sides, `None` when the group never forwarded a sample.
     pub(super) fn learn(sides: &Sides<'_>) -> Result<Option<Cut>, IngestError> {
         let limit = sides.max_decoded_bytes;
-        // One write decoded at a time on the old side: its ring can hold the byte cap.
+        let old_held = || sides.old.iter().filter_map(|e| e.read(sides.old_name));
+        // One write decoded at a time: the old side's ring can hold its whole byte cap.
         let mut old_labels = ConstantLabels::default();
-        let old_newest = sides.old.len().saturating_sub(LABEL_SAMPLE_WRITES);
-        for held in &sides.old[old_newest..] {
+        for held in old_held().take(LABEL_SAMPLE_WRITES) {
             old_labels.learn(&decompress(&held.payload, limit)?)?;
         }
-        let new_newest = sides.new.len().saturating_sub(LABEL_SAMPLE_WRITES);
-        let new_raw = sides.new[new_newest..]
-            .iter()
-            .map(|h| decompress(&h.payload, limit))
-            .collect::<Result<Vec<_>, _>>()?;
         let mut new_labels = ConstantLabels::default();
-        for raw in &new_raw {
-            new_labels.learn(raw)?;
+        for held in sides.new {
+            new_labels.learn(&decompress(&held.payload, limit)?)?;
         }
         let key = SeriesKey::skipping(old_labels.telling_apart(&new_labels));
-
-        let mut ends = HashMap::new();
-        for held in sides.old {
-            learn_ends(&decompress(&held.payload, limit)?, &key, &mut ends)?;
-        }
+        let (ends, old_writes_read) = learn_old_ends(sides, &key)?;
         let newest_end = ends.values().map(|e| e.last).max();
         let Some(end) = newest_end.max(sides.last_ts) else {
             return Ok(None);
         };
         // The usual step: the old source's, else the new source's (same scrape configs).
-        let step = median_step(&ends).or_else(|| {
-            let mut new_ends = HashMap::new();
-            for raw in &new_raw {
-                // A write the cut cannot read was refused at ingest: nothing to learn.
-                let _ = learn_ends(raw, &key, &mut new_ends);
+        let step = match median_step(&ends) {
+            Some(step) => step,
+            None => {
+                let mut new_ends = SeriesMap::default();
+                for held in sides.new {
+                    // A write the cut cannot read was refused at ingest: nothing to learn.
+                    if let Ok(raw) = decompress(&held.payload, limit) {
+                        let _ = learn_ends(&raw, &key, &mut new_ends);
+                    }
+                }
+                median_step(&new_ends).unwrap_or(UNKNOWN_STEP_MS)
             }
-            median_step(&new_ends)
-        });
-        let step = step.unwrap_or(UNKNOWN_STEP_MS);
-        let thresholds: HashMap<u64, i64> = ends
+        };
+        let thresholds: SeriesMap<i64> = ends
             .into_iter()
             .map(|(k, e)| {
                 let e = if e.step > 0 {
@@ -107,11 +118,14 @@ impl Cut {
             .collect();
         let fallback = SeriesEnd { last: end, step }.threshold();
         let max = thresholds.values().copied().fold(fallback, i64::max);
+        let min = thresholds.values().copied().fold(fallback, i64::min);
         Ok(Some(Cut {
             key,
             thresholds,
             fallback,
             max,
+            min,
+            old_writes_read,
         }))
     }
 
@@ -126,7 +140,7 @@ impl Cut {
     /// After forwarding `raw`, nothing at or before its samples may follow, per series
     /// (guards against a sender re-sending what was backfilled).
     pub(super) fn advance(&mut self, raw: &[u8]) -> Result<(), IngestError> {
-        let mut ends = HashMap::new();
+        let mut ends = SeriesMap::default();
         learn_ends(raw, &self.key, &mut ends)?;
         for (series, end) in ends {
             let t = self.thresholds.entry(series).or_insert(self.fallback);
@@ -137,8 +151,37 @@ impl Cut {
     }
 }
 
+/// The ends of the old source's series, from its newest writes back to [`LOOKBACK_STEPS`]
+/// usual steps behind its newest sample; and how many writes that took.
+fn learn_old_ends(
+    sides: &Sides<'_>,
+    key: &SeriesKey,
+) -> Result<(SeriesMap<SeriesEnd>, usize), IngestError> {
+    let mut ends = SeriesMap::default();
+    let newest = sides.old.iter().map(|e| e.meta.max_ts).max();
+    let mut read = 0usize;
+    for entry in sides.old {
+        let Some(held) = entry.read(sides.old_name) else {
+            continue;
+        };
+        learn_ends(
+            &decompress(&held.payload, sides.max_decoded_bytes)?,
+            key,
+            &mut ends,
+        )?;
+        read += 1;
+        if read % LOOK_EVERY == 0 {
+            let reach = newest.unwrap_or(0).saturating_sub(entry.meta.min_ts);
+            if median_step(&ends).is_some_and(|step| reach >= LOOKBACK_STEPS * step) {
+                break;
+            }
+        }
+    }
+    Ok((ends, read))
+}
+
 /// The median of the known steps (0 is unknown).
-fn median_step(ends: &HashMap<u64, SeriesEnd>) -> Option<i64> {
+fn median_step(ends: &SeriesMap<SeriesEnd>) -> Option<i64> {
     let mut steps: Vec<i64> = ends.values().map(|e| e.step).filter(|s| *s > 0).collect();
     if steps.is_empty() {
         return None;

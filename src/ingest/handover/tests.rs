@@ -41,29 +41,81 @@ fn samples(h: &Held) -> Vec<(String, i64)> {
         .collect()
 }
 
-fn handover() -> Handover {
-    Handover::new(HandoverConfig {
-        window: Duration::from_secs(15),
-        max_bytes_per_source: 1 << 20,
+/// Rings in a temporary directory (kept as long as the handle).
+struct Rings {
+    handover: Handover,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Rings {
+    type Target = Handover;
+    fn deref(&self) -> &Handover {
+        &self.handover
+    }
+}
+
+fn config(dir: &std::path::Path, window_s: u64, max_bytes: u64) -> HandoverConfig {
+    HandoverConfig {
+        window: Duration::from_secs(window_s),
+        max_bytes_per_source: max_bytes,
         max_decoded_bytes: 1 << 24,
-    })
+        dir: dir.join("handover"),
+    }
+}
+
+fn rings(window_s: u64, max_bytes: u64) -> Rings {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let handover = Handover::open(config(dir.path(), window_s, max_bytes), 0).expect("open");
+    Rings {
+        handover,
+        _dir: dir,
+    }
+}
+
+fn handover() -> Rings {
+    rings(15, 1 << 20)
 }
 
 /// Feeds a promoted write through plan + record, returns what would be appended.
 async fn promoted(h: &Handover, source: &str, w: Held) -> Vec<(String, i64)> {
     let mut guard = h.lock("g");
-    let plan = guard.plan(source, w.clone()).expect("plan");
-    guard.record(source, &w, &plan, true);
-    plan.backfill
-        .iter()
-        .chain(plan.live.iter())
-        .flat_map(samples)
-        .collect()
+    let mut plan = guard.plan(source, w.clone()).expect("plan");
+    let mut out = Vec::new();
+    while let Some(records) = plan.next_records().expect("records") {
+        for r in records {
+            out.extend(samples(&Held {
+                payload: r.payload,
+                meta: r.meta,
+            }));
+        }
+    }
+    plan.record(&w, true);
+    out
 }
 
 /// Holds a standby write.
 fn standby(h: &Handover, group: &str, source: &str, w: &Held) {
     h.lock(group).hold_standby(source, w);
+}
+
+/// The writes held for `source` of group `group`, all of them or only the forwarded ones.
+fn held(h: &Handover, group: &str, source: &str, only_forwarded: bool) -> Vec<Held> {
+    let guard = h.lock(group);
+    let Some(ring) = guard.state.rings.get(source) else {
+        return Vec::new();
+    };
+    ring.entries()
+        .filter(|e| e.forwarded || !only_forwarded)
+        .filter_map(|e| e.read(&ring.name))
+        .collect()
+}
+
+/// Forgets every ring of group `g` (as after a long silence).
+fn forget_rings(h: &Handover) {
+    let mut guard = h.lock("g");
+    for (_, r) in guard.state.rings.drain() {
+        r.remove();
+    }
 }
 
 #[tokio::test]
@@ -181,7 +233,7 @@ async fn without_the_old_source_held_the_group_end_serves() {
         promoted(&h, "a", write(&[("up", &[t])], t as u64)).await;
     }
     // a's ring is gone (forgotten), only the group's last timestamp is known.
-    h.rings.lock().clear();
+    forget_rings(&h);
     let out = promoted(&h, "b", write(&[("up", &[2_500, 3_000, 3_500])], 4_000)).await;
     assert_eq!(out, vec![("up".to_owned(), 3_500)]);
 }
@@ -200,16 +252,12 @@ async fn the_first_source_of_a_group_is_forwarded_as_is() {
 
 #[test]
 fn rings_are_bounded_in_data_time_and_bytes() {
-    let h = Handover::new(HandoverConfig {
-        window: Duration::from_secs(5),
-        max_bytes_per_source: 400,
-        max_decoded_bytes: 1 << 24,
-    });
+    let h = rings(5, 400);
     for t in (0..=20).map(|i| i * STEP) {
         standby(&h, "g", "b", &write(&[("up", &[t])], t as u64));
         standby(&h, "g", "a", &write(&[("up", &[t])], t as u64));
     }
-    let held = h.held("g", "a", false);
+    let held = held(&h, "g", "a", false);
     assert!(
         held.iter().all(|w| w.meta.max_ts >= 15_000),
         "older than the window kept"
@@ -220,26 +268,22 @@ fn rings_are_bounded_in_data_time_and_bytes() {
 
 #[test]
 fn a_source_alone_in_its_group_holds_only_a_small_tail() {
-    let h = Handover::new(HandoverConfig {
-        window: Duration::from_secs(15),
-        max_bytes_per_source: 64 * 200,
-        max_decoded_bytes: 1 << 24,
-    });
+    let h = rings(15, 64 * 200);
     let size = write(&[("up", &[9 * STEP])], 0).payload.len() as u64;
     let bytes = |source: &str| {
-        h.held("g", source, false)
+        held(&h, "g", source, false)
             .iter()
             .map(|w| w.payload.len() as u64)
             .sum::<u64>()
     };
     let forwarded = |t: i64| {
         let w = write(&[("up", &[t])], t as u64);
-        h.hold("g", "a", &w, true);
+        h.lock("g").hold("a", &w, true);
     };
     for t in (0..=9).map(|i| i * STEP) {
         forwarded(t);
     }
-    let held = h.held("g", "a", false).len();
+    let held = held(&h, "g", "a", false).len();
     assert!(
         bytes("a") <= 200 && held >= 200 / size as usize - 1,
         "alone: 1/64 of the cap, {} bytes in {held} writes",
@@ -252,7 +296,8 @@ fn a_source_alone_in_its_group_holds_only_a_small_tail() {
     }
     assert!(bytes("a") > 200, "{} bytes", bytes("a"));
     // A source of another group does not count.
-    h.hold("other", "x", &write(&[("up", &[5_000])], 5_000), true);
+    h.lock("other")
+        .hold("x", &write(&[("up", &[5_000])], 5_000), true);
     assert!(bytes("a") > 200);
     // b silent for longer than the window (15 s): a is alone again and keeps the tail.
     forwarded(40_000);
@@ -370,7 +415,138 @@ async fn an_unknown_step_counts_as_one_second() {
 async fn the_new_sources_step_serves_when_the_old_source_shows_none() {
     let h = handover();
     promoted(&h, "a", write(&[("up", &[1_000])], 1_000)).await;
-    h.rings.lock().clear();
+    forget_rings(&h);
     let out = promoted(&h, "b", write(&[("up", &[1_000, 1_001])], 1_100)).await;
     assert_eq!(out, vec![("up".to_owned(), 1_001)]);
+}
+
+/// a forwards until step `a_ends` and b is held (on disk: the group has two sources) until
+/// step 5, 300 ms later in the cycle.
+async fn ha_pair(h: &Handover, a_ends: i64) {
+    for i in 0..=5 {
+        let t = i * STEP;
+        if i <= a_ends {
+            promoted(h, "a", write(&[("up", &[t])], t as u64)).await;
+        }
+        standby(h, "g", "b", &write(&[("up", &[t + 300])], (t + 300) as u64));
+    }
+}
+
+#[tokio::test]
+async fn held_writes_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = || config(dir.path(), 15, 1 << 20);
+    {
+        let h = Handover::open(config(), 0).expect("open");
+        ha_pair(&h, 3).await;
+    }
+    // A restart: a stays the group's forwarded source, b's held writes are back.
+    let h = Handover::open(config(), 6_000).expect("open again");
+    assert_eq!(held(&h, "g", "b", false).len(), 6);
+    // a's first write came while it was alone: that one was held in memory only.
+    assert_eq!(held(&h, "g", "a", true).len(), 3);
+    let out = promoted(&h, "b", write(&[("up", &[6_300])], 6_300)).await;
+    assert_eq!(
+        times(&out, "up"),
+        vec![4_300, 5_300, 6_300],
+        "cut at 3000 + 500"
+    );
+    // Rings untouched for longer than they are kept are deleted at start-up.
+    drop(h);
+    let h = Handover::open(config(), 6_300 + FORGET_MS).expect("open later");
+    assert!(held(&h, "g", "b", false).is_empty());
+    let left = std::fs::read_dir(dir.path().join("handover"))
+        .expect("dir")
+        .count();
+    assert_eq!(left, 0, "the rings' directories are deleted");
+}
+
+#[tokio::test]
+async fn a_held_file_cut_short_by_a_crash_is_cut_at_its_last_whole_write() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = || config(dir.path(), 15, 1 << 20);
+    {
+        let h = Handover::open(config(), 0).expect("open");
+        ha_pair(&h, 3).await;
+    }
+    let ring = std::fs::read_dir(dir.path().join("handover"))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            let name = std::fs::read_to_string(p.join("ring.json")).unwrap_or_default();
+            name.contains("\"b\"")
+        })
+        .expect("b's ring");
+    let file = ring.join(format!("{:016x}.held", 0));
+    let len = std::fs::metadata(&file).expect("file").len();
+    // The last write is cut in half; the one before has its payload damaged.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("open");
+    f.set_len(len - 10).expect("truncate");
+    drop(f);
+    let h = Handover::open(config(), 6_000).expect("open again");
+    let b = held(&h, "g", "b", false);
+    assert_eq!(
+        b.iter().map(|w| w.meta.max_ts).collect::<Vec<_>>(),
+        vec![300, 1_300, 2_300, 3_300, 4_300],
+        "the write cut short is gone"
+    );
+    // b takes over: its held writes after a's end are backfilled, then its live write.
+    let out = promoted(&h, "b", write(&[("up", &[6_300])], 6_300)).await;
+    assert_eq!(
+        times(&out, "up"),
+        vec![4_300, 6_300],
+        "5300 was lost in the crash"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_held_write_is_skipped() {
+    use std::os::unix::fs::FileExt;
+    let h = handover();
+    ha_pair(&h, 3).await;
+    {
+        let guard = h.lock("g");
+        let ring = &guard.state.rings["b"];
+        let path = ring::ring_dir(&h.config.dir, &ring.name).join(format!("{:016x}.held", 0));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open");
+        // The newest write (5300) ends the file: flip its last byte.
+        let len = f.metadata().expect("meta").len();
+        f.write_all_at(&[0xff], len - 1).expect("write");
+    }
+    let out = promoted(&h, "b", write(&[("up", &[6_300])], 6_300)).await;
+    assert_eq!(
+        times(&out, "up"),
+        vec![4_300, 6_300],
+        "5300 is damaged: skipped"
+    );
+}
+
+#[tokio::test]
+async fn the_old_source_is_read_only_a_few_steps_back() {
+    let h = handover();
+    // a and b scrape every 100 ms; b's held writes reach 10 s back.
+    for i in 0..100 {
+        let t = i * 100;
+        promoted(&h, "a", write(&[("up", &[t]), ("x", &[t + 1])], t as u64)).await;
+        let w = write(&[("up", &[t + 30]), ("x", &[t + 31])], (t + 30) as u64);
+        standby(&h, "g", "b", &w);
+    }
+    let out = promoted(
+        &h,
+        "b",
+        write(&[("up", &[10_030]), ("x", &[10_031])], 10_030),
+    )
+    .await;
+    // a's last samples are 9900 and 9901: b's 9930 and 9931 crowd them (half a step).
+    assert_eq!(times(&out, "up"), vec![10_030]);
+    assert_eq!(times(&out, "x"), vec![10_031]);
+    let guard = h.lock("g");
+    let read = guard.state.cut.as_ref().expect("a cut").old_writes_read;
+    assert!(read < 40, "{read} of a's 100 writes read");
 }

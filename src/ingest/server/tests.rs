@@ -23,11 +23,16 @@ fn ingest(dir: &std::path::Path) -> Ingest {
         group_label: None,
         ready: Arc::new(AtomicBool::new(true)),
         clock,
-        handover: Handover::new(HandoverConfig {
-            window: Duration::from_secs(15),
-            max_bytes_per_source: 1 << 20,
-            max_decoded_bytes: 1 << 24,
-        }),
+        handover: Handover::open(
+            HandoverConfig {
+                window: Duration::from_secs(15),
+                max_bytes_per_source: 1 << 20,
+                max_decoded_bytes: 1 << 24,
+                dir: dir.join("handover"),
+            },
+            0,
+        )
+        .expect("handover rings"),
     }
 }
 
