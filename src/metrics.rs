@@ -68,7 +68,7 @@ pub struct HandoverMetrics {
     pub trimmed: IntCounter,
     /// Time one handover took (learning the cut and trimming the backfill).
     pub duration: Histogram,
-    /// Writes that could not be held on disk (held in memory instead).
+    /// Writes that could not be held on disk (no room, or an error): not held.
     pub held_errors: IntCounter,
     /// Payload bytes of writes held for handovers on disk.
     pub held_disk_bytes: IntGauge,
@@ -277,7 +277,7 @@ impl HandoverMetrics {
             held_errors: int_counter(
                 r,
                 "highlander_handover_held_errors_total",
-                "Writes that could not be held on disk for a handover (held in memory instead).",
+                "Writes of groups with two or more sources that could not be held on disk for a handover (no room, or an error) and were not held.",
             ),
             held_disk_bytes: gauge(
                 r,

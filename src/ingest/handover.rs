@@ -135,6 +135,8 @@ struct GroupState {
 #[derive(Clone)]
 pub struct Handover {
     config: Arc<HandoverConfig>,
+    /// Free space for the rings' files.
+    room: Arc<Mutex<ring::Room>>,
     groups: Arc<Mutex<HashMap<String, Arc<Mutex<GroupState>>>>>,
 }
 
@@ -167,6 +169,7 @@ impl Handover {
         }
         Ok(Handover {
             config: Arc::new(config),
+            room: Arc::default(),
             groups: Arc::new(Mutex::new(
                 groups
                     .into_iter()
@@ -338,7 +341,7 @@ impl<'h> GroupGuard<'h> {
             window_ms,
             on_disk: !alone,
         };
-        ring.push(write, forwarded, bounds);
+        ring.push(write, forwarded, bounds, &mut self.handover.room.lock());
     }
 
     /// Plans the appends for a promoted write of `source`: a handover when the group's

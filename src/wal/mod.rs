@@ -92,6 +92,9 @@ pub use record::{Record, RecordMeta};
 pub use stats::{CursorStats, QueueStats};
 pub use tasks::WalTasks;
 
+/// The free space of a directory's file system, and what the buffer keeps free on it.
+pub(crate) use segments::space::{disk_space, reserve};
+
 /// What to do when an append would exceed the byte cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -28,13 +28,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Held;
 use crate::metrics::METRICS;
-use crate::wal::RecordMeta;
+use crate::wal::{disk_space, reserve, RecordMeta};
 
 /// Bytes of a frame header.
 const HEADER: usize = 4 + 1 + RecordMeta::BYTES + 4;
@@ -162,17 +163,20 @@ impl Ring {
     }
 
     /// Holds a write, then drops the oldest ones until the ring is within its bounds (the
-    /// newest write stays whatever its size). A write that cannot go to disk stays in
-    /// memory, with a warning: the handover still sees it.
-    pub(super) fn push(&mut self, write: &Held, forwarded: bool, bounds: Bounds) {
+    /// newest write stays whatever its size). A write that should go to disk and cannot
+    /// (no room, or an error) is not held: a handover then has a hole there, never the
+    /// process a heap of held writes. `room` says whether the disk has room for it.
+    pub(super) fn push(&mut self, write: &Held, forwarded: bool, bounds: Bounds, room: &mut Room) {
         let len = write.payload.len() as u64;
         let place = if bounds.on_disk {
-            match self.append(write, forwarded, bounds.max_bytes) {
+            let appended = room
+                .take(&self.dir, len)
+                .and_then(|()| self.append(write, forwarded, bounds.max_bytes));
+            match appended {
                 Ok(place) => place,
                 Err(e) => {
-                    METRICS.handover.held_errors.inc();
-                    tracing::warn!(group = %self.name.group, source = %self.name.source, dir = %self.dir.display(), error = %e, "handover: could not hold a write on disk; it is held in memory");
-                    Place::Memory(write.payload.clone())
+                    room.refused(&self.name, &e);
+                    return;
                 }
             }
         } else {
@@ -348,6 +352,65 @@ impl Ring {
             entries,
         });
         Ok(())
+    }
+}
+
+/// Free space for held writes, read at most every [`ROOM_READ_EVERY`]: they stop while
+/// less than twice the buffer's reserve is free, so that on a filling disk the held
+/// writes (promised to nobody) stop before the buffer's appends do.
+#[derive(Default)]
+pub(super) struct Room {
+    /// Bytes that may be written before the free space is read again.
+    left: u64,
+    /// When it was read last.
+    read: Option<Instant>,
+    /// When a refusal was last logged.
+    logged: Option<Instant>,
+}
+
+/// How often the free space is read while writes are held.
+const ROOM_READ_EVERY: Duration = Duration::from_millis(100);
+/// How often a refusal is logged.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Room {
+    /// Takes `len` bytes on the file system of `dir` (its parent while it does not exist).
+    fn take(&mut self, dir: &Path, len: u64) -> io::Result<()> {
+        let now = Instant::now();
+        if self
+            .read
+            .is_some_and(|t| now.duration_since(t) < ROOM_READ_EVERY)
+            && len <= self.left
+        {
+            self.left -= len;
+            return Ok(());
+        }
+        let at = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
+        let (free, total) = disk_space(at)?;
+        let keep = reserve(total).saturating_mul(2);
+        if free < keep.saturating_add(len) {
+            self.read = None;
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("{free} bytes free, held writes leave {keep}"),
+            ));
+        }
+        self.left = (free - keep - len) / 2;
+        self.read = Some(now);
+        Ok(())
+    }
+
+    /// Counts a write that was not held, and logs it at most every [`REFUSED_LOG_EVERY`].
+    fn refused(&mut self, ring: &RingName, e: &io::Error) {
+        METRICS.handover.held_errors.inc();
+        let now = Instant::now();
+        if self
+            .logged
+            .is_none_or(|t| now.duration_since(t) >= REFUSED_LOG_EVERY)
+        {
+            self.logged = Some(now);
+            tracing::warn!(group = %ring.group, source = %ring.source, error = %e, "handover: writes cannot be held on disk and are not held: a handover of this group may leave a hole");
+        }
     }
 }
 

@@ -24,7 +24,7 @@
 //!   records and framing, and appends go to a fresh segment.
 
 mod frame;
-mod space;
+pub(crate) mod space;
 mod spare;
 
 use std::collections::BTreeMap;

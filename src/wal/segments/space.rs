@@ -99,12 +99,12 @@ pub(super) fn shrink_away(file: &File, mut len: u64) -> io::Result<()> {
 /// Space the appends leave free on a file system of `total` bytes: 1 %, at least 16 MiB
 /// and at most 256 MiB. sled (cursors, metadata) must still be able to write, or it
 /// fails for good until a restart, and the storages could not take the buffer away.
-pub(super) fn reserve(total: u64) -> u64 {
+pub(crate) fn reserve(total: u64) -> u64 {
     (total / 100).clamp(16 << 20, 256 << 20)
 }
 
 /// Bytes available to us and the size of the file system that holds `dir`.
-pub(super) fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
+pub(crate) fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL byte in the buffer's path"))?;
