@@ -1,10 +1,12 @@
 //! highlander: a highly available, store-and-forward relay for Prometheus `remote_write`.
 //!
 //! Data flow: [`ingest`] → [`election`] → [`wal`] → [`shipper`]; [`admin`] reads them all;
-//! [`app`] is the only place that builds and wires the parts.
+//! [`app`] is the only place that builds and wires the parts. [`api`] holds the admin API's
+//! answers, which [`admin`] sends and [`client`] reads.
 
 pub mod admin;
 pub mod alloc;
+pub mod api;
 pub mod app;
 pub mod client;
 pub mod clock;

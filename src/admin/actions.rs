@@ -2,21 +2,23 @@
 //! replay/delete a quarantined batch; cluster membership and leadership. Each needs the
 //! token ([`Mutation`]) and is logged with its caller.
 
+use std::future::{ready, Ready};
 use std::time::UNIX_EPOCH;
 
-use actix_web::web::Json;
-use actix_web::{web, HttpResponse};
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data, Json, Path, Query};
+use actix_web::{FromRequest, HttpRequest};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::auth::Mutation;
-use super::{Admin, AdminError};
+use super::{Admin, AdminError, Answer};
+use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::Cluster;
+use crate::election::GroupView;
 use crate::shipper::Target;
-
-/// What an action answers: 200 with a JSON body, or an [`AdminError`].
-type Answer = Result<Json<Value>, AdminError>;
+use crate::wal::CursorMove;
 
 /// A point in time: milliseconds since the epoch, or an RFC 3339 string.
 #[derive(Debug, Deserialize)]
@@ -74,29 +76,33 @@ fn until_ms(until: &Option<TimeArg>, for_: &Option<String>) -> Result<Option<u64
 }
 
 pub async fn pin(
-    admin: web::Data<Admin>,
+    admin: Data<Admin>,
     who: Mutation,
-    group: web::Path<String>,
+    group: Path<String>,
     body: Json<PinBody>,
-) -> Answer {
+) -> Answer<GroupView> {
     let until = until_ms(&body.until, &body.for_).map_err(AdminError::bad_request)?;
     let view = admin.promotions.pin(&group, &body.source, until).await?;
     tracing::info!(caller = %who.caller, group = %group, source = %body.source, until_ms = ?until, "admin: group pinned");
-    Ok(Json(json!(view)))
+    Ok(Json(view))
 }
 
-pub async fn unpin(admin: web::Data<Admin>, who: Mutation, group: web::Path<String>) -> Answer {
+pub async fn unpin(
+    admin: Data<Admin>,
+    who: Mutation,
+    group: Path<String>,
+) -> Answer<api::Unpinned> {
     let pin = admin.promotions.unpin(&group).await?;
     tracing::info!(caller = %who.caller, group = %group, source = %pin.source, "admin: group unpinned");
-    Ok(Json(json!({ "removed": pin })))
+    Ok(Json(api::Unpinned { removed: Some(pin) }))
 }
 
 pub async fn failover(
-    admin: web::Data<Admin>,
+    admin: Data<Admin>,
     who: Mutation,
-    group: web::Path<String>,
+    group: Path<String>,
     body: Option<Json<FailoverBody>>,
-) -> Answer {
+) -> Answer<GroupView> {
     let body = body.map(Json::into_inner).unwrap_or_default();
     let until = until_ms(&body.until, &body.for_).map_err(AdminError::bad_request)?;
     let view = admin.promotions.failover(&group, until).await?;
@@ -106,23 +112,36 @@ pub async fn failover(
         promoted = ?view.promoted.as_ref().map(|p| &p.source),
         "admin: failover forced"
     );
-    Ok(Json(json!(view)))
+    Ok(Json(view))
 }
 
-pub async fn pause(admin: web::Data<Admin>, who: Mutation, name: web::Path<String>) -> Answer {
-    let was = admin.shipper.pause(&name)?;
-    tracing::info!(caller = %who.caller, endpoint = %name, "admin: endpoint paused");
-    Ok(Json(
-        json!({ "endpoint": *name, "paused": true, "was_paused": was }),
-    ))
+pub async fn pause(admin: Data<Admin>, who: Mutation, name: Path<String>) -> Answer<api::Paused> {
+    set_paused(&admin, &who, name.into_inner(), true)
 }
 
-pub async fn resume(admin: web::Data<Admin>, who: Mutation, name: web::Path<String>) -> Answer {
-    let was = admin.shipper.resume(&name)?;
-    tracing::info!(caller = %who.caller, endpoint = %name, "admin: endpoint resumed");
-    Ok(Json(
-        json!({ "endpoint": *name, "paused": false, "was_paused": was }),
-    ))
+pub async fn resume(admin: Data<Admin>, who: Mutation, name: Path<String>) -> Answer<api::Paused> {
+    set_paused(&admin, &who, name.into_inner(), false)
+}
+
+/// Pauses or resumes `endpoint`; the answer says whether it was paused before.
+fn set_paused(
+    admin: &Admin,
+    who: &Mutation,
+    endpoint: String,
+    paused: bool,
+) -> Answer<api::Paused> {
+    let was_paused = if paused {
+        admin.shipper.pause(&endpoint)?
+    } else {
+        admin.shipper.resume(&endpoint)?
+    };
+    let change = if paused { "paused" } else { "resumed" };
+    tracing::info!(caller = %who.caller, endpoint = %endpoint, "admin: endpoint {change}");
+    Ok(Json(api::Paused {
+        endpoint,
+        paused,
+        was_paused,
+    }))
 }
 
 /// Body of `skip`: exactly one of `to_seq`, `to_time`.
@@ -150,33 +169,44 @@ fn target(seq: Option<u64>, time: &Option<TimeArg>, names: &str) -> Result<Targe
 }
 
 pub async fn skip(
-    admin: web::Data<Admin>,
+    admin: Data<Admin>,
     who: Mutation,
-    name: web::Path<String>,
+    name: Path<String>,
     body: Json<SkipBody>,
-) -> Answer {
+) -> Answer<api::Skipped> {
     let t =
         target(body.to_seq, &body.to_time, "to_seq, to_time").map_err(AdminError::bad_request)?;
     let m = admin.shipper.skip(&name, t)?;
     tracing::warn!(caller = %who.caller, endpoint = %name, from = m.from, to = m.to, records = m.records, "admin: endpoint backlog skipped; those records will not reach it");
-    Ok(Json(
-        json!({ "endpoint": *name, "from": m.from, "to": m.to, "skipped_records": m.records }),
-    ))
+    Ok(Json(api::Skipped {
+        moved: moved(name.into_inner(), &m),
+        skipped_records: m.records,
+    }))
 }
 
 pub async fn replay(
-    admin: web::Data<Admin>,
+    admin: Data<Admin>,
     who: Mutation,
-    name: web::Path<String>,
+    name: Path<String>,
     body: Json<ReplayBody>,
-) -> Answer {
+) -> Answer<api::Replayed> {
     let t = target(body.from_seq, &body.from_time, "from_seq, from_time")
         .map_err(AdminError::bad_request)?;
     let m = admin.shipper.replay(&name, t)?;
     tracing::info!(caller = %who.caller, endpoint = %name, from = m.from, to = m.to, records = m.records, "admin: endpoint replays buffered records");
-    Ok(Json(
-        json!({ "endpoint": *name, "from": m.from, "to": m.to, "replayed_records": m.records }),
-    ))
+    Ok(Json(api::Replayed {
+        moved: moved(name.into_inner(), &m),
+        replayed_records: m.records,
+    }))
+}
+
+/// How `skip` or `replay` moved `endpoint`'s cursor, for their answers.
+fn moved(endpoint: String, m: &CursorMove) -> api::CursorMoved {
+    api::CursorMoved {
+        endpoint,
+        from: m.from,
+        to: m.to,
+    }
 }
 
 /// `?endpoint=NAME` for quarantine actions.
@@ -186,29 +216,34 @@ pub struct EndpointQuery {
 }
 
 pub async fn replay_quarantined(
-    admin: web::Data<Admin>,
+    admin: Data<Admin>,
     who: Mutation,
-    seq: web::Path<u64>,
-    q: web::Query<EndpointQuery>,
-) -> Result<HttpResponse, AdminError> {
+    seq: Path<u64>,
+    q: Query<EndpointQuery>,
+) -> Result<(Json<api::QuarantineQueued>, StatusCode), AdminError> {
     let shipper = admin.shipper.clone();
     let (seq, endpoint) = (seq.into_inner(), q.into_inner().endpoint);
-    let names = web::block(move || shipper.replay_quarantined(seq, endpoint.as_deref())).await??;
-    tracing::info!(caller = %who.caller, seq, endpoints = ?names, "admin: quarantined batch queued for replay");
-    Ok(HttpResponse::Accepted().json(json!({ "seq": seq, "queued_for": names })))
+    let queued_for =
+        web::block(move || shipper.replay_quarantined(seq, endpoint.as_deref())).await??;
+    tracing::info!(caller = %who.caller, seq, endpoints = ?queued_for, "admin: quarantined batch queued for replay");
+    Ok((
+        Json(api::QuarantineQueued { seq, queued_for }),
+        StatusCode::ACCEPTED,
+    ))
 }
 
 pub async fn delete_quarantined(
-    admin: web::Data<Admin>,
+    admin: Data<Admin>,
     who: Mutation,
-    seq: web::Path<u64>,
-    q: web::Query<EndpointQuery>,
-) -> Answer {
+    seq: Path<u64>,
+    q: Query<EndpointQuery>,
+) -> Answer<api::QuarantineDeleted> {
     let shipper = admin.shipper.clone();
     let (seq, endpoint) = (seq.into_inner(), q.into_inner().endpoint);
-    let names = web::block(move || shipper.delete_quarantined(seq, endpoint.as_deref())).await??;
-    tracing::warn!(caller = %who.caller, seq, endpoints = ?names, "admin: quarantined batch deleted; its samples are gone");
-    Ok(Json(json!({ "seq": seq, "deleted_for": names })))
+    let deleted_for =
+        web::block(move || shipper.delete_quarantined(seq, endpoint.as_deref())).await??;
+    tracing::warn!(caller = %who.caller, seq, endpoints = ?deleted_for, "admin: quarantined batch deleted; its samples are gone");
+    Ok(Json(api::QuarantineDeleted { seq, deleted_for }))
 }
 
 /// Body of `POST /api/v1/cluster/members`.
@@ -225,28 +260,49 @@ fn yes() -> bool {
     true
 }
 
-/// The cluster, or 404 on a standalone node.
-fn clustered(admin: &Admin) -> Result<&Cluster, AdminError> {
-    admin.cluster.as_ref().ok_or_else(AdminError::not_clustered)
+/// The cluster a membership or leadership action changes; 404 on a standalone node. The
+/// actions take it last, so a missing token (401) and a bad body (400) are reported first.
+pub struct Clustered(Cluster);
+
+impl FromRequest for Clustered {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let cluster = req
+            .app_data::<Data<Admin>>()
+            .ok_or_else(|| AdminError::internal("the admin state is missing"))
+            .and_then(|admin| admin.cluster.clone().ok_or_else(AdminError::not_clustered));
+        ready(cluster.map(Clustered))
+    }
 }
 
-pub async fn add_member(admin: web::Data<Admin>, who: Mutation, body: Json<MemberBody>) -> Answer {
-    let cluster = clustered(&admin)?;
+pub async fn add_member(
+    who: Mutation,
+    body: Json<MemberBody>,
+    Clustered(cluster): Clustered,
+) -> Answer<api::Members> {
     if body.voter {
         cluster.add_voter(body.id, body.addr.clone()).await?;
     } else {
         cluster.add_learner(body.id, body.addr.clone()).await?;
     }
     tracing::info!(caller = %who.caller, id = body.id, addr = %body.addr, voter = body.voter, "admin: cluster member added");
-    Ok(Json(json!({ "members": cluster.members() })))
+    Ok(Json(api::Members {
+        members: cluster.members(),
+    }))
 }
 
-pub async fn remove_member(admin: web::Data<Admin>, who: Mutation, id: web::Path<u64>) -> Answer {
-    let cluster = clustered(&admin)?;
-    let id = id.into_inner();
-    cluster.remove(id).await?;
-    tracing::warn!(caller = %who.caller, id, "admin: cluster member removed");
-    Ok(Json(json!({ "members": cluster.members() })))
+pub async fn remove_member(
+    who: Mutation,
+    id: Path<u64>,
+    Clustered(cluster): Clustered,
+) -> Answer<api::Members> {
+    cluster.remove(*id).await?;
+    tracing::warn!(caller = %who.caller, id = *id, "admin: cluster member removed");
+    Ok(Json(api::Members {
+        members: cluster.members(),
+    }))
 }
 
 /// Body of `POST /api/v1/cluster/transfer-leader`.
@@ -257,19 +313,22 @@ pub struct TransferBody {
 }
 
 pub async fn transfer_leader(
-    admin: web::Data<Admin>,
     who: Mutation,
     body: Json<TransferBody>,
-) -> Answer {
-    let cluster = clustered(&admin)?;
+    Clustered(cluster): Clustered,
+) -> Answer<api::Transferred> {
     let from = cluster.leader();
     let took = cluster.transfer_leader(body.to).await.inspect_err(|e| {
         tracing::warn!(caller = %who.caller, to = body.to, error = %e, "admin: leadership transfer failed");
     })?;
     tracing::info!(caller = %who.caller, from = ?from, to = body.to, ?took, "admin: leadership transferred");
-    Ok(Json(json!({
-        "transferred": { "from": from, "to": body.to, "took_ms": took.as_millis() as u64 },
-        "status": cluster.status(),
-        "members": cluster.members(),
-    })))
+    Ok(Json(api::Transferred {
+        transferred: api::Transfer {
+            from,
+            to: body.to,
+            took_ms: took.as_millis() as u64,
+        },
+        status: Some(cluster.status()),
+        members: cluster.members(),
+    }))
 }

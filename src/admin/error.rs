@@ -6,6 +6,7 @@ use std::fmt;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::api;
 use crate::cluster::transfer::TransferError;
 use crate::cluster::ClusterWriteError;
 use crate::election::ElectionError;
@@ -77,8 +78,10 @@ impl ResponseError for AdminError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut resp = HttpResponse::build(self.status)
-            .json(serde_json::json!({ "error": self.code, "detail": self.detail }));
+        let mut resp = HttpResponse::build(self.status).json(api::ErrorBody {
+            error: self.code.to_owned(),
+            detail: self.detail.clone(),
+        });
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -32,25 +32,25 @@ fn refresh(admin: &Admin) {
     for e in &q.endpoints {
         m.shipper
             .lag_records
-            .with_label_values(&[&e.name])
-            .set(e.lag_records as i64);
+            .with_label_values(&[&e.worker.name])
+            .set(e.position.lag_records as i64);
         m.shipper
             .lag_bytes
-            .with_label_values(&[&e.name])
-            .set(e.lag_bytes as i64);
+            .with_label_values(&[&e.worker.name])
+            .set(e.position.lag_bytes as i64);
         m.shipper
             .lag_seconds
-            .with_label_values(&[&e.name])
-            .set(e.lag_seconds);
+            .with_label_values(&[&e.worker.name])
+            .set(e.position.lag_seconds);
         m.shipper
             .in_flight
-            .with_label_values(&[&e.name])
-            .set(e.in_flight as i64);
+            .with_label_values(&[&e.worker.name])
+            .set(e.worker.in_flight as i64);
         for (state, label) in STATES {
             m.shipper
                 .state
-                .with_label_values(&[&e.name, label])
-                .set(i64::from(e.state == state));
+                .with_label_values(&[&e.worker.name, label])
+                .set(i64::from(e.worker.state == state));
         }
     }
     if let Some(c) = &admin.cluster {

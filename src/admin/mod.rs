@@ -79,6 +79,10 @@ pub struct Admin {
     pub cluster: Option<crate::cluster::Cluster>,
 }
 
+/// What a handler answers: 200 with a JSON body of the [`crate::api`] type `T`, or an
+/// [`AdminError`].
+type Answer<T> = Result<web::Json<T>, AdminError>;
+
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(views::healthz))

@@ -6,15 +6,14 @@ use actix_web::http::StatusCode;
 use actix_web::web::Json;
 use actix_web::{web, HttpResponse};
 use prost::Message;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
 
 use super::auth::Read;
-use super::{Admin, AdminError};
+use super::{Admin, AdminError, Answer};
+use crate::api;
 use crate::clock::{Clock, SystemClock};
-use crate::election::{ElectionError, GroupView, HistoryEntry};
+use crate::election::{ElectionError, GroupView};
 use crate::proto::WriteRequest;
-use crate::shipper::EndpointState;
 use crate::wal::{ReadItem, RecordSummary};
 
 /// History entries shown per group in the list view.
@@ -40,120 +39,75 @@ pub async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     }
 }
 
-/// What a view answers: 200 with a JSON body, or an [`AdminError`].
-type View<T = Value> = Result<Json<T>, AdminError>;
-
-pub async fn status(admin: web::Data<Admin>, _: Read) -> View {
+pub async fn status(admin: web::Data<Admin>, _: Read) -> Answer<api::Status> {
     let now = SystemClock.now_ms();
     let info = &admin.info;
-    Ok(Json(json!({
-        "node": {
-            "instance_id": info.instance_id,
-            "version": info.version,
-            "started_ms": info.started_ms,
-            "uptime_seconds": now.saturating_sub(info.started_ms) / 1000,
+    let cluster = admin.cluster.as_ref().map(|c| c.status());
+    Ok(Json(api::Status {
+        node: api::Node {
+            instance_id: info.instance_id.clone(),
+            version: info.version.to_owned(),
+            started_ms: Some(info.started_ms),
+            uptime_seconds: Some(now.saturating_sub(info.started_ms) / 1000),
         },
-        "role": admin.cluster.as_ref().map_or("standalone", |c| c.status().role.as_str()),
-        "cluster": admin.cluster.as_ref().map(|c| c.status()),
-        "ready": admin.ready.load(Ordering::Acquire),
-        "listeners": { "ingest": info.ingest_listen, "admin": info.admin_listen },
-        "data_dir": info.data_dir,
-        "durability": info.durability,
-        "buffer": {
-            "max_bytes": info.buffer_max_bytes,
-            "max_age_seconds": info.buffer_max_age_seconds,
-            "full_policy": info.full_policy,
-            "compression": info.compression,
-            "compressing": admin.wal.compacting(),
+        role: cluster
+            .as_ref()
+            .map_or("standalone", |c| c.role.as_str())
+            .to_owned(),
+        cluster,
+        ready: Some(admin.ready.load(Ordering::Acquire)),
+        listeners: api::Listeners {
+            ingest: info.ingest_listen.clone(),
+            admin: info.admin_listen.clone(),
         },
-        "health": { "tick_ms": info.health_tick_ms, "expiry_ms": info.health_expiry_ms },
-        "endpoints": admin.shipper.statuses().into_iter().map(|s| s.name).collect::<Vec<_>>(),
-    })))
+        data_dir: info.data_dir.clone(),
+        durability: Some(info.durability),
+        buffer: api::Buffer {
+            max_bytes: info.buffer_max_bytes,
+            max_age_seconds: info.buffer_max_age_seconds,
+            full_policy: Some(info.full_policy),
+            compression: Some(info.compression),
+            compressing: admin.wal.compacting(),
+        },
+        health: api::Health {
+            tick_ms: info.health_tick_ms,
+            expiry_ms: info.health_expiry_ms,
+        },
+        endpoints: admin
+            .shipper
+            .statuses()
+            .into_iter()
+            .map(|s| s.name)
+            .collect(),
+    }))
 }
 
-pub async fn cluster(admin: web::Data<Admin>, _: Read) -> View {
+pub async fn cluster(admin: web::Data<Admin>, _: Read) -> Answer<api::Cluster> {
     let c = admin
         .cluster
         .as_ref()
         .ok_or_else(AdminError::not_clustered)?;
-    Ok(Json(json!({
-        "status": c.status(),
-        "members": c.members(),
-        "control": c.control().current().state,
-    })))
-}
-
-/// One endpoint: the worker's status with its position in the buffer.
-#[derive(Serialize)]
-pub struct EndpointView {
-    pub(super) name: String,
-    url: String,
-    pub(super) state: EndpointState,
-    cursor: u64,
-    pub(super) lag_records: u64,
-    pub(super) lag_bytes: u64,
-    pub(super) lag_seconds: f64,
-    dropped_records: u64,
-    last_error: Option<String>,
-    last_error_ms: Option<u64>,
-    next_retry_ms: Option<u64>,
-    sent_records: u64,
-    sent_samples: u64,
-    sent_bytes: u64,
-    failed_requests: u64,
-    retries: u64,
-    quarantined: u64,
-    pub(super) in_flight: usize,
-    max_in_flight: usize,
-}
-
-/// `/api/v1/queue`.
-#[derive(Serialize)]
-pub struct QueueView {
-    pub(super) records: u64,
-    pub(super) bytes: u64,
-    pub(super) max_bytes: u64,
-    pub(super) oldest_age_seconds: f64,
-    first_seq: u64,
-    next_seq: u64,
-    dropped_records: u64,
-    pub(super) quarantined: usize,
-    pub(super) endpoints: Vec<EndpointView>,
+    Ok(Json(api::Cluster {
+        status: Some(c.status()),
+        members: c.members(),
+        control: c.control().current().state.clone(),
+    }))
 }
 
 /// Builds the queue view (blocking: reads the WAL's index).
-pub fn queue_view(admin: &Admin) -> QueueView {
-    let stats = admin.wal.stats();
+pub fn queue_view(admin: &Admin) -> api::Queue {
+    let mut stats = admin.wal.stats();
     let endpoints = admin
         .shipper
         .statuses()
         .into_iter()
-        .map(|s| {
-            let c = stats.endpoints.get(&s.name);
-            EndpointView {
-                cursor: c.map_or(0, |c| c.cursor),
-                lag_records: c.map_or(0, |c| c.lag_records),
-                lag_bytes: c.map_or(0, |c| c.lag_bytes),
-                lag_seconds: c.map_or(0.0, |c| c.lag_seconds),
-                dropped_records: c.map_or(0, |c| c.dropped_records),
-                name: s.name,
-                url: s.url,
-                state: s.state,
-                last_error: s.last_error,
-                last_error_ms: s.last_error_ms,
-                next_retry_ms: s.next_retry_ms,
-                sent_records: s.sent_records,
-                sent_samples: s.sent_samples,
-                sent_bytes: s.sent_bytes,
-                failed_requests: s.failed_requests,
-                retries: s.retries,
-                quarantined: s.quarantined,
-                in_flight: s.in_flight,
-                max_in_flight: s.max_in_flight,
-            }
+        .map(|worker| api::Endpoint {
+            // An endpoint without a cursor yet has taken nothing and lags by nothing.
+            position: stats.endpoints.remove(&worker.name).unwrap_or_default(),
+            worker,
         })
         .collect();
-    QueueView {
+    api::Queue {
         records: stats.records,
         bytes: stats.bytes,
         max_bytes: stats.max_bytes,
@@ -166,15 +120,15 @@ pub fn queue_view(admin: &Admin) -> QueueView {
     }
 }
 
-pub async fn queue(admin: web::Data<Admin>, _: Read) -> View<QueueView> {
+pub async fn queue(admin: web::Data<Admin>, _: Read) -> Answer<api::Queue> {
     let admin = admin.get_ref().clone();
     Ok(Json(web::block(move || queue_view(&admin)).await?))
 }
 
-pub async fn endpoints(admin: web::Data<Admin>, _: Read) -> View {
+pub async fn endpoints(admin: web::Data<Admin>, _: Read) -> Answer<api::Endpoints> {
     let admin = admin.get_ref().clone();
     let endpoints = web::block(move || queue_view(&admin).endpoints).await?;
-    Ok(Json(json!({ "endpoints": endpoints })))
+    Ok(Json(api::Endpoints { endpoints }))
 }
 
 /// `?from=SEQ&limit=N`.
@@ -184,38 +138,26 @@ pub struct Peek {
     limit: Option<usize>,
 }
 
-pub async fn records(admin: web::Data<Admin>, _: Read, q: web::Query<Peek>) -> View {
+pub async fn records(
+    admin: web::Data<Admin>,
+    _: Read,
+    q: web::Query<Peek>,
+) -> Answer<api::Records> {
     let wal = admin.wal.clone();
     let from = q.from.unwrap_or_else(|| wal.first_seq());
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PEEK);
     let records = web::block(move || wal.peek(from, limit)).await??;
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(api::Records { records }))
 }
 
-/// A record with a decoded look at its first series.
-#[derive(Serialize)]
-pub struct RecordPreview {
-    #[serde(flatten)]
-    summary: RecordSummary,
-    preview: Option<Vec<SeriesPreview>>,
-}
-
-#[derive(Serialize)]
-struct SeriesPreview {
-    labels: std::collections::BTreeMap<String, String>,
-    samples: usize,
-    histograms: usize,
-    exemplars: usize,
-}
-
-fn preview(payload: &[u8]) -> Option<Vec<SeriesPreview>> {
+fn preview(payload: &[u8]) -> Option<Vec<api::SeriesPreview>> {
     let raw = snap::raw::Decoder::new().decompress_vec(payload).ok()?;
     let req = WriteRequest::decode(raw.as_slice()).ok()?;
     Some(
         req.timeseries
             .iter()
             .take(PREVIEW_SERIES)
-            .map(|t| SeriesPreview {
+            .map(|t| api::SeriesPreview {
                 labels: t
                     .labels
                     .iter()
@@ -229,7 +171,7 @@ fn preview(payload: &[u8]) -> Option<Vec<SeriesPreview>> {
     )
 }
 
-pub async fn record(admin: web::Data<Admin>, _: Read, seq: web::Path<u64>) -> View<RecordPreview> {
+pub async fn record(admin: web::Data<Admin>, _: Read, seq: web::Path<u64>) -> Answer<api::Record> {
     let seq = seq.into_inner();
     let wal = admin.wal.clone();
     let item = web::block(move || wal.get(seq)).await??.ok_or_else(|| {
@@ -243,44 +185,39 @@ pub async fn record(admin: web::Data<Admin>, _: Read, seq: web::Path<u64>) -> Vi
         ReadItem::Record(_, r) => preview(&r.payload),
         ReadItem::Corrupt(..) => None,
     };
-    Ok(Json(RecordPreview {
+    Ok(Json(api::Record {
         summary: RecordSummary::of(&item),
         preview,
     }))
 }
 
-/// One group with its name and recent history.
-#[derive(Serialize)]
-pub struct NamedGroup {
-    name: String,
-    #[serde(flatten)]
-    group: GroupView,
-    history: Vec<HistoryEntry>,
-}
-
-pub async fn groups(admin: web::Data<Admin>, _: Read) -> View {
+pub async fn groups(admin: web::Data<Admin>, _: Read) -> Answer<api::Groups> {
     let admin = admin.get_ref().clone();
     let groups = web::block(move || {
         admin
             .promotions
             .groups()
             .into_iter()
-            .map(|(name, group)| {
+            .map(|(name, view)| {
                 let mut history = admin.promotions.history(&name);
                 history.truncate(HISTORY_IN_LIST);
-                NamedGroup {
+                api::Group {
                     name,
-                    group,
+                    view,
                     history,
                 }
             })
-            .collect::<Vec<_>>()
+            .collect()
     })
     .await?;
-    Ok(Json(json!({ "groups": groups })))
+    Ok(Json(api::Groups { groups }))
 }
 
-pub async fn group(admin: web::Data<Admin>, _: Read, name: web::Path<String>) -> View<NamedGroup> {
+pub async fn group(
+    admin: web::Data<Admin>,
+    _: Read,
+    name: web::Path<String>,
+) -> Answer<api::Group> {
     let name = name.into_inner();
     let unknown = ElectionError::UnknownGroup(name.clone());
     let admin = admin.get_ref().clone();
@@ -288,14 +225,14 @@ pub async fn group(admin: web::Data<Admin>, _: Read, name: web::Path<String>) ->
         let history = admin.promotions.history(&name);
         // A group silent for long is forgotten by the election, but its history is kept:
         // show it with nobody promoted rather than as unknown.
-        let group = match admin.promotions.groups().remove(&name) {
+        let view = match admin.promotions.groups().remove(&name) {
             Some(g) => g,
             None if !history.is_empty() => GroupView::default(),
             None => return None,
         };
-        Some(NamedGroup {
+        Some(api::Group {
             name,
-            group,
+            view,
             history,
         })
     })
@@ -303,8 +240,8 @@ pub async fn group(admin: web::Data<Admin>, _: Read, name: web::Path<String>) ->
     Ok(Json(view.ok_or(unknown)?))
 }
 
-pub async fn quarantine(admin: web::Data<Admin>, _: Read) -> View {
+pub async fn quarantine(admin: web::Data<Admin>, _: Read) -> Answer<api::Quarantine> {
     let wal = admin.wal.clone();
-    let list = web::block(move || wal.quarantine_list()).await??;
-    Ok(Json(json!({ "quarantine": list })))
+    let quarantine = web::block(move || wal.quarantine_list()).await??;
+    Ok(Json(api::Quarantine { quarantine }))
 }

@@ -8,6 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
+use crate::api::ErrorBody;
+
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -43,6 +45,14 @@ pub enum ClientError {
         /// Why it did not parse.
         reason: String,
     },
+    /// The node answered 2xx with JSON that does not read as the answer this client
+    /// expects (a value of another type, a state it does not know): a node of another
+    /// version, most likely.
+    #[error(
+        "the admin API answered with JSON this client cannot read: {0} (--json prints it \
+         as is)"
+    )]
+    Unreadable(String),
 }
 
 impl ClientError {
@@ -161,24 +171,17 @@ impl Api {
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         let text = resp.text().await.map_err(unreachable)?;
-        let json = serde_json::from_str::<Value>(&text);
         if !status.is_success() {
-            let (code, detail) = match &json {
-                Ok(v) => (
-                    v["error"].as_str().map(str::to_owned),
-                    v["detail"]
-                        .as_str()
-                        .map_or_else(|| text.trim().to_owned(), str::to_owned),
-                ),
-                Err(_) => (None, text.trim().to_owned()),
-            };
+            let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_default();
             return Err(ClientError::Server {
                 status: status.as_u16(),
-                code,
-                detail,
+                code: Some(body.error).filter(|c| !c.is_empty()),
+                detail: Some(body.detail)
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| text.trim().to_owned()),
             });
         }
-        json.map_err(|e| ClientError::BadAnswer {
+        serde_json::from_str::<Value>(&text).map_err(|e| ClientError::BadAnswer {
             url: shown,
             reason: e.to_string(),
         })

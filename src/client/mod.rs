@@ -5,9 +5,10 @@
 //! - Where: `--admin URL` (`HIGHLANDER_ADMIN`, default `http://127.0.0.1:9092`, the node's
 //!   default admin listener). Token: `--token`, `--token-file` or `HIGHLANDER_ADMIN_TOKEN`,
 //!   sent as `Authorization: Bearer`.
-//! - Output: a human table on stdout ([`render`], built on [`table`]); with `--json` the
-//!   server's JSON as is (pretty), for scripts. Reads and writes the same API the web page
-//!   uses, so the three views never disagree.
+//! - Output: a human table on stdout ([`render`], built on [`table`]) from the answer read
+//!   as its [`crate::api`] type; with `--json` the server's JSON as is (pretty), for
+//!   scripts, even when this client cannot read it. Reads and writes the same API the web
+//!   page uses, so the three views never disagree.
 //! - Failure: the exit code is 1 with the server's `{error, detail}` on stderr
 //!   (`highlander: 404 unknown_group: …`), or with what went wrong reaching the listener;
 //!   2 for a usage problem found before anything was sent (bad URL, unreadable token file).
@@ -23,8 +24,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
+use crate::api::{GroupView, Records, Unpinned};
 use crate::config::cli::{
     AdminArgs, AdminCommand, ClusterAction, ClusterArgs, HoldArgs, QuarantineAction,
     QuarantineArgs, RecordsArgs,
@@ -117,8 +120,18 @@ fn hold(h: &HoldArgs, now: u64) -> Result<Map<String, Value>, ClientError> {
     Ok(body)
 }
 
-/// Turns a command's JSON answer into its human form.
-type Human = Box<dyn Fn(&Value) -> String>;
+/// Turns a command's JSON answer into its human form; fails when the answer does not read
+/// as the command's [`crate::api`] type.
+type Human = Box<dyn FnOnce(Value) -> Result<String, ClientError>>;
+
+/// A [`Human`] that reads the answer as a `T`, then renders it.
+fn human<T: DeserializeOwned>(render: impl FnOnce(&T) -> String + 'static) -> Human {
+    Box::new(move |value| {
+        let answer = serde_json::from_value::<T>(value)
+            .map_err(|e| ClientError::Unreadable(e.to_string()))?;
+        Ok(render(&answer))
+    })
+}
 
 /// One command: the call, then its JSON or human rendering.
 async fn execute(command: &AdminCommand) -> Result<String, ClientError> {
@@ -138,14 +151,14 @@ async fn execute(command: &AdminCommand) -> Result<String, ClientError> {
         api: &api,
         now: now_ms(),
     };
-    let (value, human) = call.run(command).await?;
+    let (value, show) = call.run(command).await?;
     if args.json {
         let mut out = serde_json::to_string_pretty(&value)
             .map_err(|e| ClientError::Usage(format!("cannot print the answer: {e}")))?;
         out.push('\n');
         Ok(out)
     } else {
-        Ok(human(&value))
+        show(value)
     }
 }
 
@@ -167,11 +180,15 @@ impl Call<'_> {
         self.api.url(&segments)
     }
 
-    /// A GET of `/api/v1/<rest…>`, shown by `render`.
-    async fn view(&self, rest: &[&str], render: fn(&Value, u64) -> String) -> Answered {
+    /// A GET of `/api/v1/<rest…>`, read as a `T` and shown by `render`.
+    async fn view<T: DeserializeOwned + 'static>(
+        &self,
+        rest: &[&str],
+        render: fn(&T, u64) -> String,
+    ) -> Answered {
         let now = self.now;
         let value = self.api.get(self.v1(rest)).await?;
-        Ok((value, Box::new(move |v| render(v, now))))
+        Ok((value, human(move |answer: &T| render(answer, now))))
     }
 
     async fn run(&self, command: &AdminCommand) -> Answered {
@@ -218,7 +235,7 @@ impl Call<'_> {
         let now = self.now;
         Ok((
             self.api.get(url).await?,
-            Box::new(move |v| render::records(v, now)),
+            human(move |records: &Records| render::records(records, now)),
         ))
     }
 
@@ -240,40 +257,43 @@ impl Call<'_> {
         Ok(if replay {
             (
                 self.api.post(url, None).await?,
-                Box::new(|v| render::quarantine_changed(v, "queued_for", "queued for replay")),
+                human(render::quarantine_queued),
             )
         } else {
             (
                 self.api.delete(url).await?,
-                Box::new(|v| render::quarantine_changed(v, "deleted_for", "deleted")),
+                human(render::quarantine_deleted),
             )
         })
     }
 
     async fn cluster(&self, a: &ClusterArgs) -> Answered {
-        let value = match &a.action {
-            None | Some(ClusterAction::Members) => self.api.get(self.v1(&["cluster"])).await?,
+        Ok(match &a.action {
+            None | Some(ClusterAction::Members) => (
+                self.api.get(self.v1(&["cluster"])).await?,
+                human(render::cluster),
+            ),
             Some(ClusterAction::Add { id, addr, learner }) => {
                 let body = json!({ "id": id, "addr": addr, "voter": !learner });
-                self.api
-                    .post(self.v1(&["cluster", "members"]), Some(body))
-                    .await?
+                let url = self.v1(&["cluster", "members"]);
+                (
+                    self.api.post(url, Some(body)).await?,
+                    human(render::members),
+                )
             }
             Some(ClusterAction::Remove { id }) => {
-                self.api
-                    .delete(self.v1(&["cluster", "members", &id.to_string()]))
-                    .await?
+                let url = self.v1(&["cluster", "members", &id.to_string()]);
+                (self.api.delete(url).await?, human(render::members))
             }
             Some(ClusterAction::TransferLeader { id }) => {
                 let body = json!({ "to": id });
-                let value = self
-                    .api
-                    .post(self.v1(&["cluster", "transfer-leader"]), Some(body))
-                    .await?;
-                return Ok((value, Box::new(render::transferred)));
+                let url = self.v1(&["cluster", "transfer-leader"]);
+                (
+                    self.api.post(url, Some(body)).await?,
+                    human(render::transferred),
+                )
             }
-        };
-        Ok((value, Box::new(render::cluster)))
+        })
     }
 
     /// pin, unpin, failover.
@@ -288,7 +308,7 @@ impl Call<'_> {
                 let (group, what) = (a.group.clone(), format!("pinned to {}", a.source));
                 Ok((
                     value,
-                    Box::new(move |v| render::group_changed(&what, &group, v, now)),
+                    human(move |g: &GroupView| render::group_changed(&what, &group, g, now)),
                 ))
             }
             AdminCommand::Unpin(a) => {
@@ -297,7 +317,10 @@ impl Call<'_> {
                     .post(self.v1(&["groups", &a.group, "unpin"]), None)
                     .await?;
                 let group = a.group.clone();
-                Ok((value, Box::new(move |v| render::unpinned(&group, v))))
+                Ok((
+                    value,
+                    human(move |u: &Unpinned| render::unpinned(&group, u)),
+                ))
             }
             AdminCommand::Failover(a) => {
                 let body = hold(&a.hold, now)?;
@@ -307,7 +330,9 @@ impl Call<'_> {
                 let group = a.group.clone();
                 Ok((
                     value,
-                    Box::new(move |v| render::group_changed("failover done", &group, v, now)),
+                    human(move |g: &GroupView| {
+                        render::group_changed("failover done", &group, g, now)
+                    }),
                 ))
             }
             _ => unreachable!("run sends only group actions here"),
@@ -316,16 +341,16 @@ impl Call<'_> {
 
     /// pause, resume, skip, replay.
     async fn endpoint_action(&self, command: &AdminCommand) -> Answered {
-        let (endpoint, action, body, human): (&str, &str, Option<Value>, Human) = match command {
-            AdminCommand::Pause(a) => (&a.endpoint, "pause", None, Box::new(render::paused)),
-            AdminCommand::Resume(a) => (&a.endpoint, "resume", None, Box::new(render::paused)),
+        let (endpoint, action, body, show): (&str, &str, Option<Value>, Human) = match command {
+            AdminCommand::Pause(a) => (&a.endpoint, "pause", None, human(render::paused)),
+            AdminCommand::Resume(a) => (&a.endpoint, "resume", None, human(render::paused)),
             AdminCommand::Skip(a) => {
                 let body = match (a.to_seq, &a.to_time) {
                     (Some(seq), _) => json!({ "to_seq": seq }),
                     (None, Some(t)) => json!({ "to_time": time_arg(t, self.now)? }),
                     (None, None) => json!({}),
                 };
-                (&a.endpoint, "skip", Some(body), Box::new(render::skipped))
+                (&a.endpoint, "skip", Some(body), human(render::skipped))
             }
             AdminCommand::Replay(a) => {
                 let body = match (a.from_seq, &a.from_time) {
@@ -333,12 +358,7 @@ impl Call<'_> {
                     (None, Some(t)) => json!({ "from_time": time_arg(t, self.now)? }),
                     (None, None) => json!({}),
                 };
-                (
-                    &a.endpoint,
-                    "replay",
-                    Some(body),
-                    Box::new(render::replayed),
-                )
+                (&a.endpoint, "replay", Some(body), human(render::replayed))
             }
             _ => unreachable!("run sends only endpoint actions here"),
         };
@@ -346,7 +366,7 @@ impl Call<'_> {
             .api
             .post(self.v1(&["endpoints", endpoint, action]), body)
             .await?;
-        Ok((value, human))
+        Ok((value, show))
     }
 }
 

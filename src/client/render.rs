@@ -1,94 +1,100 @@
-//! The human form of each admin API answer. Every function takes the server's JSON as is
-//! (missing fields show as `-`, so a newer or older node still renders) and the current
-//! time, and returns the text to print.
+//! The human form of each admin API answer. Every function takes an answer as the
+//! [`crate::api`] type it parses into, and the current time, and returns the text to print.
+//! Absent facts (`None`) show as `-`, so an answer from a newer or older node still
+//! renders.
 
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 
 use super::table::{bytes, millis, pairs, secs, timestamp, Align, Table};
+use crate::api::{self, ClusterStatus, Member};
 
 mod groups;
 mod queue;
 
 pub use groups::{group, group_changed, groups, unpinned};
 pub use queue::{
-    endpoints, paused, quarantine, quarantine_changed, queue, record, records, replayed, skipped,
+    endpoints, paused, quarantine, quarantine_deleted, quarantine_queued, queue, record, records,
+    replayed, skipped,
 };
 
-/// A string field, `-` when absent or null.
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
+/// A number that may be absent, `-` when it is.
+fn count(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// An enum as the name it has on the wire (`backoff`, `drop-oldest`), `-` when absent.
+fn name<T: Serialize>(v: Option<&T>) -> String {
+    match v.map(serde_json::to_value) {
+        Some(Ok(serde_json::Value::String(s))) => s,
+        _ => "-".to_owned(),
     }
 }
 
-/// A number field as u64, 0 when absent.
-fn num(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+/// Names as a comma-separated list, `-` when there are none.
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
-/// A number field as text, `-` when absent.
-fn count(v: &Value) -> String {
-    v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string())
-}
-
-fn array(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[], Vec::as_slice)
+/// A leader's node id, or that none is known.
+fn leader(id: Option<u64>) -> String {
+    id.map_or_else(|| "none known".to_owned(), |l| l.to_string())
 }
 
 /// `GET /api/v1/status`.
-pub fn status(v: &Value, _now: u64) -> String {
-    let node = &v["node"];
-    let uptime = node["uptime_seconds"]
-        .as_f64()
-        .map_or_else(|| "-".to_owned(), secs);
-    let started = node["started_ms"]
-        .as_u64()
+pub fn status(v: &api::Status, _now: u64) -> String {
+    let node = &v.node;
+    let uptime = node
+        .uptime_seconds
+        .map_or_else(|| "-".to_owned(), |s| secs(s as f64));
+    let started = node
+        .started_ms
         .map_or_else(String::new, |ms| format!(" (since {})", timestamp(ms)));
-    let buffer = &v["buffer"];
-    let endpoints: Vec<String> = array(&v["endpoints"]).iter().map(text).collect();
-    let c = &v["cluster"];
-    let cluster = if c.is_object() {
-        let leader = c["leader"]
-            .as_u64()
-            .map_or_else(|| "none known".to_owned(), |l| l.to_string());
-        format!(
-            "node {}, leader {leader}, term {}, {} members",
-            count(&c["node_id"]),
-            count(&c["term"]),
-            array(&c["members"]).len()
-        )
-    } else {
-        "-".to_owned()
-    };
+    let buffer = &v.buffer;
+    let cluster = v.cluster.as_ref().map_or_else(
+        || "-".to_owned(),
+        |c| {
+            format!(
+                "node {}, leader {}, term {}, {} members",
+                c.node_id,
+                leader(c.leader),
+                c.term,
+                c.members.len()
+            )
+        },
+    );
     pairs(&[
-        ("instance", text(&node["instance_id"])),
-        ("version", text(&node["version"])),
-        ("role", text(&v["role"])),
+        ("instance", node.instance_id.clone()),
+        ("version", node.version.clone()),
+        ("role", v.role.clone()),
         ("cluster", cluster),
         (
             "ready",
-            match v["ready"].as_bool() {
+            match v.ready {
                 Some(true) => "yes".to_owned(),
                 Some(false) => "no (starting or stopping: writes get 503)".to_owned(),
                 None => "-".to_owned(),
             },
         ),
         ("uptime", format!("{uptime}{started}")),
-        ("ingest", text(&v["listeners"]["ingest"])),
-        ("admin", text(&v["listeners"]["admin"])),
-        ("data dir", text(&v["data_dir"])),
-        ("durability", text(&v["durability"])),
+        ("ingest", v.listeners.ingest.clone()),
+        ("admin", v.listeners.admin.clone()),
+        ("data dir", v.data_dir.clone()),
+        ("durability", name(v.durability.as_ref())),
         (
             "buffer",
             format!(
                 "max {}, max age {}, when full {}, compression {}{}",
-                bytes(num(&buffer["max_bytes"])),
-                secs(num(&buffer["max_age_seconds"]) as f64),
-                text(&buffer["full_policy"]),
-                text(&buffer["compression"]),
-                if buffer["compressing"] == true {
+                bytes(buffer.max_bytes),
+                secs(buffer.max_age_seconds as f64),
+                name(buffer.full_policy.as_ref()),
+                name(buffer.compression.as_ref()),
+                if buffer.compressing {
                     " (compressing now)"
                 } else {
                     ""
@@ -99,76 +105,64 @@ pub fn status(v: &Value, _now: u64) -> String {
             "health",
             format!(
                 "tick {}, expiry {}",
-                millis(num(&v["health"]["tick_ms"])),
-                millis(num(&v["health"]["expiry_ms"]))
+                millis(v.health.tick_ms),
+                millis(v.health.expiry_ms)
             ),
         ),
-        (
-            "endpoints",
-            if endpoints.is_empty() {
-                "-".to_owned()
-            } else {
-                endpoints.join(", ")
-            },
-        ),
+        ("endpoints", list(&v.endpoints)),
     ])
 }
 
-/// `cluster`: status (when present) and members.
+/// `cluster`: the status (when there is one) and the members.
+pub fn cluster(c: &api::Cluster) -> String {
+    membership(c.status.as_ref(), &c.members)
+}
+
+/// The answer of `cluster add` and `cluster remove`: the members after the change.
+pub fn members(m: &api::Members) -> String {
+    membership(None, &m.members)
+}
+
 /// A leadership transfer's answer: what moved, then the cluster as [`cluster`] shows it.
-pub fn transferred(v: &Value) -> String {
-    let t = &v["transferred"];
-    let from = t["from"]
-        .as_u64()
-        .map_or_else(|| "none known".to_owned(), |l| l.to_string());
+pub fn transferred(t: &api::Transferred) -> String {
     format!(
-        "leadership moved from node {from} to node {} in {} ms\n\n{}",
-        count(&t["to"]),
-        count(&t["took_ms"]),
-        cluster(v)
+        "leadership moved from node {} to node {} in {} ms\n\n{}",
+        leader(t.transferred.from),
+        t.transferred.to,
+        t.transferred.took_ms,
+        membership(t.status.as_ref(), &t.members)
     )
 }
 
-pub fn cluster(v: &Value) -> String {
+/// The raft status as pairs (when there is one), then a table of the members.
+fn membership(status: Option<&ClusterStatus>, members: &[Member]) -> String {
     let mut out = String::new();
-    let s = &v["status"];
-    if s.is_object() {
-        let leader = s["leader"]
-            .as_u64()
-            .map_or_else(|| "none known".to_owned(), |l| l.to_string());
+    if let Some(s) = status {
         out.push_str(&pairs(&[
-            ("node", count(&s["node_id"])),
-            ("role", text(&s["role"])),
-            ("leader", leader),
-            ("term", count(&s["term"])),
-            ("last log index", count(&s["last_log_index"])),
-            ("last applied", count(&s["last_applied"])),
+            ("node", s.node_id.to_string()),
+            ("role", s.role.as_str().to_owned()),
+            ("leader", leader(s.leader)),
+            ("term", s.term.to_string()),
+            ("last log index", count(s.last_log_index)),
+            ("last applied", count(s.last_applied)),
         ]));
         out.push('\n');
     }
-    let lag: std::collections::BTreeMap<u64, u64> = array(&s["replication"])
-        .iter()
-        .filter_map(|r| Some((r["id"].as_u64()?, r["lag"].as_u64()?)))
-        .collect();
+    let lag: BTreeMap<u64, u64> = status
+        .map(|s| s.replication.iter().map(|r| (r.id, r.lag)).collect())
+        .unwrap_or_default();
     let mut t = Table::new(&[
         ("ID", Align::Right),
         ("ADDRESS", Align::Left),
         ("VOTER", Align::Left),
         ("LAG", Align::Right),
     ]);
-    for m in array(&v["members"]) {
-        let id = m["id"].as_u64().unwrap_or(0);
+    for m in members {
         t.row(vec![
-            id.to_string(),
-            text(&m["addr"]),
-            if m["voter"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "learner"
-            }
-            .to_owned(),
-            lag.get(&id)
-                .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            m.id.to_string(),
+            m.addr.clone(),
+            if m.voter { "yes" } else { "learner" }.to_owned(),
+            count(lag.get(&m.id).copied()),
         ]);
     }
     out.push_str(&t.render());

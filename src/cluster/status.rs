@@ -4,12 +4,13 @@
 use std::collections::BTreeSet;
 
 use openraft::{BasicNode, RaftMetrics, ServerState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::types::NodeId;
 
-/// A node's raft role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A node's raft role. The default is `Learner`, as for openraft's `ServerState`: a node
+/// starts out replicating without a vote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Leads the cluster: proposes, replicates, ships.
@@ -19,6 +20,7 @@ pub enum Role {
     /// Campaigning.
     Candidate,
     /// Replicates without voting.
+    #[default]
     Learner,
     /// Raft stopped.
     Shutdown,
@@ -50,7 +52,8 @@ impl From<ServerState> for Role {
 }
 
 /// One cluster member as this node knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Member {
     /// Node id.
     pub id: NodeId,
@@ -61,7 +64,8 @@ pub struct Member {
 }
 
 /// How far one member's log is behind the leader's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReplicationStatus {
     /// Node id.
     pub id: NodeId,
@@ -72,7 +76,8 @@ pub struct ReplicationStatus {
 }
 
 /// A node's view of the cluster, for the admin API and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClusterStatus {
     /// This node.
     pub node_id: NodeId,

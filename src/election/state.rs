@@ -144,8 +144,10 @@ pub struct PinView {
     pub until_ms: Option<u64>,
 }
 
-/// What is known of one source of a group.
+/// What is known of one source of a group. It also travels in follower reports; there, as
+/// in the admin API, a field an older node leaves out reads as its default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SourceView {
     /// Weight of its latest write.
     pub weight: u64,
@@ -188,7 +190,8 @@ impl SourceView {
 }
 
 /// The promoted source of a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PromotedView {
     /// Source identity.
     pub source: String,
@@ -199,7 +202,8 @@ pub struct PromotedView {
 }
 
 /// One HA group.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GroupView {
     /// Currently promoted source, if any.
     pub promoted: Option<PromotedView>,

@@ -1,12 +1,13 @@
 //! What each endpoint worker reports, for the admin API.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// What a worker is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What a worker is doing. A new worker is idle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointState {
     /// Caught up, waiting for new records.
+    #[default]
     Idle,
     /// Sending.
     Shipping,
@@ -21,7 +22,8 @@ pub enum EndpointState {
 }
 
 /// One endpoint as its worker sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EndpointStatus {
     /// Endpoint name.
     pub name: String,
@@ -47,7 +49,9 @@ pub struct EndpointStatus {
     pub retries: u64,
     /// Records quarantined after a permanent rejection.
     pub quarantined: u64,
-    /// Newest sample timestamp delivered (ms), the shipped watermark.
+    /// Newest sample timestamp delivered (ms), the shipped watermark. The cluster reads it;
+    /// the admin API leaves it out.
+    #[serde(skip)]
     pub shipped_data_ts: Option<i64>,
     /// Requests out now (each until its final answer, retries included).
     pub in_flight: usize,

@@ -1,11 +1,12 @@
 //! Read-only views of buffered records for operators: peeks without payloads.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ReadItem, Wal, WalError};
 
 /// A buffered record without its payload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RecordSummary {
     /// Sequence.
     pub seq: u64,

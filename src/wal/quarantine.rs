@@ -11,7 +11,8 @@ use super::record::Record;
 use super::{Wal, WalError};
 
 /// A quarantined batch, without its payload.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Quarantined {
     /// Endpoint that rejected it.
     pub endpoint: String,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Wal;
 
@@ -29,7 +29,8 @@ pub struct QueueStats {
 }
 
 /// One endpoint's position in the buffer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CursorStats {
     /// Next sequence it has not taken.
     pub cursor: u64,

@@ -1,27 +1,25 @@
 //! Groups: the list, one group with its sources and history, and the answers of the
 //! election commands (`pin`, `unpin`, `failover`).
 
-use serde_json::Value;
-
-use super::{array, count, num, text};
+use super::name;
+use crate::api::{self, Change, GroupView, HistoryEntry, PinView, Reason};
 use crate::client::table::{ago, ago_at, millis, pairs, timestamp, Align, Table};
 
 /// A pin as one phrase: `b (pin, until 2026-…Z, in 59m)`.
-fn pin(p: &Value, now: u64) -> String {
-    if p.is_null() {
+fn pin(p: Option<&PinView>, now: u64) -> String {
+    let Some(p) = p else {
         return "-".to_owned();
-    }
-    let until = match p["until_ms"].as_u64() {
+    };
+    let until = match p.until_ms {
         Some(ms) => format!("until {}, {}", timestamp(ms), ago(ms, now)),
         None => "until unpinned".to_owned(),
     };
-    format!("{} ({}, {until})", text(&p["source"]), text(&p["kind"]))
+    format!("{} ({}, {until})", p.source, name(Some(&p.kind)))
 }
 
 /// `GET /api/v1/groups`: one line per group.
-pub fn groups(v: &Value, now: u64) -> String {
-    let list = array(&v["groups"]);
-    if list.is_empty() {
+pub fn groups(v: &api::Groups, now: u64) -> String {
+    if v.groups.is_empty() {
         return "no group has written yet\n".to_owned();
     }
     let mut t = Table::new(&[
@@ -32,84 +30,88 @@ pub fn groups(v: &Value, now: u64) -> String {
         ("PIN", Align::Left),
         ("SOURCES (weight, last seen)", Align::Left),
     ]);
-    for g in list {
-        let p = &g["promoted"];
-        let sources: Vec<String> = g["sources"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(name, s)| {
-                        format!(
-                            "{name} ({}, {})",
-                            count(&s["weight"]),
-                            ago(num(&s["last_seen_ms"]), now)
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (promoted, weight, since) = if p.is_null() {
-            ("none".to_owned(), "-".to_owned(), "-".to_owned())
-        } else {
-            (
-                text(&p["source"]),
-                count(&p["weight"]),
-                ago(num(&p["since_ms"]), now),
-            )
+    for g in &v.groups {
+        let sources: Vec<String> = g
+            .view
+            .sources
+            .iter()
+            .map(|(name, s)| format!("{name} ({}, {})", s.weight, ago(s.last_seen_ms, now)))
+            .collect();
+        let (promoted, weight, since) = match &g.view.promoted {
+            None => ("none".to_owned(), "-".to_owned(), "-".to_owned()),
+            Some(p) => (p.source.clone(), p.weight.to_string(), ago(p.since_ms, now)),
         };
         t.row(vec![
-            text(&g["name"]),
+            g.name.clone(),
             promoted,
             weight,
             since,
-            pin(&g["pin"], now),
+            pin(g.view.pin.as_ref(), now),
             sources.join(", "),
         ]);
     }
     t.render()
 }
 
-/// One history entry's cause, in words.
-fn change(h: &Value) -> String {
-    let r = &h["reason"];
-    match (h["change"].as_str(), r["kind"].as_str()) {
-        (Some("promoted"), Some("no_promoted_source")) => "no promoted source".to_owned(),
-        (Some("promoted"), Some("bigger_weight")) => format!(
-            "bigger weight than {} ({})",
-            text(&r["previous"]),
-            count(&r["previous_weight"])
-        ),
-        (Some("promoted"), Some("pinned")) => match r["previous"].as_str() {
-            Some(p) => format!("pinned by an operator (was {p})"),
-            None => "pinned by an operator".to_owned(),
-        },
-        (Some("promoted"), Some("failover")) => {
-            format!("operator failover away from {}", text(&r["previous"]))
-        }
-        (Some("demoted"), _) => format!("no data for {}", millis(num(&h["silent_ms"]))),
-        (Some("pin_expired"), _) => "the pin expired".to_owned(),
-        (_, Some(kind)) => kind.replace('_', " "),
-        _ => "-".to_owned(),
+/// Why a source was promoted, in words.
+fn why_promoted(reason: &Reason) -> String {
+    match reason {
+        Reason::NoPromotedSource => "no promoted source".to_owned(),
+        Reason::BiggerWeight {
+            previous,
+            previous_weight,
+        } => format!("bigger weight than {previous} ({previous_weight})"),
+        Reason::Pinned { previous: Some(p) } => format!("pinned by an operator (was {p})"),
+        Reason::Pinned { previous: None } => "pinned by an operator".to_owned(),
+        Reason::Failover { previous } => format!("operator failover away from {previous}"),
     }
 }
 
+/// One history entry as the cells of its row: when, change, source, weight, why.
+fn history_row(h: &HistoryEntry, now: u64) -> Vec<String> {
+    let (change, source, weight, why) = match &h.change {
+        Change::Promoted {
+            source,
+            weight,
+            reason,
+            ..
+        } => ("promoted", source, Some(*weight), why_promoted(reason)),
+        Change::Demoted {
+            source, silent_ms, ..
+        } => (
+            "demoted",
+            source,
+            None,
+            format!("no data for {}", millis(*silent_ms)),
+        ),
+        Change::PinExpired { source, .. } => {
+            ("pin expired", source, None, "the pin expired".to_owned())
+        }
+    };
+    vec![
+        ago_at(h.at_ms, now),
+        change.to_owned(),
+        source.clone(),
+        weight.map_or_else(String::new, |w| w.to_string()),
+        why,
+    ]
+}
+
 /// `GET /api/v1/groups/{group}`: the group, its sources, its history.
-pub fn group(g: &Value, now: u64) -> String {
-    let p = &g["promoted"];
-    let promoted = if p.is_null() {
-        "none (the next source that writes is promoted)".to_owned()
-    } else {
-        format!(
+pub fn group(g: &api::Group, now: u64) -> String {
+    let promoted = match &g.view.promoted {
+        None => "none (the next source that writes is promoted)".to_owned(),
+        Some(p) => format!(
             "{} (weight {}) since {}",
-            text(&p["source"]),
-            count(&p["weight"]),
-            ago_at(num(&p["since_ms"]), now)
-        )
+            p.source,
+            p.weight,
+            ago_at(p.since_ms, now)
+        ),
     };
     let mut out = pairs(&[
-        ("group", text(&g["name"])),
+        ("group", g.name.clone()),
         ("promoted", promoted),
-        ("pin", pin(&g["pin"], now)),
+        ("pin", pin(g.view.pin.as_ref(), now)),
     ]);
     let mut t = Table::new(&[
         ("SOURCE", Align::Left),
@@ -121,29 +123,27 @@ pub fn group(g: &Value, now: u64) -> String {
         ("SAMPLES OK", Align::Right),
         ("SAMPLES DROPPED", Align::Right),
     ]);
-    if let Some(sources) = g["sources"].as_object() {
-        for (name, s) in sources {
-            let marker = if p["source"].as_str() == Some(name) {
-                " *"
-            } else {
-                ""
-            };
-            t.row(vec![
-                format!("{name}{marker}"),
-                count(&s["weight"]),
-                ago(num(&s["first_seen_ms"]), now),
-                ago(num(&s["last_seen_ms"]), now),
-                count(&s["requests_accepted"]),
-                count(&s["requests_dropped"]),
-                count(&s["samples_accepted"]),
-                count(&s["samples_dropped"]),
-            ]);
-        }
+    let promoted_source = g.view.promoted.as_ref().map(|p| p.source.as_str());
+    for (name, s) in &g.view.sources {
+        let marker = if promoted_source == Some(name) {
+            " *"
+        } else {
+            ""
+        };
+        t.row(vec![
+            format!("{name}{marker}"),
+            s.weight.to_string(),
+            ago(s.first_seen_ms, now),
+            ago(s.last_seen_ms, now),
+            s.requests_accepted.to_string(),
+            s.requests_dropped.to_string(),
+            s.samples_accepted.to_string(),
+            s.samples_dropped.to_string(),
+        ]);
     }
     out.push('\n');
     out.push_str(&t.render());
-    let history = array(&g["history"]);
-    if !history.is_empty() {
+    if !g.history.is_empty() {
         let mut h = Table::new(&[
             ("WHEN", Align::Left),
             ("CHANGE", Align::Left),
@@ -151,16 +151,8 @@ pub fn group(g: &Value, now: u64) -> String {
             ("WEIGHT", Align::Right),
             ("WHY", Align::Left),
         ]);
-        for e in history {
-            h.row(vec![
-                ago_at(num(&e["at_ms"]), now),
-                text(&e["change"]).replace('_', " "),
-                text(&e["source"]),
-                e["weight"]
-                    .as_u64()
-                    .map_or_else(String::new, |w| w.to_string()),
-                change(e),
-            ]);
+        for e in &g.history {
+            h.row(history_row(e, now));
         }
         out.push_str("\nhistory (newest first)\n");
         out.push_str(&h.render());
@@ -169,26 +161,22 @@ pub fn group(g: &Value, now: u64) -> String {
 }
 
 /// The answer of `pin` and `failover` (the group after the change).
-pub fn group_changed(what: &str, group: &str, g: &Value, now: u64) -> String {
-    let p = &g["promoted"];
-    let promoted = if p.is_null() {
-        "no source promoted".to_owned()
-    } else {
-        format!(
-            "promoted {} (weight {})",
-            text(&p["source"]),
-            count(&p["weight"])
-        )
+pub fn group_changed(what: &str, group: &str, g: &GroupView, now: u64) -> String {
+    let promoted = match &g.promoted {
+        None => "no source promoted".to_owned(),
+        Some(p) => format!("promoted {} (weight {})", p.source, p.weight),
     };
-    format!("{group}: {what}; {promoted}; pin {}\n", pin(&g["pin"], now))
+    format!(
+        "{group}: {what}; {promoted}; pin {}\n",
+        pin(g.pin.as_ref(), now)
+    )
 }
 
 /// The answer of `unpin`.
-pub fn unpinned(group: &str, v: &Value) -> String {
-    let removed = &v["removed"];
-    format!(
-        "{group}: removed the {} of {}; weights count again\n",
-        text(&removed["kind"]),
-        text(&removed["source"])
-    )
+pub fn unpinned(group: &str, v: &api::Unpinned) -> String {
+    let (kind, source) = match &v.removed {
+        Some(p) => (name(Some(&p.kind)), p.source.clone()),
+        None => ("-".to_owned(), "-".to_owned()),
+    };
+    format!("{group}: removed the {kind} of {source}; weights count again\n")
 }

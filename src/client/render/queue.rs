@@ -1,60 +1,49 @@
 //! The buffer and the storages: queue totals, endpoints, buffered records, the quarantine
 //! and the answers of the shipping commands (`pause`, `resume`, `skip`, `replay`).
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-use super::{array, count, num, text};
+use super::{list, name};
+use crate::api::{self, EndpointStatus, RecordSummary};
 use crate::client::table::{ago, ago_at, bytes, pairs, secs, timestamp, Align, Table};
 
 /// An endpoint's last error and next retry, in one phrase.
-fn last_error(e: &Value, now: u64) -> String {
-    let Some(err) = e["last_error"].as_str() else {
+fn last_error(e: &EndpointStatus, now: u64) -> String {
+    let Some(err) = &e.last_error else {
         return "-".to_owned();
     };
-    let mut s = format!("{err} ({})", ago(num(&e["last_error_ms"]), now));
-    if let Some(next) = e["next_retry_ms"].as_u64() {
+    let mut s = format!("{err} ({})", ago(e.last_error_ms.unwrap_or(0), now));
+    if let Some(next) = e.next_retry_ms {
         s.push_str(&format!(", retry {}", ago(next, now)));
     }
     s
 }
 
 /// `GET /api/v1/queue`: buffer totals and a line per endpoint.
-pub fn queue(v: &Value, now: u64) -> String {
-    let max = num(&v["max_bytes"]);
-    let used = num(&v["bytes"]);
-    let pct = if max > 0 {
-        format!(" ({:.1}%)", used as f64 * 100.0 / max as f64)
+pub fn queue(v: &api::Queue, now: u64) -> String {
+    let pct = if v.max_bytes > 0 {
+        format!(" ({:.1}%)", v.bytes as f64 * 100.0 / v.max_bytes as f64)
     } else {
         String::new()
     };
-    let records = num(&v["records"]);
-    let oldest = if records == 0 {
+    let oldest = if v.records == 0 {
         "-".to_owned()
     } else {
-        v["oldest_age_seconds"]
-            .as_f64()
-            .map_or_else(|| "-".to_owned(), secs)
+        secs(v.oldest_age_seconds)
     };
     let mut out = pairs(&[
-        ("records", count(&v["records"])),
-        ("bytes", format!("{} of {}{pct}", bytes(used), bytes(max))),
+        ("records", v.records.to_string()),
+        (
+            "bytes",
+            format!("{} of {}{pct}", bytes(v.bytes), bytes(v.max_bytes)),
+        ),
         ("oldest", oldest),
         (
             "sequences",
-            format!(
-                "first {}, next {}",
-                count(&v["first_seq"]),
-                count(&v["next_seq"])
-            ),
+            format!("first {}, next {}", v.first_seq, v.next_seq),
         ),
-        (
-            "dropped",
-            format!("{} records (limits)", count(&v["dropped_records"])),
-        ),
-        (
-            "quarantined",
-            format!("{} batches", count(&v["quarantined"])),
-        ),
+        ("dropped", format!("{} records (limits)", v.dropped_records)),
+        ("quarantined", format!("{} batches", v.quarantined)),
     ]);
     let mut t = Table::new(&[
         ("ENDPOINT", Align::Left),
@@ -67,19 +56,18 @@ pub fn queue(v: &Value, now: u64) -> String {
         ("FAILED", Align::Right),
         ("LAST ERROR", Align::Left),
     ]);
-    for e in array(&v["endpoints"]) {
+    for e in &v.endpoints {
+        let (w, p) = (&e.worker, &e.position);
         t.row(vec![
-            text(&e["name"]),
-            text(&e["state"]),
-            format!("{}/{}", count(&e["in_flight"]), count(&e["max_in_flight"])),
-            count(&e["lag_records"]),
-            bytes(num(&e["lag_bytes"])),
-            e["lag_seconds"]
-                .as_f64()
-                .map_or_else(|| "-".to_owned(), secs),
-            count(&e["sent_records"]),
-            count(&e["failed_requests"]),
-            last_error(e, now),
+            w.name.clone(),
+            name(Some(&w.state)),
+            format!("{}/{}", w.in_flight, w.max_in_flight),
+            p.lag_records.to_string(),
+            bytes(p.lag_bytes),
+            secs(p.lag_seconds),
+            w.sent_records.to_string(),
+            w.failed_requests.to_string(),
+            last_error(w, now),
         ]);
     }
     if !t.is_empty() {
@@ -90,9 +78,8 @@ pub fn queue(v: &Value, now: u64) -> String {
 }
 
 /// `GET /api/v1/endpoints`: each storage's position, counters and last error.
-pub fn endpoints(v: &Value, now: u64) -> String {
-    let list = array(&v["endpoints"]);
-    if list.is_empty() {
+pub fn endpoints(v: &api::Endpoints, now: u64) -> String {
+    if v.endpoints.is_empty() {
         return "no endpoints configured\n".to_owned();
     }
     let mut t = Table::new(&[
@@ -110,27 +97,24 @@ pub fn endpoints(v: &Value, now: u64) -> String {
         ("URL", Align::Left),
     ]);
     let mut errors = String::new();
-    for e in list {
+    for e in &v.endpoints {
+        let (w, p) = (&e.worker, &e.position);
         t.row(vec![
-            text(&e["name"]),
-            text(&e["state"]),
-            count(&e["cursor"]),
-            count(&e["lag_records"]),
-            count(&e["sent_records"]),
-            count(&e["sent_samples"]),
-            bytes(num(&e["sent_bytes"])),
-            count(&e["failed_requests"]),
-            count(&e["retries"]),
-            count(&e["quarantined"]),
-            count(&e["dropped_records"]),
-            text(&e["url"]),
+            w.name.clone(),
+            name(Some(&w.state)),
+            p.cursor.to_string(),
+            p.lag_records.to_string(),
+            w.sent_records.to_string(),
+            w.sent_samples.to_string(),
+            bytes(w.sent_bytes),
+            w.failed_requests.to_string(),
+            w.retries.to_string(),
+            w.quarantined.to_string(),
+            p.dropped_records.to_string(),
+            w.url.clone(),
         ]);
-        if !e["last_error"].is_null() {
-            errors.push_str(&format!(
-                "{}: last error {}\n",
-                text(&e["name"]),
-                last_error(e, now)
-            ));
+        if w.last_error.is_some() {
+            errors.push_str(&format!("{}: last error {}\n", w.name, last_error(w, now)));
         }
     }
     let mut out = t.render();
@@ -141,29 +125,32 @@ pub fn endpoints(v: &Value, now: u64) -> String {
     out
 }
 
+/// A record's smallest and largest sample time, when it has samples (ms, never negative).
+fn sample_times(r: &RecordSummary) -> Option<(u64, u64)> {
+    let min = u64::try_from(r.min_ts).ok().filter(|&t| t > 0)?;
+    Some((min, u64::try_from(r.max_ts).ok()?))
+}
+
 /// Sample time range of a record as ages.
-fn data_time(r: &Value, now: u64) -> String {
-    let (min, max) = (r["min_ts"].as_u64(), r["max_ts"].as_u64());
-    match (min, max) {
-        (Some(a), Some(b)) if a > 0 && a == b => ago(a, now),
-        (Some(a), Some(b)) if a > 0 => format!("{} .. {}", ago(a, now), ago(b, now)),
-        _ => "-".to_owned(),
+fn data_time(r: &RecordSummary, now: u64) -> String {
+    match sample_times(r) {
+        Some((a, b)) if a == b => ago(a, now),
+        Some((a, b)) => format!("{} .. {}", ago(a, now), ago(b, now)),
+        None => "-".to_owned(),
     }
 }
 
-fn samples(r: &Value) -> String {
-    let h = num(&r["histograms"]);
-    if h > 0 {
-        format!("{} +{h} hist", count(&r["samples"]))
+fn samples(r: &RecordSummary) -> String {
+    if r.histograms > 0 {
+        format!("{} +{} hist", r.samples, r.histograms)
     } else {
-        count(&r["samples"])
+        r.samples.to_string()
     }
 }
 
 /// `GET /api/v1/queue/records`.
-pub fn records(v: &Value, now: u64) -> String {
-    let list = array(&v["records"]);
-    if list.is_empty() {
+pub fn records(v: &api::Records, now: u64) -> String {
+    if v.records.is_empty() {
         return "no records buffered from there\n".to_owned();
     }
     let mut t = Table::new(&[
@@ -177,29 +164,26 @@ pub fn records(v: &Value, now: u64) -> String {
         ("BYTES", Align::Right),
         ("DAMAGED", Align::Left),
     ]);
-    for r in list {
+    for r in &v.records {
         t.row(vec![
-            count(&r["seq"]),
-            text(&r["group"]),
-            text(&r["source"]),
-            ago(num(&r["received_ms"]), now),
-            count(&r["series"]),
+            r.seq.to_string(),
+            r.group.clone(),
+            r.source.clone(),
+            ago(r.received_ms, now),
+            r.series.to_string(),
             samples(r),
             data_time(r, now),
-            bytes(num(&r["payload_bytes"])),
-            r["damaged"].as_str().unwrap_or("").to_owned(),
+            bytes(r.payload_bytes as u64),
+            r.damaged.clone().unwrap_or_default(),
         ]);
     }
     t.render()
 }
 
 /// `{__name__="up", job="x"}` as `up{job="x"}`.
-pub(super) fn series_name(labels: &Value) -> String {
-    let Some(map) = labels.as_object() else {
-        return "-".to_owned();
-    };
-    let name = map.get("__name__").and_then(Value::as_str).unwrap_or("");
-    let rest: Vec<String> = map
+pub(super) fn series_name(labels: &BTreeMap<String, String>) -> String {
+    let name = labels.get("__name__").map_or("", String::as_str);
+    let rest: Vec<String> = labels
         .iter()
         .filter(|(k, _)| *k != "__name__")
         .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
@@ -208,34 +192,32 @@ pub(super) fn series_name(labels: &Value) -> String {
 }
 
 /// `GET /api/v1/queue/records/{seq}`.
-pub fn record(r: &Value, now: u64) -> String {
-    let times = match (r["min_ts"].as_u64(), r["max_ts"].as_u64()) {
-        (Some(a), Some(b)) if a > 0 => format!("{} .. {}", timestamp(a), timestamp(b)),
-        _ => "-".to_owned(),
-    };
+pub fn record(v: &api::Record, now: u64) -> String {
+    let r = &v.summary;
+    let times = sample_times(r).map_or_else(
+        || "-".to_owned(),
+        |(a, b)| format!("{} .. {}", timestamp(a), timestamp(b)),
+    );
     let mut items = vec![
-        ("seq", count(&r["seq"])),
-        ("group", text(&r["group"])),
-        ("source", text(&r["source"])),
-        ("received", ago_at(num(&r["received_ms"]), now)),
+        ("seq", r.seq.to_string()),
+        ("group", r.group.clone()),
+        ("source", r.source.clone()),
+        ("received", ago_at(r.received_ms, now)),
         (
             "content",
             format!(
                 "{} series, {} samples, {} histograms, {} exemplars",
-                count(&r["series"]),
-                count(&r["samples"]),
-                count(&r["histograms"]),
-                count(&r["exemplars"])
+                r.series, r.samples, r.histograms, r.exemplars
             ),
         ),
         ("sample times", times),
-        ("payload", bytes(num(&r["payload_bytes"]))),
+        ("payload", bytes(r.payload_bytes as u64)),
     ];
-    if let Some(d) = r["damaged"].as_str() {
-        items.push(("damaged", d.to_owned()));
+    if let Some(d) = &r.damaged {
+        items.push(("damaged", d.clone()));
     }
     let mut out = pairs(&items);
-    let preview = array(&r["preview"]);
+    let preview = v.preview.as_deref().unwrap_or_default();
     if !preview.is_empty() {
         let mut t = Table::new(&[
             ("SERIES", Align::Left),
@@ -245,10 +227,10 @@ pub fn record(r: &Value, now: u64) -> String {
         ]);
         for s in preview {
             t.row(vec![
-                series_name(&s["labels"]),
-                count(&s["samples"]),
-                count(&s["histograms"]),
-                count(&s["exemplars"]),
+                series_name(&s.labels),
+                s.samples.to_string(),
+                s.histograms.to_string(),
+                s.exemplars.to_string(),
             ]);
         }
         out.push_str("\nfirst series\n");
@@ -258,9 +240,8 @@ pub fn record(r: &Value, now: u64) -> String {
 }
 
 /// `GET /api/v1/quarantine`.
-pub fn quarantine(v: &Value, now: u64) -> String {
-    let list = array(&v["quarantine"]);
-    if list.is_empty() {
+pub fn quarantine(v: &api::Quarantine, now: u64) -> String {
+    if v.quarantine.is_empty() {
         return "the quarantine is empty\n".to_owned();
     }
     let mut t = Table::new(&[
@@ -274,65 +255,62 @@ pub fn quarantine(v: &Value, now: u64) -> String {
         ("SAMPLES", Align::Right),
         ("STORAGE'S ANSWER", Align::Left),
     ]);
-    for q in list {
+    for q in &v.quarantine {
         t.row(vec![
-            count(&q["seq"]),
-            text(&q["endpoint"]),
-            count(&q["status"]),
-            ago(num(&q["quarantined_ms"]), now),
-            text(&q["group"]),
-            text(&q["source"]),
-            count(&q["series"]),
-            count(&q["samples"]),
-            text(&q["answer"]),
+            q.seq.to_string(),
+            q.endpoint.clone(),
+            q.status.to_string(),
+            ago(q.quarantined_ms, now),
+            q.group.clone(),
+            q.source.clone(),
+            q.series.to_string(),
+            q.samples.to_string(),
+            q.answer.clone(),
         ]);
     }
     t.render()
 }
 
 /// The answer of `pause` / `resume`.
-pub fn paused(v: &Value) -> String {
-    let name = text(&v["endpoint"]);
-    match (v["paused"].as_bool(), v["was_paused"].as_bool()) {
-        (Some(true), Some(true)) => format!("{name} was already paused\n"),
-        (Some(true), _) => format!("{name} paused: its records stay buffered\n"),
-        (Some(false), Some(false)) => format!("{name} was not paused\n"),
-        _ => format!("{name} resumed\n"),
+pub fn paused(v: &api::Paused) -> String {
+    let name = &v.endpoint;
+    match (v.paused, v.was_paused) {
+        (true, true) => format!("{name} was already paused\n"),
+        (true, false) => format!("{name} paused: its records stay buffered\n"),
+        (false, false) => format!("{name} was not paused\n"),
+        (false, true) => format!("{name} resumed\n"),
     }
 }
 
 /// The answer of `skip`.
-pub fn skipped(v: &Value) -> String {
+pub fn skipped(v: &api::Skipped) -> String {
+    let m = &v.moved;
     format!(
         "{}: skipped {} records (cursor {} -> {}); they will not be sent to it\n",
-        text(&v["endpoint"]),
-        count(&v["skipped_records"]),
-        count(&v["from"]),
-        count(&v["to"]),
+        m.endpoint, v.skipped_records, m.from, m.to,
     )
 }
 
 /// The answer of `replay`.
-pub fn replayed(v: &Value) -> String {
+pub fn replayed(v: &api::Replayed) -> String {
+    let m = &v.moved;
     format!(
         "{}: sending {} records again (cursor {} -> {})\n",
-        text(&v["endpoint"]),
-        count(&v["replayed_records"]),
-        count(&v["from"]),
-        count(&v["to"]),
+        m.endpoint, v.replayed_records, m.from, m.to,
     )
 }
 
-/// The answer of `quarantine replay|delete`.
-pub fn quarantine_changed(v: &Value, key: &str, what: &str) -> String {
-    let names: Vec<String> = array(&v[key]).iter().map(text).collect();
-    format!(
-        "batch {} {what} for {}\n",
-        count(&v["seq"]),
-        if names.is_empty() {
-            "-".to_owned()
-        } else {
-            names.join(", ")
-        }
-    )
+/// The answer of `quarantine replay`.
+pub fn quarantine_queued(v: &api::QuarantineQueued) -> String {
+    batch_changed(v.seq, &v.queued_for, "queued for replay")
+}
+
+/// The answer of `quarantine delete`.
+pub fn quarantine_deleted(v: &api::QuarantineDeleted) -> String {
+    batch_changed(v.seq, &v.deleted_for, "deleted")
+}
+
+/// A quarantined batch and the endpoints an action touched.
+fn batch_changed(seq: u64, endpoints: &[String], what: &str) -> String {
+    format!("batch {seq} {what} for {}\n", list(endpoints))
 }

@@ -1,10 +1,18 @@
-//! Rendering tests: the human output of each command from sample JSON.
+//! Rendering tests: the human output of each command from sample JSON, read into the
+//! [`crate::api`] types as the client reads a node's answer.
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
 
 use super::queue::series_name;
 use super::*;
-use serde_json::json;
 
 const NOW: u64 = 1_800_000_000_000;
+
+/// Reads sample JSON as the client reads an answer.
+fn read<T: DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("the sample reads as its answer type")
+}
 
 #[test]
 fn renders_groups_one_line_each() {
@@ -17,7 +25,7 @@ fn renders_groups_one_line_each() {
             "b": {"weight": 5, "last_seen_ms": NOW - 2_000}
         }
     }]});
-    let out = groups(&v, NOW);
+    let out = groups(&read(v), NOW);
     assert!(out.starts_with("GROUP    PROMOTED  WEIGHT  SINCE"), "{out}");
     assert!(
         out.contains("default  a             10  5m ago  -    a (10, 1s ago), b (5, 2s ago)"),
@@ -33,7 +41,7 @@ fn renders_an_endpoint_error_with_its_retry() {
         "last_error": "HTTP 503", "last_error_ms": NOW - 3_000, "next_retry_ms": NOW + 2_000,
         "in_flight": 2, "max_in_flight": 4
     }]});
-    let out = queue(&v, NOW);
+    let out = queue(&read(v), NOW);
     assert!(out.contains("205 B of 1.0 KiB (20.0%)"), "{out}");
     assert!(out.contains("lts       failing  2/4"), "{out}");
     assert!(out.contains("HTTP 503 (3s ago), retry in 2s"), "{out}");
@@ -42,17 +50,48 @@ fn renders_an_endpoint_error_with_its_retry() {
 #[test]
 fn renders_series_like_promql() {
     assert_eq!(
-        series_name(&json!({"__name__": "up", "job": "x", "instance": "a:1"})),
+        series_name(&read(
+            json!({"__name__": "up", "job": "x", "instance": "a:1"})
+        )),
         "up{instance=\"a:1\", job=\"x\"}"
     );
 }
 
 #[test]
 fn tolerates_missing_fields() {
-    for f in [
-        status, groups, queue, endpoints, records, record, quarantine,
-    ] {
-        let _ = f(&json!({}), NOW);
-    }
-    assert_eq!(text(&json!(null)), "-");
+    let _ = status(&read(json!({})), NOW);
+    let _ = groups(&read(json!({})), NOW);
+    let _ = group(&read(json!({})), NOW);
+    let _ = queue(&read(json!({})), NOW);
+    let _ = endpoints(&read(json!({})), NOW);
+    let _ = records(&read(json!({})), NOW);
+    let _ = record(&read(json!({})), NOW);
+    let _ = quarantine(&read(json!({})), NOW);
+    let _ = cluster(&read(json!({})));
+    let _ = transferred(&read(json!({})));
+    assert_eq!(count(None), "-");
+}
+
+#[test]
+fn reads_an_answer_with_unknown_and_missing_fields() {
+    // A node of another version: it adds `draining_since_ms`, `zone` and `priority`, and
+    // leaves out `ready`, the durability, the uptime, and an endpoint's state and lag
+    // (which read as a new worker's: idle, nothing out).
+    let v = json!({
+        "node": {"instance_id": "n1", "version": "9.9.9", "zone": "eu-1"},
+        "role": "standalone",
+        "listeners": {"ingest": "0.0.0.0:9091", "admin": "127.0.0.1:9092"},
+        "draining_since_ms": NOW,
+    });
+    let out = status(&read(v), NOW);
+    assert!(out.contains("instance    n1\n"), "{out}");
+    assert!(out.contains("ready       -\n"), "{out}");
+    assert!(out.contains("uptime      -\n"), "{out}");
+    assert!(out.contains("durability  -\n"), "{out}");
+    assert!(out.contains("endpoints   -\n"), "{out}");
+
+    let v = json!({"records": 0, "endpoints": [{"name": "lts", "priority": 3}]});
+    let out = queue(&read(v), NOW);
+    assert!(out.contains("oldest       -\n"), "{out}");
+    assert!(out.contains("lts       idle   0/0"), "{out}");
 }
