@@ -76,9 +76,17 @@ struct LoadArgs {
     /// Timeout of one request.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// Write the pool index and timestamp of every acknowledged request here.
+    /// Write the pool index, timestamp and status of every acknowledged request here.
     #[arg(long)]
     ack_log: Option<PathBuf>,
+    /// Only even or only odd round timestamps, so that two generators sending the same
+    /// series never send the same sample.
+    #[arg(long, value_enum)]
+    timestamp_parity: Option<load::Parity>,
+    /// Send the first request at this wall-clock time (ms since the Unix epoch), after
+    /// the pool is built: two generators then start a known time apart.
+    #[arg(long)]
+    start_at_unix_ms: Option<i64>,
     /// Print a JSON progress line to stderr every second.
     #[arg(long)]
     progress: bool,
@@ -192,6 +200,8 @@ async fn run_load(args: LoadArgs) -> Result<(), String> {
         duration: args.duration,
         timeout: args.timeout,
         ack_log: args.ack_log,
+        parity: args.timestamp_parity,
+        start_at_ms: args.start_at_unix_ms,
         progress: args.progress,
     })
     .await?;
