@@ -2,8 +2,12 @@
 # Every process started here is recorded and killed on exit; all traffic stays on 127.0.0.1.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH="$ROOT/target/release/highlander-bench"
-HIGHLANDER="$ROOT/target/release/highlander"
+# cargo puts the binaries under CARGO_TARGET_DIR when it is set (a relative one is taken
+# from $ROOT, where build_release runs cargo); BENCH and HIGHLANDER name other binaries.
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+BENCH=${BENCH:-$TARGET_DIR/release/highlander-bench}
+HIGHLANDER=${HIGHLANDER:-$TARGET_DIR/release/highlander}
 VMAGENT=${VMAGENT:-/usr/bin/vmagent}
 STARTED_PIDS=()
 
@@ -131,7 +135,7 @@ start_relay() {
         start highlander "$dir/relay.log" "$HIGHLANDER" serve \
             --listen "127.0.0.1:$RELAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
             --data-dir "$data" --remote-write "$sink_url" --durability sync \
-            --log-level warn $inflight ${HIGHLANDER_ARGS:-}
+            --log-level "${RELAY_LOG_LEVEL:-warn}" $inflight ${HIGHLANDER_ARGS:-}
         RELAY_PID=$LAST_PID
         wait_http "http://127.0.0.1:$ADMIN_PORT/readyz" 60 || die "highlander not ready (see $dir/relay.log)"
         WRITE_URL="http://127.0.0.1:$RELAY_PORT/api/v1/write"

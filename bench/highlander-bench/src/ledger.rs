@@ -277,21 +277,34 @@ impl Ledger {
         outcome
     }
 
+    /// Whether `(series, ts)` was received.
+    fn contains(&self, series: u64, ts: i64) -> bool {
+        let table = self.shards[shard_of(series)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        table
+            .find(series)
+            .is_some_and(|slot| slot.log.search(ts).is_ok())
+    }
+
     /// How many of `samples` were never received.
     pub fn missing(&self, samples: &[(u64, i64)]) -> u64 {
-        let mut missing = 0;
-        for &(series, ts) in samples {
-            let table = self.shards[shard_of(series)]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let found = table
-                .find(series)
-                .is_some_and(|slot| slot.log.search(ts).is_ok());
-            if !found {
-                missing += 1;
+        samples
+            .iter()
+            .filter(|&&(series, ts)| !self.contains(series, ts))
+            .count() as u64
+    }
+
+    /// Which of `samples` were received: bit `i % 8` of byte `i / 8` is set when sample
+    /// `i` was.
+    pub fn received_bits(&self, samples: &[(u64, i64)]) -> Vec<u8> {
+        let mut bits = vec![0u8; samples.len().div_ceil(8)];
+        for (i, &(series, ts)) in samples.iter().enumerate() {
+            if self.contains(series, ts) {
+                bits[i / 8] |= 1 << (i % 8);
             }
         }
-        missing
+        bits
     }
 
     /// Distinct series seen.
@@ -328,6 +341,12 @@ mod tests {
         );
         assert_eq!(ledger.missing(&[(s, 15), (s, 16), (8, 10)]), 2);
         assert_eq!(ledger.series(), 1);
+        let probe: Vec<(u64, i64)> = (8..=31).map(|ts| (s, ts)).collect();
+        // Received: 10, 15, 20 and 30 (indices 2, 7, 12 and 22).
+        assert_eq!(
+            ledger.received_bits(&probe),
+            [0b1000_0100, 0b0001_0000, 0b0100_0000]
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Requests are numbered globally: request `k` is pool entry `k % pool` of round
 //! `k / pool`. A round's timestamp is taken from the wall clock when its first request is
 //! scheduled, and is at least 1 ms past the previous round's, so each series' timestamps
-//! strictly increase and stay near "now". With a rate, request `k` is due at
+//! strictly increase and stay near "now". With `--timestamp-parity` every round's
+//! timestamp is even (or odd): two generators sending the same series then never send the
+//! same sample, even when their rounds start in the same millisecond. With a rate, request `k` is due at
 //! `start + k / rate` (the schedule does not slow down when the server does; latency is
 //! measured from the actual send, so a saturated server shows in `requests_per_s`).
 
@@ -35,10 +37,37 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Timeout of one request.
     pub timeout: Duration,
-    /// Where to write the acknowledgement log (pool index and timestamp of every 2xx).
+    /// Where to write the acknowledgement log (pool index, timestamp and status of every
+    /// 2xx).
     pub ack_log: Option<PathBuf>,
+    /// Round timestamps only even or only odd (none: any).
+    pub parity: Option<Parity>,
+    /// Wall-clock time (ms since the epoch) to send the first request at, after the pool
+    /// is built; none = at once. Lets two generators start a known time apart.
+    pub start_at_ms: Option<i64>,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+}
+
+/// Which round timestamps a generator takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Parity {
+    /// Even milliseconds only.
+    Even,
+    /// Odd milliseconds only.
+    Odd,
+}
+
+impl Parity {
+    /// The first timestamp at or after `ts` of this parity.
+    fn at_or_after(self, ts: i64) -> i64 {
+        let odd = ts.rem_euclid(2) == 1;
+        if odd == (self == Parity::Odd) {
+            ts
+        } else {
+            ts + 1
+        }
+    }
 }
 
 /// The global request schedule.
@@ -47,6 +76,7 @@ struct Schedule {
     deadline: Instant,
     rate: f64,
     pool: u64,
+    parity: Option<Parity>,
     state: Mutex<RoundClock>,
 }
 
@@ -72,7 +102,8 @@ impl Schedule {
             let round = k / self.pool;
             if s.round != Some(round) {
                 s.round = Some(round);
-                s.round_ts = workload::now_ms().max(s.round_ts + 1);
+                let ts = workload::now_ms().max(s.round_ts + 1);
+                s.round_ts = self.parity.map_or(ts, |p| p.at_or_after(ts));
             }
             (k, s.round_ts)
         };
@@ -108,7 +139,7 @@ struct Tally {
     acked_requests: u64,
     acked_samples: u64,
     acked_bytes: u64,
-    acks: Vec<(u32, i64)>,
+    acks: Vec<Ack>,
 }
 
 impl Tally {
@@ -168,12 +199,20 @@ pub async fn run(config: LoadConfig) -> Result<serde_json::Value, String> {
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
 
+    if let Some(at) = config.start_at_ms {
+        let wait = at.saturating_sub(workload::now_ms());
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
     let start = Instant::now();
+    let started_ms = workload::now_ms();
     let schedule = Arc::new(Schedule {
         start,
         deadline: start + config.duration,
         rate: config.rate,
         pool: pool.templates.len() as u64,
+        parity: config.parity,
         state: Mutex::new(RoundClock {
             next: 0,
             round: None,
@@ -244,6 +283,7 @@ pub async fn run(config: LoadConfig) -> Result<serde_json::Value, String> {
         "pool_requests": pool.templates.len(),
         "concurrency": config.concurrency,
         "rate_limit": config.rate,
+        "started_unix_ms": started_ms,
         "duration_s": elapsed,
         "requests": total.requests,
         "acked_requests": total.acked_requests,
@@ -328,7 +368,11 @@ async fn worker(
                     live.acked_samples
                         .fetch_add(template.samples, Ordering::Relaxed);
                     if keep_acks {
-                        tally.acks.push((ticket.index as u32, ticket.ts));
+                        tally.acks.push(Ack {
+                            index: ticket.index as u32,
+                            ts: ticket.ts,
+                            status: Some(status),
+                        });
                     }
                 } else {
                     live.failures.fetch_add(1, Ordering::Relaxed);
@@ -359,28 +403,52 @@ fn error_kind(e: &reqwest::Error) -> &'static str {
     }
 }
 
-/// Header line: the workload shape as JSON; then `pool_index timestamp_ms` per 2xx.
-fn write_ack_log(path: &std::path::Path, shape: Shape, acks: &[(u32, i64)]) -> std::io::Result<()> {
+/// One acknowledged request: which pool entry, with which timestamp, and its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Pool index of the request.
+    pub index: u32,
+    /// The timestamp of all of its samples.
+    pub ts: i64,
+    /// The 2xx status it got; `None` in logs written before the status was recorded.
+    pub status: Option<u16>,
+}
+
+/// Header line: the workload shape as JSON; then `pool_index timestamp_ms status` per 2xx
+/// (older logs have no status column; [`read_ack_log`] reads both).
+fn write_ack_log(path: &std::path::Path, shape: Shape, acks: &[Ack]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(out, "{}", serde_json::to_string(&shape)?)?;
-    for (index, ts) in acks {
-        writeln!(out, "{index} {ts}")?;
+    for ack in acks {
+        match ack.status {
+            Some(status) => writeln!(out, "{} {} {status}", ack.index, ack.ts)?,
+            None => writeln!(out, "{} {}", ack.index, ack.ts)?,
+        }
     }
     out.flush()
 }
 
+/// One line of an acknowledgement log: two or three numbers.
+fn parse_ack(line: &str) -> Option<Ack> {
+    let mut fields = line.split_ascii_whitespace();
+    let index = fields.next()?.parse().ok()?;
+    let ts = fields.next()?.parse().ok()?;
+    let status = match fields.next() {
+        Some(s) => Some(s.parse().ok()?),
+        None => None,
+    };
+    fields.next().is_none().then_some(Ack { index, ts, status })
+}
+
 /// Reads an acknowledgement log back.
-pub fn read_ack_log(path: &std::path::Path) -> Result<(Shape, Vec<(u32, i64)>), String> {
+pub fn read_ack_log(path: &std::path::Path) -> Result<(Shape, Vec<Ack>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut lines = text.lines();
     let shape: Shape = serde_json::from_str(lines.next().unwrap_or_default())
         .map_err(|e| format!("{}: bad header: {e}", path.display()))?;
     let mut acks = Vec::new();
     for (n, line) in lines.enumerate() {
-        let parsed = line
-            .split_once(' ')
-            .and_then(|(i, ts)| Some((i.parse().ok()?, ts.parse().ok()?)));
-        match parsed {
+        match parse_ack(line) {
             Some(ack) => acks.push(ack),
             None => return Err(format!("{}:{}: bad line {line:?}", path.display(), n + 2)),
         }
@@ -404,5 +472,53 @@ mod tests {
         let p50 = a.latency_us.value_at_quantile(0.5);
         assert!((4900..=5100).contains(&p50), "p50 {p50}");
         assert!(a.latency_us.value_at_quantile(0.99) >= 9800);
+    }
+
+    #[test]
+    fn parity_moves_a_timestamp_at_most_one_ms() {
+        assert_eq!(Parity::Even.at_or_after(10), 10);
+        assert_eq!(Parity::Even.at_or_after(11), 12);
+        assert_eq!(Parity::Odd.at_or_after(10), 11);
+        assert_eq!(Parity::Odd.at_or_after(11), 11);
+    }
+
+    #[test]
+    fn ack_log_keeps_the_status_and_reads_old_logs() {
+        let dir = std::env::temp_dir().join(format!("hb-acklog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let shape = Shape::new(10, 5, None).expect("shape");
+        let acks = [
+            Ack {
+                index: 0,
+                ts: 1_700_000_000_000,
+                status: Some(204),
+            },
+            Ack {
+                index: 1,
+                ts: 1_700_000_000_001,
+                status: Some(202),
+            },
+        ];
+        let path = dir.join("new.log");
+        write_ack_log(&path, shape, &acks).expect("write");
+        assert_eq!(read_ack_log(&path).expect("read"), (shape, acks.to_vec()));
+
+        // Before the status column: two numbers a line.
+        let old = dir.join("old.log");
+        let header = serde_json::to_string(&shape).expect("json");
+        std::fs::write(&old, format!("{header}\n3 42\n")).expect("write");
+        let (_, read) = read_ack_log(&old).expect("read");
+        assert_eq!(
+            read,
+            [Ack {
+                index: 3,
+                ts: 42,
+                status: None
+            }]
+        );
+
+        std::fs::write(&old, format!("{header}\n3 42 204 9\n")).expect("write");
+        assert!(read_ack_log(&old).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,10 +4,12 @@
 //! - `load`: post pre-encoded Remote-Write 1.0 requests, print one JSON report.
 //! - `sink`: receive, decode and count (duplicates too); outage switch; `/stats`.
 //! - `verify`: count acknowledged samples the sink never received (crash test).
+//! - `pair`: lost samples, hole and overlap of a failover between two sources.
 //! - `report`: turn the per-run files of `bench/compare.sh` into JSON and Markdown.
 
 mod ledger;
 mod load;
+mod pair;
 mod report;
 mod sink;
 mod snappy;
@@ -43,6 +45,9 @@ enum Command {
     Sink(SinkArgs),
     /// Count acknowledged samples (from `load --ack-log`) that the sink never received.
     Verify(VerifyArgs),
+    /// Lost samples, hole and overlap of a failover from source a to source b (from the
+    /// two generators' `--ack-log`).
+    Pair(PairArgs),
     /// Summarise the runs of `bench/compare.sh` into JSON and Markdown.
     Report(report::ReportArgs),
 }
@@ -76,9 +81,17 @@ struct LoadArgs {
     /// Timeout of one request.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// Write the pool index and timestamp of every acknowledged request here.
+    /// Write the pool index, timestamp and status of every acknowledged request here.
     #[arg(long)]
     ack_log: Option<PathBuf>,
+    /// Only even or only odd round timestamps, so that two generators sending the same
+    /// series never send the same sample.
+    #[arg(long, value_enum)]
+    timestamp_parity: Option<load::Parity>,
+    /// Send the first request at this wall-clock time (ms since the Unix epoch), after
+    /// the pool is built: two generators then start a known time apart.
+    #[arg(long)]
+    start_at_unix_ms: Option<i64>,
     /// Print a JSON progress line to stderr every second.
     #[arg(long)]
     progress: bool,
@@ -122,6 +135,19 @@ struct VerifyArgs {
     sink: url::Url,
 }
 
+#[derive(clap::Args)]
+struct PairArgs {
+    /// Acknowledgement log of source a (promoted first).
+    #[arg(long)]
+    a_log: PathBuf,
+    /// Acknowledgement log of source b (takes over from a).
+    #[arg(long)]
+    b_log: PathBuf,
+    /// Base URL of the sink, e.g. http://127.0.0.1:9201.
+    #[arg(long)]
+    sink: url::Url,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -153,6 +179,11 @@ fn main() -> ExitCode {
             }
             Command::Verify(args) => {
                 let report = verify::run(&args.ack_log, &args.sink).await?;
+                println!("{report}");
+                Ok(())
+            }
+            Command::Pair(args) => {
+                let report = pair::run(&args.a_log, &args.b_log, &args.sink).await?;
                 println!("{report}");
                 Ok(())
             }
@@ -192,6 +223,8 @@ async fn run_load(args: LoadArgs) -> Result<(), String> {
         duration: args.duration,
         timeout: args.timeout,
         ack_log: args.ack_log,
+        parity: args.timestamp_parity,
+        start_at_ms: args.start_at_unix_ms,
         progress: args.progress,
     })
     .await?;

@@ -5,7 +5,8 @@
 //! is on (`POST /outage/on`, or the `--outage-file` exists) every write gets
 //! `--fail-status` (503) without being read further. `GET /stats` returns the counters as
 //! JSON, `POST /check` takes 16-byte records (series hash, timestamp; little endian) and
-//! answers how many were never received. The final stats are printed on SIGTERM/SIGINT.
+//! answers how many were never received; `POST /check?bits` answers which were received,
+//! one bit per record (see [`Ledger::received_bits`]). The final stats are printed on SIGTERM/SIGINT.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -194,12 +195,32 @@ async fn outage(sink: web::Data<Sink>, path: web::Path<String>) -> HttpResponse 
     HttpResponse::Ok().json(json!({ "outage": sink.in_outage() }))
 }
 
-async fn check(sink: web::Data<Sink>, body: web::Bytes) -> HttpResponse {
+/// The query of `POST /check`.
+#[derive(serde::Deserialize)]
+struct CheckQuery {
+    /// Answer a bitmap of the received records instead of a count of the missing ones.
+    bits: Option<String>,
+}
+
+/// What `/check` found, computed off the reactor (an `HttpResponse` is not `Send`).
+enum CheckAnswer {
+    /// How many records were checked and how many of them never arrived.
+    Missing { checked: usize, missing: u64 },
+    /// One bit per record, set when it arrived.
+    Received(Vec<u8>),
+}
+
+async fn check(
+    sink: web::Data<Sink>,
+    query: web::Query<CheckQuery>,
+    body: web::Bytes,
+) -> HttpResponse {
     if body.len() % 16 != 0 {
         return HttpResponse::BadRequest().body("body must be 16-byte records\n");
     }
     let sink = sink.into_inner();
-    let missing = web::block(move || {
+    let bits = query.bits.is_some();
+    let answer = web::block(move || {
         let samples: Vec<(u64, i64)> = body
             .chunks_exact(16)
             .map(|r| {
@@ -210,13 +231,23 @@ async fn check(sink: web::Data<Sink>, body: web::Bytes) -> HttpResponse {
                 )
             })
             .collect();
-        (samples.len(), sink.ledger.missing(&samples))
+        if bits {
+            CheckAnswer::Received(sink.ledger.received_bits(&samples))
+        } else {
+            CheckAnswer::Missing {
+                checked: samples.len(),
+                missing: sink.ledger.missing(&samples),
+            }
+        }
     })
     .await;
-    match missing {
-        Ok((checked, missing)) => {
+    match answer {
+        Ok(CheckAnswer::Missing { checked, missing }) => {
             HttpResponse::Ok().json(json!({ "checked": checked, "missing": missing }))
         }
+        Ok(CheckAnswer::Received(bits)) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(bits),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }

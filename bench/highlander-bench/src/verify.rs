@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::load::read_ack_log;
+use crate::load::{read_ack_log, Ack};
 use crate::workload;
 
 /// Records per `/check` request (16 bytes each).
@@ -36,7 +36,7 @@ pub async fn run(ack_log: &Path, sink_url: &url::Url) -> Result<serde_json::Valu
     let mut records = 0usize;
     let mut pending = acks.iter().peekable();
     while pending.peek().is_some() || records > 0 {
-        if let Some(&(index, ts)) = pending.next() {
+        if let Some(&Ack { index, ts, .. }) = pending.next() {
             let template = pool.templates.get(index as usize).ok_or_else(|| {
                 format!(
                     "ack log names pool entry {index}, the pool has {}",
