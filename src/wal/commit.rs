@@ -1,28 +1,34 @@
-//! Group commit: one thread flushes the segments for every append waiting on it.
+//! Group commit: one thread flushes the segments for every append that waits on it.
 //!
-//! An append inserts its record, asks for a flush and waits until the durable watermark
-//! passes its sequence. The flusher takes the next sequence *before* it flushes, so every
-//! record inserted by then is covered; appends that arrive during a flush are covered by the
-//! next one, which they share. In `batch` mode the flusher runs on a timer instead, and
-//! appends do not wait.
+//! An append inserts its record, asks for a flush, and waits until the durable watermark
+//! passes its sequence. The flusher reads the next sequence *before* it flushes. So the
+//! flush covers every record inserted by then. Appends that arrive during a flush share
+//! the next flush. In `batch` mode the flusher runs on a timer instead, and appends do not
+//! wait.
 //!
-//! Before it flushes, the flusher gathers its group, for [`LINGER`] at most: it waits for
-//! the writes already on their way to an insert ([`Writing`]: the ingest counts a request
-//! from its start to its insert) and for as many appends as the last flush served. One
-//! flush (one `fdatasync`) for all of them costs far less than one each, and a write that
-//! is being decoded now would otherwise wait for this flush and then the whole next one.
-//! A lone writer (nothing on its way, the last group was one append) is flushed at once,
-//! so light load pays no latency for it; a client that sends its body slowly delays the
-//! others by [`LINGER`] at most. A group smaller than the load's (a straggler) does not
-//! shrink the next ones: the writes that arrive during a flush make the next group.
+//! Before it flushes, the flusher gathers its group for at most [`LINGER`]. It waits for
+//! two things:
+//! - the writes already on their way to an insert ([`Writing`]). The ingest counts a
+//!   request from its start to its insert.
+//! - as many appends as the last flush served.
 //!
-//! The flusher loop owns a blocking-pool thread for its whole life instead of being a
-//! task: gathering and flushing on one thread saves two thread wake-ups per flush (the
-//! measurements of these choices are in `bench/HISTORY.md`).
+//! One flush (one `fdatasync`) for all of them costs far less than one flush each. Without
+//! the wait, a write that is being decoded now would wait for this flush and then for the
+//! whole next one.
 //!
-//! [`Flusher`] owns this state (the durable watermark, the wake-up signal, the writes on
-//! their way); it sees the WAL only through [`Flushable`], so this module does not depend
-//! on the WAL handle.
+//! A lone writer is flushed at once: nothing is on its way, and the last group was one
+//! append. So light load pays no latency for the gathering. A client that sends its body
+//! slowly delays the others by at most [`LINGER`]. A straggler (a group smaller than the
+//! load's) does not shrink the next groups: the writes that arrive during a flush make the
+//! next group.
+//!
+//! The flusher loop owns a blocking-pool thread for its whole life; it is not a task.
+//! Gathering and flushing on one thread saves two thread wake-ups per flush.
+//! `bench/HISTORY.md` has the measurements behind these choices.
+//!
+//! [`Flusher`] owns this state: the durable watermark, the wake-up signal and the writes on
+//! their way. It sees the WAL only through [`Flushable`], so this module does not depend on
+//! the WAL handle.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,8 +44,8 @@ use super::{Durability, WalError};
 /// The longest the flusher waits for writes on their way before it flushes.
 pub const LINGER: Duration = Duration::from_millis(1);
 
-/// How often records are synced in `none` mode (nobody waits for it; it bounds what a
-/// power cut can take).
+/// How often records are synced in `none` mode. Nobody waits for this sync. It bounds what
+/// a power cut can take.
 const NONE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What the flusher flushes: the WAL, seen through the three calls it needs.
@@ -52,8 +58,8 @@ pub(super) trait Flushable: Send + Sync + 'static {
     fn flush_all(&self) -> Result<(), WalError>;
 }
 
-/// Wakes the flusher thread. A notification is never lost: the flusher notes the count
-/// before it looks at the WAL and sleeps only while no notification came since.
+/// Wakes the flusher thread. A notification is never lost. The flusher notes the count
+/// before it looks at the WAL, and it sleeps only while no notification came since then.
 #[derive(Default)]
 struct FlushSignal {
     notified: Mutex<u64>,
@@ -92,19 +98,21 @@ impl FlushSignal {
     }
 }
 
-/// The group commit's state, shared by the appends (which wait) and the flusher thread
-/// (which flushes).
+/// The group commit's state. The appends share it to wait; the flusher thread shares it to
+/// flush.
 pub(super) struct Flusher {
     /// Every sequence below this is on disk.
     durable: watch::Sender<u64>,
-    /// Wakes the flusher: an append waits, the last write on its way is in, shutdown.
+    /// Wakes the flusher. Three events notify it: an append waits, the last write on its
+    /// way is inserted, or shutdown.
     signal: FlushSignal,
     /// Writes on their way to an insert ([`Writing`]).
     writers: AtomicUsize,
 }
 
 impl Flusher {
-    /// A flusher whose records below `next_seq` are on disk (they were recovered).
+    /// A flusher whose records below `next_seq` are already on disk, because recovery
+    /// found them there.
     pub(super) fn new(next_seq: u64) -> Flusher {
         Flusher {
             durable: watch::channel(next_seq).0,
@@ -149,8 +157,8 @@ impl Flusher {
         self.writers.load(Ordering::SeqCst)
     }
 
-    /// Starts the flusher loop on a blocking-pool thread; it runs until `shutdown`, then
-    /// flushes one last time and ends.
+    /// Starts the flusher loop on a blocking-pool thread. The loop runs until `shutdown`,
+    /// then flushes one last time and ends.
     pub(super) fn start(
         self: &Arc<Self>,
         wal: Arc<dyn Flushable>,
@@ -182,7 +190,7 @@ impl Flusher {
     }
 
     /// Waits until no write is on its way to an insert and `expected` appends wait, or
-    /// `linger` has passed; `false` when `stop` came first.
+    /// until `linger` has passed. Returns `false` when `stop` came first.
     fn gather(
         &self,
         wal: &dyn Flushable,
@@ -206,7 +214,7 @@ impl Flusher {
         }
     }
 
-    /// The flusher's loop (blocking): flushes as the durability mode asks until `stop`,
+    /// The flusher's loop (blocking). It flushes as the durability mode asks until `stop`,
     /// then flushes one last time.
     fn flush_until_stopped(
         &self,
@@ -220,10 +228,10 @@ impl Flusher {
             _ => flush_interval,
         };
         let mut next_tick = Instant::now() + interval;
-        // Appends the last flush served: the next group is expected as large.
+        // Appends the last flush served. The next group is expected to be as large.
         let mut last_group = 0u64;
-        // Notifications already answered: a flush covers every append inserted before it
-        // takes its target, and each append notifies after its insert.
+        // Notifications already answered. A flush covers every append inserted before it
+        // reads its target, and each append notifies after its insert.
         let mut seen = 0;
         loop {
             if stop.load(Ordering::SeqCst) {
@@ -256,8 +264,8 @@ impl Flusher {
         }
     }
 
-    /// Flushes what was inserted so far and moves the durable watermark; the number of
-    /// appends it covered, `None` when there were none or the flush failed.
+    /// Flushes what was inserted so far and moves the durable watermark. Returns the number
+    /// of appends the flush covered, or `None` when there were none or the flush failed.
     fn flush_once(&self, wal: &dyn Flushable) -> Option<u64> {
         let target = wal.next_seq();
         let already = self.durable();
@@ -288,9 +296,9 @@ impl Flusher {
     }
 }
 
-/// A write on its way to an insert: while one is alive, the flusher holds the next flush
-/// back (up to 1 ms, the linger) so that the write shares it. Drop it once the record is
-/// inserted (or the write is refused or dropped), before waiting for durability.
+/// A write on its way to an insert. While one is alive, the flusher holds the next flush
+/// back for at most the linger (1 ms), so that the write shares it. Drop the guard once the
+/// record is inserted, refused or dropped, and before waiting for durability.
 #[must_use = "the flusher waits only while the guard is alive"]
 pub struct Writing {
     flusher: Arc<Flusher>,
@@ -319,8 +327,8 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
     /// Bound on every wait for an answer that must come.
     const BOUND: Duration = Duration::from_secs(30);
-    /// How long a gather that must still wait is watched for (a wrong early return shows
-    /// as a failure most of the time; a right one never fails).
+    /// How long the test watches a gather that must still wait. A wrong early return fails
+    /// the test most of the time; a correct gather never fails it.
     const WATCH: Duration = Duration::from_millis(50);
 
     fn open(dir: &std::path::Path) -> Wal {

@@ -1,15 +1,17 @@
 //! When new records are stored compact (zstd, [`super::record::Record::encode_compact`]).
 //!
-//! A write that goes out within milliseconds is stored as the sender's snappy block: no
-//! CPU spent on it. A write that is going to wait — a storage is down (its shipper retries
-//! or an operator paused it) — is stored with that block compressed again by zstd, about
-//! 1.8 times smaller on node_exporter-like data, so the same disk holds a 1.8 times longer
-//! outage. It costs about 0.14 ms of CPU per 2000-sample write when stored and 0.05 ms
-//! when shipped (expanded to the same bytes).
+//! A write that goes out within milliseconds is stored as the sender's snappy block, so
+//! the relay spends no CPU on it. A write that is going to wait is stored with that block
+//! compressed again by zstd. A write waits when a storage is down: its shipper retries, or
+//! an operator paused it. The compact form is smaller, so the same disk holds a longer
+//! outage. It costs some CPU when stored and when shipped; a read expands it to the same
+//! bytes. `bench/HISTORY.md` has the sizes and costs.
 //!
-//! The shipper reports each endpoint's state ([`Wal::set_storage_down`]); records already
-//! stored keep their form. Invariant: `compacting` is true exactly while the mode is
-//! `always`, or `auto` with at least one endpoint down.
+//! The shipper reports each endpoint's state ([`Wal::set_storage_down`]). Records already
+//! stored keep their form.
+//!
+//! Invariant: `compacting` is true exactly while the mode is `always`, or while the mode is
+//! `auto` and at least one endpoint is down.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,8 +46,8 @@ impl Wal {
         self.inner.compact.compacting.load(Ordering::Relaxed)
     }
 
-    /// The shipper's word that `endpoint` is down (retrying, failing or paused) or up
-    /// again. In `auto` mode new records are stored compact while any endpoint is down.
+    /// The shipper reports that `endpoint` is down (retrying, failing or paused) or up
+    /// again. In `auto` mode, new records are stored compact while any endpoint is down.
     pub fn set_storage_down(&self, endpoint: &str, down: bool) {
         let c = &self.inner.compact;
         if c.mode != Compression::Auto {

@@ -1,21 +1,26 @@
-//! What leaves the buffer: records every endpoint took (below the slowest cursor), and
-//! records the size and age limits drop as data loss (moving lagging cursors up).
+//! What leaves the buffer. Two kinds of records leave it:
+//! - records that every endpoint took (below the slowest cursor);
+//! - records that the size and age limits drop as data loss. The drop moves lagging
+//!   cursors up.
 //!
-//! A removal has two steps. First, under the log lock, the WAL writes the high-water mark
-//! and the new floor to sled, and then removes the record from the index and the byte
-//! count ([`Wal::forget_below`]). Second, without the lock, it frees the disk space
-//! ([`Wal::delete_segments`]): it deletes a segment file whole (or keeps it as the spare
-//! for the next segment) once the floor has passed all of it (see `segments/`). So up to a
-//! segment of forgotten records stays on disk for a while. Readers and recovery never see
-//! them: recovery starts at the persisted floor.
+//! A removal has two steps ([`Wal::forget_below`], then [`Wal::delete_segments`]):
+//! 1. Under the log lock, the WAL writes the high-water mark and the new floor to sled.
+//!    Then it removes the records from the index and the byte count.
+//! 2. Without the lock, the WAL frees the disk space. Once the floor has passed all of a
+//!    segment file, it deletes the file whole or keeps it as the spare for the next
+//!    segment (see `segments/`).
+//!
+//! So up to a segment of forgotten records stays on disk for a while. Readers and recovery
+//! never see them, because recovery starts at the persisted floor.
 //!
 //! # Invariant
-//! A segment is deleted only after a sled flush that made the floor and the high-water
-//! mark durable: a start after a crash never finds the records gone with the high-water
-//! mark behind them (it would hand out their sequences again, below the cursors).
+//! A segment is deleted only after a sled flush has made the floor and the high-water mark
+//! durable. So a start after a crash never finds the records gone while the high-water
+//! mark is behind them. Otherwise the WAL would hand out their sequences again, below the
+//! cursors.
 //!
-//! The collector ([`run_collector`]) runs soon after a cursor moves, not on a slow timer:
-//! the floor follows the shippers closely, and a finished segment is deleted at once.
+//! The collector ([`run_collector`]) runs soon after a cursor moves, not on a slow timer.
+//! So the floor follows the shippers closely, and a finished segment is deleted at once.
 
 use std::time::{Duration, Instant};
 
@@ -29,12 +34,12 @@ use crate::metrics::METRICS;
 /// The age limit is checked this often even when no cursor moves.
 const AGE_CHECK: Duration = Duration::from_secs(1);
 
-/// Passes are at least this far apart, so that a busy shipper's many small cursor moves
+/// The shortest time between two passes. A busy shipper's many small cursor moves then
 /// share one deletion.
 const MIN_GAP: Duration = Duration::from_millis(5);
 
-/// Deletes what every endpoint took soon after a cursor moves, and enforces the age limit,
-/// until `shutdown`.
+/// Until `shutdown`: deletes what every endpoint took, soon after a cursor moves, and
+/// enforces the age limit.
 pub async fn run_collector(wal: Wal, shutdown: CancellationToken) {
     let mut age_check = tokio::time::interval(AGE_CHECK);
     age_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -79,12 +84,12 @@ impl Wal {
             aged = self.evict(&mut log, upto, "age")?;
         }
         drop(log);
-        // The age limit's floor, when it moved, is above the cursors' one.
+        // When the age limit's floor moved, it is above the cursors' floor.
         self.delete_segments(aged.or(taken))
     }
 
-    /// Removes every record below `upto` as data loss (limits), moving cursors behind it.
-    /// Returns the new floor, whose segments are still to be deleted with
+    /// Removes every record below `upto` as data loss (limits) and moves the cursors that
+    /// are behind it. Returns the new floor. The caller still deletes its segments with
     /// [`Wal::delete_segments`] (see [`Wal::forget_below`]).
     pub(super) fn evict(
         &self,
@@ -135,11 +140,12 @@ impl Wal {
         Ok(forgotten)
     }
 
-    /// Drops records below `upto` from the index and the byte count, after persisting the
-    /// high-water mark and the floor; returns the new floor when it moved. The caller
-    /// deletes the segments below it with [`Wal::delete_segments`] once it has released the
-    /// log lock, so appends never wait for a deletion. A segment left behind by a failed
-    /// deletion is below the floor: the next collection (or start) deletes it.
+    /// Persists the high-water mark and the floor, then drops records below `upto` from
+    /// the index and the byte count. Returns the new floor when it moved.
+    ///
+    /// The caller releases the log lock, then deletes the segments below the floor with
+    /// [`Wal::delete_segments`]. So appends never wait for a deletion. If a deletion fails,
+    /// its segment stays below the floor, and the next collection or start deletes it.
     fn forget_below(&self, log: &mut Log, upto: u64) -> Result<Option<u64>, WalError> {
         let upto = upto.min(log.next_seq);
         let from = log.first_seq;
@@ -157,9 +163,9 @@ impl Wal {
         Ok(Some(upto))
     }
 
-    /// Deletes the segments wholly below `floor`, when a floor moved, after making the
-    /// floor durable. Nothing else touches sequences below `first_seq`, so this runs without
-    /// the log lock.
+    /// When a floor moved: makes the floor durable, then deletes the segments that are
+    /// wholly below `floor`. Nothing else touches sequences below `first_seq`, so this runs
+    /// without the log lock.
     pub(super) fn delete_segments(&self, floor: Option<u64>) -> Result<(), WalError> {
         let Some(floor) = floor else {
             return Ok(());
@@ -197,7 +203,7 @@ mod tests {
 
         let shutdown = CancellationToken::new();
         let collector = tokio::spawn(run_collector(wal.clone(), shutdown.clone()));
-        // One endpoint still needs the records: they stay.
+        // One endpoint still needs the records, so they stay.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(wal.stats().records, 3);
         assert!(wal.advance_cursor(ENDPOINTS[1], 0, 2).expect("advance"));

@@ -1,16 +1,18 @@
-//! What the WAL keeps of each record in memory, and how sequences are written as sled
-//! keys and values. A leaf: the handle, the recovery and the collector share it.
+//! What the WAL keeps in memory for each record, and how sequences are written as sled
+//! keys and values. This module is a leaf: the handle, the recovery and the collector
+//! share it.
 
-/// The high-water mark: the next sequence to assign (kept so that it never goes back).
+/// The high-water mark: the next sequence to assign. It is persisted so that it never goes
+/// back.
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
-/// The buffer's floor: every sequence below it has left the buffer (its segment may not
-/// yet be deleted, see [`super::segments::Segments`]).
+/// The buffer's floor: every sequence below it has left the buffer. Its segment may not be
+/// deleted yet (see [`super::segments::Segments`]).
 pub(super) const FIRST_SEQ: &[u8] = b"first_seq";
 
-/// What the in-memory index keeps of a record (so limits and lag need no disk reads).
+/// What the in-memory index keeps of a record. With it, limits and lag need no disk reads.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Entry {
-    /// Encoded length; 0 for a hole left by a damaged record.
+    /// Encoded length. 0 for a hole that a damaged record left.
     pub(super) len: u32,
     pub(super) received_ms: u64,
     pub(super) min_ts: i64,

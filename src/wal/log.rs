@@ -1,5 +1,6 @@
-//! The [`Wal`] handle: open, append, read, cursors (records: [`super::segments`],
-//! recovery: [`super::recover`], removal: [`super::gc`], totals: [`super::stats`]).
+//! The [`Wal`] handle: open, append, read, cursors. Other files own the rest: the records
+//! ([`super::segments`]), recovery ([`super::recover`]), removal ([`super::gc`]) and
+//! totals ([`super::stats`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -44,9 +45,9 @@ pub(super) const SEGMENT_SIZE: usize = 4 << 20;
 /// sled's cache for the WAL's database: cursors, metadata and quarantined batches.
 const SLED_CACHE: u64 = 16 << 20;
 
-/// How often sled writes cursor moves and the floor to its log in the background (a
-/// killed process loses at most this much of them: those records are sent again). Each
-/// flush wakes sled's IO threads, so not at every group commit.
+/// How often sled writes cursor moves and the floor to its log in the background. A
+/// killed process loses at most this much of them, and the shipper sends those records
+/// again. Each flush wakes sled's IO threads, so it does not run at every group commit.
 const SLED_FLUSH_MS: u64 = 100;
 
 /// The directory of the segment files, inside the WAL's directory.
@@ -110,8 +111,9 @@ pub struct CursorMove {
 }
 
 impl Wal {
-    /// Opens (or creates) the WAL and recovers its state; damaged records are removed with
-    /// an ERROR line each. Blocking: call before serving, or from a blocking thread.
+    /// Opens or creates the WAL and recovers its state. It removes each damaged record
+    /// and logs an ERROR line for it. Blocking: call it before serving, or from a blocking
+    /// thread.
     pub fn open(config: WalConfig) -> Result<Wal, WalError> {
         Self::open_with_clock(config, Arc::new(SystemClock))
     }
@@ -200,13 +202,13 @@ impl Wal {
         Ok(seq)
     }
 
-    /// Inserts records in order on the caller's thread (blocking), without waiting for
-    /// their flush; returns the last sequence. Pair with [`Wal::wait_durable`] before
+    /// Inserts records in order on the caller's thread (blocking) and returns the last
+    /// sequence. It does not wait for their flush: call [`Wal::wait_durable`] before
     /// acknowledging.
     ///
-    /// An insert is a `pwritev` into the page cache, tens of µs a write: handing it to
-    /// another thread and back costs more than that (see `bench/HISTORY.md`). The ingest
-    /// calls it under its group's lock.
+    /// An insert is a `pwritev` into the page cache and is cheap. A hand-off to another
+    /// thread and back costs more (`bench/HISTORY.md`). The ingest calls this under its
+    /// group's lock.
     pub fn insert_all(&self, records: &[Record]) -> Result<u64, WalError> {
         let compact = self.compacting();
         let mut last = None;
@@ -285,21 +287,22 @@ impl Wal {
         self.inner.flusher.wait_durable(seq).await
     }
 
-    /// Counts a write that is on its way to an insert until the guard drops: the group
+    /// Counts a write that is on its way to an insert, until the guard drops. The group
     /// commit waits for it (see `wal/commit.rs`).
     pub fn writing(&self) -> Writing {
         self.inner.flusher.writing()
     }
 
-    /// Reads up to `max_records` records (and about `max_bytes`) from `from` on (blocking).
+    /// Reads up to `max_records` records and about `max_bytes`, starting at `from`
+    /// (blocking).
     pub fn read_blocking(
         &self,
         from: u64,
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<ReadItem>, WalError> {
-        // Records below the floor may still be stored (their segment is not deleted yet),
-        // but they have left the buffer.
+        // Records below the floor may still be on disk because their segment is not
+        // deleted yet. They have left the buffer all the same.
         let (first, end) = {
             let log = self.lock();
             (log.first_seq, log.next_seq)
@@ -345,8 +348,9 @@ impl Wal {
         self.inner.appended.subscribe()
     }
 
-    /// Makes the cursors match the configured endpoints: a new one starts at `start`; the
-    /// cursor of an endpoint no longer configured is dropped, with a log line.
+    /// Makes the cursors match the configured endpoints. A new endpoint's cursor starts at
+    /// `start`. The cursor of an endpoint that is no longer configured is dropped, with a
+    /// log line.
     pub fn register_endpoints(&self, names: &[String], start: StartAt) -> Result<(), WalError> {
         let mut log = self.lock();
         let removed: Vec<String> = log
@@ -384,9 +388,9 @@ impl Wal {
             .ok_or_else(|| WalError::UnknownEndpoint(endpoint.to_owned()))
     }
 
-    /// Moves the endpoint's cursor from `from` to `to`, only if it is still at `from`: an
-    /// operator or the limits may have moved it meanwhile, and their move wins. Returns
-    /// whether it moved. Durable with the next flush.
+    /// Moves the endpoint's cursor from `from` to `to`, but only if it is still at `from`.
+    /// An operator or the limits may have moved it meanwhile, and their move wins. Returns
+    /// whether it moved. The move is durable with the next flush.
     pub fn advance_cursor(&self, endpoint: &str, from: u64, to: u64) -> Result<bool, WalError> {
         let mut log = self.lock();
         let next = log.next_seq;
@@ -405,8 +409,9 @@ impl Wal {
         Ok(true)
     }
 
-    /// An operator's cursor move: forward (skip) up to the newest record, or back (replay)
-    /// as far as records are still buffered. Returns the move with the records it passes.
+    /// An operator's cursor move. Forward (skip) goes at most to the newest record. Back
+    /// (replay) goes at most to the oldest buffered record. Returns the move with the
+    /// records it passes.
     pub fn move_cursor(&self, endpoint: &str, to: u64) -> Result<CursorMove, WalError> {
         let mut log = self.lock();
         let (first, next) = (log.first_seq, log.next_seq);
@@ -435,8 +440,9 @@ impl Wal {
         Ok(CursorMove { from, to, records })
     }
 
-    /// The first buffered sequence holding a sample at or after `data_ts` (ms): every
-    /// record before it has only older samples. The next sequence when there is none.
+    /// The first buffered sequence that holds a sample at or after `data_ts` (ms). Every
+    /// record before it has only older samples. Returns the next sequence when there is
+    /// none.
     pub fn seq_at_data_ts(&self, data_ts: i64) -> u64 {
         let log = self.lock();
         log.index
@@ -445,8 +451,8 @@ impl Wal {
             .map_or(log.next_seq, |p| log.first_seq + p as u64)
     }
 
-    /// The first buffered sequence received at or after `received_ms` (the next sequence
-    /// when there is none).
+    /// The first buffered sequence received at or after `received_ms`. Returns the next
+    /// sequence when there is none.
     pub fn seq_at(&self, received_ms: u64) -> u64 {
         let log = self.lock();
         let pos = log
@@ -457,8 +463,8 @@ impl Wal {
         pos
     }
 
-    /// Flushes everything to disk now, cursors and metadata included (blocking), and marks
-    /// it durable.
+    /// Flushes everything to disk now, cursors and metadata included, and marks it durable
+    /// (blocking).
     pub fn flush_blocking(&self) -> Result<(), WalError> {
         let target = self.next_seq();
         self.flush_all()?;
@@ -466,8 +472,8 @@ impl Wal {
         Ok(())
     }
 
-    /// Flushes sled (cursors, metadata, quarantine) and syncs what its flush leaves out
-    /// (blocking; see [`crate::disk_sync`]).
+    /// Flushes sled (cursors, metadata, quarantine) and syncs what sled's flush leaves out
+    /// (blocking). See [`crate::disk_sync`].
     pub(super) fn flush_sled(&self) -> Result<(), WalError> {
         self.inner.sync.flush(&self.inner.db)?;
         Ok(())
@@ -480,9 +486,9 @@ impl Flushable for Wal {
         Wal::next_seq(self)
     }
 
-    /// The segments' `fdatasync`. Cursors and metadata go to disk with sled's own
-    /// background flush ([`SLED_FLUSH_MS`]), at a clean shutdown ([`Wal::flush_blocking`]),
-    /// and before any segment is deleted.
+    /// The segments' `fdatasync`. Cursors and metadata reach disk in other ways: sled's
+    /// own background flush ([`SLED_FLUSH_MS`]), a clean shutdown
+    /// ([`Wal::flush_blocking`]), and the flush before any segment is deleted.
     fn sync(&self) -> Result<(), WalError> {
         Ok(self.inner.segments.sync()?)
     }

@@ -1,11 +1,13 @@
-//! Moves the records earlier versions kept in the WAL's sled database into segments, once,
-//! at start-up: the single `records` tree of the first versions, and the `records-<span>`
-//! trees (16 hex digits) of the versions before segments.
+//! Moves into segments the records that earlier versions kept in the WAL's sled database.
+//! This runs once, at start-up. It moves two kinds of trees:
+//! - the single `records` tree of the first versions;
+//! - the `records-<span>` trees (16 hex digits) of the versions before segments.
 //!
 //! # Invariant
-//! No record is lost to a crash at any point: the records are appended to segments and
-//! synced before any tree is dropped, and a start after a crash in between moves only the
-//! records above what the segments already hold (the trees are read in sequence order).
+//! A crash at any point loses no record. The records are appended to segments and synced
+//! before any tree is dropped. After a crash in between, the next start moves only the
+//! records above what the segments already hold. This works because the trees are read in
+//! sequence order.
 
 use super::index::seq_of;
 use super::segments::Segments;
@@ -17,10 +19,10 @@ const LEGACY: &[u8] = b"records";
 /// The per-span trees of the versions before segments.
 const SPAN_PREFIX: &str = "records-";
 
-/// The record trees of `db`, in sequence order (the single tree first: the span trees
-/// were filled from it).
+/// The record trees of `db`, in sequence order. The single tree comes first, because the
+/// span trees were filled from it.
 fn record_trees(db: &sled::Db) -> Vec<sled::IVec> {
-    // The single tree sorts first: no span has a number below it.
+    // The single tree sorts first, because no span has a number below it.
     let mut trees: Vec<(Option<u64>, sled::IVec)> = db
         .tree_names()
         .into_iter()
@@ -37,8 +39,8 @@ fn record_trees(db: &sled::Db) -> Vec<sled::IVec> {
     trees.into_iter().map(|(_, name)| name).collect()
 }
 
-/// Moves every record from `floor` on out of the sled trees into `segments`, makes them
-/// durable, then drops the trees. Returns how many records moved.
+/// Moves every record from `floor` on out of the sled trees into `segments`. Then it makes
+/// them durable and drops the trees. Returns how many records moved.
 pub(super) fn from_sled(
     db: &sled::Db,
     sync: &DiskSync,
@@ -59,7 +61,7 @@ pub(super) fn from_sled(
                 tracing::error!(tree = %String::from_utf8_lossy(name), key = ?key, "wal: dropping a malformed key of an old records tree");
                 continue;
             };
-            // Empty values were placeholders; lower sequences were moved before.
+            // Empty values were placeholders. Lower sequences were moved before.
             if value.is_empty() || last.is_some_and(|l| seq <= l) {
                 continue;
             }

@@ -1,69 +1,86 @@
-//! The write-ahead buffer: every write of a promoted source is stored here, durably, before
-//! it is acknowledged, and stays until every storage endpoint has taken it.
+//! The write-ahead buffer. Every write of a promoted source is stored here durably before
+//! the relay acknowledges it. The write stays until every storage endpoint has taken it.
 //!
 //! # Layout on disk
-//! In `<data-dir>/wal`, never shared with other state:
-//! - `segments/`: the records, appended to segment files of about 32 MiB, each named after
-//!   its first sequence number (`segments/`); a record is a frame header (length,
-//!   sequence, checksum) and a [`record::Record`] with a CRC-32 over all its bytes. A
-//!   segment is deleted whole once every sequence in it has left the buffer, or kept as
-//!   `spare` to take the next segment (overwriting is cheaper to sync than appending).
-//! - a sled database with the trees `cursors` (key = endpoint name, value = big-endian
-//!   `u64`, the next sequence that endpoint has not yet taken), `meta` (`next_seq`, the
-//!   high-water mark of assigned sequence numbers, and `first_seq`, the floor: every
-//!   sequence below it has left the buffer) and `quarantine` (batches an endpoint rejected
-//!   permanently, with its answer). Records an earlier version kept in sled trees are moved
-//!   into segments at the first start (`migrate.rs`).
+//! The WAL owns `<data-dir>/wal` and shares it with no other state. The directory holds:
+//! - `segments/`: the records. They are appended to segment files of about 32 MiB. Each
+//!   file is named after its first sequence number. A record is a frame header (length,
+//!   sequence, checksum) followed by a [`record::Record`] with a CRC-32 over all its bytes.
+//!   When every sequence in a segment has left the buffer, the segment is deleted whole, or
+//!   kept as the `spare` for the next segment. Overwriting a file is cheaper to sync than
+//!   appending to one.
+//! - a sled database with three trees:
+//!   - `cursors`: key = endpoint name, value = big-endian `u64`, the next sequence that
+//!     endpoint has not taken yet;
+//!   - `meta`: `next_seq`, the high-water mark of assigned sequence numbers, and
+//!     `first_seq`, the floor (every sequence below it has left the buffer);
+//!   - `quarantine`: batches that an endpoint rejected permanently, with its answer.
 //!
-//! A record's payload is stored as the sender's snappy block, or — while a storage is down
-//! (`compact.rs`) — as that block compressed again by zstd, 1.8 times smaller, expanded to
-//! the same bytes when it is read; readers never see the difference.
+//! An earlier version kept records in sled trees. The first start moves them into
+//! segments (`migrate.rs`).
+//!
+//! A record's payload is normally the sender's snappy block. While a storage is down, the
+//! payload is that block compressed again by zstd (`compact.rs`), which is smaller (numbers
+//! in `bench/HISTORY.md`). A read expands it to the same bytes, so readers never see the
+//! difference.
 //!
 //! # Invariants
-//! - Sequence numbers are assigned and inserted under one lock, so whoever sees record `n`
-//!   sees every record below `n` that has not been removed: readers never skip a record.
-//! - The next sequence is never derived from "last key + 1" alone (it would restart behind
-//!   the cursors after a full drain): `next_seq` is persisted before any record is deleted,
-//!   and recovery takes the larger of it and the last key + 1.
-//! - A write is acknowledged only after the flush that covers it ([`Durability::Sync`]). A
-//!   flush is `fdatasync` of the segments written since the last one (and of their
-//!   directory when it has a new segment), so it holds across a power loss, not only a
-//!   crash of the process. Concurrent appends share flushes (group commit): one flusher
-//!   thread flushes whenever appends are waiting, and every append inserted before a flush
-//!   started is covered by it.
-//! - Cursor moves and the floor reach disk with sled's background flush (every 100 ms),
-//!   at a clean shutdown, and before any segment is deleted (`gc.rs`); after a crash an
-//!   endpoint may be sent again what it took in the last moments (at least once).
-//! - A cursor only moves forward over records the endpoint took (or that were quarantined,
-//!   dropped by the size/age limits, or skipped by an operator); records below the slowest
-//!   cursor leave the buffer within milliseconds of the cursor move (the collector, `gc.rs`):
-//!   the index, the byte count and the persisted floor under the lock, the storage after
-//!   it (a segment is deleted whole, or kept as the spare, once the floor has passed it),
-//!   so appends never wait for a deletion.
-//! - Full buffer: `drop-oldest` removes the oldest records (counted, logged at ERROR, the
-//!   cursors behind them moved up); `block` refuses the append, the ingest answers 503 and
-//!   Prometheus keeps the data in its own WAL and retries.
-//! - Recovery (after kill -9 or power loss) keeps every flushed record. A record whose
-//!   checksum fails is logged at ERROR and removed on its own; the rest of the buffer
-//!   stays. A write that a crash cut short was never acknowledged: recovery cuts it off.
+//! - One lock covers both the assignment of a sequence number and the insert. So whoever
+//!   sees record `n` also sees every record below `n` that has not been removed. Readers
+//!   never skip a record.
+//! - The next sequence never comes from "last key + 1" alone: after a full drain, that
+//!   would restart behind the cursors. `next_seq` is persisted before any record is
+//!   deleted. Recovery takes the larger of `next_seq` and the last key + 1.
+//! - A write is acknowledged only after the flush that covers it ([`Durability::Sync`]).
+//!   A flush is an `fdatasync` of the segments written since the last flush. When there is
+//!   a new segment, the flush also syncs their directory. So a flushed write survives a
+//!   power loss, not only a crash of the process.
+//! - Concurrent appends share flushes (group commit). One flusher thread flushes whenever
+//!   appends are waiting. A flush covers every append inserted before the flush started.
+//! - Cursor moves and the floor reach disk in three ways: sled's background flush (every
+//!   100 ms), a clean shutdown, and the flush before any segment is deleted (`gc.rs`).
+//!   After a crash, an endpoint may receive again what it took in the last moments (at
+//!   least once delivery).
+//! - A cursor only moves forward. It passes records that the endpoint took, that were
+//!   quarantined, that the size or age limits dropped, or that an operator skipped.
+//! - Records below the slowest cursor leave the buffer within milliseconds of the cursor
+//!   move. The collector (`gc.rs`) does this in two steps. Under the lock, it updates the
+//!   index, the byte count and the persisted floor. After the lock, it frees the storage:
+//!   once the floor has passed a segment, the segment is deleted whole or kept as the
+//!   spare. So appends never wait for a deletion.
+//! - Full buffer: `drop-oldest` removes the oldest records. It counts them, logs them at
+//!   ERROR and moves the cursors behind them up. `block` refuses the append: the ingest
+//!   answers 503, and Prometheus keeps the data in its own WAL and retries.
+//! - Recovery after kill -9 or a power loss keeps every flushed record. If a record's
+//!   checksum fails, recovery logs it at ERROR and removes only that record. The rest of
+//!   the buffer stays. A crash may cut a write short. That write was never acknowledged,
+//!   and recovery cuts it off.
 //!
 //! # Tasks
-//! [`Wal::start`] starts the WAL's own background work, both stopped by one shutdown
-//! token: the flusher of the group commit (`commit.rs`), which flushes one last time at
-//! shutdown, and the collector (`gc.rs`). [`WalTasks::stopped`] waits for both.
+//! [`Wal::start`] starts the WAL's own background work. One shutdown token stops both
+//! tasks:
+//! - the flusher of the group commit (`commit.rs`), which flushes one last time at
+//!   shutdown;
+//! - the collector (`gc.rs`).
+//!
+//! [`WalTasks::stopped`] waits for both.
 //!
 //! # Files
-//! `log.rs` holds the [`Wal`] handle (open, insert, read, cursors); `index.rs` what the
-//! handle keeps of each record in memory; `segments/` the record files; `commit.rs` the
-//! group commit; `gc.rs` removal; `recover.rs` and `migrate.rs` the start-up;
-//! `compact.rs`, `quarantine.rs`, `stats.rs` and `inspect.rs` one concern each.
+//! - `log.rs`: the [`Wal`] handle (open, insert, read, cursors);
+//! - `index.rs`: what the handle keeps in memory for each record;
+//! - `segments/`: the record files;
+//! - `commit.rs`: the group commit;
+//! - `gc.rs`: removal;
+//! - `recover.rs` and `migrate.rs`: the start-up;
+//! - `compact.rs`, `quarantine.rs`, `stats.rs`, `inspect.rs`: one concern each.
 //!
 //! # Durability modes
-//! - `sync` (default): 2xx only after the record is on disk;
-//! - `batch`: 2xx at once, flush every `flush_interval`; a crash loses at most that window;
-//! - `none`: 2xx at once, flush in the background (about every 500 ms) and at a clean
-//!   shutdown. A crash of the process loses nothing written (the page cache keeps it); a
-//!   power cut loses what was not flushed.
+//! - `sync` (default): 2xx only after the record is on disk.
+//! - `batch`: 2xx at once; a flush every `flush_interval`. A crash loses at most that
+//!   window.
+//! - `none`: 2xx at once; a flush in the background (about every 500 ms) and at a clean
+//!   shutdown. A crash of the process loses no written data, because the page cache keeps
+//!   it. A power cut loses what was not flushed.
 
 mod commit;
 mod compact;
@@ -121,7 +138,7 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compression {
-    /// While any storage is down (retrying or paused): then new records will wait in the
+    /// While any storage is down (retrying or paused). New records will then wait in the
     /// buffer, so they are stored compact.
     Auto,
     /// Every record (less disk, more CPU on every write).
@@ -189,7 +206,7 @@ pub enum WalError {
     /// sled failed.
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
-    /// The buffer's disk is (nearly) full: appends are refused until space is freed.
+    /// The buffer's disk is full or nearly full. Appends are refused until space is freed.
     #[error("disk nearly full ({0}), retry later")]
     DiskFull(String),
     /// A segment file could not be written, read or synced.

@@ -1,5 +1,6 @@
-//! The quarantine: batches an endpoint rejected permanently (a 4xx other than 429/413),
-//! kept with the storage's answer so an operator can inspect, replay or delete them.
+//! The quarantine: batches that an endpoint rejected permanently (a 4xx other than
+//! 429/413). Each is kept with the storage's answer, so an operator can inspect, replay or
+//! delete it.
 //!
 //! Key: endpoint name, a zero byte, the record's sequence (big-endian). Value: a u32 length,
 //! a JSON header (status, answer, time), the encoded record.
@@ -49,7 +50,7 @@ fn key(endpoint: &str, seq: u64) -> Vec<u8> {
 }
 
 fn parse(key: &[u8], value: &[u8]) -> Option<(Quarantined, Record)> {
-    // The sequence is the last 8 bytes (they may hold zeros), the separator before them.
+    // The sequence is the last 8 bytes, which may hold zeros. The separator is before them.
     let zero = key.len().checked_sub(9)?;
     if key[zero] != 0 {
         return None;

@@ -6,12 +6,13 @@
 //! series u32 | samples u32 | histograms u32 | exemplars u32 |
 //! group_len u16 | group | source_len u16 | source | payload (to the end)
 //! ```
-//! The CRC-32 covers every byte after itself. In a version-1 record the payload is the
-//! snappy-compressed `WriteRequest` exactly as it will be shipped; in a version-2 record
-//! ([`Record::encode_compact`], for writes that are going to wait in the buffer) it is
-//! that snappy block compressed again as one zstd frame, and expanded back to the same
-//! bytes when it is read. Either way a decoded [`Record`]'s payload is the snappy block to
-//! ship.
+//! The CRC-32 covers every byte after itself. The payload has two versions:
+//! - version 1: the snappy-compressed `WriteRequest`, exactly as it will be shipped;
+//! - version 2 ([`Record::encode_compact`], for writes that are going to wait in the
+//!   buffer): that snappy block compressed again as one zstd frame. A read expands it back
+//!   to the same bytes.
+//!
+//! Either way, the payload of a decoded [`Record`] is the snappy block to ship.
 
 use bytes::Bytes;
 
@@ -19,12 +20,12 @@ use bytes::Bytes;
 const VERSION: u8 = 1;
 /// Payload: the snappy block as one zstd frame.
 const VERSION_ZSTD: u8 = 2;
-/// zstd level of compact records, over the snappy block: nearly the size of level 3 at
-/// two thirds of its CPU, and read back without compressing again for the storage
-/// (measurements in `bench/HISTORY.md`).
+/// zstd level of compact records. zstd compresses the snappy block, so a read needs no
+/// new snappy compression for the storage. Level 1 gives nearly the size of level 3 for
+/// less CPU (`bench/HISTORY.md`).
 const ZSTD_LEVEL: i32 = 1;
-/// Most bytes a stored zstd frame may expand to: the ingest's body limit is far below; a
-/// frame claiming more is treated as damaged.
+/// The most bytes a stored zstd frame may expand to. The ingest's body limit is far below
+/// it. A frame that claims more is treated as damaged.
 const MAX_EXPANDED: u64 = 1 << 30;
 const FIXED: usize = 4 + 1 + RecordMeta::BYTES;
 
@@ -91,10 +92,9 @@ impl Record {
         self.encode_with(VERSION, &self.payload)
     }
 
-    /// Encodes the record with its payload compressed again as a zstd frame (1.8 times
-    /// smaller on node_exporter-like writes, for about 0.14 ms of CPU per 2000 samples
-    /// here, and 0.05 ms to read back). Falls back to [`Record::encode`] when zstd does
-    /// not make it smaller.
+    /// Encodes the record with its payload compressed again as a zstd frame (sizes and
+    /// costs in `bench/HISTORY.md`). Falls back to [`Record::encode`] when zstd does not
+    /// make the payload smaller.
     pub fn encode_compact(&self) -> Vec<u8> {
         match compress(&self.payload) {
             Ok(frame) if frame.len() < self.payload.len() => self.encode_with(VERSION_ZSTD, &frame),
@@ -124,9 +124,10 @@ impl Record {
         Self::decode_shared(Bytes::copy_from_slice(bytes))
     }
 
-    /// [`Record::decode`] without copying the payload: it stays in `stored` (e.g. the
-    /// bytes read from a segment), which the record keeps alive. The shipper reads every record this
-    /// way; a 50 KB copy per record showed in its page faults.
+    /// [`Record::decode`] without copying the payload. The payload stays in `stored` (for
+    /// example, the bytes read from a segment), and the record keeps `stored` alive. The
+    /// shipper reads every record this way, because a 50 KB copy per record showed in its
+    /// page faults.
     pub fn decode_shared<T>(stored: T) -> Result<Record, CodecError>
     where
         T: AsRef<[u8]> + Send + 'static,
@@ -229,11 +230,10 @@ fn expand(frame: &[u8]) -> Result<Bytes, CodecError> {
     Ok(Bytes::from(block.map_err(|e| bad(e.to_string()))?))
 }
 
-/// zstd contexts kept per thread, for every write while a storage is down and every read
-/// of one after. A context per record (zstd allocates and sets up a few hundred KiB for
-/// each) showed in the profile of a catch-up; reusing them took a compact encode from 62
-/// to 54 µs and an expand from 31 to 23 µs per 2000-sample write (`cargo bench --bench
-/// hot_path -- compact`).
+/// zstd contexts, kept per thread. They serve every write while a storage is down and
+/// every later read of such a write. zstd allocates and sets up a few hundred KiB for each
+/// context, so a context per record showed in the profile of a catch-up (numbers in
+/// `bench/HISTORY.md`).
 #[derive(Default)]
 struct Contexts {
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -364,8 +364,8 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&r.encode()), Ok(r));
     }
 
-    /// A snappy block of a `WriteRequest`-like body that repeats itself, as real ones do
-    /// (snappy leaves much of that repetition for zstd to find).
+    /// A snappy block of a `WriteRequest`-like body that repeats itself, as real bodies
+    /// do. snappy leaves much of that repetition for zstd to find.
     pub(crate) fn snappy_record() -> Record {
         let mut raw = Vec::new();
         for i in 0..400u32 {

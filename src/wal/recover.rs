@@ -1,18 +1,19 @@
-//! Recovery at start-up: opens the segments from the persisted floor on (after moving an
-//! earlier version's sled trees into them) and rebuilds the in-memory index.
+//! Recovery at start-up. It first moves an earlier version's sled trees into segments. Then
+//! it opens the segments from the persisted floor on and rebuilds the in-memory index.
 //!
 //! # Invariants
-//! - Records below the floor (`first_seq` in `meta`) have left the buffer: they are not
-//!   indexed, even while their segment is still stored, and segments wholly below it are
-//!   deleted.
-//! - Recovery reports a damaged record (checksum, truncation) with an ERROR line, marks
-//!   it removed and leaves a hole in the index; the rest of the buffer stays. Damaged
-//!   framing is handled the same way: the records it hides become holes.
+//! - Records below the floor (`first_seq` in `meta`) have left the buffer. Recovery does
+//!   not index them, even while their segment is still stored. It deletes the segments
+//!   wholly below the floor.
+//! - Recovery reports a damaged record (checksum, truncation) with an ERROR line. It marks
+//!   the record removed and leaves a hole in the index. The rest of the buffer stays.
+//!   Damaged framing gets the same treatment: the records it hides become holes.
 //! - A crash can cut short the last write of a segment. That write was never
-//!   acknowledged: recovery cuts it off with a WARN line. A reused segment file still
-//!   holds old records after its end: recovery cuts them off with an INFO line.
-//! - The next sequence is the largest of the persisted high-water mark, the floor and the
-//!   last stored record + 1, so it never lands behind a cursor after a full drain.
+//!   acknowledged, so recovery cuts it off with a WARN line. A reused segment file still
+//!   holds old records after its end. Recovery cuts them off with an INFO line.
+//! - The next sequence is the largest of three values: the persisted high-water mark, the
+//!   floor, and the last stored record + 1. So it never lands behind a cursor after a full
+//!   drain.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -44,7 +45,7 @@ pub(super) fn recover(
     let (mut segments, mut found, damage) = Segments::open(dir, floor)?;
     let mut damaged = report(&damage);
     if super::migrate::from_sled(db, sync, &segments, floor)? > 0 {
-        // Read back what was moved, as any other start would.
+        // Read back what was moved, as any other start does.
         drop(segments);
         let damage;
         (segments, found, damage) = Segments::open(dir, floor)?;
@@ -87,8 +88,8 @@ pub(super) fn recover(
     })
 }
 
-/// Logs damaged framing (ERROR) and writes cut short (WARN); the number of stretches of
-/// damaged framing.
+/// Logs damaged framing (ERROR) and writes cut short (WARN). Returns the number of
+/// stretches of damaged framing.
 fn report(damage: &Damage) -> u64 {
     for (path, from, to) in &damage.skipped {
         tracing::error!(segment = %path.display(), from, to, "wal: damaged bytes in a segment skipped at recovery; the records in them are lost");

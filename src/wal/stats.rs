@@ -1,5 +1,5 @@
-//! Buffer totals and per-endpoint lag, for the admin API and the CLI; read from the
-//! in-memory index only (no disk reads).
+//! Buffer totals and per-endpoint lag, for the admin API and the CLI. They come from the
+//! in-memory index only, with no disk reads.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
-//! The WAL's own background work, started and stopped by the WAL: the group commit's
-//! flusher ([`super::commit`]) and the collector ([`super::gc`]).
+//! The WAL's own background work: the group commit's flusher ([`super::commit`]) and the
+//! collector ([`super::gc`]). The WAL starts and stops both.
 
 use std::sync::Arc;
 
@@ -17,9 +17,9 @@ pub struct WalTasks {
 }
 
 impl Wal {
-    /// Starts the flusher and the collector; both run until `shutdown`, then the flusher
-    /// flushes one last time. Appends of a WAL that was not started wait for their flush
-    /// forever in `sync` mode.
+    /// Starts the flusher and the collector. Both run until `shutdown`. Then the flusher
+    /// flushes one last time. In `sync` mode, the appends of a WAL that was not started
+    /// wait for their flush forever.
     pub fn start(&self, shutdown: &CancellationToken) -> WalTasks {
         let config = self.config();
         let flusher = self.inner.flusher.start(
@@ -34,8 +34,8 @@ impl Wal {
 }
 
 impl WalTasks {
-    /// Waits for both tasks to end (after the shutdown), the final flush included; `false`
-    /// when `deadline` came first.
+    /// Waits for both tasks to end after the shutdown, the final flush included. Returns
+    /// `false` when `deadline` came first.
     pub async fn stopped(self, deadline: tokio::time::Instant) -> bool {
         let both = async {
             let (flusher, collector) = tokio::join!(self.flusher, self.collector);

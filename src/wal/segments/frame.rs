@@ -5,10 +5,12 @@
 //! ```text
 //! len u32 | seq u64 | state u8 | 0 u8 x3 | crc32 u32 (of the 16 bytes before it)
 //! ```
-//! The record after it carries its own checksum ([`crate::wal::record`]); the header's
-//! checksum lets a reader tell a damaged record (header good: skip exactly `len` bytes)
-//! from damaged framing (header bad: look for the next good header) and from a write that
-//! a crash cut short at the end of a file (never acknowledged: cut off).
+//! The record after the header carries its own checksum ([`crate::wal::record`]). The
+//! header's checksum lets a reader tell three cases apart:
+//! - a damaged record: the header is good, so the reader skips exactly `len` bytes;
+//! - damaged framing: the header is bad, so the reader looks for the next good header;
+//! - a write that a crash cut short at the end of a file: it was never acknowledged, so
+//!   the reader cuts it off.
 
 use crate::wal::record::{CodecError, Record, RecordMeta};
 
@@ -17,7 +19,7 @@ pub(super) const HEADER: usize = 20;
 
 /// A stored record.
 pub(super) const LIVE: u8 = 1;
-/// A record found damaged at start-up and reported then: skipped without a report later.
+/// A record that start-up found damaged and reported. Later scans skip it without a report.
 pub(super) const REMOVED: u8 = 2;
 
 /// A frame header.
@@ -42,7 +44,8 @@ impl Header {
     /// The header at the start of `bytes`, if its checksum and fields hold.
     pub(super) fn decode(bytes: &[u8]) -> Option<Header> {
         let h = bytes.get(..HEADER)?;
-        // The cheap checks first: a start-up scan may try every offset of a file.
+        // The cheap checks come first, because a start-up scan may try every offset of a
+        // file.
         let state = h[12];
         if (state != LIVE && state != REMOVED) || h[13..16] != [0, 0, 0] {
             return None;
@@ -67,8 +70,8 @@ pub(super) struct Found {
     pub(super) at: u64,
     /// Length of the record (after the header).
     pub(super) len: u32,
-    /// The record's metadata, or why its bytes are not a record (reported by the caller,
-    /// then marked [`REMOVED`]); `None` for a record removed at an earlier start.
+    /// The record's metadata, or why its bytes are not a record. The caller reports a bad
+    /// record, then marks it [`REMOVED`]. `None` for a record removed at an earlier start.
     pub(super) meta: Option<Result<RecordMeta, CodecError>>,
 }
 
@@ -77,21 +80,22 @@ pub(super) struct Found {
 pub(super) struct Scan {
     /// The frames, in file order, sequences increasing.
     pub(super) frames: Vec<Found>,
-    /// Where the good bytes end; anything after is a write cut short (never acknowledged).
+    /// Where the good bytes end. Anything after it is a write cut short, which was never
+    /// acknowledged.
     pub(super) end: u64,
     /// Stretches of damaged framing skipped to reach a good header further on.
     pub(super) skipped: Vec<(u64, u64)>,
-    /// What follows `end` holds frames of the file's earlier use (a reused segment,
-    /// [`super::spare`]), not only a write cut short.
+    /// The bytes after `end` hold frames of the file's earlier use, not only a write cut
+    /// short. This happens in a reused segment ([`super::spare`]).
     pub(super) stale: bool,
 }
 
-/// Reads the frames of one segment. `after` is the last sequence of the segments before it,
-/// or the one before the segment's name if that is larger: frames must go above it, and
-/// what does not is from the file's earlier use.
+/// Reads the frames of one segment. `after` is the larger of two sequences: the last
+/// sequence of the segments before this one, and the sequence before the segment's name.
+/// Frames must be above `after`. A frame that is not comes from the file's earlier use.
 pub(super) fn scan(bytes: &[u8], after: Option<u64>) -> Scan {
     let mut out = Scan::default();
-    // A header that checks out, fits in the file and goes above what came before.
+    // A header that checks out, fits in the file, and is above what came before.
     let good = |at: usize, last: Option<u64>| -> Option<Header> {
         let h = Header::decode(&bytes[at..])?;
         let fits = at + HEADER + h.len as usize <= bytes.len();
@@ -107,8 +111,8 @@ pub(super) fn scan(bytes: &[u8], after: Option<u64>) -> Scan {
                     out.skipped.push((pos as u64, found.0 as u64));
                     found
                 }
-                // Nothing good after it: the end of a write cut short, or of what this
-                // use of the file wrote.
+                // Nothing good follows. This is the end of a write cut short, or the end
+                // of what this use of the file wrote.
                 None => {
                     let old = |h: Header| last.is_some_and(|l| h.seq <= l);
                     out.stale =

@@ -1,27 +1,30 @@
-//! Where records live: append-only segment files in `<wal-dir>/segments`, each named after
-//! the first sequence it holds (16 hex digits), written by the appends and made durable by
-//! the group commit's `fdatasync`, read back through the page cache, deleted whole or kept
-//! to take the next segment ([`spare`]).
+//! Where records live: append-only segment files in `<wal-dir>/segments`.
 //!
-//! Why not sled for the records: every group-commit flush sealed a sled IO buffer and woke
-//! all of sled's IO threads, and sled kept buffered records in its own cache (see
+//! Each file is named after the first sequence it holds (16 hex digits). The appends write
+//! the files, and the group commit's `fdatasync` makes them durable. Reads go through the
+//! page cache. A shipped segment is deleted whole, or kept to take the next segment
+//! ([`spare`]).
+//!
+//! Why the records are not in sled: every group-commit flush sealed a sled IO buffer and
+//! woke all of sled's IO threads. sled also kept buffered records in its own cache (see
 //! `bench/HISTORY.md`). Here a record costs one `pwritev` into the page cache under the
-//! log lock and its share of one `fdatasync`; sled keeps only cursors, metadata and the
+//! log lock, plus its share of one `fdatasync`. sled keeps only cursors, metadata and the
 //! quarantine.
 //!
 //! # Invariants
-//! - Records are appended in sequence order; a segment holds a run of increasing
-//!   sequences, and each segment's sequences are above those of the segments before it.
-//! - A record is in the index ([`Segments::read`] can find it) only once its bytes are
-//!   written whole; a failed write leaves the segment's end where it was, so the next
+//! - Records are appended in sequence order. A segment holds a run of increasing
+//!   sequences. Each segment's sequences are above those of the segments before it.
+//! - A record enters the index ([`Segments::read`] can find it) only once its bytes are
+//!   written whole. A failed write leaves the segment's end where it was, so the next
 //!   write overwrites the partial bytes.
-//! - When [`Segments::sync`] returns, every record appended before it was called is on disk,
-//!   and so are the directory entries of the segments that hold them.
-//! - The segment being appended to is never deleted; others only once every sequence in
-//!   them is below the floor the caller gives. Readers keep the file open, so a deletion
-//!   never pulls bytes from under a read, and a file someone holds is never reused.
-//! - Start-up cuts off a write a crash cut short (never acknowledged), reports damaged
-//!   records and framing, and appends go to a fresh segment.
+//! - When [`Segments::sync`] returns, every record appended before the call is on disk.
+//!   So are the directory entries of the segments that hold them.
+//! - The segment being appended to is never deleted. Another segment is deleted only once
+//!   every sequence in it is below the floor the caller gives. Readers keep the file open,
+//!   so a deletion never pulls bytes from under a read. A file that someone holds is never
+//!   reused.
+//! - Start-up cuts off a write that a crash cut short (it was never acknowledged). It
+//!   reports damaged records and framing. After start-up, appends go to a fresh segment.
 
 mod frame;
 pub(crate) mod space;
@@ -42,9 +45,9 @@ use frame::{Header, HEADER, LIVE, REMOVED};
 use space::{shrink_away, Room};
 use spare::Spare;
 
-/// A segment is closed for appends once it holds this many bytes. Each costs one file
-/// creation (or rename of the spare) and one directory sync; a drained buffer keeps the
-/// open one and the spare on disk.
+/// A segment is closed for appends once it holds this many bytes. Each segment costs one
+/// file creation (or a rename of the spare) and one directory sync. A drained buffer keeps
+/// the open segment and the spare on disk.
 #[cfg(not(test))]
 pub(super) const SEGMENT_BYTES: u64 = 32 << 20;
 /// Small in unit tests, so that they cross segments often.
@@ -59,7 +62,7 @@ const READ_CHUNK: usize = 8 << 20;
 struct Loc {
     /// Offset of its frame header.
     at: u64,
-    /// Record length; 0 for a sequence the segment does not hold (damaged, or skipped).
+    /// Record length. 0 for a sequence the segment does not hold (damaged or skipped).
     len: u32,
 }
 
@@ -70,13 +73,13 @@ struct Segment {
     locs: Vec<Loc>,
     /// Where the next frame goes.
     end: u64,
-    /// The file had an earlier use ([`spare`]): the bytes after `end` may be its old ones.
+    /// The file had an earlier use ([`spare`]), so the bytes after `end` may be old ones.
     reused: bool,
 }
 
 impl Segment {
-    /// Records where `seq` is, in a segment whose first sequence is `first`; sequences
-    /// skipped on the way (removed, or never stored) become holes.
+    /// Records where `seq` is, in a segment whose first sequence is `first`. Sequences
+    /// skipped on the way (removed or never stored) become holes.
     fn place(&mut self, first: u64, seq: u64, loc: Loc) {
         while first + (self.locs.len() as u64) < seq {
             self.locs.push(HOLE);
@@ -105,8 +108,8 @@ struct State {
 }
 
 impl State {
-    /// Keeps `file` (at `path`, out of the index, held by nobody else) as the spare if
-    /// there is none; otherwise hands it back to be deleted.
+    /// Keeps `file` as the spare if there is none; otherwise hands it back to be deleted.
+    /// `file` is at `path`, out of the index, and nobody else holds it.
     fn keep(&mut self, dir: &Path, file: File, path: &Path) -> Option<File> {
         if self.spare.is_some() {
             return Some(file);
@@ -123,8 +126,8 @@ impl State {
         }
     }
 
-    /// Keeps `file` (at `path`) as the spare, or deletes it at once (at start-up, when
-    /// nothing waits on a group commit yet).
+    /// Keeps `file` (at `path`) as the spare, or deletes it at once. Used at start-up,
+    /// when nothing waits on a group commit yet.
     fn retire(&mut self, dir: &Path, file: File, path: &Path) -> io::Result<()> {
         if self.keep(dir, file, path).is_some() {
             std::fs::remove_file(path)?;
@@ -132,9 +135,9 @@ impl State {
         Ok(())
     }
 
-    /// Opens the segment that starts at `seq`: the spare under its new name if there is
-    /// one, else a new file. The segment it closes loses what its file held past its
-    /// records.
+    /// Opens the segment that starts at `seq`. It is the spare under its new name if there
+    /// is one, else a new file. The segment that this closes loses the bytes its file held
+    /// past its records.
     fn open_fresh(&mut self, dir: &Path, seq: u64) -> io::Result<()> {
         if let Some((_, last)) = self.segments.last_key_value() {
             if last.reused {
@@ -183,7 +186,8 @@ impl State {
 pub(super) struct Segments {
     dir: PathBuf,
     state: Mutex<State>,
-    /// Serialises syncs, so that one that returns covers what an earlier one took over.
+    /// Serialises syncs. So a sync that returns also covers the files that an earlier,
+    /// still running sync took over.
     syncing: Mutex<()>,
 }
 
@@ -192,7 +196,7 @@ pub(super) struct Segments {
 pub(super) struct Recovered {
     pub(super) seq: u64,
     pub(super) len: u32,
-    /// Its metadata, or why it is not a record (it is then marked removed on disk).
+    /// Its metadata, or why it is not a record. A bad record is marked removed on disk.
     pub(super) meta: Result<RecordMeta, CodecError>,
 }
 
@@ -203,8 +207,8 @@ pub(super) struct Damage {
     pub(super) skipped: Vec<(PathBuf, u64, u64)>,
     /// Writes cut short at the end of a segment: (segment, bytes cut off).
     pub(super) cut: Vec<(PathBuf, u64)>,
-    /// Reused segments whose end held the records of their earlier use (and perhaps a
-    /// write cut short): (segment, bytes cut off).
+    /// Reused segments whose end held the records of their earlier use, and perhaps a
+    /// write cut short: (segment, bytes cut off).
     pub(super) stale: Vec<(PathBuf, u64)>,
 }
 
@@ -221,9 +225,10 @@ fn first_of(name: &std::ffi::OsStr) -> Option<u64> {
 }
 
 impl Segments {
-    /// Opens the segments in `dir` (created if missing). Segments wholly below `floor` are
-    /// deleted; the records from `floor` on are returned in order, damaged ones marked
-    /// removed on disk (the caller reports them), writes cut short cut off.
+    /// Opens the segments in `dir`, and creates `dir` if it is missing. It deletes the
+    /// segments wholly below `floor` and returns the records from `floor` on, in order. It
+    /// marks damaged records removed on disk (the caller reports them) and cuts off writes
+    /// that a crash cut short.
     pub(super) fn open(dir: &Path, floor: u64) -> io::Result<(Segments, Vec<Recovered>, Damage)> {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -255,13 +260,13 @@ impl Segments {
             let path = dir.join(name(first));
             let file = File::options().read(true).write(true).open(&path)?;
             if firsts.get(i + 1).is_some_and(|&next| next <= floor) {
-                // Every sequence in it is below the floor: it has left the buffer.
+                // Every sequence in it is below the floor, so it has left the buffer.
                 state.retire(dir, file, &path)?;
                 continue;
             }
             let mut bytes = Vec::new();
             io::Read::read_to_end(&mut &file, &mut bytes)?;
-            // Its name is its first sequence: anything below is from an earlier use.
+            // Its name is its first sequence, so anything below it is from an earlier use.
             let scan = frame::scan(&bytes, last.max(first.checked_sub(1)));
             damage
                 .skipped
@@ -308,7 +313,7 @@ impl Segments {
                     });
                 }
             }
-            // An empty segment needs no entry: the next append opens a fresh one anyway.
+            // An empty segment needs no entry, because the next append opens a fresh one.
             if let Some(first) = first {
                 state.segments.insert(first, segment);
             } else {
@@ -332,7 +337,7 @@ impl Segments {
         self.state.lock()
     }
 
-    /// The last sequence stored, if any (a segment whose first write failed holds none).
+    /// The last sequence stored, if any. A segment whose first write failed holds none.
     pub(super) fn last_seq(&self) -> Option<u64> {
         let state = self.lock();
         let mut stored = state
@@ -345,7 +350,7 @@ impl Segments {
             .map(|(first, s)| first + s.locs.len() as u64 - 1)
     }
 
-    /// Appends record `seq` (blocking). Sequences must increase. Refused with
+    /// Appends record `seq` (blocking). Sequences must increase. The append fails with
     /// [`io::ErrorKind::StorageFull`] when it would leave less than the reserve free
     /// ([`Room`]), or when the disk is full.
     pub(super) fn append(&self, seq: u64, record: &[u8]) -> io::Result<()> {
@@ -380,8 +385,8 @@ impl Segments {
         }
         .encode();
         if segment.reused {
-            // The record before its header: a write cut short over old bytes leaves no
-            // good header (the old ones are below the segment's name).
+            // The record goes down before its header. So a write cut short over old bytes
+            // leaves no good header. The old headers are below the segment's name.
             write_all_at(&segment.file, segment.end + HEADER as u64, &[record])?;
             write_all_at(&segment.file, segment.end, &[&header])?;
         } else {
@@ -396,9 +401,9 @@ impl Segments {
         Ok(())
     }
 
-    /// Reads the records from `from` up to `end` (exclusive), in order, up to
-    /// `max_records` and until `max_bytes` are reached (at least one record). Sequences the
-    /// segments do not hold are left out.
+    /// Reads the records from `from` up to `end` (exclusive), in order. It stops at
+    /// `max_records` or once `max_bytes` are reached, and reads at least one record. It
+    /// leaves out sequences that the segments do not hold.
     pub(super) fn read(
         &self,
         from: u64,
@@ -410,7 +415,8 @@ impl Segments {
         let mut bytes = 0usize;
         let mut seq = from;
         while seq < end && out.len() < max_records && bytes < max_bytes {
-            // One contiguous run of one segment, located under the lock, read without it.
+            // One contiguous run of one segment. It is located under the lock and read
+            // without it.
             let (file, run, next) = {
                 let state = self.lock();
                 let holding = state
@@ -456,8 +462,8 @@ impl Segments {
         Ok(out)
     }
 
-    /// Makes every record appended so far durable (blocking): `fdatasync` of each segment
-    /// written since the last sync, and of the directory when it has new segments.
+    /// Makes every record appended so far durable (blocking). It runs `fdatasync` on each
+    /// segment written since the last sync, and on the directory when it has new segments.
     pub(super) fn sync(&self) -> io::Result<()> {
         let _one_at_a_time = self.syncing.lock();
         let (files, dir) = {
@@ -475,7 +481,7 @@ impl Segments {
             Ok(())
         })();
         if result.is_err() {
-            // Tried again by the next sync.
+            // The next sync tries again.
             let mut state = self.lock();
             state.dir_unsynced |= dir;
             for f in files {
@@ -492,8 +498,9 @@ impl Segments {
         !wholly_below(&self.lock(), floor).is_empty()
     }
 
-    /// Deletes the segments (but the open one) whose sequences are all below `floor`, or
-    /// keeps one as the spare; how many went. The caller makes the floor durable first.
+    /// Deletes the segments whose sequences are all below `floor`, except the open one, or
+    /// keeps one of them as the spare. Returns how many went. The caller makes the floor
+    /// durable first.
     pub(super) fn delete_below(&self, floor: u64) -> io::Result<usize> {
         let doomed: Vec<Segment> = {
             let mut state = self.lock();
@@ -506,18 +513,18 @@ impl Segments {
         let count = doomed.len();
         for s in doomed {
             let Ok(file) = Arc::try_unwrap(s.file) else {
-                // A reader or a sync still holds it: its last close frees it, at once.
+                // A reader or a sync still holds it. Its last close frees it, all at once.
                 std::fs::remove_file(&s.path)?;
                 continue;
             };
             let Some(file) = self.lock().keep(&self.dir, file, &s.path) else {
                 continue;
             };
-            // Its blocks are freed a step at a time (a reused file may be longer than its
-            // records).
+            // Its blocks are freed a step at a time. A reused file may be longer than its
+            // records.
             let len = file.metadata().map_or(s.end, |m| m.len());
             if let Err(e) = shrink_away(&file, len) {
-                // Only the pacing is lost: the unlink below still frees the rest.
+                // Only the pacing is lost. The unlink below still frees the rest.
                 tracing::warn!(file = %s.path.display(), error = %e, "wal: could not shrink a shipped segment before deleting it");
             }
             std::fs::remove_file(&s.path)?;
@@ -526,7 +533,7 @@ impl Segments {
     }
 }
 
-/// The segments (but the open one) whose sequences are all below `floor`.
+/// The segments whose sequences are all below `floor`, except the open one.
 fn wholly_below(state: &State, floor: u64) -> Vec<u64> {
     let firsts: Vec<u64> = state.segments.keys().copied().collect();
     firsts
@@ -548,7 +555,7 @@ fn write_all_at(file: &File, mut offset: u64, parts: &[&[u8]]) -> io::Result<()>
         })
         .collect();
     let off = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset overflow"))?;
-    // SAFETY: every iovec points into a slice borrowed for the whole call; the kernel only
+    // SAFETY: every iovec points into a slice borrowed for the whole call. The kernel only
     // reads from them.
     let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as i32, off) };
     if n < 0 {
@@ -558,7 +565,8 @@ fn write_all_at(file: &File, mut offset: u64, parts: &[&[u8]]) -> io::Result<()>
     if done == total {
         return Ok(());
     }
-    // A short write (rare: signals, a nearly full disk): the rest one part at a time.
+    // A short write is rare (signals, a nearly full disk). Then the rest goes one part at
+    // a time.
     offset += done as u64;
     for p in parts {
         if done >= p.len() {

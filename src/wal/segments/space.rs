@@ -1,12 +1,12 @@
-//! Disk space for the segments: appends stop while a reserve is still free, and a shipped
+//! Disk space for the segments. Appends stop while a reserve is still free. A shipped
 //! segment gives its blocks back a step at a time.
 //!
 //! # Invariants
 //! - An append is refused ([`io::ErrorKind::StorageFull`]) when it would leave less than
-//!   [`reserve`] free, so that sled (cursors, metadata) can always write: a sled that
-//!   fails stays failed until a restart, and the storages could not take the buffer away.
+//!   [`reserve`] free. So sled (cursors, metadata) can always write. A sled that fails
+//!   stays failed until a restart, and then the storages could not take the buffer away.
 //! - The free space is read again at least every [`ROOM_READ_EVERY`], and once half of
-//!   what was above the reserve is used, not at every append.
+//!   the space above the reserve is used. It is not read at every append.
 
 use std::fs::File;
 use std::io;
@@ -24,16 +24,16 @@ const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 pub(super) struct Room {
     /// Bytes that may be appended before the free space is read again.
     left: u64,
-    /// When it was read last (`None`: read it at the next append).
+    /// When the free space was read last. `None`: read it at the next append.
     read: Option<Instant>,
     /// When an append was last refused (rate-limits the ERROR line).
     last_full_log: Option<Instant>,
 }
 
 impl Room {
-    /// Takes `len` bytes for an append to the segments in `dir`, or refuses it with
-    /// [`io::ErrorKind::StorageFull`] (or the error of reading the free space), with an
-    /// ERROR line every [`FULL_LOG_EVERY`].
+    /// Takes `len` bytes for an append to the segments in `dir`. Otherwise it refuses the
+    /// append with [`io::ErrorKind::StorageFull`], or with the error of reading the free
+    /// space. While it refuses, it logs an ERROR line every [`FULL_LOG_EVERY`].
     pub(super) fn take(&mut self, dir: &Path, len: u64) -> io::Result<()> {
         let now = Instant::now();
         let fresh = self
@@ -82,11 +82,10 @@ const SHRINK_PAUSE: Duration = Duration::from_millis(1);
 
 /// Truncates a file of `len` bytes to nothing, [`SHRINK_STEP`] at a time (blocking).
 ///
-/// Freeing a whole 32 MiB segment at once (its last close after the unlink) holds up the
-/// open segment's `fdatasync` on the same file system for as long as it takes: 33–39 ms
-/// here against 0.3 ms, a stall of every write waiting for that group commit, once per
-/// segment shipped (the p99 of a steady half load). In 1 MiB steps with a pause between
-/// them, the `fdatasync`s beside it waited 3–7 ms at most.
+/// Freeing a whole segment at once (its last close after the unlink) holds up the open
+/// segment's `fdatasync` on the same file system while it runs. Every write that waits for
+/// that group commit stalls, once per segment shipped. Small steps with a pause between
+/// them keep that stall short (numbers in `bench/HISTORY.md`).
 pub(super) fn shrink_away(file: &File, mut len: u64) -> io::Result<()> {
     while len > 0 {
         len = len.saturating_sub(SHRINK_STEP);
@@ -97,7 +96,7 @@ pub(super) fn shrink_away(file: &File, mut len: u64) -> io::Result<()> {
 }
 
 /// Space the appends leave free on a file system of `total` bytes: 1 %, at least 16 MiB
-/// and at most 256 MiB. sled (cursors, metadata) must still be able to write, or it
+/// and at most 256 MiB. sled (cursors, metadata) must still be able to write. Otherwise it
 /// fails for good until a restart, and the storages could not take the buffer away.
 pub(crate) fn reserve(total: u64) -> u64 {
     (total / 100).clamp(16 << 20, 256 << 20)
@@ -108,7 +107,7 @@ pub(crate) fn disk_space(dir: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("a NUL byte in the buffer's path"))?;
-    // SAFETY: `statvfs` only writes the struct it is given, and reads the NUL-terminated
+    // SAFETY: `statvfs` only writes the struct it is given. It reads the NUL-terminated
     // path, which lives for the whole call.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {

@@ -1,27 +1,27 @@
-//! A shipped segment's file, kept to take the next segment's records instead of being
-//! deleted.
+//! A shipped segment's file. It is kept, not deleted, and takes the next segment's records.
 //!
-//! Why: `fdatasync` after overwriting blocks a file already has only writes the data; after
-//! an append it also commits the file's new size and blocks to the file system's journal.
-//! Measured on ext4 here, 200 KB written before each sync: 0.23–0.46 ms and 100–170 µs of
-//! CPU per write and sync when overwriting, 0.44–1.24 ms and 210–480 µs when appending.
-//! A reused file is also not freed, so freeing it does not hold up the group commit beside
-//! it ([`super::space::shrink_away`]).
+//! Why: after an overwrite of blocks that a file already has, `fdatasync` writes only the
+//! data. After an append, it also commits the file's new size and blocks to the file
+//! system's journal, which costs more (numbers in `bench/HISTORY.md`). A
+//! reused file is also not freed, so no freeing holds up the group commit beside it
+//! ([`super::space::shrink_away`]).
 //!
 //! # Invariants
-//! - There is at most one spare, `<segments>/spare`; a name that is not a sequence, so a
+//! - There is at most one spare, `<segments>/spare`. Its name is not a sequence, so a
 //!   restart never reads it as records.
-//! - A file becomes the spare only when nobody else holds it (no reader, no pending sync):
-//!   its old records are never read again once new ones overwrite them.
-//! - A reused segment is named after its new first sequence like any other. Everything in
-//!   it from its earlier use is below that name (sequences only grow), so a restart tells
-//!   the old contents from the new ([`super::frame::scan`]). The record goes down before
-//!   its frame header, so a killed process never leaves a good header over old bytes (a
-//!   power cut may: unsynced pages reach the disk in any order).
-//! - Renames are not synced on their own: after a crash the file has its old name or the
-//!   new one, and both are read right (a segment wholly below the floor is deleted or kept
-//!   as the spare; the reused one is synced with the directory before any record in it is
-//!   acknowledged).
+//! - A file becomes the spare only when nobody else holds it (no reader, no pending sync).
+//!   So once new records overwrite its old records, nobody reads the old ones again.
+//! - A reused segment is named after its new first sequence, like any other segment.
+//!   Everything in it from its earlier use is below that name, because sequences only
+//!   grow. So a restart tells the old contents from the new ([`super::frame::scan`]).
+//! - The record goes down before its frame header. So a killed process never leaves a
+//!   good header over old bytes. A power cut may, because unsynced pages reach the disk in
+//!   any order.
+//! - Renames are not synced on their own. After a crash the file has its old name or the
+//!   new one, and both are read correctly:
+//!   - a segment wholly below the floor is deleted or kept as the spare;
+//!   - the reused segment is synced with the directory before any record in it is
+//!     acknowledged.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -38,8 +38,8 @@ pub(super) struct Spare {
     path: PathBuf,
 }
 
-/// Renames the file at `path` to be the spare of `dir` (replacing one a failed reuse
-/// left), and says where it is now.
+/// Renames the file at `path` to be the spare of `dir`, and returns its new place. It
+/// replaces a spare that a failed reuse left.
 pub(super) fn rename(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     let spare = dir.join(NAME);
     std::fs::rename(path, &spare)?;
@@ -76,7 +76,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
             .map_err(|_| io::Error::other("a NUL byte in a segment path"))
     };
     let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: both paths are NUL-terminated and live for the whole call; the kernel only
+    // SAFETY: both paths are NUL-terminated and live for the whole call. The kernel only
     // reads them.
     let rc = unsafe {
         libc::renameat2(

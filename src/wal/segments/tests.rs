@@ -1,3 +1,7 @@
+//! Unit tests of the segment files on a real temp directory: reads across segments and
+//! limits, restarts, deletion below the floor, writes cut short, damaged records and
+//! framing, syncs, the disk reserve, freeing in steps, and the reused spare.
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
