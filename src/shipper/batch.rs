@@ -1,16 +1,16 @@
 //! Joining consecutive records into one request without decompressing them.
 //!
 //! Two facts make this a byte copy:
-//! - protobuf: the concatenation of two encoded `WriteRequest`s is the encoding of one
-//!   `WriteRequest` whose repeated fields (series, metadata) are the first's followed by the
-//!   second's, so per series the storage still sees the samples in record order;
-//! - snappy (block format): a block is `varint(decoded length)` followed by elements whose
-//!   back-references never reach before the block's own start, so the elements of several
-//!   blocks, one after the other behind one preamble with the summed length, decode to the
-//!   concatenation of their outputs.
+//! - protobuf: two encoded `WriteRequest`s, concatenated, are the encoding of one
+//!   `WriteRequest`. Its repeated fields (series, metadata) are the first's followed by
+//!   the second's. So the storage still sees each series' samples in record order.
+//! - snappy (block format): a block is `varint(decoded length)` followed by elements. The
+//!   elements' back-references never reach before the block's own start. So we can put
+//!   the elements of several blocks one after the other, behind one preamble with the
+//!   summed length. That block decodes to the concatenation of their outputs.
 //!
-//! Fewer, larger requests cost the storage and the relay less per sample, and the worker
-//! still has one request in flight, so order is kept exactly.
+//! Fewer, larger requests cost the storage and the relay less per sample. With one
+//! request in flight (the default), order is kept exactly.
 
 use bytes::{Bytes, BytesMut};
 use prost::encoding::{decode_varint, encode_varint};
@@ -18,18 +18,19 @@ use prost::encoding::{decode_varint, encode_varint};
 /// Largest decoded length a snappy block may announce.
 const SNAPPY_MAX_DECODED: u64 = u32::MAX as u64;
 
-/// The decoded length a snappy block announces (`None`: not a snappy block).
+/// The decoded length a snappy block announces. `None`: not a snappy block.
 pub fn decoded_len(block: &[u8]) -> Option<u64> {
     decode_varint(&mut &block[..]).ok()
 }
 
-/// One snappy block that decodes to the concatenation of what `blocks` decode to, built in
-/// `buf`. `None` when a block has no valid preamble or the sum is over snappy's limit.
+/// Builds in `buf` one snappy block that decodes to the concatenation of what `blocks`
+/// decode to. `None` when a block has no valid preamble, or when the sum is over snappy's
+/// limit.
 ///
-/// The worker keeps `buf` between batches: once the previous joined body is dropped (its
-/// request done), `reserve` takes the same allocation back, so a lagging worker does not
-/// map, fault in and unmap a fresh buffer of up to `max_batch_bytes` per request (that
-/// was most of the shipper's page faults).
+/// The worker keeps `buf` between batches. Once the previous joined body is dropped (its
+/// request is done), `reserve` takes the same allocation back. So a lagging worker does
+/// not map, fault in and unmap a fresh buffer of up to `max_batch_bytes` per request.
+/// Those fresh buffers were most of the shipper's page faults.
 pub fn join(blocks: &[Bytes], buf: &mut BytesMut) -> Option<Bytes> {
     if let [only] = blocks {
         return Some(only.clone());
@@ -87,7 +88,7 @@ mod tests {
     fn joined_blocks_decode_to_the_merged_request() {
         let a = request("up", &[1, 2, 3], true);
         let b = request("up", &[4, 5], false);
-        // Repetitive enough that snappy uses back-references inside each block.
+        // Repetitive enough for snappy to use back-references inside each block.
         let c = request(&"x".repeat(300), &(0..200).collect::<Vec<_>>(), true);
         let joined = join(
             &[compress(&a), compress(&b), compress(&c)],

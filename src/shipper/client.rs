@@ -11,12 +11,12 @@ use reqwest::header::{
 
 use super::retry::{classify_error, classify_status, Verdict};
 
-/// Installs the process-wide TLS crypto provider (ring) once; every HTTP client needs it.
-/// The aws-lc default would add minutes to every clean build.
+/// Installs the process-wide TLS crypto provider (ring) once. Every HTTP client needs it.
+/// We use ring because the aws-lc default would add minutes to every clean build.
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // Err means another provider is installed already, which serves as well.
+        // Err means another provider is installed already. That one serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
@@ -57,11 +57,12 @@ pub struct EndpointConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Accept any certificate (testing only).
     pub tls_insecure_skip_verify: bool,
-    /// Decoded bytes of consecutive records joined into one request; a single record
+    /// Decoded bytes of consecutive records joined into one request. A single record
     /// larger than this still goes out alone. Set it to 0 to send one record per request.
     pub max_batch_bytes: u64,
-    /// Requests out at once. 1 keeps, per series, the storage's view in timestamp order;
-    /// more may deliver a series' samples out of order (for storages that accept that).
+    /// Requests out at once. With 1, the storage sees each series' samples in timestamp
+    /// order. With more, a series' samples may arrive out of order; use that only for
+    /// storages that accept it.
     pub max_in_flight: usize,
 }
 
@@ -69,7 +70,8 @@ impl EndpointConfig {
     /// The URL without credentials, for logs and the admin API.
     pub fn display_url(&self) -> String {
         let mut u = self.url.clone();
-        // Setting these cannot fail for http(s) URLs, the only ones validation lets through.
+        // Setting these cannot fail for http(s) URLs, and validation lets only those
+        // through.
         let _ = u.set_username("");
         let _ = u.set_password(None);
         u.to_string()
@@ -193,8 +195,8 @@ impl EndpointClient {
     }
 }
 
-/// The CA certificates of a PEM bundle (egress roots here, peer roots in the cluster); a
-/// file without any certificate is an error, not "trust nothing".
+/// The CA certificates of a PEM bundle: egress roots here, peer roots in the cluster. A
+/// file without any certificate is an error; it does not mean "trust nothing".
 pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = std::fs::read(path).map_err(|e| e.to_string())?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())?;

@@ -1,5 +1,6 @@
 //! Operator controls of one endpoint worker: pause/resume and quarantine replays. Every
-//! change bumps a watch channel that wakes the worker, also mid-retry.
+//! change bumps a watch channel. The channel wakes the worker, also in the middle of a
+//! retry.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +40,7 @@ impl EndpointControl {
         self.paused.load(Ordering::Acquire)
     }
 
-    /// Pauses or resumes; returns the previous value.
+    /// Pauses or resumes. Returns the previous value.
     pub fn set_paused(&self, paused: bool) -> bool {
         let was = self.paused.swap(paused, Ordering::AcqRel);
         self.poke();

@@ -1,20 +1,28 @@
 //! Shipper: delivers buffered records to every storage endpoint.
 //!
-//! One worker per endpoint, each with its own durable cursor in the WAL, so a slow or dead
-//! storage never slows the others. Within an endpoint, requests go out in sequence order,
-//! by default one at a time: per series, samples reach the storage in timestamp order.
-//! With `max_in_flight` above 1 (`send.rs`) later batches go out before earlier ones are
-//! answered (for storages that accept out-of-order samples); either way the cursor moves
-//! only over a contiguous prefix of settled records (`window.rs` holds one pass's sends and
-//! the cursor). A lagging worker joins consecutive
-//! records into one request (`batch.rs`: a byte copy, no re-encode) up to the endpoint's
-//! `max_batch_bytes`; a joined request the storage refuses is sent again record by record,
-//! so verdicts and quarantine stay per record.
+//! Each endpoint has one worker and its own durable cursor in the WAL. So a slow or dead
+//! storage never slows the others.
 //!
-//! Outcomes (see [`retry`]): 2xx moves the cursor; 5xx, 429 and network errors are retried
-//! with capped exponential backoff and full jitter, honouring `Retry-After`, forever; 413
-//! splits the batch in halves; any other 4xx is permanent: the batch is quarantined in the
-//! WAL (kept, inspectable), counted, logged, and the cursor moves on.
+//! # Invariants
+//! - Within an endpoint, requests go out in sequence order. By default only one request
+//!   is in flight, so per series the samples reach the storage in timestamp order.
+//! - With `max_in_flight` above 1 (`send.rs`), later batches go out before the earlier
+//!   ones are answered. This is for storages that accept out-of-order samples.
+//! - Either way, the cursor moves only over a contiguous prefix of settled records.
+//!   `window.rs` holds one pass's sends and the cursor.
+//! - A lagging worker joins consecutive records into one request, up to the endpoint's
+//!   `max_batch_bytes` (`batch.rs`: a byte copy, no re-encode). When the storage refuses a
+//!   joined request, the worker sends it again record by record. So verdicts and the
+//!   quarantine stay per record.
+//!
+//! # Outcomes
+//! See [`retry`].
+//! - 2xx moves the cursor.
+//! - 5xx, 429 and network errors are retried forever, with capped exponential backoff and
+//!   full jitter. The worker honours `Retry-After`.
+//! - 413 splits the batch in halves.
+//! - Any other 4xx is permanent. The batch is quarantined in the WAL (kept and
+//!   inspectable), counted and logged, and the cursor moves on.
 
 mod batch;
 pub mod client;
@@ -79,11 +87,12 @@ struct EndpointHandle {
 pub struct RetryConfig {
     /// First wait after a failure.
     pub initial: Duration,
-    /// Longest wait between attempts. 5 s, as Prometheus' own `max_backoff`: the wait
-    /// after a storage comes back is what an outage adds to the catch-up (uniform in
-    /// [0, max] once the ceiling is reached; with 30 s it was most of a 30 s outage's
-    /// catch-up), and one request per endpoint every few seconds costs a struggling
-    /// storage nothing. A storage that wants less sends `Retry-After`, which is honoured.
+    /// Longest wait between attempts: 5 s, as Prometheus' own `max_backoff`. The wait
+    /// after a storage comes back adds to the catch-up of an outage. Once the ceiling is
+    /// reached, that wait is uniform in [0, max], so a high ceiling costs most of a short
+    /// outage's catch-up (`bench/HISTORY.md`). One request per endpoint every few seconds
+    /// costs a struggling storage nothing. A storage that wants fewer requests sends
+    /// `Retry-After`, and the worker honours it.
     pub max: Duration,
     /// Longest `Retry-After` honoured.
     pub max_retry_after: Duration,
@@ -203,8 +212,8 @@ impl Shipper {
         }
     }
 
-    /// Cluster: puts `name`'s cursor at `seq` (either way, as far as records are buffered)
-    /// when this node takes over shipping or trims as a follower.
+    /// Cluster: puts `name`'s cursor at `seq` when this node takes over shipping, or when
+    /// it trims as a follower. The cursor moves either way, as far as records are buffered.
     pub fn reposition(&self, name: &str, seq: u64) -> Result<CursorMove, ShipperError> {
         let h = self.handle(name)?;
         let first = self.wal.first_seq();
@@ -252,8 +261,8 @@ impl Shipper {
         Ok(moved)
     }
 
-    /// Queues the quarantined batch `seq` for sending again, to `endpoint` or to every
-    /// endpoint that quarantined it. Returns the endpoints it was queued for.
+    /// Queues the quarantined batch `seq` to be sent again. It goes to `endpoint`, or to
+    /// every endpoint that quarantined it. Returns the endpoints it was queued for.
     pub fn replay_quarantined(
         &self,
         seq: u64,

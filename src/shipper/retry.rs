@@ -1,8 +1,9 @@
 //! Retry classification as a value, and capped exponential backoff with full jitter.
 //!
-//! The `backoff` crate is flagged unmaintained (RUSTSEC-2025-0012) and by default gives up
-//! after 15 minutes; it stays behind this module, configured never to give up, and only
-//! supplies the exponential ceiling. The jitter is "full": a uniform draw in [0, ceiling].
+//! The `backoff` crate is flagged unmaintained (RUSTSEC-2025-0012). By default it gives up
+//! after 15 minutes. So it stays behind this module, configured never to give up, and it
+//! only supplies the exponential ceiling. The jitter is "full": a uniform draw in
+//! [0, ceiling].
 
 use std::time::{Duration, SystemTime};
 
@@ -37,8 +38,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The failure class for metrics (`5xx`, `429`, `413`, `4xx`, `network`), or `None`
-    /// for a delivery.
+    /// The failure class for metrics (`5xx`, `429`, `413`, `4xx`, `network`). `None` for a
+    /// delivery.
     pub fn failure_class(&self) -> Option<&'static str> {
         match self {
             Verdict::Delivered => None,
@@ -69,7 +70,8 @@ pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Ve
             },
             after: retry_after.and_then(parse_retry_after),
         },
-        // 1xx/3xx should never reach us (redirects are followed): treat as transient.
+        // 1xx/3xx should never reach us, because redirects are followed. Treat them as
+        // transient.
         100..=199 | 300..=399 => Verdict::Retry {
             status: Some(status),
             reason: format!("unexpected HTTP {status}"),
@@ -79,7 +81,7 @@ pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Ve
     }
 }
 
-/// Classifies a transport error (connect, timeout, reset): always retryable.
+/// Classifies a transport error (connect, timeout, reset). It is always retryable.
 pub fn classify_error(err: &reqwest::Error) -> Verdict {
     let kind = if err.is_timeout() {
         "timeout"
@@ -122,7 +124,7 @@ fn one_line(body: &str) -> String {
     }
 }
 
-/// Capped exponential backoff with full jitter; never gives up.
+/// Capped exponential backoff with full jitter. It never gives up.
 #[derive(Debug)]
 pub struct Backoff {
     ceiling: backoff::ExponentialBackoff,
@@ -130,7 +132,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// Starts at `initial`, doubles up to `max`. A `Retry-After` is honoured up to
+    /// Starts at `initial` and doubles up to `max`. It honours a `Retry-After` up to
     /// `max_retry_after`.
     pub fn new(initial: Duration, max: Duration, max_retry_after: Duration) -> Self {
         let ceiling = backoff::ExponentialBackoffBuilder::new()
@@ -146,7 +148,8 @@ impl Backoff {
         }
     }
 
-    /// A backoff with the same settings, at its first interval (one per concurrent send).
+    /// A backoff with the same settings, at its first interval. Each concurrent send gets
+    /// one.
     pub fn fresh(&self) -> Self {
         Backoff::new(
             self.ceiling.initial_interval,
@@ -168,7 +171,7 @@ impl Backoff {
         }
     }
 
-    /// After a success: start again from the initial interval.
+    /// After a success, starts again from the initial interval.
     pub fn reset(&mut self) {
         self.ceiling.reset();
     }

@@ -1,10 +1,10 @@
-//! One request's way to a storage: sent again on every transient failure (with the
-//! endpoint's backoff) until the storage gives a final answer, or until the worker is
-//! stopped or interrupted by an operator.
+//! One request's way to a storage. The request is sent again after every transient
+//! failure, with the endpoint's backoff. This goes on until the storage gives a final
+//! answer, or until the worker stops or an operator interrupts it.
 //!
-//! A [`Sender`] is cheap to copy: the worker keeps one for its own sends and gives each
-//! concurrent send (with `max_in_flight` above 1) its own copy, with its own backoff, on a
-//! task of its own ([`InFlight`]). Every copy reports into the endpoint's one status.
+//! A [`Sender`] is cheap to copy. The worker keeps one for its own sends. With
+//! `max_in_flight` above 1, each concurrent send gets its own copy, with its own backoff,
+//! on its own task ([`InFlight`]). Every copy reports into the endpoint's one status.
 
 use std::sync::Arc;
 
@@ -36,20 +36,21 @@ pub(super) enum Final {
 pub(super) enum Stop {
     /// The process is shutting down.
     Shutdown,
-    /// An operator changed something (or this node stopped shipping): look at the
-    /// controls and the cursor again.
+    /// An operator changed something, or this node stopped shipping. Look at the controls
+    /// and the cursor again.
     Interrupted,
 }
 
-/// Whether writes to the endpoint are going to wait: it is paused, or it failed and has
-/// not answered since (a retry waiting or under way: the state says `shipping` while a
-/// retry waits for its answer, for up to the endpoint's timeout).
+/// Whether writes to the endpoint are going to wait. They wait when the endpoint is
+/// paused, or when it failed and has not answered since (a retry is waiting or under way).
+/// While a retry waits for its answer, the state says `shipping`, for up to the endpoint's
+/// timeout.
 fn is_down(s: &EndpointStatus) -> bool {
     s.state == EndpointState::Paused || s.next_retry_ms.is_some()
 }
 
-/// Resolves when the gate changes. When its sender is gone (a standalone node keeps no
-/// sender: it always ships) the gate stays as it is, and this never resolves.
+/// Resolves when the gate changes. When its sender is gone, the gate stays as it is, and
+/// this never resolves. A standalone node keeps no sender, because it always ships.
 pub(super) async fn gate_changed(gate: &mut watch::Receiver<bool>) {
     if gate.changed().await.is_err() {
         std::future::pending::<()>().await;
@@ -66,14 +67,15 @@ pub(super) struct Sender {
     pub shutdown: CancellationToken,
     /// False while this node must not ship (cluster follower).
     pub gate: watch::Receiver<bool>,
-    /// Told when the endpoint goes down or comes back (it stores waiting writes compact).
+    /// Told when the endpoint goes down or comes back, so it stores waiting writes
+    /// compact.
     pub wal: Wal,
     /// Times of errors and retries.
     pub clock: Arc<dyn Clock>,
 }
 
 impl Sender {
-    /// A copy for a concurrent send: same endpoint and signals, a backoff of its own.
+    /// A copy for a concurrent send: the same endpoint and signals, its own backoff.
     pub fn fork(&self) -> Sender {
         Sender {
             name: self.name.clone(),
@@ -88,8 +90,9 @@ impl Sender {
         }
     }
 
-    /// Changes the status; tells the WAL when the endpoint goes down (retrying or paused)
-    /// or comes back, under the status lock so that concurrent sends report in order.
+    /// Changes the status. It tells the WAL when the endpoint goes down (retrying or
+    /// paused) or comes back. It does this under the status lock, so concurrent sends
+    /// report in order.
     pub fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
         let mut s = self.status.lock();
         let was = is_down(&s);
@@ -202,7 +205,8 @@ impl Sender {
     }
 }
 
-/// Counts a send in the endpoint's `in_flight` while it lives (also when it is aborted).
+/// Counts a send in the endpoint's `in_flight` while the send lives, also when it is
+/// aborted.
 struct Outstanding(Arc<Mutex<EndpointStatus>>);
 
 impl Outstanding {
@@ -224,9 +228,9 @@ impl Drop for Outstanding {
 pub(super) struct InFlight(JoinHandle<Result<Final, Stop>>);
 
 impl InFlight {
-    /// The send's outcome. A send task that panicked counts as interrupted: the worker
+    /// The send's outcome. A send task that panicked counts as interrupted, and the worker
     /// starts again from its cursor.
-    /// Cancel-safe: dropped before it completes, it can be awaited again.
+    /// Cancel-safe: if this future is dropped before it completes, it can be awaited again.
     pub async fn outcome(&mut self, endpoint: &str) -> Result<Final, Stop> {
         match (&mut self.0).await {
             Ok(outcome) => outcome,

@@ -5,9 +5,10 @@ use prost::Message;
 
 use crate::proto::WriteRequest;
 
-/// Splits a snappy-compressed `WriteRequest` into two halves that together hold the same
-/// series and samples in the same order: by series when there are several, else by the one
-/// series' samples. `None` when it cannot be split further (one sample, or undecodable).
+/// Splits a snappy-compressed `WriteRequest` into two halves. Together they hold the same
+/// series and samples in the same order. It splits by series when there are several, and
+/// otherwise by the one series' samples. `None` when the request cannot be split further
+/// (one sample, or undecodable).
 pub fn halve(payload: &[u8]) -> Option<(Bytes, Bytes)> {
     let raw = snap::raw::Decoder::new().decompress_vec(payload).ok()?;
     let req = WriteRequest::decode(raw.as_slice()).ok()?;

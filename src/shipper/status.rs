@@ -13,11 +13,11 @@ pub enum EndpointState {
     Shipping,
     /// Waiting before a retry.
     Backoff,
-    /// Retrying for a while already: the storage needs attention.
+    /// Retrying for a while already. The storage needs attention.
     Failing,
     /// Stopped by an operator.
     Paused,
-    /// Cluster: this node is not the leader; the leader ships.
+    /// Cluster: this node is not the leader, and the leader ships.
     Standby,
 }
 
@@ -49,11 +49,11 @@ pub struct EndpointStatus {
     pub retries: u64,
     /// Records quarantined after a permanent rejection.
     pub quarantined: u64,
-    /// Newest sample timestamp delivered (ms), the shipped watermark. The cluster reads it;
-    /// the admin API leaves it out.
+    /// Newest sample timestamp delivered (ms): the shipped watermark. The cluster reads it.
+    /// The admin API leaves it out.
     #[serde(skip)]
     pub shipped_data_ts: Option<i64>,
-    /// Requests out now (each until its final answer, retries included).
+    /// Requests out now. Each counts until its final answer, retries included.
     pub in_flight: usize,
     /// Most requests out at once (configured).
     pub max_in_flight: usize,

@@ -1,11 +1,15 @@
-//! One pass of a worker over the buffer, as state: what was read and not yet sent, the
-//! sends out (at most `max_in_flight`), and the cursor, which moves over the head of the
-//! window only (sequence order), whatever order the answers come in.
+//! One pass of a worker over the buffer, as state. The state holds:
+//! - what was read and not yet sent;
+//! - the sends that are out (at most `max_in_flight`);
+//! - the cursor. It moves only over the head of the window, in sequence order, whatever
+//!   order the answers come in.
 //!
-//! The worker drives it through named transitions: [`Window::read`] /
-//! [`Window::read_failed`] fill it, [`Window::settled`] moves the cursor past the head,
-//! [`Window::grown`] notes that the buffer got new records. A pass ends when the window is
-//! empty ([`Window::finished`]).
+//! The worker drives the window through named transitions:
+//! - [`Window::read`] and [`Window::read_failed`] fill it;
+//! - [`Window::settled`] moves the cursor past the head;
+//! - [`Window::grown`] notes that the buffer got new records.
+//!
+//! A pass ends when the window is empty ([`Window::finished`]).
 
 use std::collections::VecDeque;
 
@@ -17,8 +21,8 @@ use crate::wal::{ReadItem, Record};
 pub(super) enum Unit {
     /// A damaged record: skipped.
     Damaged(u64, CodecError),
-    /// Records `first, first + 1, ...`, sent (joined) as one request; `send` is `None` when
-    /// they cannot be joined (they then go one by one).
+    /// Records `first, first + 1, ...`, joined and sent as one request. `send` is `None`
+    /// when they cannot be joined; they then go one by one.
     Batch {
         first: u64,
         records: Vec<Record>,
@@ -31,7 +35,7 @@ pub(super) enum Unit {
 pub(super) enum Pass {
     /// Nothing to send.
     Idle,
-    /// Something was settled, or the cursor moved under us: look again at once.
+    /// Something was settled, or the cursor moved under us. Look again at once.
     Again,
     /// The buffer could not be read.
     ReadFailed,
@@ -41,7 +45,7 @@ pub(super) enum Pass {
 pub(super) struct Window {
     /// Read from the buffer, not yet sent.
     pub(super) read: VecDeque<ReadItem>,
-    /// Sent (or skipped), not yet settled; oldest first.
+    /// Sent or skipped, not yet settled. Oldest first.
     pub(super) units: VecDeque<Unit>,
     /// The next sequence to read.
     next_read: u64,
@@ -74,13 +78,13 @@ impl Window {
             .count()
     }
 
-    /// Where the next read starts, when one is due: nothing read is waiting and the last
-    /// read may not have reached the end of the buffer.
+    /// Where the next read starts, when a read is due. A read is due when nothing read is
+    /// waiting and the last read may not have reached the end of the buffer.
     pub(super) fn wants_read(&self) -> Option<u64> {
         (self.read.is_empty() && self.more).then_some(self.next_read)
     }
 
-    /// Takes what a read returned; an empty read means the end of the buffer.
+    /// Takes what a read returned. An empty read means the end of the buffer.
     pub(super) fn read(&mut self, items: Vec<ReadItem>) {
         self.more = !items.is_empty();
         if let Some(last) = items.last() {
@@ -89,15 +93,15 @@ impl Window {
         self.read.extend(items);
     }
 
-    /// A read failed: the pass settles what is out and ends; `Some` when nothing is out,
-    /// so it ends now.
+    /// A read failed. The pass settles what is out, then ends. Returns `Some` when nothing
+    /// is out, so the pass ends now.
     pub(super) fn read_failed(&mut self) -> Option<Pass> {
         self.more = false;
         self.units.is_empty().then_some(Pass::ReadFailed)
     }
 
-    /// Whether new records may be sent while waiting for the head's answer: there is room
-    /// for another request and the buffer was read to its end.
+    /// Whether new records may be sent while the worker waits for the head's answer. They
+    /// may when there is room for another request and the buffer was read to its end.
     pub(super) fn may_grow(&self, max_in_flight: usize) -> bool {
         self.in_flight() < max_in_flight && !self.more
     }
@@ -112,9 +116,9 @@ impl Window {
         self.at
     }
 
-    /// The head was settled and the cursor moved to `now`; `wanted` is where it should
-    /// be (the head's end). `false` when someone else moved it (an operator, the limits):
-    /// the pass must start again from the cursor.
+    /// The head was settled and the cursor moved to `now`. `wanted` is where the cursor
+    /// should be (the head's end). Returns `false` when someone else (an operator, the
+    /// limits) moved the cursor; the pass must then start again from the cursor.
     pub(super) fn settled(&mut self, now: Option<u64>, wanted: u64) -> bool {
         match now {
             Some(now) if now == wanted => {

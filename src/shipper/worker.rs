@@ -1,16 +1,18 @@
-//! One endpoint's worker: reads the WAL from its own cursor, sends in sequence order
-//! (consecutive records joined up to the batch limit) with up to `max_in_flight` requests
-//! out at once, retries what is transient, quarantines what is permanent, and moves the
-//! cursor only over a contiguous prefix of records that are done — and only if nobody (an
-//! operator, the buffer limits) moved it meanwhile.
+//! One endpoint's worker. It reads the WAL from its own cursor and sends in sequence
+//! order. It joins consecutive records up to the batch limit, and keeps up to
+//! `max_in_flight` requests out at once. It retries what is transient and quarantines what
+//! is permanent.
 //!
-//! With one request in flight (the default) the storage sees, per series, timestamps in
+//! The worker moves the cursor only over a contiguous prefix of records that are done. It
+//! moves it only if nobody else (an operator, the buffer limits) moved it meanwhile.
+//!
+//! With one request in flight (the default), the storage sees each series' timestamps in
 //! order. With more, later batches go out before earlier ones are answered, so a storage
-//! may see a series' samples out of order; the cursor still waits for every earlier batch.
+//! may see a series' samples out of order. The cursor still waits for every earlier batch.
 //!
 //! Operator controls (pause, resume, cursor moves, quarantine replays) wake the worker
-//! through its control channel, also in the middle of a retry loop: a storage that has been
-//! failing for an hour can be skipped past or paused at once.
+//! through its control channel, also in the middle of a retry loop. So an operator can
+//! skip past or pause a storage at once, even one that has been failing for an hour.
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +48,8 @@ pub(super) struct Worker {
     pub join_buf: BytesMut,
 }
 
-/// What a record adds to a joined request (decoded bytes; a record whose preamble cannot
-/// be read counts as too large to join, so it goes alone).
+/// What a record adds to a joined request, in decoded bytes. A record whose preamble
+/// cannot be read counts as too large to join, so it goes alone.
 fn batch_len(record: &Record) -> u64 {
     decoded_len(&record.payload).unwrap_or(u64::MAX / 2)
 }
@@ -132,7 +134,8 @@ impl Worker {
                         _ = self.sender.shutdown.cancelled() => return,
                         _ = appended.changed() => {}
                         _ = self.sender.control_rx.changed() => {}
-                        // The limits may move cursors from elsewhere; look again now and then.
+                        // The limits may move cursors from elsewhere, so look again now
+                        // and then.
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
@@ -140,11 +143,13 @@ impl Worker {
         }
     }
 
-    /// Ships the buffer from `cursor` on, with up to `max_in_flight` requests out, and
-    /// settles what comes back in sequence order: the cursor moves over each batch once it
-    /// and everything before it is done. Ends when the buffer is read to its end and every
-    /// send is settled, or when the cursor moved under us (in-flight sends are dropped,
-    /// which aborts them; what they had delivered is sent again, at least once).
+    /// Ships the buffer from `cursor` on, with up to `max_in_flight` requests out. It
+    /// settles the answers in sequence order: the cursor moves over a batch once that
+    /// batch and everything before it is done.
+    ///
+    /// The pass ends in two cases. Either the buffer is read to its end and every send is
+    /// settled. Or the cursor moved under us: then the in-flight sends are dropped, which
+    /// aborts them, and what they had delivered is sent again (at least once).
     async fn ship_from(
         &mut self,
         cursor: u64,
@@ -166,8 +171,9 @@ impl Worker {
         }
     }
 
-    /// Reads and starts sends until the window is full or nothing is left to read;
-    /// `Some` when the pass must end (the buffer could not be read and nothing is out).
+    /// Reads and starts sends until the window is full or nothing is left to read.
+    /// Returns `Some` when the pass must end: the buffer could not be read and nothing is
+    /// out.
     async fn fill(&mut self, w: &mut Window) -> Option<Pass> {
         while w.in_flight() < self.max_in_flight {
             if let Some(from) = w.wants_read() {
@@ -189,10 +195,10 @@ impl Worker {
         None
     }
 
-    /// Waits for the head's answer. While there is room in the window and the buffer was
-    /// read to its end, new records end the wait ([`Head::Grown`]), so that they are sent
-    /// without waiting for the head (a failing storage gets the whole window, not one
-    /// request at a time).
+    /// Waits for the head's answer. New records end the wait ([`Head::Grown`]) while there
+    /// is room in the window and the buffer was read to its end. So new records go out
+    /// without waiting for the head. A failing storage then gets the whole window, not one
+    /// request at a time.
     async fn await_head(
         &mut self,
         w: &mut Window,
@@ -204,7 +210,8 @@ impl Worker {
             Some(Unit::Batch {
                 send: Some(send), ..
             }) => send,
-            // A damaged record, or records that go one by one: nothing to wait for.
+            // A damaged record, or records that go one by one: there is nothing to wait
+            // for.
             Some(_) => return Ok(Head::Answered(None)),
         };
         if may_grow {
@@ -220,8 +227,9 @@ impl Worker {
         }
     }
 
-    /// Settles the head of the window with its answer and moves the cursor past it;
-    /// `false` when the cursor moved under us (the pass starts again from it).
+    /// Settles the head of the window with its answer and moves the cursor past it.
+    /// Returns `false` when the cursor moved under us; the pass then starts again from the
+    /// cursor.
     async fn settle_head(&mut self, w: &mut Window, outcome: Option<Final>) -> Result<bool, Stop> {
         let Some(unit) = w.units.pop_front() else {
             return Ok(false);
@@ -241,8 +249,8 @@ impl Worker {
         Ok(w.settled(now, wanted))
     }
 
-    /// Takes the next unit off `read`: a damaged record, or consecutive records up to the
-    /// batch limit, whose send is started at once.
+    /// Takes the next unit off `read`. A unit is a damaged record, or consecutive records
+    /// up to the batch limit. The send of the records starts at once.
     fn next_unit(&mut self, read: &mut VecDeque<ReadItem>) -> Option<Unit> {
         let (first, record) = match read.pop_front()? {
             ReadItem::Corrupt(seq, e) => return Some(Unit::Damaged(seq, e)),
@@ -268,15 +276,15 @@ impl Worker {
         })
     }
 
-    /// One request's body for `records`: their payloads joined (a lone one as it is);
-    /// `None` when they cannot be joined (over snappy's length limit).
+    /// One request's body for `records`: their payloads joined, or a lone payload as it
+    /// is. `None` when they cannot be joined (over snappy's length limit).
     fn payload(&mut self, records: &[Record]) -> Option<Bytes> {
         let payloads: Vec<Bytes> = records.iter().map(|r| r.payload.clone()).collect();
         join(&payloads, &mut self.join_buf)
     }
 
-    /// Moves the cursor from `from` to `to`; `None` when someone else moved it meanwhile
-    /// (their position wins) or the update failed.
+    /// Moves the cursor from `from` to `to`. Returns `None` when the update failed, or
+    /// when someone else moved the cursor meanwhile; their position wins.
     fn move_cursor(&self, from: u64, to: u64) -> Option<u64> {
         match self.wal.advance_cursor(self.name(), from, to) {
             Ok(true) => Some(to),
@@ -289,10 +297,13 @@ impl Worker {
     }
 
     /// Settles the batch `first, first + 1, ...` whose request ended with `outcome`
-    /// (`None`: not sent as one): delivered, it is counted; else (rejected, too large, not
-    /// joined) its records are sent one by one, each with its own verdict and quarantine
-    /// entry. Moves the cursor from `cursor` past what is done and returns where it stands,
-    /// `None` when it could not be moved.
+    /// (`None`: the batch was not sent as one request).
+    /// - A delivered batch is counted.
+    /// - Otherwise (rejected, too large, not joined), its records are sent one by one.
+    ///   Each gets its own verdict and quarantine entry.
+    ///
+    /// Then it moves the cursor from `cursor` past what is done and returns where the
+    /// cursor stands, or `None` when the cursor could not be moved.
     async fn settle(
         &mut self,
         first: u64,
@@ -306,7 +317,7 @@ impl Worker {
             }
             return Ok(self.move_cursor(cursor, first + batch.len() as u64));
         }
-        // A lone record's answer is its own verdict; a joined batch's is not.
+        // A lone record's answer is its own verdict. A joined batch's answer is not.
         let mut known = match batch {
             [_] => outcome,
             _ => {
@@ -380,8 +391,8 @@ impl Worker {
         });
     }
 
-    /// Sends a quarantined batch again (operator request). Delivered: it leaves the
-    /// quarantine. Rejected again: it stays, with the new answer.
+    /// Sends a quarantined batch again (operator request). If it is delivered, it leaves
+    /// the quarantine. If it is rejected again, it stays, with the new answer.
     async fn replay_quarantined(&mut self, seq: u64) -> Result<(), Stop> {
         let record = match self.wal.quarantine_get(self.name(), seq) {
             Ok(Some((_, record))) => record,
@@ -415,9 +426,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Delivers one record (in parts if the storage says it is too large). `Ok(None)`:
-    /// delivered; `Ok(Some((status, answer)))`: rejected permanently.
-    /// `known`: the answer to the whole record already given by the storage.
+    /// Delivers one record, in parts if the storage says it is too large. Returns
+    /// `Ok(None)` when it is delivered, and `Ok(Some((status, answer)))` when it is
+    /// rejected permanently. `known` is the storage's earlier answer to the whole record,
+    /// if any.
     async fn deliver(
         &mut self,
         record: &Record,
