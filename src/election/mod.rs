@@ -1,26 +1,33 @@
 //! Election: which source (Prometheus replica) of each HA group is forwarded.
 //!
-//! Seed semantics, kept exactly (DESIGN.md §4):
-//! - a group with no promoted source promotes the first source that writes;
-//! - a source with a strictly bigger `highlander_weight` than the promoted one takes over;
-//! - every health tick the promoted source is checked, and one silent for the health expiry
-//!   is demoted (the next source that writes is then promoted).
+//! # Rules
+//! The seed's semantics stay exactly as they were (DESIGN.md §4):
+//! - A group with no promoted source promotes the first source that writes.
+//! - A source with a strictly bigger `highlander_weight` than the promoted one takes over.
+//! - Every health tick checks the promoted source. If it was silent for the health expiry,
+//!   it is demoted, and the next source that writes is promoted.
 //!
-//! Invariants: at most one promoted source per group at any time; a decision depends only on
-//! the state and the injected clock ([`state::ElectionState`] is pure and unit-tested for
-//! every rule); the seed's log lines (`new source : ...`, `lost source : ...`) are written
-//! here and nowhere else.
+//! # Invariants
+//! - A group has at most one promoted source at any time.
+//! - A decision depends only on the state and the injected clock.
+//!   [`state::ElectionState`] is pure, and unit tests cover every rule.
+//! - The seed's log lines (`new source : ...`, `lost source : ...`) are written here and
+//!   nowhere else.
 //!
-//! Operator overrides: a *pin* prefers one source over any weight until it is removed or
-//! its `until` passes (a silent pinned source is still demoted after the expiry, and takes
-//! over again when it writes); a *failover* demotes the promoted source now, promotes the
-//! best other live source (highest weight, then most recent write) and pins it, so the old
-//! one does not take over again by weight. Pins and the recent history of every group are
-//! kept durably ([`store`]).
+//! # Operator overrides
+//! - A *pin* prefers one source over any weight. It lasts until it is removed or its
+//!   `until` passes. A silent pinned source is still demoted after the expiry, and it
+//!   takes over again when it writes.
+//! - A *failover* demotes the promoted source now. It promotes the best other live source
+//!   (highest weight, then most recent write) and pins it. So the old source does not take
+//!   over again by weight.
 //!
-//! The rest of the relay talks to the election through the [`Promotions`] trait: standalone
-//! nodes use [`Elector`], which decides locally; the cluster provides an implementation
-//! that decides on the raft leader and applies committed promotions.
+//! Pins and the recent history of every group are kept durably ([`store`]).
+//!
+//! # Who decides
+//! The rest of the relay talks to the election through the [`Promotions`] trait.
+//! Standalone nodes use [`Elector`], which decides locally. The cluster provides its own
+//! implementation: the raft leader decides, and every node applies committed promotions.
 
 pub mod state;
 pub mod store;
@@ -102,7 +109,7 @@ pub fn log_change(change: &Change, expiry: Duration) {
 
 /// The authority that decides which source of a group is forwarded.
 pub trait Promotions: Send + Sync + 'static {
-    /// The role of one write; may promote its source.
+    /// The role of one write. It may promote the write's source.
     fn observe(&self, obs: Observation<'_>) -> Role;
     /// Every group as it stands.
     fn groups(&self) -> BTreeMap<String, GroupView>;
@@ -125,7 +132,7 @@ pub trait Promotions: Send + Sync + 'static {
     fn history(&self, group: &str) -> Vec<HistoryEntry>;
 }
 
-/// The standalone election: decides locally, logs every change. A cheap clone.
+/// The standalone election. It decides locally and logs every change. A cheap clone.
 #[derive(Clone)]
 pub struct Elector {
     state: Arc<Mutex<ElectionState>>,
@@ -135,7 +142,7 @@ pub struct Elector {
 }
 
 impl Elector {
-    /// An elector demoting sources silent for `expiry`, keeping nothing on disk.
+    /// An elector that demotes sources silent for `expiry` and keeps nothing on disk.
     pub fn new(expiry: Duration, clock: Arc<dyn Clock>) -> Self {
         Elector {
             state: Arc::new(Mutex::new(ElectionState::new(expiry.as_millis() as u64))),
@@ -145,7 +152,8 @@ impl Elector {
         }
     }
 
-    /// An elector that keeps pins and history in `store`, restoring the pins it holds.
+    /// An elector that keeps pins and history in `store`. It restores the pins that
+    /// `store` holds.
     pub fn with_store(expiry: Duration, clock: Arc<dyn Clock>, store: ElectionStore) -> Self {
         let mut e = Self::new(expiry, clock);
         {
@@ -323,7 +331,7 @@ mod tests {
         assert_eq!(e.observe(w("b")), Role::Standby);
         clock.set(6_000);
         e.tick();
-        // b wrote within the expiry: promoted at the tick that demoted a.
+        // b wrote within the expiry, so the tick that demoted a promoted b.
         assert_eq!(
             e.groups()["default"]
                 .promoted

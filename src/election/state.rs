@@ -1,5 +1,8 @@
 //! The pure election state machine: no clock, no I/O, no logging. Time comes in as
 //! milliseconds, so tests drive it with plain numbers.
+//!
+//! Invariant: a group has at most one promoted source. Every decision depends only on
+//! this state and the time passed in.
 
 use std::collections::BTreeMap;
 
@@ -20,8 +23,8 @@ pub struct Observation<'a> {
     pub weight: u64,
     /// Samples (float + histogram) in the request, for the per-source counters.
     pub samples: u64,
-    /// Newest sample timestamp of the request (ms), if it has samples: how fresh the
-    /// source's data is.
+    /// Newest sample timestamp of the request (ms), if it has samples. It tells how fresh
+    /// the source's data is.
     pub data_ts: Option<i64>,
 }
 
@@ -33,8 +36,8 @@ pub enum Role {
     Promoted,
     /// The write comes from a standby: acknowledge and drop it.
     Standby,
-    /// Nobody is promoted yet and this node cannot decide now (cluster: no leader, or the
-    /// leader has not committed a promotion yet): the sender must retry.
+    /// Nobody is promoted yet, and this node cannot decide now. In a cluster, there is no
+    /// leader, or the leader has not committed a promotion yet. The sender must retry.
     Undecided,
 }
 
@@ -127,7 +130,7 @@ impl Change {
 pub enum PinKind {
     /// `POST /groups/{g}/pin`.
     Pin,
-    /// `POST /groups/{g}/failover`: the candidate it promoted stays put.
+    /// `POST /groups/{g}/failover`. The candidate that it promoted stays promoted.
     Failover,
 }
 
@@ -140,12 +143,12 @@ pub struct PinView {
     pub kind: PinKind,
     /// When it was set (ms since the epoch).
     pub since_ms: u64,
-    /// When it ends by itself (ms since the epoch); `None`: until removed.
+    /// When it ends by itself (ms since the epoch). `None`: it lasts until it is removed.
     pub until_ms: Option<u64>,
 }
 
-/// What is known of one source of a group. It also travels in follower reports; there, as
-/// in the admin API, a field an older node leaves out reads as its default.
+/// What is known of one source of a group. It also travels in follower reports. There, as
+/// in the admin API, a field that an older node leaves out reads as its default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct SourceView {
@@ -195,7 +198,7 @@ impl SourceView {
 pub struct PromotedView {
     /// Source identity.
     pub source: String,
-    /// Weight it was promoted with (updated by its own later writes).
+    /// Weight it was promoted with. Its own later writes update it.
     pub weight: u64,
     /// When it was promoted (ms since the epoch).
     pub since_ms: u64,
@@ -213,10 +216,14 @@ pub struct GroupView {
     pub pin: Option<PinView>,
 }
 
-/// After `demoted` went silent: promotes the best live standby at once — the pinned source
-/// if it is alive, else the highest weight, then the freshest data (a lagging replica must
-/// not win), then the most recent write. `None` when no other source wrote within the
-/// expiry: the next source that writes is promoted (seed rule).
+/// After `demoted` went silent, promotes the best live standby at once. The order is:
+/// 1. the pinned source, if it is alive;
+/// 2. else the highest weight;
+/// 3. then the freshest data, because a lagging replica must not win;
+/// 4. then the most recent write.
+///
+/// `None` when no other source wrote within the expiry. Then the next source that writes
+/// is promoted (seed rule).
 fn promote_best(
     name: &str,
     group: &mut GroupView,
@@ -271,8 +278,8 @@ pub struct ElectionState {
 }
 
 impl ElectionState {
-    /// A state where a promoted source silent for `expiry_ms` is demoted. Standby sources
-    /// silent for much longer are forgotten, so the table stays bounded.
+    /// A state that demotes a promoted source silent for `expiry_ms`. It forgets standby
+    /// sources that are silent for much longer, so the table stays bounded.
     pub fn new(expiry_ms: u64) -> Self {
         ElectionState {
             expiry_ms,
@@ -281,7 +288,8 @@ impl ElectionState {
         }
     }
 
-    /// Decides the role of one write received at `now_ms`; may promote its source.
+    /// Decides the role of one write received at `now_ms`. It may promote the write's
+    /// source.
     pub fn observe(&mut self, obs: Observation<'_>, now_ms: u64) -> (Role, Option<Change>) {
         let group = self.groups.entry(obs.group.to_owned()).or_default();
         let pinned = group
@@ -293,7 +301,7 @@ impl ElectionState {
             (None, Some(pin)) if pin == obs.source => Some(Reason::Pinned { previous: None }),
             (None, _) => Some(Reason::NoPromotedSource),
             (Some(p), _) if p.source == obs.source => None,
-            // Under a pin, weights do not count: only the pinned source takes over.
+            // Under a pin, weights do not count. Only the pinned source takes over.
             (Some(p), Some(pin)) if pin == obs.source => Some(Reason::Pinned {
                 previous: Some(p.source.clone()),
             }),
@@ -335,8 +343,8 @@ impl ElectionState {
         (role, change)
     }
 
-    /// The health check: demotes every promoted source silent for the expiry, and forgets
-    /// standbys (and empty groups) silent for much longer.
+    /// The health check. It demotes every promoted source that was silent for the expiry.
+    /// It forgets standbys and empty groups that were silent for much longer.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Change> {
         let mut changes = Vec::new();
         for (name, group) in &mut self.groups {
@@ -381,14 +389,16 @@ impl ElectionState {
         changes
     }
 
-    /// Restores a group's committed decision (cluster: rebuilt from raft on the leader).
+    /// Restores a group's committed decision. In a cluster, the leader rebuilds it from
+    /// raft.
     pub fn restore(&mut self, group: &str, promoted: Option<PromotedView>, pin: Option<PinView>) {
         let g = self.groups.entry(group.to_owned()).or_default();
         g.promoted = promoted;
         g.pin = pin;
     }
 
-    /// Merges what some node saw of a source (cluster: the union of every node's view).
+    /// Merges what some node saw of a source. In a cluster, the result is the union of
+    /// every node's view.
     pub fn see(&mut self, group: &str, source: &str, seen: &SourceView) {
         let view = self
             .groups
@@ -408,10 +418,12 @@ impl ElectionState {
         view.last_data_ts = view.last_data_ts.max(seen.last_data_ts);
     }
 
-    /// Every decision at once, from the merged view (cluster leader, each tick): pin
-    /// expiry and silent sources (as [`ElectionState::tick`]), then per group: nobody
-    /// promoted → the best live source; a live pinned source not promoted → it takes over;
-    /// unpinned → a live source with a strictly bigger weight takes over.
+    /// Every decision at once, from the merged view. The cluster leader calls it each
+    /// tick. First it handles pin expiry and silent sources, as [`ElectionState::tick`]
+    /// does. Then, per group:
+    /// - nobody promoted: the best live source is promoted;
+    /// - a live pinned source is not promoted: it takes over;
+    /// - no pin: a live source with a strictly bigger weight takes over.
     pub fn decide(&mut self, now_ms: u64) -> Vec<Change> {
         let mut changes = self.tick(now_ms);
         let expiry_ms = self.expiry_ms;
@@ -470,7 +482,7 @@ impl ElectionState {
         changes
     }
 
-    /// Restores a pin kept durably (at start-up), creating the group if needed.
+    /// Restores a pin kept durably, at start-up. It creates the group if needed.
     pub fn restore_pin(&mut self, group: &str, pin: PinView) {
         self.groups.entry(group.to_owned()).or_default().pin = Some(pin);
     }

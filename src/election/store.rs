@@ -1,6 +1,6 @@
 //! Durable election state of a standalone node: operator pins and the recent election
-//! history of each group, in their own sled database (`<data-dir>/state`), apart from the
-//! WAL. Written only on changes, which are rare.
+//! history of each group. They live in their own sled database (`<data-dir>/state`), apart
+//! from the WAL. The store is written only on changes, which are rare.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ fn history_prefix(group: &str) -> Vec<u8> {
 }
 
 impl ElectionStore {
-    /// Opens (or creates) the store.
+    /// Opens or creates the store.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
         let db = sled::Config::new()
             .path(dir)
@@ -87,7 +87,8 @@ impl ElectionStore {
         Ok(())
     }
 
-    /// Appends an event to its group's history, keeping the last [`HISTORY_PER_GROUP`].
+    /// Appends an event to its group's history. The history keeps the last
+    /// [`HISTORY_PER_GROUP`] events.
     pub fn record(&self, entry: &HistoryEntry) -> Result<(), sled::Error> {
         let prefix = history_prefix(entry.change.group());
         let mut key = prefix.clone();

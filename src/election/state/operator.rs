@@ -1,6 +1,7 @@
-//! Operator overrides of the election: pin a source, remove the pin, fail over now. Each
-//! is refused with an [`ElectionError`] when it cannot apply (unknown group or source,
-//! nothing to move away from, no live candidate, an `until` already past).
+//! Operator overrides of the election: pin a source, remove the pin, fail over now. An
+//! override that cannot apply is refused with an [`ElectionError`]. Reasons: an unknown
+//! group or source, nothing to move away from, no live candidate, or an `until` already
+//! past.
 
 use super::{alive, Change, ElectionState, GroupView, PinKind, PinView, PromotedView, Reason};
 
@@ -30,13 +31,13 @@ pub enum ElectionError {
     /// The `until` time is already past.
     #[error("until is in the past")]
     UntilInPast,
-    /// The durable store failed; the change was applied in memory only.
+    /// The durable store failed. The change was applied in memory only.
     #[error("could not store the change: {0}")]
     Storage(String),
 }
 
 impl ElectionState {
-    /// The group an override applies to; an `until` already past is refused.
+    /// The group an override applies to. An `until` already past is refused.
     fn override_target(
         &mut self,
         group_name: &str,
@@ -51,8 +52,8 @@ impl ElectionState {
             .ok_or_else(|| ElectionError::UnknownGroup(group_name.to_owned()))
     }
 
-    /// Pins `source` in `group`: it is preferred over any weight until unpinned or `until`.
-    /// If it wrote within the expiry, it is promoted at once.
+    /// Pins `source` in `group`. The source is preferred over any weight until it is
+    /// unpinned or `until` passes. If it wrote within the expiry, it is promoted at once.
     pub fn pin(
         &mut self,
         group_name: &str,
@@ -93,7 +94,7 @@ impl ElectionState {
         }))
     }
 
-    /// Removes the group's pin; weights count again from the next write on.
+    /// Removes the group's pin. Weights count again from the next write on.
     pub fn unpin(&mut self, group_name: &str) -> Result<PinView, ElectionError> {
         let group = self.override_target(group_name, None, 0)?;
         group
@@ -102,9 +103,9 @@ impl ElectionState {
             .ok_or_else(|| ElectionError::NotPinned(group_name.to_owned()))
     }
 
-    /// Demotes the promoted source now and promotes the best other source that wrote
-    /// within the expiry (highest weight, then most recent write). The new source is pinned
-    /// (kind `failover`) so that the old one does not take over again by weight.
+    /// Demotes the promoted source now. Promotes the best other source that wrote within
+    /// the expiry (highest weight, then most recent write). The new source is pinned (kind
+    /// `failover`), so the old source does not take over again by weight.
     pub fn failover(
         &mut self,
         group_name: &str,
