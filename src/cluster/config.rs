@@ -17,37 +17,40 @@ use crate::cluster::types::NodeId;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 /// Default lower bound of the randomised election timeout.
 pub const DEFAULT_ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1_000);
-/// Default upper bound of the randomised election timeout; also the leader lease voters
-/// honour. A failover takes about `max + a random value in [min, max)` plus one vote round.
+/// Default upper bound of the randomised election timeout. It is also the leader lease
+/// that voters honour. A failover takes about `max + a random value in [min, max)`, plus
+/// one vote round.
 pub const DEFAULT_ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2_000);
 /// Default time a proposal may take, forwarding and commit included.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default number of log entries between two snapshots.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5_000;
-/// Default number of log entries kept behind a snapshot (lets a briefly absent follower
-/// catch up from the log rather than a snapshot).
+/// Default number of log entries kept behind a snapshot. With them, a briefly absent
+/// follower catches up from the log, not from a snapshot.
 pub const DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
 
 /// How a node joins the cluster.
 #[derive(Clone)]
 pub struct ClusterConfig {
-    /// This node's id (`--node-id`); must be a key of `peers` when `bootstrap` is on.
+    /// This node's id (`--node-id`). It must be a key of `peers` when `bootstrap` is on.
     pub node_id: NodeId,
     /// Address the cluster listener binds (raft RPCs and forwarded proposals).
     pub listen: SocketAddr,
-    /// The initial cluster: node id → `host:port` of its cluster listener, this node
-    /// included (`--peers`).
+    /// The initial cluster (`--peers`): node id → `host:port` of its cluster listener.
+    /// This node is included.
     pub peers: BTreeMap<NodeId, String>,
     /// Shared secret every cluster request carries. Never logged.
     pub secret: String,
     /// Directory of this node's raft database (the app passes `<data-dir>/raft`).
     pub data_dir: PathBuf,
     /// Whether to form the cluster from `peers` when this node has no raft state yet. Off
-    /// for a node added later through the admin API: it gets its membership from the leader.
+    /// for a node added later through the admin API, which gets its membership from the
+    /// leader.
     pub bootstrap: bool,
-    /// Leader heartbeat interval; also the timeout of one append-entries RPC.
+    /// Leader heartbeat interval. It is also the timeout of one append-entries RPC.
     pub heartbeat_interval: Duration,
-    /// Lower bound of the randomised election timeout; also the timeout of a vote RPC.
+    /// Lower bound of the randomised election timeout. It is also the timeout of a vote
+    /// RPC.
     pub election_timeout_min: Duration,
     /// Upper bound of the randomised election timeout and the leader lease.
     pub election_timeout_max: Duration,
@@ -57,7 +60,7 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot.
     pub logs_kept_after_snapshot: u64,
-    /// TLS on the listener and to the peers; `None`: plain HTTP.
+    /// TLS on the listener and to the peers. `None`: plain HTTP.
     pub tls: Option<ClusterTls>,
 }
 
@@ -94,7 +97,8 @@ impl ClusterConfig {
             heartbeat_interval: ms(self.heartbeat_interval),
             election_timeout_min: ms(self.election_timeout_min),
             election_timeout_max: ms(self.election_timeout_max),
-            // One chunk per RPC, loopback or LAN: generous, snapshots are a few KiB.
+            // One chunk per RPC, on loopback or a LAN. Generous, because snapshots are a
+            // few KiB.
             install_snapshot_timeout: ms(self.election_timeout_max).max(5_000),
             snapshot_max_chunk_size: rpc::SNAPSHOT_CHUNK_BYTES,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),

@@ -38,8 +38,8 @@ pub enum ClusterError {
 /// Why a proposal or a leadership check failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterWriteError {
-    /// No leader was known within the write timeout (election under way, or no quorum).
-    /// Nothing was proposed.
+    /// No leader was known within the write timeout: an election is under way, or there
+    /// is no quorum. Nothing was proposed.
     #[error("no cluster leader")]
     NoLeader,
     /// The leader could not be reached within the write timeout. Nothing was proposed.
@@ -50,14 +50,14 @@ pub enum ClusterWriteError {
         /// The last failure.
         reason: String,
     },
-    /// The proposal was handed to a leader but its commit was not confirmed (no quorum in
-    /// time, leader lost, raft stopped): it may or may not take effect.
+    /// The proposal was handed to a leader, but its commit was not confirmed. Reasons: no
+    /// quorum in time, leader lost, raft stopped. It may or may not take effect.
     #[error("proposal outcome unknown: {reason}")]
     OutcomeUnknown {
         /// Why.
         reason: String,
     },
-    /// The leader refused a membership change; nothing was committed.
+    /// The leader refused a membership change. Nothing was committed.
     #[error("membership change rejected: {reason}")]
     Rejected {
         /// Why.

@@ -1,11 +1,14 @@
-//! The client side of the cluster transport: raft RPCs to peers over HTTP (reqwest, one
-//! client for the whole node) and proposals forwarded to the leader.
+//! The client side of the cluster transport: raft RPCs to peers over HTTP, and proposals
+//! forwarded to the leader. The whole node uses one reqwest client.
 //!
-//! Errors are classified so openraft reacts well: a peer that refuses the connection, closes
-//! it before answering (or answers with anything but a raft reply) is [`Unreachable`] and
-//! openraft backs off before retrying ([`ClusterTransport`]'s backoff: heartbeat interval
-//! doubling up to [`MAX_BACKOFF`]); a timeout is a [`Timeout`]; a reply body lost midway is
-//! a [`NetworkError`]; a raft error the peer returned is a [`RemoteError`].
+//! Errors are classified so that openraft reacts well:
+//! - [`Unreachable`]: the peer refuses the connection, or closes it before answering, or
+//!   answers with anything but a raft reply. openraft then backs off before it retries.
+//!   The backoff is [`ClusterTransport`]'s: the heartbeat interval, doubling up to
+//!   [`MAX_BACKOFF`].
+//! - [`Timeout`]: the request timed out.
+//! - [`NetworkError`]: a reply body was lost midway.
+//! - [`RemoteError`]: the peer returned a raft error.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,8 +35,8 @@ use crate::cluster::rpc::{self, Secret};
 use crate::cluster::tls::{ClusterTls, TlsError};
 use crate::cluster::types::{NodeId, TypeConfig};
 
-/// Longest pause openraft makes between attempts to reach an unreachable peer; also bounds
-/// how long a restarted peer waits to be caught up.
+/// Longest pause openraft makes between attempts to reach an unreachable peer. It also
+/// bounds how long a restarted peer waits to be caught up.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why building the transport failed.
@@ -53,7 +56,7 @@ pub enum TransportError {
 /// Why a forwarded proposal got no reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// The leader could not be reached: the proposal was not delivered.
+    /// The leader could not be reached, so the proposal was not delivered.
     #[error("leader {leader} at {addr} unreachable: {reason}")]
     NotDelivered {
         /// Leader id.
@@ -63,7 +66,7 @@ pub enum ForwardError {
         /// What went wrong.
         reason: String,
     },
-    /// The proposal was sent but no usable reply came back: it may have been committed.
+    /// The proposal was sent, but no usable reply came back. It may have been committed.
     #[error("no reply from leader {leader} at {addr}: {reason}")]
     NoReply {
         /// Leader id.
@@ -75,7 +78,7 @@ pub enum ForwardError {
     },
 }
 
-/// The raft network factory of one node; also forwards proposals to the leader. A cheap
+/// The raft network factory of one node. It also forwards proposals to the leader. A cheap
 /// clone: every connection shares one HTTP client.
 #[derive(Debug, Clone)]
 pub struct ClusterTransport {
@@ -85,14 +88,15 @@ pub struct ClusterTransport {
     auth: HeaderValue,
     node_id: NodeId,
     first_backoff: Duration,
-    /// Peers whose last RPC could not connect: logged once when they go, once when they
-    /// come back (openraft itself logs every failed attempt).
+    /// Peers whose last RPC could not connect. Each is logged once when it goes and once
+    /// when it comes back. openraft itself logs every failed attempt.
     unreachable: Arc<Mutex<BTreeSet<NodeId>>>,
 }
 
 impl ClusterTransport {
-    /// Builds the transport of node `node_id`. `heartbeat` sets the first backoff step;
-    /// with `tls`, peers are called over HTTPS only, trusting its roots.
+    /// Builds the transport of node `node_id`. `heartbeat` sets the first backoff step.
+    /// With `tls`, peers are called over HTTPS only, and the transport trusts the roots of
+    /// `tls`.
     pub fn new(
         node_id: NodeId,
         secret: &Secret,
@@ -102,7 +106,7 @@ impl ClusterTransport {
         crate::shipper::client::install_crypto_provider();
         let mut auth = HeaderValue::from_str(&secret.authorization())
             .map_err(|_| TransportError::SecretNotAHeader)?;
-        // Keeps it out of HTTP debug logs.
+        // This keeps the secret out of HTTP debug logs.
         auth.set_sensitive(true);
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!(
@@ -111,7 +115,8 @@ impl ClusterTransport {
                 " cluster"
             ))
             .connect_timeout(Duration::from_secs(1))
-            // Below the listener's keep-alive (15 s): never reuse a connection it closed.
+            // Below the listener's keep-alive (15 s), so we never reuse a connection that
+            // the listener closed.
             .pool_idle_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(4)
             .tcp_nodelay(true);
@@ -185,7 +190,7 @@ impl ClusterTransport {
             .await
     }
 
-    /// Posts `body` as JSON; any 2xx is success, anything else a one-line reason.
+    /// Posts `body` as JSON. Any 2xx is success. Anything else gives a one-line reason.
     async fn post_ok<T: serde::Serialize>(
         &self,
         addr: &str,
@@ -236,7 +241,8 @@ impl ClusterTransport {
             })?;
         let status = response.status();
         if status.is_client_error() {
-            // Refused before the handler ran (auth, body limit, decoding): nothing proposed.
+            // Refused before the handler ran (auth, body limit, decoding), so nothing was
+            // proposed.
             return Err(not_delivered(format!("HTTP {status}")));
         }
         if status != StatusCode::OK {
@@ -271,7 +277,7 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    /// Sends one raft RPC; `E` is the raft API error the peer may return.
+    /// Sends one raft RPC. `E` is the raft API error that the peer may return.
     async fn call<Req, Resp, E>(
         &self,
         action: RPCTypes,
@@ -323,7 +329,7 @@ impl PeerConnection {
                 )));
             }
             status => {
-                // Not a raft listener, or one that is broken: back off like for a dead peer.
+                // Not a raft listener, or a broken one. Back off as for a dead peer.
                 return Err(RPCError::Unreachable(unreachable(&format!(
                     "peer answered HTTP {status}"
                 ))));
@@ -358,9 +364,9 @@ impl PeerConnection {
                 timeout,
             })
         } else if e.is_connect() || e.is_request() {
-            // Refused, or closed before any answer (a proxy or sidecar in front of a dead
-            // peer, a TLS mismatch): back off as for a dead peer. As a `NetworkError`,
-            // openraft would resend at once, hundreds of times a second.
+            // Refused, or closed before any answer. Causes: a proxy or sidecar in front of
+            // a dead peer, or a TLS mismatch. Back off as for a dead peer. As a
+            // `NetworkError`, openraft would resend at once, hundreds of times a second.
             RPCError::Unreachable(unreachable(&error_chain(e)))
         } else {
             RPCError::Network(NetworkError::new(e))

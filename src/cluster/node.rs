@@ -1,30 +1,37 @@
-//! One cluster node: [`Cluster::start`] opens the raft stores, starts raft, the cluster
-//! listener and the bootstrap; the [`Cluster`] handle proposes (from any node, forwarding to
-//! the leader), reads the committed control state and reports status.
+//! One cluster node. [`Cluster::start`] opens the raft stores and starts raft, the cluster
+//! listener and the bootstrap. The [`Cluster`] handle proposes from any node (a follower
+//! forwards to the leader), reads the committed control state and reports status.
 //!
 //! # Bootstrap
 //! Every node of the initial cluster starts with the same static `peers` and calls raft's
-//! `initialize` with them: on a pristine node it writes the initial membership (log index 0,
-//! identical on every node, so doing it on all of them is safe) and starts an election; on a
-//! node that already has state it is refused, which we treat as done. The peer with the
-//! smallest id initialises at once, the others only after `2 × election_timeout_max` if no
-//! leader reached them by then (a pristine node campaigning in the leader's own term would
-//! force one more election). Raft elects a leader as soon as a quorum of peers is up;
-//! nothing here waits for peers.
+//! `initialize` with them.
+//! - On a pristine node, `initialize` writes the initial membership and starts an election.
+//!   The membership is log index 0 and identical on every node, so every node may write it.
+//! - On a node that already has state, raft refuses `initialize`. We treat that as done.
 //!
-//! `peers` must stay as the cluster was first formed: later changes go through
-//! [`Cluster::add_voter`] / [`Cluster::remove`] (the admin API), and a node added that way
-//! starts with [`ClusterConfig::bootstrap`] off, so it never writes an initial membership
-//! that differs from the cluster's (raft assumes equal log ids hold equal entries).
+//! The peer with the smallest id initialises at once. The others wait `2 ×
+//! election_timeout_max`, and initialise only if no leader reached them by then. Why: a
+//! pristine node that campaigns in the leader's own term would force one more election.
+//! Raft elects a leader as soon as a quorum of peers is up. Nothing here waits for peers.
+//!
+//! `peers` must stay as the cluster was first formed. Later changes go through
+//! [`Cluster::add_voter`] and [`Cluster::remove`] (the admin API). A node added that way
+//! starts with [`ClusterConfig::bootstrap`] off. So it never writes an initial membership
+//! that differs from the cluster's. This matters because raft assumes that equal log ids
+//! hold equal entries.
 //!
 //! # Leadership and shipping
-//! [`Cluster::is_leader`] reads raft's metrics: fine for routing, not for acting alone. A
-//! leader cut off from the others believes it leads until it notices; to act as the only
-//! leader (shipping), check [`Cluster::leader_lease`] before each batch: it is `Some` only
-//! while a quorum acknowledged this leader recently enough that no other node can have been
-//! elected since (voters refuse to elect another leader within `election_timeout_max` of
-//! hearing from the current one; the lease keeps a heartbeat of margin).
-//! [`Cluster::ensure_linearizable`] is the slower, exact check (one round trip to a quorum).
+//! [`Cluster::is_leader`] reads raft's metrics. That is fine for routing, but not for
+//! acting alone. A leader that is cut off from the others believes it leads until it
+//! notices. So before each batch, a node that acts as the only leader (shipping) checks
+//! [`Cluster::leader_lease`].
+//!
+//! The lease is `Some` only while a quorum acknowledged this leader recently. "Recently"
+//! means: no other node can have been elected since. Voters refuse to elect another leader
+//! within `election_timeout_max` of hearing from the current one, and the lease keeps one
+//! heartbeat of margin.
+//!
+//! [`Cluster::ensure_linearizable`] is the slower, exact check: one round trip to a quorum.
 
 use crate::cluster::reports::{Report, Reports};
 use std::collections::BTreeMap;
@@ -75,7 +82,7 @@ struct Inner {
     write_timeout: Duration,
     retry_pause: Duration,
     lease: Duration,
-    /// When a quorum last acknowledged this node as leader; `None` when not leading.
+    /// When a quorum last acknowledged this node as leader. `None` when not leading.
     quorum_ack: Arc<Mutex<Option<Instant>>>,
     /// Latest follower reports (used while leading).
     reports: Reports,
@@ -88,9 +95,9 @@ struct Inner {
 }
 
 impl Cluster {
-    /// Starts this node: opens the raft database, starts raft and the cluster listener,
-    /// forms the cluster from the static peers (if this node is new), and stops when
-    /// `shutdown` is cancelled (or on [`Cluster::shutdown`]).
+    /// Starts this node. It opens the raft database and starts raft and the cluster
+    /// listener. If this node is new, it forms the cluster from the static peers. The node
+    /// stops when `shutdown` is cancelled, or on [`Cluster::shutdown`].
     pub async fn start(
         config: ClusterConfig,
         shutdown: CancellationToken,
@@ -186,10 +193,11 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Forms the cluster from the static peers if this node has no raft state. The peer with
-    /// the smallest id initialises at once; the others give it `2 × election_timeout_max` to
-    /// reach them first: a pristine node that initialised itself while a leader was already
-    /// elected would start a competing election in the same term and cost one more election.
+    /// Forms the cluster from the static peers if this node has no raft state. The peer
+    /// with the smallest id initialises at once. The others give it `2 ×
+    /// election_timeout_max` to reach them first. Why: a pristine node that initialised
+    /// itself after a leader was elected would start a competing election in the same
+    /// term. That costs one more election.
     async fn bootstrap(&self, config: &ClusterConfig) -> Result<(), ClusterError> {
         let node = self.inner.node_id;
         let initialized = self
@@ -243,8 +251,8 @@ impl Cluster {
         self.inner.raft.metrics().borrow().clone()
     }
 
-    /// Whether this node believes it leads (raft's metrics; for routing and display; use
-    /// [`Cluster::leader_lease`] before acting as the only leader).
+    /// Whether this node believes it leads, from raft's metrics. Use it for routing and
+    /// display. Before acting as the only leader, use [`Cluster::leader_lease`].
     pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
@@ -261,8 +269,9 @@ impl Cluster {
         self.inner.raft.metrics().borrow().current_term
     }
 
-    /// While this node leads with a fresh quorum acknowledgement: how much longer no other
-    /// node can have become leader. `None` when not leading or the quorum went silent.
+    /// How much longer no other node can have become leader, while this node leads with a
+    /// fresh quorum acknowledgement. `None` when not leading, or when the quorum went
+    /// silent.
     pub fn leader_lease(&self) -> Option<Duration> {
         if !self.is_leader() {
             return None;
@@ -274,8 +283,8 @@ impl Cluster {
             .filter(|d| !d.is_zero())
     }
 
-    /// Confirms with a quorum that this node still leads and waits until everything committed
-    /// so far is applied here (a linearizable read point).
+    /// Confirms with a quorum that this node still leads. Then waits until everything
+    /// committed so far is applied here (a linearizable read point).
     pub async fn ensure_linearizable(&self) -> Result<(), ClusterWriteError> {
         if self.inner.stop.is_cancelled() {
             return Err(ClusterWriteError::Stopped);
@@ -300,13 +309,13 @@ impl Cluster {
         }
     }
 
-    /// Moves leadership to voter `to` (see [`super::transfer`]); returns how long it took.
+    /// Moves leadership to voter `to` (see [`super::transfer`]). Returns how long it took.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<Duration, TransferError> {
         super::transfer::run(self, to).await
     }
 
-    /// Applies a leadership transfer step on node `id`: this node directly, another one
-    /// over the cluster listener.
+    /// Applies a leadership transfer step on node `id`. It applies the step directly on
+    /// this node, and over the cluster listener on another node.
     pub(super) async fn election_step(
         &self,
         id: NodeId,
@@ -339,8 +348,8 @@ impl Cluster {
         &self.inner.reports
     }
 
-    /// Sends this node's report to the current leader (no-op without a known leader or
-    /// when this node leads).
+    /// Sends this node's report to the current leader. Does nothing when no leader is
+    /// known or when this node leads.
     pub async fn send_report(&self, report: &Report) -> Result<(), String> {
         let Some(leader) = self.leader().filter(|l| *l != self.inner.node_id) else {
             return Ok(());
@@ -397,7 +406,7 @@ impl Cluster {
         }
     }
 
-    /// Stops the cluster listener and raft. Idempotent; concurrent callers all wait for the
+    /// Stops the cluster listener and raft. Idempotent. Concurrent callers all wait for the
     /// one shutdown.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
@@ -439,7 +448,7 @@ fn validate(config: &ClusterConfig, secret: &Secret) -> Result<(), ClusterError>
     Ok(())
 }
 
-/// Opens the raft database (off the reactor) and starts raft on it.
+/// Opens the raft database off the reactor and starts raft on it.
 async fn open_raft(
     config: &ClusterConfig,
     transport: ClusterTransport,
@@ -484,14 +493,14 @@ fn serve_rpc(
     Ok(bound.run())
 }
 
-/// Writes the initial membership unless this node already has raft state (then it joined
-/// through the leader, or restarted).
+/// Writes the initial membership, unless this node already has raft state. A node with
+/// state joined through the leader, or restarted.
 async fn initialize(
     raft: &Raft,
     node: NodeId,
     members: BTreeMap<NodeId, BasicNode>,
 ) -> Result<(), ClusterError> {
-    // Checked first: openraft logs a refused initialize as an error.
+    // Check first, because openraft logs a refused initialize as an error.
     let initialized = raft
         .is_initialized()
         .await
@@ -513,9 +522,10 @@ async fn initialize(
     }
 }
 
-/// Follows raft's metrics: logs role and leader changes, and timestamps the leader's quorum
-/// acknowledgements for [`Cluster::leader_lease`]. Raft reports how long ago a quorum acked;
-/// stamping it on arrival keeps the lease shrinking even if raft stops reporting.
+/// Follows raft's metrics. It logs role and leader changes. It timestamps the leader's
+/// quorum acknowledgements for [`Cluster::leader_lease`]. Raft reports how long ago a
+/// quorum acknowledged. We stamp that on arrival, so the lease keeps shrinking even if
+/// raft stops reporting.
 async fn watch_metrics(
     raft: Raft,
     node_id: NodeId,

@@ -1,28 +1,32 @@
-//! The election in cluster mode: the raft leader decides, every node applies what is
+//! The election in cluster mode: the raft leader decides, and every node applies what is
 //! committed.
 //!
-//! - Every node records the sources it sees (the ingest path) and answers each write from
-//!   the *committed* promoted source of its group: promoted → stored and forwarded,
-//!   another source promoted → standby, nobody promoted yet → 503 (Prometheus retries; the
-//!   leader is nudged to decide at once).
+//! - Every node records the sources it sees (the ingest path). It answers each write from
+//!   the *committed* promoted source of its group:
+//!   - the write's source is promoted: the write is stored and forwarded;
+//!   - another source is promoted: the write is a standby;
+//!   - nobody is promoted yet: 503. Prometheus retries, and the leader is nudged to decide
+//!     at once.
 //! - Followers report what they see to the leader every health tick.
-//! - The leader, every tick (and when nudged), rebuilds the election from the committed
-//!   state plus the union of its own view and the fresh reports, applies the rules
-//!   ([`ElectionState::decide`]: expiry, best live standby, bigger weight, pins) and
-//!   commits each change. The decision is stateless across ticks, so a new leader keeps the
-//!   committed promoted source: no re-election storm, no double promotion.
-//! - A new leader has not heard from the followers yet: for its first expiry it counts
-//!   every committed promoted source as seen when it took over, and makes no bigger-weight
-//!   takeover from one it has no news of (`merge`, `decide`). Otherwise a source that
-//!   writes only to other nodes would be failed over, and promoted back at the next report.
-//! - Every command carries the state of its group it was decided on ([`Expect`]) and
-//!   changes nothing if the group moved on before it landed: a round's commands land after
-//!   anything committed meanwhile (an operator's pin, the last round of a leader that lost
-//!   its lease, forwarded to its successor), and must not undo it.
-//! - Every node watches the committed state and writes the seed's log lines and its own
-//!   election history from it.
+//! - The leader acts every tick, and when it is nudged. It rebuilds the election from the
+//!   committed state plus the union of its own view and the fresh reports. It applies the
+//!   rules ([`ElectionState::decide`]: expiry, best live standby, bigger weight, pins) and
+//!   commits each change. The decision keeps no state across ticks. So a new leader keeps
+//!   the committed promoted source: no re-election storm, no double promotion.
+//! - A new leader has not heard from the followers yet. So for its first expiry, it counts
+//!   every committed promoted source as seen when it took over. It also makes no
+//!   bigger-weight takeover from a source it has no news of (`merge`, `decide`). Otherwise
+//!   a source that writes only to other nodes would be failed over, and then promoted back
+//!   at the next report.
+//! - Every command carries the state of its group that it was decided on ([`Expect`]). If
+//!   the group moved on before the command landed, the command changes nothing. A round's
+//!   commands land after anything committed meanwhile, and must not undo it. Examples: an
+//!   operator's pin, or the last round of a leader that lost its lease and forwarded that
+//!   round to its successor.
+//! - Every node watches the committed state. From it, the node writes the seed's log lines
+//!   and its own election history.
 //!
-//! The decision itself is pure (`decide`, `requests`, `override_requests`); the
+//! The decision itself is pure (`decide`, `requests`, `override_requests`). The
 //! deterministic simulation in `sim_tests.rs` drives it with [`ControlState::apply`] under
 //! message loss, reordering and leader changes.
 
@@ -68,7 +72,8 @@ fn write_error(e: impl std::fmt::Display) -> ElectionError {
 }
 
 impl ClusterPromotions {
-    /// The election of `cluster`, demoting sources silent for `expiry`; history in `store`.
+    /// The election of `cluster`. It demotes sources silent for `expiry` and keeps history
+    /// in `store`.
     pub fn new(
         cluster: Cluster,
         expiry: Duration,
@@ -91,7 +96,7 @@ impl ClusterPromotions {
         self.inner.expiry.as_millis() as u64
     }
 
-    /// This node's view of the sources, pruned of long-silent ones.
+    /// This node's view of the sources, without the long-silent ones.
     fn local_seen(&self) -> Vec<Seen> {
         let now = self.inner.clock.now_ms();
         let mut seen = self.inner.seen.lock();
@@ -110,9 +115,9 @@ impl ClusterPromotions {
         )
     }
 
-    /// Commits the commands in order; stops at the first failure (the next tick decides
-    /// again from what was committed). A command whose group has left the state it was
-    /// decided on is committed but changes nothing ([`Expect`]).
+    /// Commits the commands in order. It stops at the first failure; the next tick decides
+    /// again from what was committed. A command whose group has left the state it was
+    /// decided on is committed, but changes nothing ([`Expect`]).
     async fn commit(&self, requests: Vec<Request>) -> Result<(), ElectionError> {
         for request in requests {
             self.inner
@@ -124,8 +129,8 @@ impl ClusterPromotions {
         Ok(())
     }
 
-    /// Leader: decide and commit. Follower: report to the leader. `leading` is the term this
-    /// node leads in and when it took over (ms), `None` while it follows.
+    /// Leader: decide and commit. Follower: report to the leader. `leading` is the term
+    /// this node leads in and when it took over (ms). It is `None` while the node follows.
     async fn round(&self, leading: &mut Option<(u64, u64)>) {
         if self.inner.cluster.leader_lease().is_none() {
             *leading = None;
@@ -168,8 +173,8 @@ impl ClusterPromotions {
         }
     }
 
-    /// Runs the decisions (leader) and reports (followers) every `tick`, and logs committed
-    /// changes on this node, until `shutdown`.
+    /// Until `shutdown`: runs the decisions (leader) or the reports (followers) every
+    /// `tick`, and logs committed changes on this node.
     pub async fn run(self, tick: Duration, shutdown: CancellationToken) {
         tokio::spawn(self.clone().watch_committed(shutdown.clone()));
         let mut interval = tokio::time::interval(tick);
@@ -254,8 +259,9 @@ impl ClusterPromotions {
         }
     }
 
-    /// Commits an operator override decided on `state` (built on `committed`): the group's
-    /// pin first, then the promotion it caused (if any); returns the group as committed.
+    /// Commits an operator override decided on `state`, which was built on `committed`.
+    /// The group's pin goes first, then the promotion it caused, if any. Returns the group
+    /// as committed.
     async fn commit_override(
         &self,
         group: &str,
@@ -376,8 +382,8 @@ impl Promotions for ClusterPromotions {
     }
 }
 
-/// The role of a write on a node whose applied state is `committed`: only the committed
-/// promoted source is forwarded; nobody promoted yet means the sender must retry.
+/// The role of a write on a node whose applied state is `committed`. Only the committed
+/// promoted source is forwarded. If nobody is promoted yet, the sender must retry.
 pub(crate) fn role(committed: &ControlState, obs: &Observation<'_>) -> Role {
     match committed.promoted(obs.group) {
         Some(p) if p.source == obs.source => Role::Promoted,
@@ -386,8 +392,8 @@ pub(crate) fn role(committed: &ControlState, obs: &Observation<'_>) -> Role {
     }
 }
 
-/// The sources one node has seen writing: what it reports to the leader (or, leading, adds
-/// to the followers' reports).
+/// The sources one node has seen writing. A follower reports them to the leader. A leader
+/// adds them to the followers' reports.
 #[derive(Debug, Default)]
 pub(crate) struct LocalView(BTreeMap<(String, String), SourceView>);
 
@@ -403,7 +409,7 @@ impl LocalView {
             .record(obs, role, now_ms);
     }
 
-    /// Every source seen within `forget_ms`; older ones are forgotten.
+    /// Every source seen within `forget_ms`. Older ones are forgotten.
     pub(crate) fn seen(&mut self, now_ms: u64, forget_ms: u64) -> Vec<Seen> {
         self.0
             .retain(|_, v| now_ms.saturating_sub(v.last_seen_ms) < forget_ms);
@@ -418,21 +424,23 @@ impl LocalView {
     }
 }
 
-/// The election as a node sees it: the committed decisions (promoted sources, pins) plus the
-/// union of what the nodes saw (`seen`: its own view and the reports it holds).
+/// The election as a node sees it: the committed decisions (promoted sources, pins) plus
+/// the union of what the nodes saw (`seen`: its own view and the reports it holds).
 ///
-/// A promoted source is compared by the weight of its latest write, as the standalone
-/// election does, not by the weight it was promoted with: a replica restarted with a lower
-/// weight loses to a bigger standby. Only a write seen since its promotion counts: a node's
-/// older view of it may predate the weight it was promoted with.
+/// A promoted source is compared by the weight of its latest write, as in the standalone
+/// election. It is not compared by the weight it was promoted with. So a replica restarted
+/// with a lower weight loses to a bigger standby. Only a write seen since its promotion
+/// counts, because a node's older view of it may predate the weight it was promoted with.
 ///
 /// A leader that took over at `took_over_ms` counts every committed promoted source as seen
-/// then. Until the followers have reported for a whole expiry, its own view (and reports
-/// kept from an earlier term) cannot tell a silent source from one that writes only to
-/// other nodes, or from one that has not reached this node since it restarted; demoting on
-/// that view would fail over a source that is writing, and the next report would promote it
-/// back. The price: when the promoted source and the leader fail together, the source is
-/// demoted one expiry after the new leader took over rather than after its last write.
+/// at that time. Why: until the followers have reported for a whole expiry, the leader's
+/// view cannot tell a silent source from two others. One writes only to other nodes. The
+/// other has not reached this node since it restarted. Reports kept from an earlier term
+/// do not help. A demotion on that view would fail over a source that is writing, and the
+/// next report would promote it back.
+///
+/// The price: when the promoted source and the leader fail together, the source is demoted
+/// one expiry after the new leader took over, not one expiry after its last write.
 pub(crate) fn merge<'a>(
     expiry_ms: u64,
     committed: &ControlState,
@@ -471,13 +479,13 @@ pub(crate) fn merge<'a>(
     state
 }
 
-/// One leader round at `now_ms`, for a leader that took over at `took_over_ms`: the
-/// election rebuilt from the committed state and what the nodes saw ([`merge`]), every rule
-/// applied ([`ElectionState::decide`]); returns the commands to commit, in order.
+/// One leader round at `now_ms`, for a leader that took over at `took_over_ms`. It rebuilds
+/// the election from the committed state and what the nodes saw ([`merge`]). It applies
+/// every rule ([`ElectionState::decide`]). Returns the commands to commit, in order.
 ///
 /// For its first expiry, a new leader also holds back a bigger-weight takeover from a
-/// promoted source it has heard nothing of since it took over: the weight it would compare
-/// with may be older than the source's latest write (to other nodes).
+/// promoted source that it has heard nothing of since it took over. The weight it would
+/// compare with may be older than the source's latest write to other nodes.
 pub(crate) fn decide<'a>(
     expiry_ms: u64,
     committed: &ControlState,
@@ -512,8 +520,8 @@ pub(crate) fn decide<'a>(
 }
 
 /// The raft commands that commit `changes`, decided at `now_ms` on `committed`, in order.
-/// Each expects its group as the commands before it leave it ([`Expect`]), so the batch
-/// lands whole only if nothing else changed the group in between.
+/// Each command expects its group as the commands before it leave the group ([`Expect`]).
+/// So the batch lands whole only if nothing else changed the group in between.
 pub(crate) fn requests(
     changes: Vec<Change>,
     committed: &ControlState,
@@ -556,9 +564,10 @@ pub(crate) fn requests(
         .collect()
 }
 
-/// The raft commands that commit an operator override decided on `state` (built on
-/// `committed`): the group's pin first, unconditionally (the operator's word), then the
-/// promotion it caused (if any), which expects the group as the pin leaves it.
+/// The raft commands that commit an operator override decided on `state`, which was built
+/// on `committed`. The group's pin comes first and is unconditional (the operator's word).
+/// Then comes the promotion it caused, if any. That promotion expects the group as the pin
+/// leaves it.
 pub(crate) fn override_requests(
     group: &str,
     committed: &ControlState,

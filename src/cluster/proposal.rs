@@ -1,9 +1,9 @@
 //! What a node asks the leader to commit ([`Proposal`]), what the leader answers
 //! ([`ProposalReply`]), and how the leader runs one (`propose_locally`).
 //!
-//! Any node can propose: a follower forwards the proposal to the leader over the cluster
-//! listener (`POST /cluster/write`), the leader runs it here. Both the forwarded and the
-//! local path end in the same [`ProposalReply`], so a caller sees one set of outcomes.
+//! Any node can propose. A follower forwards the proposal to the leader over the cluster
+//! listener (`POST /cluster/write`). The leader runs it here. The forwarded path and the
+//! local path both end in the same [`ProposalReply`], so a caller sees one set of outcomes.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub enum Proposal {
         /// The command.
         request: Request,
     },
-    /// Adds (or updates the address of) a learner; does not wait for it to catch up.
+    /// Adds a learner, or updates its address. Does not wait for it to catch up.
     AddLearner {
         /// Its node id.
         id: NodeId,
@@ -48,29 +48,29 @@ pub enum ProposalReply {
         /// What the apply did ([`Response::Empty`] for membership changes).
         response: Response,
     },
-    /// The node asked is not the leader; nothing was proposed.
+    /// The node asked is not the leader. Nothing was proposed.
     ForwardToLeader {
         /// The leader it knows of, if any.
         leader: Option<NodeId>,
     },
-    /// The leader refused a membership change (another one in progress, unknown learner,
-    /// empty membership); nothing was committed.
+    /// The leader refused a membership change. Reasons: another change in progress, an
+    /// unknown learner, an empty membership. Nothing was committed.
     Rejected {
         /// Why.
         reason: String,
     },
-    /// The proposal did not finish: raft stopped, or no quorum answered in time. It may still
-    /// commit later.
+    /// The proposal did not finish: raft stopped, or no quorum answered in time. It may
+    /// still commit later.
     Failed {
         /// Why.
         reason: String,
-        /// Whether it may have been committed (or may still be).
+        /// Whether it may have been committed, or may still be committed.
         outcome_unknown: bool,
     },
 }
 
-/// Runs `proposal` on this node, as leader, waiting at most `timeout` for the commit.
-/// While this node hands leadership over (`pause`), nothing is proposed: the caller is
+/// Runs `proposal` on this node, as leader, and waits at most `timeout` for the commit.
+/// While this node hands leadership over (`pause`), nothing is proposed. The caller is
 /// sent on to the next leader.
 pub(crate) async fn propose_locally(
     raft: &Raft,

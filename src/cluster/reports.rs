@@ -1,11 +1,11 @@
-//! Follower reports: every tick each follower tells the leader which sources it sees, so
-//! the leader decides on the union of every node's view (a replica that can reach only
-//! some nodes is still alive for the group).
+//! Follower reports. Every tick, each follower tells the leader which sources it sees. So
+//! the leader decides on the union of every node's view. A replica that can reach only
+//! some nodes is still alive for the group.
 //!
-//! Reports travel over HTTP and can arrive late, twice, or after a newer one. The leader
-//! therefore keeps, per node and source, the newest view (by last write) any report carried,
-//! not the last report to arrive: an old report delivered late must not make a source that
-//! is writing look silent (and get it demoted).
+//! Reports travel over HTTP. They can arrive late, twice, or after a newer report. So the
+//! leader keeps, per node and source, the newest view (by last write) that any report
+//! carried. It does not keep the last report to arrive. Why: an old report delivered late
+//! must not make a writing source look silent, and get it demoted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub struct Seen {
     pub group: String,
     /// Source.
     pub source: String,
-    /// Weight, first/last seen, data time (counters are not used by the leader).
+    /// Weight, first/last seen, data time. The leader does not use the counters.
     pub view: SourceView,
 }
 
@@ -37,8 +37,9 @@ pub struct Report {
     pub seen: Vec<Seen>,
 }
 
-/// Per node, per (group, source): the newest view its reports carried and when the report
-/// that carried it arrived. Ordered, so the leader merges views in the same order every time.
+/// Per node, per (group, source): the newest view that its reports carried, and when the
+/// report that carried it arrived. Ordered, so the leader merges views in the same order
+/// every time.
 type Latest = BTreeMap<NodeId, BTreeMap<(String, String), (Instant, SourceView)>>;
 
 /// What the nodes reported to this one, as received. A cheap clone.
@@ -46,12 +47,12 @@ type Latest = BTreeMap<NodeId, BTreeMap<(String, String), (Instant, SourceView)>
 pub struct Reports(Arc<Mutex<Latest>>);
 
 impl Reports {
-    /// Keeps what a node's report says that is newer than what it said before.
+    /// Keeps the parts of a node's report that are newer than what the node said before.
     pub fn insert(&self, report: Report) {
         self.insert_at(report, Instant::now());
     }
 
-    /// Every source reported within `max_age`; older views are dropped.
+    /// Every source reported within `max_age`. Older views are dropped.
     pub fn fresh(&self, max_age: Duration) -> Vec<Seen> {
         self.fresh_at(max_age, Instant::now())
     }

@@ -1,7 +1,9 @@
 //! The cluster listener's routes: the raft RPCs (`POST /raft/append`, `/raft/vote`,
-//! `/raft/snapshot`) and the leader's proposal endpoint (`POST /cluster/write`), all behind
-//! the shared secret. The wire format lives here, in one place: paths, the auth header, JSON
-//! bodies (openraft's request types in, `Result<response, RaftError>` out).
+//! `/raft/snapshot`) and the leader's proposal endpoint (`POST /cluster/write`). The shared
+//! secret guards them all.
+//!
+//! The wire format lives here, in one place: paths, the auth header, and JSON bodies.
+//! openraft's request types go in; `Result<response, RaftError>` comes out.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,12 +34,12 @@ pub const WRITE_PATH: &str = "/cluster/write";
 pub const REPORT_PATH: &str = "/cluster/report";
 /// Path of a leadership transfer step ([`super::transfer::ElectionAction`]).
 pub const ELECTION_PATH: &str = "/cluster/election";
-/// Header naming the sending node on every cluster request (logs; the partition test's
-/// fault proxy). Informational only: never trusted for authentication.
+/// Header that names the sending node on every cluster request. Logs and the partition
+/// test's fault proxy read it. Informational only: never trusted for authentication.
 pub const NODE_HEADER: &str = "x-highlander-node";
 
-/// Largest request body on the cluster listener. Snapshot chunks are at most
-/// [`SNAPSHOT_CHUNK_BYTES`] of data, which JSON (an array of numbers) inflates up to 4×;
+/// Largest request body on the cluster listener. A snapshot chunk holds at most
+/// [`SNAPSHOT_CHUNK_BYTES`] of data. JSON (an array of numbers) inflates it up to 4×.
 /// actix-web's own defaults (256 KiB payload, 2 MiB JSON) are far too small.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 /// Snapshot chunk size handed to openraft.
@@ -46,7 +48,7 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 /// How the secret is presented: `Authorization: Bearer <secret>`.
 const AUTH_SCHEME: &str = "Bearer ";
 
-/// The shared cluster secret. Sent as `Authorization: Bearer <secret>`; never printed.
+/// The shared cluster secret. Sent as `Authorization: Bearer <secret>`. Never printed.
 #[derive(Clone)]
 pub struct Secret(Arc<str>);
 
@@ -61,13 +63,14 @@ impl Secret {
         self.0.is_empty()
     }
 
-    /// The `Authorization` header value carrying it (mark the header sensitive).
+    /// The `Authorization` header value that carries the secret. Mark the header
+    /// sensitive.
     pub fn authorization(&self) -> String {
         format!("{AUTH_SCHEME}{}", self.0)
     }
 
     /// Whether an `Authorization` header value carries this secret. Constant time in the
-    /// secret's content (only its length can leak).
+    /// secret's content; only its length can leak.
     pub fn matches(&self, authorization: Option<&[u8]>) -> bool {
         let Some(presented) = authorization.and_then(|v| v.strip_prefix(AUTH_SCHEME.as_bytes()))
         else {

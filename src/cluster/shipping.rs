@@ -1,18 +1,19 @@
 //! Who ships, and from where, in cluster mode.
 //!
-//! Every node buffers the promoted source's writes; only the leader ships, and only while
-//! its lease is fresh (a majority acknowledged it within the lease), so two nodes never
-//! ship at once for longer than a lease. The leader commits, about once a second, each
-//! endpoint's shipped watermark: the newest sample time delivered. Followers move their
-//! cursors up to the first record holding a sample at or after `watermark − overlap`
-//! (their buffer is then collected); a node that becomes leader puts each cursor there
-//! too before shipping.
+//! Every node buffers the promoted source's writes. Only the leader ships, and only while
+//! its lease is fresh: a majority acknowledged it within the lease. So two nodes never
+//! ship at once for longer than a lease.
+//!
+//! About once a second, the leader commits each endpoint's shipped watermark: the newest
+//! sample time delivered. Followers move their cursors up to the first record that holds a
+//! sample at or after `watermark − overlap`. Their buffer is then collected. A node that
+//! becomes leader also puts each cursor there before it ships.
 //!
 //! The overlap covers records that arrive out of data-time order (several Prometheus
-//! shards, retries): a record that reached a node more than `overlap` later, in data time,
-//! than newer ones the leader already shipped may be dropped by a follower that trims.
-//! The price of the overlap is at-least-once delivery: after a leader change up to
-//! `overlap` of data is sent again (identical samples; storages keep one).
+//! shards, retries). A follower that trims may drop a record that reached it more than
+//! `overlap` later, in data time, than newer records the leader already shipped. The price
+//! of the overlap is at-least-once delivery: after a leader change, up to `overlap` of data
+//! is sent again. The samples are identical, and storages keep one.
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ const CHECK: Duration = Duration::from_millis(100);
 /// How often watermarks are committed (leader) or applied (followers).
 const WATERMARK_EVERY: Duration = Duration::from_secs(1);
 
-/// Opens and closes the shipping `gate` with leadership; commits or applies watermarks.
+/// Opens and closes the shipping `gate` with leadership. Commits or applies watermarks.
 pub async fn run(
     cluster: Cluster,
     wal: Wal,
@@ -74,8 +75,8 @@ pub async fn run(
         }
         last_watermark = tokio::time::Instant::now();
         if leading && *gate.borrow() {
-            // Bounded by the lease: without a quorum the commit waits for the write timeout
-            // (5 s), and the gate must close when the lease ends, not after that.
+            // Bounded by the lease. Without a quorum, the commit waits for the write
+            // timeout (5 s), but the gate must close when the lease ends, not later.
             let lease = cluster.leader_lease().unwrap_or_default();
             let _ = tokio::time::timeout(lease, commit_watermarks(&cluster, &shipper)).await;
         } else if !leading {
@@ -128,7 +129,8 @@ async fn commit_watermarks(cluster: &Cluster, shipper: &Shipper) {
     }
 }
 
-/// Follower: drops what the leader shipped (cursor forward to watermark − overlap).
+/// Follower: drops what the leader shipped. The cursor moves forward to
+/// `watermark − overlap`.
 fn trim(cluster: &Cluster, wal: &Wal, shipper: &Shipper, overlap_ms: i64) {
     let control = cluster.control().current();
     for name in shipper.names() {

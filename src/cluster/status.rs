@@ -1,5 +1,5 @@
-//! A node's view of the cluster (role, leader, term, members, replication), for the admin
-//! API and metrics.
+//! A node's view of the cluster (role, leader, term, members, replication). The admin API
+//! and the metrics read it.
 
 use std::collections::BTreeSet;
 
@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::types::NodeId;
 
-/// A node's raft role. The default is `Learner`, as for openraft's `ServerState`: a node
+/// A node's raft role. The default is `Learner`, as for openraft's `ServerState`. A node
 /// starts out replicating without a vote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Leads the cluster: proposes, replicates, ships.
+    /// Leads the cluster. It proposes, replicates and ships.
     Leader,
     /// Follows a leader.
     Follower,
@@ -59,7 +59,7 @@ pub struct Member {
     pub id: NodeId,
     /// Its cluster listener, `host:port`.
     pub addr: String,
-    /// Voter (else learner).
+    /// Voter; otherwise learner.
     pub voter: bool,
 }
 
@@ -93,7 +93,7 @@ pub struct ClusterStatus {
     pub last_applied: Option<u64>,
     /// Last log index covered by the current snapshot.
     pub snapshot_index: Option<u64>,
-    /// Leader only: remaining leader lease (see [`super::Cluster::leader_lease`]), in ms.
+    /// Leader only: the remaining leader lease in ms (see [`super::Cluster::leader_lease`]).
     pub lease_remaining_ms: Option<u64>,
     /// Members, voters and learners.
     pub members: Vec<Member>,

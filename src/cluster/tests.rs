@@ -1,6 +1,6 @@
-//! Three (or four) cluster nodes in one process on loopback: election, forwarded writes,
-//! failover, restart and catch-up (from the log and from a snapshot), membership changes,
-//! and the shared secret.
+//! Three or four cluster nodes in one process on loopback. The tests cover election,
+//! forwarded writes, failover, restart and catch-up (from the log and from a snapshot),
+//! membership changes, and the shared secret.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,16 +1,22 @@
-//! TLS on the cluster transport: optional, off unless a certificate and key are configured.
+//! TLS on the cluster transport. It is optional, and off unless a certificate and key are
+//! configured.
 //!
-//! On, the cluster listener speaks HTTPS only (a plain-HTTP request gets no HTTP answer: the
-//! handshake fails), with this node's certificate and key, and the node calls its peers at
-//! `https://<peer address>`, trusting only the roots of `--cluster-tls-ca` (or, without it,
-//! the system's). A cluster has TLS on every node or on none: a node calls its peers with
-//! the scheme of its own listener.
+//! When TLS is on:
+//! - The cluster listener speaks HTTPS only, with this node's certificate and key. A
+//!   plain-HTTP request gets no HTTP answer, because the handshake fails.
+//! - The node calls its peers at `https://<peer address>`. It trusts only the roots of
+//!   `--cluster-tls-ca`, or the system's roots without that flag.
 //!
-//! What TLS adds: raft RPCs, forwarded proposals and follower reports (the control state,
-//! source names, the shared secret itself) are encrypted, and a node knows that the peer it
-//! calls holds a certificate for the peer's address. What it does not: the listener asks
-//! for no client certificate, so a caller is still authenticated by the shared secret alone
-//! (401 without it, over TLS as over plain HTTP).
+//! A cluster has TLS on every node or on none: a node calls its peers with the scheme of
+//! its own listener.
+//!
+//! What TLS adds: raft RPCs, forwarded proposals and follower reports are encrypted. They
+//! carry the control state, source names and the shared secret itself. Also, a node knows
+//! that the peer it calls holds a certificate for the peer's address.
+//!
+//! What TLS does not add: the listener asks for no client certificate. So the shared
+//! secret alone still authenticates a caller. Without it, the answer is 401, over TLS as
+//! over plain HTTP.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,12 +28,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// `--cluster-tls-ca`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterTls {
-    /// PEM certificate chain the listener presents, leaf first. Must be valid for the
-    /// address the peers know this node by (an IP or DNS subject alternative name).
+    /// PEM certificate chain the listener presents, leaf first. It must be valid for the
+    /// address that the peers know this node by (an IP or DNS subject alternative name).
     pub cert: PathBuf,
     /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// PEM certificates of the roots trusted when calling peers; `None`: the system's.
+    /// PEM certificates of the roots trusted when calling peers. `None`: the system's.
     pub ca: Option<PathBuf>,
 }
 
@@ -62,13 +68,13 @@ fn file_error(path: &Path, reason: impl ToString) -> TlsError {
 }
 
 impl ClusterTls {
-    /// The listener's TLS configuration: this node's certificate and key, no client
-    /// certificates (callers authenticate with the shared secret).
+    /// The listener's TLS configuration: this node's certificate and key. No client
+    /// certificates; callers authenticate with the shared secret.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         self.identity(self.certs()?, self.key()?)
     }
 
-    /// The roots trusted when calling peers; `None`: the system's.
+    /// The roots trusted when calling peers. `None`: the system's.
     pub fn client_roots(&self) -> Result<Option<Vec<reqwest::Certificate>>, TlsError> {
         let Some(path) = &self.ca else {
             return Ok(None);
@@ -78,8 +84,9 @@ impl ClusterTls {
             .map_err(|e| file_error(path, e))
     }
 
-    /// Every problem with the files, one line each (configuration validation: a bad file
-    /// is reported with the other configuration problems, before anything starts).
+    /// Every problem with the files, one line each. Configuration validation calls it, so
+    /// a bad file is reported with the other configuration problems, before anything
+    /// starts.
     pub fn problems(&self) -> Vec<String> {
         let identity = match (self.certs(), self.key()) {
             (Ok(certs), Ok(key)) => vec![self.identity(certs, key).err()],
@@ -118,8 +125,8 @@ impl ClusterTls {
             key: self.key.display().to_string(),
             reason: e.to_string(),
         };
-        // The provider is named here rather than taken from the process default, so the
-        // configuration can be checked before anything installed one.
+        // The provider is named here, not taken from the process default. So the
+        // configuration can be checked before anything installed a default.
         rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -138,7 +145,7 @@ pub(crate) mod testing {
 
     use super::ClusterTls;
 
-    /// A new CA; its certificate and key.
+    /// A new CA: its certificate and key.
     pub(crate) fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -149,8 +156,9 @@ pub(crate) mod testing {
         (params.self_signed(&key).expect("self-signed"), key)
     }
 
-    /// PEM files in `dir`: a CA (`ca.pem`) and, signed by it, a certificate for `localhost`
-    /// and `127.0.0.1` (`node.pem`, key `node-key.pem`), shared by every test node.
+    /// PEM files in `dir`, shared by every test node: a CA (`ca.pem`), and a certificate
+    /// for `localhost` and `127.0.0.1` that the CA signed (`node.pem`, key
+    /// `node-key.pem`).
     pub(crate) fn files(dir: &Path) -> ClusterTls {
         let (ca, ca_key) = ca("highlander test CA");
         let key = rcgen::KeyPair::generate().expect("key");
@@ -203,7 +211,8 @@ mod tests {
             problems[1].contains("empty.pem") && problems[1].contains("no certificate"),
             "{problems:?}"
         );
-        // A certificate file without a certificate, a key file without a key: both named.
+        // A certificate file without a certificate, and a key file without a key. The
+        // error names both.
         let problems = ClusterTls {
             cert: good.key.clone(),
             key: good.cert.clone(),

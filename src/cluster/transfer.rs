@@ -1,26 +1,27 @@
-//! Leadership transfer (`highlander cluster transfer-leader ID`), for planned maintenance:
-//! move the leader off a node before restarting it, instead of letting it die and waiting
-//! for an election timeout.
+//! Leadership transfer (`highlander cluster transfer-leader ID`), for planned maintenance.
+//! It moves the leader off a node before the node restarts. Without it, the leader would
+//! die and the cluster would wait for an election timeout.
 //!
-//! openraft 0.9 has no transfer call, and a voter refuses to elect anyone while it has heard
-//! from a leader within the lease (`election_timeout_max`). So the node the operator asked
-//! (any member) builds one from openraft's runtime switches:
-//! 1. every voter but the target *pauses*: it stops its own election timer; the leader also
-//!    stops its heartbeats and refuses proposals (no append-entries: the followers' leases
-//!    run out, and its own shipping lease with them, so it stops shipping);
-//! 2. after the lease, the target is told to start an election at once; it is the only
-//!    candidate and its log is up to date (checked first), so a majority elects it;
-//! 3. every paused node resumes.
+//! openraft 0.9 has no transfer call. A voter refuses to elect anyone while it has heard
+//! from a leader within the lease (`election_timeout_max`). So the node that the operator
+//! asked (any member) builds a transfer from openraft's runtime switches:
+//! 1. Every voter except the target *pauses*: it stops its own election timer. The leader
+//!    also stops its heartbeats and refuses proposals. Without append-entries, the
+//!    followers' leases run out. The leader's own shipping lease runs out with them, so it
+//!    stops shipping.
+//! 2. After the lease, the target is told to start an election at once. It is the only
+//!    candidate, and its log is up to date (checked first). So a majority elects it.
+//! 3. Every paused node resumes.
 //!
 //! # Invariants
 //! - A pause ends by itself after [`PAUSE`], even if the coordinator dies or a resume is
-//!   lost: no node stays without elections or heartbeats. A newer pause or resume
+//!   lost. So no node stays without elections or heartbeats. A newer pause or resume
 //!   supersedes the timer of an older one (generation counter).
-//! - Nothing acknowledged depends on the transfer: writes keep being appended and
-//!   acknowledged by every node while shipping pauses for about a lease plus an election.
-//! - If the target does not win (it died meanwhile, say), the old leader resumes its
-//!   heartbeats after [`PAUSE`] and usually stays leader; the caller gets an error naming
-//!   the leader it ended with.
+//! - Nothing acknowledged depends on the transfer. Every node keeps appending and
+//!   acknowledging writes. Only shipping pauses, for about a lease plus an election.
+//! - The target may not win, for example because it died meanwhile. Then the old leader
+//!   resumes its heartbeats after [`PAUSE`] and usually stays leader. The caller gets an
+//!   error that names the leader at the end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub const PAUSE: Duration = Duration::from_secs(8);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum ElectionAction {
-    /// Stop electing (and, as leader, heartbeats and proposals) for `ms` at most.
+    /// Stop electing for at most `ms`. A leader also stops heartbeats and proposals.
     Pause {
         /// How long, in milliseconds (capped at [`PAUSE`]).
         ms: u64,
@@ -52,12 +53,12 @@ pub enum ElectionAction {
 /// One node's side of a transfer: the pause and its self-ending timer.
 #[derive(Debug, Default)]
 pub struct ElectionPause {
-    /// Odd while paused; every pause and resume increments it.
+    /// Odd while paused. Every pause and resume increments it.
     generation: AtomicU64,
 }
 
 impl ElectionPause {
-    /// Whether this node is paused (a paused leader refuses proposals).
+    /// Whether this node is paused. A paused leader refuses proposals.
     pub fn is_paused(&self) -> bool {
         self.generation.load(Ordering::Acquire) % 2 == 1
     }
@@ -103,7 +104,7 @@ impl ElectionPause {
         tracing::info!(node, "cluster: elections and heartbeats resumed");
     }
 
-    /// Moves to the next generation with the wanted parity; returns it.
+    /// Moves to the next generation with the wanted parity and returns it.
     fn next(&self, paused: bool) -> u64 {
         let mut current = self.generation.load(Ordering::Acquire);
         loop {
@@ -121,7 +122,7 @@ impl ElectionPause {
     }
 }
 
-/// Runs a transfer to `to` from this node (any member); returns how long it took.
+/// Runs a transfer to `to` from this node (any member). Returns how long it took.
 pub(super) async fn run(cluster: &Cluster, to: NodeId) -> Result<Duration, TransferError> {
     let started = Instant::now();
     let members = cluster.members();
@@ -146,7 +147,8 @@ pub(super) async fn run(cluster: &Cluster, to: NodeId) -> Result<Duration, Trans
     }
     let lease = Duration::from_millis(cluster.raft().config().election_timeout_max);
     tracing::info!(from = leader, to, "cluster: leadership transfer started");
-    // Followers first, so none of them starts an election once the leader goes quiet.
+    // Pause the followers first, so none of them starts an election once the leader goes
+    // quiet.
     let others = members
         .iter()
         .filter(|m| m.voter && m.id != to && m.id != leader)
@@ -189,7 +191,7 @@ pub(super) async fn run(cluster: &Cluster, to: NodeId) -> Result<Duration, Trans
     }
 }
 
-/// Ends the pauses (best effort: each also ends by itself after [`PAUSE`]).
+/// Ends the pauses. Best effort: each pause also ends by itself after [`PAUSE`].
 async fn resume(cluster: &Cluster, paused: &[NodeId]) {
     for &id in paused {
         if let Err(reason) = cluster.election_step(id, ElectionAction::Resume).await {
@@ -198,7 +200,7 @@ async fn resume(cluster: &Cluster, paused: &[NodeId]) {
     }
 }
 
-/// Why a transfer did not happen (or did not finish).
+/// Why a transfer did not happen or did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     /// The target is not a voter of the cluster.
@@ -207,7 +209,7 @@ pub enum TransferError {
     /// No leader is known to hand over from.
     #[error("no leader is known; try again once one is elected")]
     NoLeader,
-    /// The target's log is behind the leader's: it could not win an election.
+    /// The target's log is behind the leader's, so it could not win an election.
     #[error("node {to} is behind the leader (matched log index {matched:?}, leader at {last:?}); try again when it has caught up")]
     Lagging {
         /// The target.
@@ -265,7 +267,8 @@ mod tests {
         assert!(!p.is_paused());
         let first = p.next(true);
         assert!(p.is_paused());
-        // A second pause gets a newer generation: the first one's timer no longer matches.
+        // A second pause gets a newer generation, so the first pause's timer no longer
+        // matches.
         let second = p.next(true);
         assert!(p.is_paused());
         assert_ne!(first, second);

@@ -1,9 +1,11 @@
-//! What raft carries: the type configuration, the commands ([`Request`]) the leader
-//! proposes, what applying one did ([`Response`]), and the replicated [`ControlState`] with
-//! its pure, deterministic [`ControlState::apply`].
+//! What raft carries:
+//! - the type configuration;
+//! - the commands ([`Request`]) that the leader proposes;
+//! - what applying a command did ([`Response`]);
+//! - the replicated [`ControlState`], with its pure, deterministic [`ControlState::apply`].
 //!
-//! Everything here is serialized into the raft log and into snapshots, so field names are a
-//! storage format: add fields with `#[serde(default)]`, never rename them.
+//! Everything here is serialized into the raft log and into snapshots. So field names are
+//! a storage format: add fields with `#[serde(default)]`, and never rename them.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -44,12 +46,12 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 /// openraft's storage error, as our stores return it.
 pub type StorageError = openraft::StorageError<NodeId>;
 
-/// A command the leader commits; every node applies it to its [`ControlState`].
+/// A command the leader commits. Every node applies it to its [`ControlState`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum Request {
     /// `source` becomes the promoted source of `group`. Ignored when `expect` no longer
-    /// describes the group (a stale decision must not replace a newer one).
+    /// describes the group, because a stale decision must not replace a newer one.
     Promote {
         /// HA group.
         group: String,
@@ -65,9 +67,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expect: Option<Expect>,
     },
-    /// `source` stops being the promoted source of `group`. Ignored when `source` is not the
-    /// promoted source any more (a stale demotion must not demote its successor), or when
-    /// `expect` no longer describes the group.
+    /// `source` stops being the promoted source of `group`. Ignored in two cases:
+    /// - `source` is not the promoted source any more. A stale demotion must not demote its
+    ///   successor.
+    /// - `expect` no longer describes the group.
     Demote {
         /// HA group.
         group: String,
@@ -80,8 +83,8 @@ pub enum Request {
         expect: Option<Expect>,
     },
     /// Sets (`Some`) or removes (`None`) the operator pin of `group`. Ignored when `expect`
-    /// no longer describes the group (the leader removing an expired pin must not remove
-    /// the one an operator set since).
+    /// no longer describes the group. So when the leader removes an expired pin, it does
+    /// not remove a pin that an operator set since.
     SetPin {
         /// HA group.
         group: String,
@@ -92,36 +95,40 @@ pub enum Request {
         expect: Option<Expect>,
     },
     /// The leader shipped everything up to `data_ts` (sample time, ms) to `endpoint`.
-    /// Monotonic: an older watermark never moves it back.
+    /// Monotonic: an older watermark never moves the stored one back.
     Watermark {
         /// Storage endpoint name.
         endpoint: String,
         /// Newest sample timestamp shipped (ms since the epoch).
         data_ts: i64,
-        /// When the leader proposed it (ms since the epoch); for logs only.
+        /// When the leader proposed it (ms since the epoch). For logs only.
         at_ms: u64,
     },
 }
 
-/// The state of a group a command was decided on: the command applies only if the group is
-/// still in it. The leader decides on the state it applied, but its commands land later,
-/// after any command committed in between (an operator's pin, the decisions of a leader
-/// that just lost its lease and forwards them to its successor); without this check such a
-/// stale decision would undo a newer one, and the next round would undo it again.
+/// The state of a group that a command was decided on. The command applies only if the
+/// group is still in that state.
+///
+/// The leader decides on the state it applied, but its commands land later. They land
+/// after any command committed in between. Examples: an operator's pin, or the decisions
+/// of a leader that just lost its lease and forwards them to its successor. Without this
+/// check, such a stale decision would undo a newer one, and the next round would undo it
+/// again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expect {
     /// The group's epoch ([`GroupControl::epoch`]).
     pub epoch: u64,
-    /// The promoted source. With the epoch: two different histories can reach the same
-    /// epoch, but then the command still fits the group it lands on.
+    /// The promoted source. It is checked with the epoch, because two different histories
+    /// can reach the same epoch. With both checks, the command still fits the group it
+    /// lands on.
     pub promoted: Option<String>,
     /// The group's pin, exactly.
     pub pin: Option<PinView>,
 }
 
 impl Expect {
-    /// `group` as it stands in `state` (a group never seen: epoch 0, nothing promoted, no
-    /// pin).
+    /// `group` as it stands in `state`. A group never seen has epoch 0, nothing promoted
+    /// and no pin.
     pub fn of(state: &ControlState, group: &str) -> Expect {
         let g = state.groups.get(group);
         Expect {
@@ -142,14 +149,14 @@ impl Expect {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum Response {
-    /// A blank or membership entry: the control state is untouched.
+    /// A blank or membership entry. The control state is untouched.
     Empty,
     /// A `Promote` or `Demote`.
     Group {
         /// The group's epoch after the apply.
         epoch: u64,
-        /// Whether the promoted source changed (false: stale demotion, or a re-promotion of
-        /// the promoted source, which only refreshes its weight).
+        /// Whether the promoted source changed. False for a stale demotion, or for a
+        /// re-promotion of the promoted source, which only refreshes its weight.
         changed: bool,
     },
     /// A `SetPin`.
@@ -184,14 +191,14 @@ pub struct PromotedSource {
 /// The committed control state of one HA group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupControl {
-    /// Incremented by every promotion and demotion of the group; 0 = never promoted.
+    /// Incremented by every promotion and demotion of the group. 0 = never promoted.
     /// Lets a node tell a stale promotion from the current one.
     pub epoch: u64,
     /// The promoted source, if any.
     pub promoted: Option<PromotedSource>,
     /// The operator pin, if any.
     pub pin: Option<PinView>,
-    /// When the promoted source last changed (ms since the epoch); 0 = never.
+    /// When the promoted source last changed (ms since the epoch). 0 = never.
     pub changed_ms: u64,
 }
 
@@ -200,13 +207,13 @@ pub struct GroupControl {
 pub struct ControlState {
     /// Per HA group.
     pub groups: BTreeMap<String, GroupControl>,
-    /// Per storage endpoint: newest sample time (ms) the leader shipped.
+    /// Per storage endpoint: the newest sample time (ms) that the leader shipped.
     pub watermarks: BTreeMap<String, i64>,
 }
 
 impl ControlState {
-    /// Applies one committed command. Pure and deterministic: every node gets the same state
-    /// from the same log.
+    /// Applies one committed command. Pure and deterministic: every node gets the same
+    /// state from the same log.
     pub fn apply(&mut self, request: &Request) -> Response {
         match request {
             Request::Promote {

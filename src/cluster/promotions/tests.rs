@@ -1,6 +1,7 @@
-//! The leader's decision as pure functions: what a new leader may and may not conclude from
-//! what it has heard, and the conditions its commands carry. The same rules under message
-//! loss and reordering, over many seeds: `cluster::sim_tests`.
+//! The leader's decision as pure functions. The tests cover what a new leader may and may
+//! not conclude from what it has heard, and the conditions its commands carry.
+//! `cluster::sim_tests` checks the same rules under message loss and reordering, over
+//! many seeds.
 
 use super::*;
 use crate::election::PinKind;

@@ -1,5 +1,5 @@
-//! The invariants: checked on every decision, every committed entry and after every step,
-//! and the calm phase's convergence at the end of a run.
+//! The invariants. They are checked on every decision, on every committed entry and after
+//! every step. The calm phase's convergence is checked at the end of a run.
 
 use std::collections::BTreeSet;
 
@@ -15,8 +15,9 @@ fn promoted(state: &ControlState, group: &str) -> Option<String> {
 }
 
 impl Sim {
-    /// The sources of `group` the nodes could agree on in the calm phase, from what the
-    /// sources do and the committed pin; empty: nobody is to be promoted.
+    /// The sources of `group` that the nodes could agree on in the calm phase. They follow
+    /// from what the sources do and from the committed pin. Empty: nobody is to be
+    /// promoted.
     fn expected(&self, group: &str) -> BTreeSet<String> {
         let writing: Vec<&Source> = self
             .sources
@@ -47,8 +48,8 @@ impl Sim {
         }
     }
 
-    /// When a node decides: it promotes only a source some node saw writing within the
-    /// expiry, and only by a strictly bigger weight when the reason says so.
+    /// When a node decides, it promotes only a source that some node saw writing within
+    /// the expiry. When the reason is a bigger weight, the weight is strictly bigger.
     pub(super) fn check_decided(&self, requests: &[Request]) {
         for r in requests {
             let Request::Promote {
@@ -81,8 +82,8 @@ impl Sim {
         }
     }
 
-    /// When the leader decides: it demotes only a source that neither its own view nor any
-    /// report it received (and still keeps) shows writing within the expiry. A report
+    /// When the leader decides, it demotes a source only if neither its own view nor any
+    /// report it still keeps shows the source writing within the expiry. A report
     /// delivered late must not hide a newer one.
     pub(super) fn check_demotions(&self, leader: usize, seen: &[Seen], requests: &[Request]) {
         let now = self.now;
@@ -112,10 +113,12 @@ impl Sim {
         }
     }
 
-    /// On every committed entry: epochs move by one per change of the promoted source;
-    /// a promotion's reason describes the state it replaced (a stale decision must not
-    /// replace a newer one: no double promotion); a pin is honoured; in the calm phase, a
-    /// settled source that keeps writing stays promoted.
+    /// On every committed entry:
+    /// - epochs move by one per change of the promoted source;
+    /// - a promotion's reason describes the state it replaced. A stale decision must not
+    ///   replace a newer one, so there is no double promotion;
+    /// - a pin is honoured;
+    /// - in the calm phase, a settled source that keeps writing stays promoted.
     pub(super) fn check_entry(
         &self,
         before: &ControlState,
@@ -194,8 +197,8 @@ impl Sim {
         }
     }
 
-    /// After every step: every node's state is the state of the log prefix it applied, and
-    /// in the calm phase, once settled, every node has an expected source promoted.
+    /// After every step, every node's state is the state of the log prefix it applied. In
+    /// the calm phase, once settled, every node has an expected source promoted.
     pub(super) fn check(&mut self) {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.state != self.states[n.applied] {

@@ -1,42 +1,54 @@
 //! A deterministic simulation of the cluster election under message loss, delay,
 //! duplication and reordering, leader changes and node restarts.
 //!
-//! What is real: the leader's round ([`promotions::decide`]: the committed state merged with
-//! the nodes' views, [`ElectionState::decide`], the commands it commits), the operator
-//! overrides ([`ElectionState::pin`]/`failover` on a node's merged view,
-//! [`promotions::override_requests`]), each node's own view ([`promotions::LocalView`]) and
-//! role of a write ([`promotions::role`]), the follower reports as the leader keeps them
-//! ([`Reports`]), and [`ControlState::apply`], run by every node over the committed log in
-//! order. What is modelled: raft (one committed log; a leader that changes, with gaps; a
-//! node's in-flight commits that still land after it lost leadership, as a forwarded write
-//! does), HTTP (reports lost, duplicated, delayed out of order, sent to the leader a node
-//! believes in), time (one simulated clock in steps of [`STEP_MS`]).
+//! # What is real
+//! - the leader's round ([`promotions::decide`]): the committed state merged with the
+//!   nodes' views, [`ElectionState::decide`], and the commands it commits;
+//! - the operator overrides: [`ElectionState::pin`] and `failover` on a node's merged
+//!   view, then [`promotions::override_requests`];
+//! - each node's own view ([`promotions::LocalView`]) and the role of a write
+//!   ([`promotions::role`]);
+//! - the follower reports, as the leader keeps them ([`Reports`]);
+//! - [`ControlState::apply`], which every node runs over the committed log in order.
 //!
-//! Each run is a chaos phase (40 s simulated: reports lost, duplicated, delayed up to 7 s;
-//! leader changes; node crashes; sources that start, stop, restart with another weight or
-//! reach other nodes; operator pins, unpins and failovers; commits that fail) then a calm
-//! phase (60 s: no loss, short delays, no restarts, sources keep what they do, the leader
-//! steps down twice). Checked on every committed entry and after every step:
-//! - every node's state is the state of the log prefix it applied, the promoted source
-//!   carries its group's epoch, and epochs move by exactly one per change of the promoted
-//!   source;
-//! - a promotion goes only to a source some node received a write from within the expiry;
-//!   a bigger-weight promotion only to a strictly bigger weight;
-//! - a committed promotion's reason describes the state it replaced (no stale decision
-//!   lands on a newer one: no double promotion), and under a pin only the pinned source
-//!   takes over from another;
-//! - a leader demotes only a source that neither its own view nor a report it received
-//!   (and still keeps) shows writing within the expiry (a late report must not hide a
-//!   newer one);
-//! - calm phase: within [`SETTLE_MS`] of the last disturbance every node has the expected
-//!   source promoted (the live pinned source, else one of the live sources of the biggest
-//!   weight, else none), and once settled it keeps it across leader changes (no
-//!   re-election storm); at the end every node applied the whole log.
+//! # What is modelled
+//! - raft: one committed log, and a leader that changes, with gaps. A node's in-flight
+//!   commits still land after it lost leadership, as a forwarded write does.
+//! - HTTP: reports are lost, duplicated, delayed out of order, and sent to the leader that
+//!   a node believes in.
+//! - time: one simulated clock in steps of [`STEP_MS`].
 //!
-//! A failure panics with its seed and the run's trace;
+//! # A run
+//! Each run has two phases.
+//! 1. A chaos phase of 40 s simulated time. Reports are lost, duplicated, and delayed up to
+//!    7 s. Leaders change and nodes crash. Sources start, stop, restart with another
+//!    weight, or reach other nodes. Operators pin, unpin and fail over. Commits fail.
+//! 2. A calm phase of 60 s. There is no loss, delays are short, and nothing restarts.
+//!    Sources keep doing what they do. The leader steps down twice.
+//!
+//! # Checks
+//! Checked on every committed entry and after every step:
+//! - Every node's state is the state of the log prefix it applied. The promoted source
+//!   carries its group's epoch. Epochs move by exactly one per change of the promoted
+//!   source.
+//! - A promotion goes only to a source that some node received a write from within the
+//!   expiry. A bigger-weight promotion goes only to a strictly bigger weight.
+//! - A committed promotion's reason describes the state it replaced. So no stale decision
+//!   lands on a newer one, and there is no double promotion. Under a pin, only the pinned
+//!   source takes over from another.
+//! - A leader demotes a source only if neither its own view nor a report it still keeps
+//!   shows the source writing within the expiry. A late report must not hide a newer one.
+//! - Calm phase: within [`SETTLE_MS`] of the last disturbance, every node has the expected
+//!   source promoted. That is the live pinned source, else one of the live sources of the
+//!   biggest weight, else none. Once settled, the source stays promoted across leader
+//!   changes (no re-election storm).
+//! - At the end, every node applied the whole log.
+//!
+//! # Seeds
+//! A failure panics with its seed and the run's trace.
 //! `HIGHLANDER_SIM_SEED=<seed> cargo test --lib cluster::sim_tests -- --nocapture` replays
-//! one seed and prints its whole trace, `HIGHLANDER_SIM_SEEDS=<n>` runs more seeds (the
-//! default, [`DEFAULT_SEEDS`], takes a few seconds in a debug build).
+//! one seed and prints its whole trace. `HIGHLANDER_SIM_SEEDS=<n>` runs more seeds. The
+//! default, [`DEFAULT_SEEDS`], takes a few seconds in a debug build.
 
 use std::time::{Duration, Instant};
 
@@ -53,18 +65,19 @@ use world::Sim;
 const EXPIRY_MS: u64 = 5_000;
 const TICK_MS: u64 = 1_000;
 const STEP_MS: u64 = 250;
-/// As the cluster: sources silent for 20 expiries are forgotten, reports kept 2 expiries.
+/// As in the cluster: sources silent for 20 expiries are forgotten, and reports are kept
+/// for 2 expiries.
 const FORGET_MS: u64 = EXPIRY_MS * 20;
 const REPORT_MAX_AGE: Duration = Duration::from_millis(2 * EXPIRY_MS);
 const CHAOS_MS: u64 = 40_000;
 const CALM_MS: u64 = 60_000;
 /// In the calm phase, the nodes agree on the expected source this long after the last
-/// disturbance (the phase's start, a leader change, an operator pin).
+/// disturbance. A disturbance is the phase's start, a leader change or an operator pin.
 const SETTLE_MS: u64 = 2 * EXPIRY_MS + 3 * TICK_MS;
 const NODES: usize = 3;
 const DEFAULT_SEEDS: u64 = 2_000;
 
-/// Runs one seed; returns the number of committed entries.
+/// Runs one seed. Returns the number of committed entries.
 fn run_seed(seed: u64, trace: Trace) -> usize {
     let mut sim = Sim::new(seed, trace);
     sim.run();

@@ -1,5 +1,5 @@
-//! Raft as modelled: one committed log, a leader that changes (with gaps between leaders),
-//! and nodes' in-flight commands that still land after they lost the lead, as a forwarded
+//! Raft as modelled: one committed log, and a leader that changes, with gaps between
+//! leaders. A node's in-flight commands still land after it lost the lead, as a forwarded
 //! write does.
 
 use std::collections::VecDeque;

@@ -36,7 +36,8 @@ pub(super) struct Faults {
     pub(super) leader_change: f64,
     /// A node learns who leads now.
     pub(super) learn_leader: f64,
-    /// A node crashes (forgets its view and the reports it holds; keeps its raft state).
+    /// A node crashes. It forgets its view and the reports it holds, and keeps its raft
+    /// state.
     pub(super) crash: f64,
     /// A source starts or stops writing.
     pub(super) toggle: f64,
@@ -48,7 +49,7 @@ pub(super) struct Faults {
     pub(super) operator: f64,
     /// An in-flight command is committed.
     pub(super) commit: f64,
-    /// An in-flight command fails (committed or not); the rest of its batch is dropped.
+    /// An in-flight command fails, committed or not. The rest of its batch is dropped.
     pub(super) commit_fail: f64,
     /// Followers apply the log late.
     pub(super) apply_lag: bool,

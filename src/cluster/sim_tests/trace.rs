@@ -1,12 +1,12 @@
-//! How a run is traced: the [`note!`] macro, the trace kept for a failure, how a failure
-//! reports, and how commands read in it.
+//! How a run is traced: the [`note!`] macro, the trace kept for a failure, the failure
+//! report, and how commands read in the trace.
 
 use std::fmt::Write as _;
 
 use super::world::Sim;
 use crate::cluster::types::{Expect, Request};
 
-/// Adds a line to the run's trace; formatted only when the run keeps one.
+/// Adds a line to the run's trace. The line is formatted only when the run keeps a trace.
 macro_rules! note {
     ($sim:expr, $($arg:tt)*) => {
         if $sim.tracing {

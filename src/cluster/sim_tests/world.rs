@@ -1,6 +1,6 @@
 //! The simulated world: nodes, sources and their writes, operators, reports on the wire,
-//! the nodes' rounds, and the step driver that moves it all one [`STEP_MS`] at a time
-//! (raft is modelled in `raft.rs`).
+//! the nodes' rounds, and the step driver. The driver moves it all one [`STEP_MS`] at a
+//! time. Raft is modelled in `raft.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -35,13 +35,13 @@ pub(super) struct Node {
     reports: Reports,
     /// Its ticks fire when `now % TICK_MS == phase_ms`.
     phase_ms: u64,
-    /// As the round keeps it: the term it leads in and when it took over; reset by a round
-    /// as follower.
+    /// As the round keeps it: the term it leads in and when it took over. A round as
+    /// follower resets it.
     leading: Option<(u64, u64)>,
     /// The leader it sends reports to.
     pub(super) knows_leader: Option<usize>,
-    /// Ground truth of what reached it: per source, the newest write any report it received
-    /// carried, and when that report arrived.
+    /// Ground truth of what reached it: per source, the newest write that any report it
+    /// received carried, and when that report arrived.
     pub(super) heard: BTreeMap<(String, String), (u64, u64)>,
 }
 
@@ -74,12 +74,12 @@ pub(super) struct Sim {
     /// Ground truth: the latest write any node received from each (group, source).
     pub(super) last_write: BTreeMap<(String, String), u64>,
     /// Calm phase: when it started, the last disturbance, and the source each group
-    /// settled on (it must stay promoted while it keeps writing).
+    /// settled on. That source must stay promoted while it keeps writing.
     pub(super) calm_from: Option<u64>,
     pub(super) disturbed_ms: u64,
     pub(super) settled: BTreeMap<String, String>,
     /// How the run is traced: not at all (fast), kept for the failure message, or also
-    /// printed as it goes.
+    /// printed while the run goes.
     pub(super) tracing: bool,
     pub(super) verbose: bool,
     pub(super) trace: Vec<String>,
@@ -258,8 +258,8 @@ impl Sim {
         self.sources.iter().map(|s| s.group.clone()).collect()
     }
 
-    /// An operator call on a random node, as the admin API runs it there: `pin`, else an
-    /// unpin or a failover.
+    /// An operator call on a random node, as the admin API runs it there. With `pin`, a
+    /// pin; otherwise an unpin or a failover.
     fn operator(&mut self, pin: bool) {
         let up = self.up_nodes();
         let at = up[self.rng.below(up.len() as u64) as usize];
@@ -269,8 +269,8 @@ impl Sim {
         let mut election = self.view_of(at);
         let now = self.now;
         let (what, requests) = if pin {
-            // A pin with an end ends within the chaos phase: in the calm phase nothing is
-            // to change by itself.
+            // A pin with an end ends within the chaos phase, because in the calm phase
+            // nothing may change by itself.
             let until = self
                 .rng
                 .chance(0.5)
@@ -416,7 +416,7 @@ impl Sim {
         }
     }
 
-    /// Every node's tick: the leader decides and commits (one round at a time), a follower
+    /// Every node's tick. The leader decides and commits, one round at a time. A follower
     /// reports to the leader it knows.
     fn rounds(&mut self) {
         for i in 0..NODES {

@@ -1,8 +1,10 @@
-//! The raft log and vote, in sled: tree `raft_log` (key = big-endian `u64` index, value =
-//! the JSON of the [`Entry`]) and tree `raft_meta` (vote, committed, last purged log id).
+//! The raft log and vote, in sled. Two trees hold them:
+//! - `raft_log`: key = big-endian `u64` index, value = the JSON of the [`Entry`];
+//! - `raft_meta`: the vote, the committed log id, the last purged log id.
 
-// openraft's storage traits return its `StorageError` (over 200 bytes); the helpers here
-// return the same type so `?` works without boxing and unboxing on every call.
+// openraft's storage traits return its `StorageError`, which is over 200 bytes. The
+// helpers here return the same type, so `?` works without boxing and unboxing on every
+// call.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
@@ -17,15 +19,15 @@ use serde::Serialize;
 use crate::cluster::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::disk_sync::DiskSync;
 
-/// Keys deleted per sled batch when purging: one huge batch costs GiBs of RAM.
+/// Keys deleted per sled batch when purging. One huge batch costs GiBs of RAM.
 pub const PURGE_CHUNK: usize = 1_000;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
-/// The raft log store. A cheap clone (sled handles are shared); openraft serializes the
-/// writes through `&mut self`, clones only read (replication tasks).
+/// The raft log store. A cheap clone, because sled handles are shared. openraft
+/// serializes the writes through `&mut self`. Clones only read (replication tasks).
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
@@ -97,14 +99,14 @@ impl LogStore {
         serde_json::from_slice(bytes).map_err(|e| read_err(&e))
     }
 
-    /// Syncs the whole raft database to disk (power loss included: see
+    /// Syncs the whole raft database to disk, so it survives a power loss too (see
     /// [`crate::disk_sync`]).
     async fn flush(&self) -> Result<(), sled::Error> {
         self.sync.flush_async(&self.db).await.map(|_| ())
     }
 }
 
-/// `range` as an inclusive index interval, `None` when it is empty.
+/// `range` as an inclusive index interval. `None` when it is empty.
 fn inclusive<RB: RangeBounds<u64>>(range: &RB) -> Option<(u64, u64)> {
     let lo = match range.start_bound() {
         Bound::Included(&i) => i,
@@ -146,7 +148,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, value)) => Some(*Self::decode(&value)?.get_log_id()),
             None => None,
         };
-        // Everything may have been purged: the last log id is then the last purged one.
+        // Everything may have been purged. Then the last log id is the last purged one.
         let last_log_id = last_present.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -172,7 +174,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // No flush: a committed id lost in a crash is only learned again from the leader.
+        // No flush. If a crash loses the committed id, the node learns it again from the
+        // leader.
         self.put_meta(COMMITTED, &committed, StorageIOError::write)
     }
 
@@ -198,7 +201,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&index_key(entry.get_log_id().index), bytes);
         }
         self.logs.apply_batch(batch).map_err(|e| write_err(&e))?;
-        // Durable before it is reported: openraft counts this node in the quorum only then.
+        // Durable before it is reported, because only then does openraft count this node
+        // in the quorum.
         match self.flush().await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -233,8 +237,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(upto = %log_id, "raft log: purging");
-        // Recorded first: if a crash interrupts the deletion, the leftovers are below the
-        // recorded point and are removed by the next purge.
+        // Record the purged point first. If a crash interrupts the deletion, the leftovers
+        // are below the recorded point, and the next purge removes them.
         self.put_meta(LAST_PURGED, &log_id, StorageIOError::write_logs)?;
         let logs = self.logs.clone();
         let upto = index_key(log_id.index);

@@ -1,10 +1,14 @@
-//! Raft storage on sled: the log store ([`LogStore`]) and the state machine
+//! Raft storage on sled. The log store ([`LogStore`]) and the state machine
 //! ([`StateMachineStore`]) share one sled database in their own directory
 //! (`<data-dir>/raft`), apart from the WAL and the election store.
 //!
-//! Trees: `raft_log` (entries by big-endian index), `raft_meta` (vote, committed, last
-//! purged log id), `raft_sm` (the state machine as one JSON value, the current snapshot and
-//! the snapshot sequence).
+//! Trees:
+//! - `raft_log`: entries by big-endian index;
+//! - `raft_meta`: the vote, the committed log id, the last purged log id;
+//! - `raft_sm`: the state machine as one JSON value, the current snapshot and the snapshot
+//!   sequence.
+//!
+//! The invariants of this store are listed in the cluster's module doc ([`super`]).
 
 mod log;
 mod state_machine;
@@ -23,8 +27,8 @@ pub use state_machine::{AppliedControl, ControlReader, SnapshotBuilder, StateMac
 /// Why the raft stores could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The directory or the sled database could not be opened (also: another process, or a
-    /// not yet released handle of this one, holds its lock).
+    /// The directory or the sled database could not be opened. This also happens when
+    /// another process, or a not yet released handle of this process, holds its lock.
     #[error("cannot open the raft database in {dir}: {source}")]
     Sled {
         /// The database directory.
@@ -43,8 +47,8 @@ impl From<crate::cluster::types::StorageError> for OpenError {
     }
 }
 
-/// Opens (or creates) the raft database in `dir` and returns its log store and state
-/// machine, ready for `Raft::new`. Blocking: call it off the reactor.
+/// Opens or creates the raft database in `dir`. Returns its log store and state machine,
+/// ready for `Raft::new`. Blocking: call it off the reactor.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     let sled_err = |source| OpenError::Sled {
         dir: dir.display().to_string(),

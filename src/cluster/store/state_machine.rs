@@ -1,9 +1,10 @@
 //! The raft state machine: the [`ControlState`], the last applied log id and the last
-//! membership, persisted whole as one JSON value in tree `raft_sm` (key `state`) after every
-//! apply batch, plus the current snapshot (key `snapshot`).
+//! membership. After every apply batch, they are persisted whole as one JSON value in tree
+//! `raft_sm` (key `state`). The same tree holds the current snapshot (key `snapshot`).
 
-// openraft's storage traits return its `StorageError` (over 200 bytes); the helpers here
-// return the same type so `?` works without boxing and unboxing on every call.
+// openraft's storage traits return its `StorageError`, which is over 200 bytes. The
+// helpers here return the same type, so `?` works without boxing and unboxing on every
+// call.
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
@@ -51,17 +52,17 @@ impl StoredSnapshot {
     }
 }
 
-/// The control state as of one applied log id; what [`ControlReader`] hands out.
+/// The control state as of one applied log id. [`ControlReader`] hands it out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppliedControl {
-    /// The last log entry applied (`None`: nothing yet).
+    /// The last log entry applied. `None`: nothing yet.
     pub last_applied: Option<LogId>,
     /// The control state after it.
     pub state: ControlState,
 }
 
-/// A cheap-clone read handle of the applied control state, updated after every apply batch
-/// and snapshot install, once the new state is durable.
+/// A cheap-clone read handle of the applied control state. It is updated after every apply
+/// batch and snapshot install, once the new state is durable.
 #[derive(Debug, Clone)]
 pub struct ControlReader {
     rx: watch::Receiver<Arc<AppliedControl>>,
@@ -73,7 +74,7 @@ impl ControlReader {
         self.rx.borrow().clone()
     }
 
-    /// A receiver that wakes on every change (for tasks that react to promotions).
+    /// A receiver that wakes on every change. Tasks that react to promotions use it.
     pub fn subscribe(&self) -> watch::Receiver<Arc<AppliedControl>> {
         self.rx.clone()
     }
@@ -84,19 +85,20 @@ struct Shared {
     db: sled::Db,
     sync: Arc<DiskSync>,
     tree: sled::Tree,
-    /// The current snapshot. Replaced only by a newer one, under this lock, together with
-    /// its copy on disk, so a slow builder never overwrites a newer installed snapshot.
+    /// The current snapshot. Only a newer snapshot replaces it, under this lock, together
+    /// with its copy on disk. So a slow builder never overwrites a newer installed snapshot.
     current: Mutex<Option<StoredSnapshot>>,
 }
 
 impl Shared {
     fn lock_current(&self) -> MutexGuard<'_, Option<StoredSnapshot>> {
-        // Holders only swap an Option: the value stays valid even after a panic.
+        // Holders only swap an Option, so the value stays valid even after a panic.
         self.current.lock()
     }
 
-    /// Makes `snapshot` current (with `state` persisted beside it, when given) unless a newer
-    /// one already is. Returns whether it was stored; the caller flushes.
+    /// Makes `snapshot` current, unless a newer snapshot already is. When `state` is given,
+    /// it is persisted beside the snapshot. Returns whether the snapshot was stored. The
+    /// caller flushes.
     fn store_snapshot(
         &self,
         snapshot: &StoredSnapshot,
@@ -137,12 +139,12 @@ impl Shared {
     }
 }
 
-/// The raft state machine store. Owned by openraft once the node runs; the app keeps a
+/// The raft state machine store. openraft owns it once the node runs. The app keeps a
 /// [`ControlReader`] (from [`StateMachineStore::reader`]) to read the applied state.
 pub struct StateMachineStore {
     shared: Arc<Shared>,
     state: StoredState,
-    /// Snapshot ids are `<last applied>-<seq>`; the sequence survives restarts.
+    /// Snapshot ids are `<last applied>-<seq>`. The sequence survives restarts.
     snapshot_seq: u64,
     tx: watch::Sender<Arc<AppliedControl>>,
 }
@@ -179,8 +181,8 @@ impl StateMachineStore {
                 .unwrap_or_default(),
             None => 0,
         };
-        // The snapshot and the state are written together, but an install may have reached
-        // the disk when a later apply did not: never start behind the snapshot.
+        // The snapshot and the state are written together. But an install may have
+        // reached the disk while a later apply did not. Never start behind the snapshot.
         if let Some(s) = snapshot
             .as_ref()
             .filter(|s| s.meta.last_log_id > state.last_applied)
@@ -316,7 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .tree
             .insert(STATE, bytes)
             .map_err(|e| err(AnyError::new(&e)))?;
-        // Small state, rare writes: make it durable so a restart resumes exactly here.
+        // Small state, rare writes: make it durable, so a restart resumes exactly here.
         self.flush(err).await?;
         self.publish();
         Ok(responses)
@@ -346,7 +348,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data,
         };
-        // The leader's snapshot replaces whatever this node had, state and snapshot at once.
+        // The leader's snapshot replaces whatever this node had: state and snapshot at
+        // once.
         self.shared
             .store_snapshot(&stored, None, Some(&state), true)?;
         let signature = Some(meta.signature());

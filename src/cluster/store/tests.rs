@@ -1,3 +1,7 @@
+//! Tests of the raft stores on sled: openraft's own storage suite, then restarts that must
+//! keep the vote, the log, the applied state and the snapshot, snapshot installs, purges
+//! larger than one chunk, and truncation of a conflicting tail.
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
