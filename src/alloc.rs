@@ -1,22 +1,23 @@
-//! How the process uses glibc's allocator: a cap on its malloc arenas ([`limit_arenas`]) and
-//! a periodic trim that gives freed heap memory back to the kernel ([`run_trimmer`]).
+//! How the process uses glibc's allocator. It caps the malloc arenas ([`limit_arenas`]).
+//! A periodic trim gives freed heap memory back to the kernel ([`run_trimmer`]).
 
 /// malloc arenas the relay runs with, unless `MALLOC_ARENA_MAX` says otherwise.
 pub const ARENAS: i32 = 2;
 
-/// Caps glibc's malloc arenas at [`ARENAS`]; call before any thread starts.
+/// Caps glibc's malloc arenas at [`ARENAS`]. Call it before any thread starts.
 ///
-/// glibc gives each thread that meets a locked arena a new one, up to 8 per core; the relay
-/// has a dozen threads (HTTP workers, runtime, blocking pool, sled's IO threads) that free
-/// each other's buffers, and every arena keeps its own free memory: two arenas cut peak
-/// RSS by a fifth at no CPU cost (see `bench/HISTORY.md`). An operator's
-/// `MALLOC_ARENA_MAX` wins.
+/// glibc gives each thread that meets a locked arena a new arena, up to 8 per core. The
+/// relay has a dozen threads (HTTP workers, runtime, blocking pool, sled's IO threads).
+/// They free each other's buffers, and every arena keeps its own free memory. Two arenas
+/// cut peak RSS at no CPU cost (`bench/HISTORY.md`). An operator's `MALLOC_ARENA_MAX`
+/// wins.
 pub fn limit_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
     }
-    // SAFETY: mallopt only changes a malloc tunable; it has no memory-safety preconditions.
-    // A refusal (it returns 0) leaves glibc's default, which is only more memory.
+    // SAFETY: mallopt only changes a malloc tunable. It has no memory-safety
+    // preconditions. A refusal (it returns 0) leaves glibc's default, which only costs
+    // more memory.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, ARENAS);
@@ -28,11 +29,11 @@ pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Gives free heap memory back to the kernel every [`TRIM_EVERY`] until `shutdown`.
 ///
-/// The shipper's reads (up to 16 MiB at a time) and joined requests, and the decode
-/// buffers of the ingest, are freed into glibc's arenas, which give back only the very top
-/// of a heap on their own: without the trim, resident memory after a load stays about a
-/// fifth higher (see `bench/HISTORY.md`). `malloc_trim` returns the free pages of every
-/// arena; it walks the free lists, well under a millisecond here.
+/// Several buffers are freed into glibc's arenas: the shipper's reads (up to 16 MiB at a
+/// time), its joined requests, and the ingest's decode buffers. On their own, the arenas
+/// give back only the very top of a heap. Without the trim, resident memory stays higher
+/// after a load (`bench/HISTORY.md`). `malloc_trim` returns the free pages of every arena.
+/// It walks the free lists, which is cheap (`bench/HISTORY.md`).
 pub async fn run_trimmer(shutdown: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(TRIM_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -44,9 +45,10 @@ pub async fn run_trimmer(shutdown: tokio_util::sync::CancellationToken) {
     }
 }
 
-/// Returns free heap pages to the kernel (glibc only; elsewhere nothing to do).
+/// Returns free heap pages to the kernel. Only glibc needs this; elsewhere it does
+/// nothing.
 fn trim() {
-    // SAFETY: malloc_trim only releases free memory; no preconditions.
+    // SAFETY: malloc_trim only releases free memory. It has no preconditions.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::malloc_trim(0);

@@ -1,19 +1,22 @@
-//! The admin API's answers as types: one struct per JSON body that [`crate::admin`] sends
-//! and [`crate::client`] reads, so a renamed field fails to compile on both sides instead
-//! of showing up as `-` in the client.
+//! The admin API's answers as types: one struct per JSON body. [`crate::admin`] sends
+//! them, and [`crate::client`] reads them. So a renamed field fails to compile on both
+//! sides; it does not show up as `-` in the client.
 //!
 //! Each answer parses with `#[serde(default)]`, so an answer from a node of another
-//! version still reads: unknown fields are ignored, a missing count reads as 0, and a
-//! missing endpoint state reads as a new worker's (idle). A missing fact with no neutral
-//! value (whether the node is ready, its durability, the cluster status) is an `Option`,
-//! which the client shows as `-`.
+//! version still reads:
+//! - unknown fields are ignored;
+//! - a missing count reads as 0;
+//! - a missing endpoint state reads as a new worker's state (idle).
+//!
+//! Some facts have no neutral value: whether the node is ready, its durability, the
+//! cluster status. Such a fact is an `Option`, and the client shows a missing one as `-`.
 //!
 //! The nested types belong to the parts that own them: the election's group views and
 //! history, the cluster status, the endpoint workers' status, and the WAL's cursor
 //! positions, record summaries and quarantine entries. Pins, history entries and the
-//! control state also sit on disk or in the raft log, so they keep their own strict rules;
-//! a field added to one of them needs its own `#[serde(default)]`, which a rolling upgrade
-//! needs anyway.
+//! control state also sit on disk or in the raft log, so they keep their own strict
+//! rules. A field added to one of them needs its own `#[serde(default)]`. A rolling
+//! upgrade needs that anyway.
 //!
 //! The order of keys on the wire follows the order of the fields here. JSON readers do not
 //! depend on it.
@@ -37,7 +40,7 @@ pub struct Status {
     pub node: Node,
     /// `standalone`, or the node's raft role (`leader`, `follower`, …).
     pub role: String,
-    /// The cluster as this node sees it; `None` on a standalone node.
+    /// The cluster as this node sees it. `None` on a standalone node.
     pub cluster: Option<ClusterStatus>,
     /// Whether the node accepts writes.
     pub ready: Option<bool>,
@@ -209,7 +212,7 @@ pub struct Record {
     /// The record without its payload.
     #[serde(flatten)]
     pub summary: RecordSummary,
-    /// The first series; `None` when the payload does not decode.
+    /// The first series. `None` when the payload does not decode.
     pub preview: Option<Vec<SeriesPreview>>,
 }
 

@@ -1,6 +1,10 @@
-//! Builds every part, wires them together, runs until a signal, and stops in order:
-//! refuse new writes → drain in-flight writes (they still get their flush) → stop the
-//! workers → final flush → stop the admin listener.
+//! The only place that builds every part and wires the parts together. It runs until a
+//! signal, then stops in this order:
+//! 1. refuse new writes;
+//! 2. drain in-flight writes, which still get their flush;
+//! 3. stop the workers;
+//! 4. final flush;
+//! 5. stop the admin listener.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +43,7 @@ pub enum AppError {
     /// The election state could not be opened.
     #[error("opening the election state: {0}")]
     State(sled::Error),
-    /// A blocking start-up step ended without an answer (it panicked).
+    /// A blocking start-up step ended without an answer, because it panicked.
     #[error("{0} did not finish")]
     StartUp(&'static str),
     /// The held writes of the handover rings could not be read.
@@ -99,7 +103,7 @@ fn create_dir(path: &Path) -> Result<(), AppError> {
     })
 }
 
-/// Runs a node until SIGTERM/SIGINT: builds the parts, serves, stops in order.
+/// Runs a node until SIGTERM/SIGINT. It builds the parts, serves, and stops in order.
 pub async fn run(config: Config) -> Result<(), AppError> {
     crate::shipper::client::install_crypto_provider();
     create_dir(&config.data_dir)?;
@@ -162,15 +166,16 @@ struct Election {
 }
 
 impl Node {
-    /// Opens the buffer and the election state, starts the workers and the election (or
-    /// the cluster), and builds the ingest and admin handles.
+    /// Opens the buffer and the election state. Starts the workers and the election, or
+    /// the cluster. Builds the ingest and admin handles.
     async fn build(config: &Config, instance_id: String) -> Result<Node, AppError> {
         let (wal, store) = open_state(config).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let shutdown = CancellationToken::new();
         let wal_tasks = wal.start(&shutdown);
         let mut tasks = vec![tokio::spawn(crate::alloc::run_trimmer(shutdown.clone()))];
-        // Standalone: always ship. Cluster: only while this node leads (see cluster::shipping).
+        // Standalone: always ship. Cluster: ship only while this node leads (see
+        // cluster::shipping).
         let (gate, gate_rx) = tokio::sync::watch::channel(config.cluster.is_none());
         let (shipper, workers) = Shipper::start(
             &config.shipper.endpoints,
@@ -256,8 +261,13 @@ impl Node {
         })
     }
 
-    /// Stops in order: refuse new writes → drain in-flight writes (they still get their
-    /// flush) → stop the workers and the cluster → final flush → stop the admin listener.
+    /// Stops in this order:
+    /// 1. refuse new writes;
+    /// 2. drain in-flight writes, which still get their flush;
+    /// 3. stop the workers and the cluster;
+    /// 4. final flush;
+    /// 5. stop the admin listener.
+    ///
     /// Everything waits at most `grace`.
     async fn stop(self, servers: Servers, grace: Duration) {
         self.ready.store(false, Ordering::Release);
@@ -288,7 +298,8 @@ impl Node {
     }
 }
 
-/// Opens the buffer (with the endpoints' cursors) and the election state, off the reactor.
+/// Opens the buffer, with the endpoints' cursors, and the election state. Runs off the
+/// reactor.
 async fn open_state(config: &Config) -> Result<(Wal, ElectionStore), AppError> {
     let wal_config = config.wal.clone();
     let wal = tokio::task::spawn_blocking(move || Wal::open(wal_config))
@@ -358,8 +369,8 @@ struct Servers {
 }
 
 impl Servers {
-    /// Binds and starts the ingest and admin listeners, each with its signal handling off
-    /// (`run` orders the shutdown).
+    /// Binds and starts the ingest and admin listeners. Each has its own signal handling
+    /// off, because `run` orders the shutdown.
     fn bind(config: &Config, node: &Node) -> Result<Servers, AppError> {
         let ingest = node.ingest.clone();
         let ingest_server = HttpServer::new(move || {
@@ -401,7 +412,7 @@ impl Servers {
         })
     }
 
-    /// Waits for SIGTERM/SIGINT (`Ok`) or for a listener to fail (`Err`).
+    /// Waits for SIGTERM/SIGINT (`Ok`), or for a listener to fail (`Err`).
     async fn until_stopped(&mut self) -> Result<(), AppError> {
         let (what, result) = tokio::select! {
             signal = shutdown_signal() => {

@@ -1,6 +1,6 @@
 //! Time as the relay reads it: milliseconds since the Unix epoch, from an injectable
-//! source, so that the election, the WAL's age limit and the shipper's lag can be tested
-//! with a clock the test moves.
+//! source. So tests can drive the election, the WAL's age limit and the shipper's lag with
+//! a clock that the test moves.
 
 /// Milliseconds since the Unix epoch, from an injectable source.
 pub trait Clock: Send + Sync + 'static {

@@ -1,22 +1,29 @@
 //! Makes a sled 0.34 flush durable against power loss, not only against a process crash.
 //!
-//! sled writes its log with `pwrite` and then `sync_file_range(WAIT_BEFORE | WRITE |
-//! WAIT_AFTER)`: that waits for the data pages' writeback, but persists no metadata (the
-//! size of a grown file, new extents) and sends no cache flush to the drive. A message too
-//! big for a quarter of a segment (a WAL leaf of ~16 records is) goes to a file of its own
-//! in `blobs/`, which sled never fsyncs. A killed process loses nothing either way (the
-//! page cache outlives it); a power cut or a kernel crash could. [`DiskSync::flush`] follows
-//! sled's flush with `fdatasync` of the log file and `fsync` of every blob file written
-//! since (and of `blobs/` itself when it has new entries).
+//! sled writes its log with `pwrite`, then calls `sync_file_range(WAIT_BEFORE | WRITE |
+//! WAIT_AFTER)`. That call waits for the writeback of the data pages. But it persists no
+//! metadata (the size of a grown file, new extents), and it sends no cache flush to the
+//! drive.
+//!
+//! sled puts a message that is too big for a quarter of a segment into a file of its own in
+//! `blobs/`. A WAL leaf of about 16 records is that big. sled never fsyncs these files.
+//!
+//! A killed process loses nothing either way, because the page cache outlives it. A power
+//! cut or a kernel crash could lose data. So [`DiskSync::flush`] follows sled's flush with
+//! `fdatasync` of the log file and `fsync` of every blob file written since. When `blobs/`
+//! has new entries, it also syncs `blobs/` itself.
 //!
 //! # Invariant
-//! When [`DiskSync::flush`] returns, every blob the flushed log points to is on disk,
-//! whole. A blob file is named after the log position of the message that points to it and
-//! is written before that message's reservation completes; sled's flush waits for every
-//! reservation up to its flush point. So the files listed *after* sled's flush include
-//! every blob the flushed log needs, each complete. Files that appear only in that second
-//! listing may belong to a later message still being written: they are fsynced as well,
-//! but counted as done only when a later flush lists them *before* it starts.
+//! When [`DiskSync::flush`] returns, every blob that the flushed log points to is on disk,
+//! whole. Why this holds:
+//! - A blob file is named after the log position of the message that points to it.
+//! - The blob file is written before that message's reservation completes.
+//! - sled's flush waits for every reservation up to its flush point.
+//!
+//! So the files listed *after* sled's flush include every blob the flushed log needs, each
+//! complete. A file that appears only in that second listing may belong to a later message
+//! that is still being written. It is fsynced as well, but counted as done only when a
+//! later flush lists it *before* that flush starts.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -36,7 +43,8 @@ pub struct DiskSync {
 }
 
 impl DiskSync {
-    /// For the sled database in `dir` (open it with sled first: sled creates the files).
+    /// For the sled database in `dir`. Open it with sled first, because sled creates the
+    /// files.
     pub fn open(dir: &Path) -> io::Result<DiskSync> {
         let log_file = File::open(dir.join("db"))?;
         Ok(DiskSync {
@@ -46,8 +54,8 @@ impl DiskSync {
         })
     }
 
-    /// sled's flush, then the syncs it leaves out. Returns what sled's flush returned (the
-    /// bytes it wrote).
+    /// sled's flush, then the syncs that sled leaves out. Returns what sled's flush
+    /// returned: the bytes it wrote.
     pub fn flush(&self, db: &sled::Db) -> sled::Result<usize> {
         let mut done = self.done.lock();
         let before = self.list()?;
@@ -78,14 +86,15 @@ impl DiskSync {
         before: &HashSet<OsString>,
         after: &HashSet<OsString>,
     ) -> io::Result<()> {
-        // Removed blobs are forgotten; sled never reuses a name (log positions only grow).
+        // Removed blobs are forgotten. sled never reuses a name, because log positions only
+        // grow.
         done.retain(|name| after.contains(name));
         let mut synced_any = false;
         let new: Vec<&OsString> = after.iter().filter(|n| !done.contains(*n)).collect();
         for name in new {
             match File::open(self.blobs.join(name)) {
                 Ok(f) => f.sync_all()?,
-                // Removed since the listing: nothing to keep.
+                // Removed since the listing, so there is nothing to keep.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
@@ -131,7 +140,8 @@ mod tests {
             .expect("blobs dir")
             .count();
         assert!(blobs >= 1, "sled wrote no blob file for a 200 KiB value");
-        // Present before this flush started: whole, and counted as done from now on.
+        // Present before this flush started, so it is whole. It counts as done from now
+        // on.
         sync.flush(&db).expect("flush");
         assert_eq!(sync.done_count(), blobs);
         // Removed blobs are forgotten.

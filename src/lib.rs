@@ -1,8 +1,8 @@
 //! highlander: a highly available, store-and-forward relay for Prometheus `remote_write`.
 //!
-//! Data flow: [`ingest`] → [`election`] → [`wal`] → [`shipper`]; [`admin`] reads them all;
-//! [`app`] is the only place that builds and wires the parts. [`api`] holds the admin API's
-//! answers, which [`admin`] sends and [`client`] reads.
+//! Data flow: [`ingest`] → [`election`] → [`wal`] → [`shipper`]. [`admin`] reads them all.
+//! [`app`] is the only place that builds and wires the parts. [`api`] holds the admin
+//! API's answers: [`admin`] sends them, and [`client`] reads them.
 
 pub mod admin;
 pub mod alloc;

@@ -1,5 +1,6 @@
-//! The `highlander` binary: parse the command line, set up logs, load the config, run.
-//! Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration or usage.
+//! The `highlander` binary. It parses the command line, sets up logs, loads the config and
+//! runs the app. It maps errors to exit codes: 0 clean stop, 1 runtime failure, 2 invalid
+//! configuration or usage.
 
 use std::process::ExitCode;
 

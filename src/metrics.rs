@@ -1,10 +1,12 @@
-//! Process-wide Prometheus metrics: every counter and histogram the parts record into, in one
-//! registry. Gauges that describe current state (buffer size, lag, promoted sources) are
-//! filled from the parts' handles at scrape time by the admin `/metrics` handler, so they
+//! Process-wide Prometheus metrics: every counter and histogram that the parts record
+//! into, in one registry.
+//!
+//! Gauges that describe current state (buffer size, lag, promoted sources) are filled at
+//! scrape time. The admin `/metrics` handler fills them from the parts' handles. So they
 //! can never drift from what the admin API shows.
 //!
-//! Names follow `highlander_<component>_<what>_<unit>`; labels are low-cardinality (outcome,
-//! reason, endpoint, group, source — a deployment has a handful of each).
+//! Names follow `highlander_<component>_<what>_<unit>`. Labels are low-cardinality:
+//! outcome, reason, endpoint, group, source. A deployment has a handful of each.
 
 use std::sync::LazyLock;
 
@@ -68,7 +70,7 @@ pub struct HandoverMetrics {
     pub trimmed: IntCounter,
     /// Time one handover took (learning the cut and trimming the backfill).
     pub duration: Histogram,
-    /// Writes that could not be held on disk (no room, or an error): not held.
+    /// Writes that could not be held on disk (no room, or an error), so they are not held.
     pub held_errors: IntCounter,
     /// Payload bytes of writes held for handovers on disk.
     pub held_disk_bytes: IntGauge,
@@ -140,7 +142,7 @@ pub struct ClusterMetrics {
     pub term: IntGauge,
     /// Members known to this node.
     pub members: IntGauge,
-    /// 1 while this node's leader lease is fresh, i.e. it may ship.
+    /// 1 while this node's leader lease is fresh, so it may ship.
     pub lease: IntGauge,
     /// Leader only: log entries each member is missing.
     pub replication_lag: IntGaugeVec,

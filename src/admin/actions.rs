@@ -1,6 +1,10 @@
-//! Operator actions: pin/unpin/failover a group; pause/resume/skip/replay an endpoint;
-//! replay/delete a quarantined batch; cluster membership and leadership. Each needs the
-//! token ([`Mutation`]) and is logged with its caller.
+//! Operator actions:
+//! - pin, unpin or fail over a group;
+//! - pause, resume, skip or replay an endpoint;
+//! - replay or delete a quarantined batch;
+//! - cluster membership and leadership.
+//!
+//! Each action needs the token ([`Mutation`]) and is logged with its caller.
 
 use std::future::{ready, Ready};
 use std::time::UNIX_EPOCH;
@@ -123,7 +127,7 @@ pub async fn resume(admin: Data<Admin>, who: Mutation, name: Path<String>) -> An
     set_paused(&admin, &who, name.into_inner(), false)
 }
 
-/// Pauses or resumes `endpoint`; the answer says whether it was paused before.
+/// Pauses or resumes `endpoint`. The answer says whether it was paused before.
 fn set_paused(
     admin: &Admin,
     who: &Mutation,
@@ -260,8 +264,9 @@ fn yes() -> bool {
     true
 }
 
-/// The cluster a membership or leadership action changes; 404 on a standalone node. The
-/// actions take it last, so a missing token (401) and a bad body (400) are reported first.
+/// The cluster that a membership or leadership action changes. 404 on a standalone node.
+/// The actions take it last, so a missing token (401) and a bad body (400) are reported
+/// first.
 pub struct Clustered(Cluster);
 
 impl FromRequest for Clustered {

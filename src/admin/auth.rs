@@ -1,6 +1,6 @@
-//! Bearer-token checks for the admin API, as extractors: a handler that takes [`Mutation`]
-//! (or [`Read`]) runs only for a caller with the right token. Constant-time comparison;
-//! the token is never logged.
+//! Bearer-token checks for the admin API, as extractors. A handler that takes [`Mutation`]
+//! or [`Read`] runs only for a caller with the right token. The comparison takes constant
+//! time, and the token is never logged.
 
 use std::future::{ready, Ready};
 
@@ -54,7 +54,8 @@ fn check(req: &HttpRequest, reads: bool) -> Result<(), AdminError> {
     Err(AdminError::unauthorized())
 }
 
-/// A request allowed to change something; `caller` names it in the action's log line.
+/// A request that is allowed to change something. `caller` names it in the action's log
+/// line.
 pub struct Mutation {
     /// The peer, and whether it presented a token.
     pub caller: String,

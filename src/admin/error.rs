@@ -1,5 +1,5 @@
 //! How the admin API answers a request it cannot serve: JSON `{error, detail}` with the
-//! status that fits, from one error type that every handler returns with `?`.
+//! status that fits. Every handler returns this one error type with `?`.
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
-//! `GET /metrics`: fills the scrape-time gauges from the parts' handles, then encodes the
-//! whole registry in the Prometheus text format.
+//! `GET /metrics`. It fills the scrape-time gauges from the parts' handles. Then it encodes
+//! the whole registry in the Prometheus text format.
 
 use std::sync::atomic::Ordering;
 
@@ -69,7 +69,7 @@ fn refresh(admin: &Admin) {
                 .set(r.lag as i64);
         }
     }
-    // Groups and sources come and go: rebuild these from scratch.
+    // Groups and sources come and go, so rebuild these from scratch.
     m.election.promoted.reset();
     m.election.sources.reset();
     for (name, group) in admin.promotions.groups() {

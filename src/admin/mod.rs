@@ -1,11 +1,13 @@
-//! Admin HTTP: health, readiness, JSON views of the node, operator actions, and (later in
-//! this module) metrics and the status page.
+//! Admin HTTP: health, readiness, JSON views of the node, operator actions, metrics and
+//! the status page.
 //!
-//! It reads the handles of the other parts and owns no state of its own. It runs on its
-//! own listener (default 127.0.0.1:9092), apart from the ingest listener. Mutations need
-//! `Authorization: Bearer <token>` when a token is configured (reads too with
-//! `--admin-token-reads`); every mutation is logged at INFO with the caller and the action.
-//! Errors are JSON `{error, detail}`.
+//! # Invariants
+//! - The admin API reads the handles of the other parts and owns no state of its own.
+//! - It runs on its own listener (default 127.0.0.1:9092), apart from the ingest listener.
+//! - When a token is configured, mutations need `Authorization: Bearer <token>`. With
+//!   `--admin-token-reads`, reads need it too.
+//! - Every mutation is logged at INFO with the caller and the action.
+//! - Errors are JSON `{error, detail}`.
 
 mod actions;
 mod auth;
@@ -79,7 +81,7 @@ pub struct Admin {
     pub cluster: Option<crate::cluster::Cluster>,
 }
 
-/// What a handler answers: 200 with a JSON body of the [`crate::api`] type `T`, or an
+/// What a handler answers: 200 with a JSON body of the [`crate::api`] type `T`, or else an
 /// [`AdminError`].
 type Answer<T> = Result<web::Json<T>, AdminError>;
 

@@ -1,11 +1,12 @@
-//! `GET /`: the status page. One self-contained HTML file (inline CSS and JS, no external
-//! assets, no build step) compiled into the binary; it polls `/api/v1/status`, `/groups`
-//! and `/queue` and renders them, so it shows exactly what the API and the CLI show.
+//! `GET /`: the status page. It is one self-contained HTML file, compiled into the binary:
+//! inline CSS and JS, no external assets, no build step. It polls `/api/v1/status`,
+//! `/groups` and `/queue` and renders them. So it shows exactly what the API and the CLI
+//! show.
 //!
-//! The page itself carries no data and needs no token; when reads are protected it asks
-//! for the token and sends it as `Authorization: Bearer` (kept in the tab's
-//! sessionStorage). The Content-Security-Policy allows nothing but the inline code and
-//! requests to this origin, so data rendered by the page cannot pull anything in.
+//! The page itself carries no data and needs no token. When reads are protected, it asks
+//! for the token and sends it as `Authorization: Bearer`. The tab's sessionStorage keeps
+//! the token. The Content-Security-Policy allows only the inline code and requests to this
+//! origin. So data that the page renders cannot pull anything in.
 
 use actix_web::http::header;
 use actix_web::HttpResponse;

@@ -223,8 +223,8 @@ pub async fn group(
     let admin = admin.get_ref().clone();
     let view = web::block(move || {
         let history = admin.promotions.history(&name);
-        // A group silent for long is forgotten by the election, but its history is kept:
-        // show it with nobody promoted rather than as unknown.
+        // The election forgets a group that was silent for long, but keeps its history.
+        // Show such a group with nobody promoted, not as unknown.
         let view = match admin.promotions.groups().remove(&name) {
             Some(g) => g,
             None if !history.is_empty() => GroupView::default(),

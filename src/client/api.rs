@@ -1,5 +1,5 @@
-//! Calls to the admin API: one shared HTTP client, the bearer token, JSON in and out, and
-//! errors that say what the operator should do next.
+//! Calls to the admin API: one shared HTTP client, the bearer token, JSON in and out.
+//! Errors say what the operator should do next.
 
 use std::time::Duration;
 
@@ -46,8 +46,8 @@ pub enum ClientError {
         reason: String,
     },
     /// The node answered 2xx with JSON that does not read as the answer this client
-    /// expects (a value of another type, a state it does not know): a node of another
-    /// version, most likely.
+    /// expects: a value of another type, or a state it does not know. Most likely the node
+    /// runs another version.
     #[error(
         "the admin API answered with JSON this client cannot read: {0} (--json prints it \
          as is)"
@@ -94,8 +94,8 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for the admin listener at `base` (`http://host:port`, optionally with a
-    /// path prefix; `host:port` alone means http).
+    /// A client for the admin listener at `base`: `http://host:port`, optionally with a
+    /// path prefix. `host:port` alone means http.
     pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Result<Api, ClientError> {
         let with_scheme = if base.contains("://") {
             base.to_owned()
@@ -188,7 +188,7 @@ impl Api {
     }
 }
 
-/// The innermost cause of an HTTP error (`Connection refused (os error 111)`), which says
+/// The innermost cause of an HTTP error, e.g. `Connection refused (os error 111)`. It says
 /// more than reqwest's "error sending request for url".
 fn root_cause(e: &reqwest::Error) -> String {
     if e.is_timeout() {

@@ -1,19 +1,22 @@
 //! The admin client: `highlander status | groups | queue | endpoints | records | quarantine
-//! | pin | unpin | failover | pause | resume | skip | replay`, each one call to the admin
-//! API of a running node.
+//! | pin | unpin | failover | pause | resume | skip | replay`. Each command is one call to
+//! the admin API of a running node.
 //!
-//! - Where: `--admin URL` (`HIGHLANDER_ADMIN`, default `http://127.0.0.1:9092`, the node's
-//!   default admin listener). Token: `--token`, `--token-file` or `HIGHLANDER_ADMIN_TOKEN`,
-//!   sent as `Authorization: Bearer`.
-//! - Output: a human table on stdout ([`render`], built on [`table`]) from the answer read
-//!   as its [`crate::api`] type; with `--json` the server's JSON as is (pretty), for
-//!   scripts, even when this client cannot read it. Reads and writes the same API the web
-//!   page uses, so the three views never disagree.
-//! - Failure: the exit code is 1 with the server's `{error, detail}` on stderr
-//!   (`highlander: 404 unknown_group: …`), or with what went wrong reaching the listener;
-//!   2 for a usage problem found before anything was sent (bad URL, unreadable token file).
+//! - Where: `--admin URL` (`HIGHLANDER_ADMIN`). The default is `http://127.0.0.1:9092`,
+//!   the node's default admin listener.
+//! - Token: `--token`, `--token-file` or `HIGHLANDER_ADMIN_TOKEN`, sent as
+//!   `Authorization: Bearer`.
+//! - Output: a human table on stdout ([`render`], built on [`table`]). The client reads
+//!   the answer as its [`crate::api`] type first. With `--json`, it prints the server's
+//!   JSON as is (pretty), for scripts, even when this client cannot read it.
+//! - The client reads and writes the same API that the web page uses, so the three views
+//!   never disagree.
+//! - Failure: exit code 1, with the server's `{error, detail}` on stderr
+//!   (`highlander: 404 unknown_group: …`), or with what went wrong on the way to the
+//!   listener. Exit code 2 for a usage problem found before anything was sent (bad URL,
+//!   unreadable token file).
 //!
-//! The client holds no state and never retries: an operator action runs once or fails
+//! The client holds no state and never retries. An operator action runs once or fails
 //! loudly.
 
 pub mod api;
@@ -34,7 +37,7 @@ use crate::config::cli::{
 };
 use api::{Api, ClientError};
 
-/// Runs one client command and returns the process exit code; prints the result on
+/// Runs one client command and returns the process exit code. Prints the result on
 /// stdout and any error on stderr.
 pub fn run(command: AdminCommand) -> ExitCode {
     let result = tokio::runtime::Builder::new_current_thread()
@@ -82,9 +85,9 @@ fn token(args: &AdminArgs) -> Result<Option<String>, ClientError> {
     Ok(Some(t.to_owned()))
 }
 
-/// A point in time for the API: ms since the epoch for `now`, digits and ages (`10m ago`,
-/// `-10m`); anything else goes as text, which the node reads as RFC 3339 (and rejects
-/// with a 400 that says so).
+/// A point in time for the API. `now`, digits and ages (`10m ago`, `-10m`) become ms since
+/// the epoch. Anything else goes as text. The node reads that text as RFC 3339, or rejects
+/// it with a 400 that says so.
 fn time_arg(s: &str, now: u64) -> Result<Value, ClientError> {
     let s = s.trim();
     if s == "now" {
@@ -120,7 +123,7 @@ fn hold(h: &HoldArgs, now: u64) -> Result<Map<String, Value>, ClientError> {
     Ok(body)
 }
 
-/// Turns a command's JSON answer into its human form; fails when the answer does not read
+/// Turns a command's JSON answer into its human form. Fails when the answer does not read
 /// as the command's [`crate::api`] type.
 type Human = Box<dyn FnOnce(Value) -> Result<String, ClientError>>;
 

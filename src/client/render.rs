@@ -1,6 +1,6 @@
-//! The human form of each admin API answer. Every function takes an answer as the
-//! [`crate::api`] type it parses into, and the current time, and returns the text to print.
-//! Absent facts (`None`) show as `-`, so an answer from a newer or older node still
+//! The human form of each admin API answer. Every function takes two arguments: an answer,
+//! as the [`crate::api`] type it parses into, and the current time. It returns the text to
+//! print. Absent facts (`None`) show as `-`, so an answer from a newer or older node still
 //! renders.
 
 use std::collections::BTreeMap;

@@ -13,7 +13,8 @@ pub enum Align {
     Right,
 }
 
-/// A table with a header row; columns as wide as their widest cell, two spaces apart.
+/// A table with a header row. Each column is as wide as its widest cell. Columns are two
+/// spaces apart.
 #[derive(Debug)]
 pub struct Table {
     header: Vec<(&'static str, Align)>,
@@ -29,7 +30,7 @@ impl Table {
         }
     }
 
-    /// Adds a row; missing cells are blank, extra cells are ignored.
+    /// Adds a row. Missing cells are blank. Extra cells are ignored.
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
@@ -76,7 +77,8 @@ impl Table {
     }
 }
 
-/// Display width, counted in chars (names are mostly ASCII; good enough for a terminal).
+/// Display width, counted in chars. Names are mostly ASCII, so this is good enough for a
+/// terminal.
 fn width(s: &str) -> usize {
     s.chars().count()
 }

@@ -1,7 +1,7 @@
 //! Command-line flags (each with a `HIGHLANDER_*` environment variable).
 //!
-//! Every value is kept as text here and parsed in [`super::Config::build`], so that all
-//! problems are reported at once rather than the first one only.
+//! Every value is kept as text here. [`super::Config::build`] parses it, so all problems
+//! are reported at once, not only the first one.
 
 use std::path::PathBuf;
 

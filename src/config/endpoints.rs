@@ -15,7 +15,7 @@ use super::{
 use crate::cluster::ClusterTls;
 use crate::shipper::{Auth, EndpointConfig};
 
-/// Parses a storage URL; a URL without a path gets `/api/v1/write`.
+/// Parses a storage URL. A URL without a path gets `/api/v1/write`.
 pub fn parse_endpoint_url(s: &str) -> Result<url::Url, String> {
     let mut url = url::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -200,7 +200,7 @@ fn default_batch() -> u64 {
     parse_size(DEFAULT_MAX_BATCH_BYTES).expect("valid default")
 }
 
-/// Parses the cluster settings; `None` (standalone) without members.
+/// Parses the cluster settings. `None` (standalone) when there are no members.
 pub(super) fn cluster(
     p: &mut Problems,
     args: &ServeArgs,
@@ -295,8 +295,8 @@ pub(super) fn cluster(
     })
 }
 
-/// The cluster's TLS files, checked (they are read and parsed here, so a bad one is a
-/// configuration error); `None`: plain HTTP.
+/// The cluster's TLS files, checked. They are read and parsed here, so a bad file is a
+/// configuration error. `None`: plain HTTP.
 fn cluster_tls(p: &mut Problems, args: &ServeArgs, section: &ClusterSection) -> Option<ClusterTls> {
     let cert = args
         .cluster_tls_cert

@@ -1,5 +1,5 @@
-//! The optional TOML config file. Every field is optional; flags override it. Unknown
-//! fields are errors (a typo must not be silently ignored). `data/highlander.toml`
+//! The optional TOML config file. Every field is optional, and flags override it. Unknown
+//! fields are errors, because a typo must not be silently ignored. `data/highlander.toml`
 //! documents every field with its default.
 
 use std::collections::BTreeMap;
@@ -72,7 +72,7 @@ pub struct ClusterSection {
     pub secret_file: Option<PathBuf>,
     /// Data time re-sent after a leader change.
     pub overlap: Option<String>,
-    /// PEM certificate (chain) of the cluster listener; with `tls_key`: TLS on.
+    /// PEM certificate (chain) of the cluster listener. With `tls_key`, TLS is on.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -118,7 +118,7 @@ pub struct ShipperSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSection {
-    /// Name (cursor key; keep it stable).
+    /// Name. It is the cursor key, so keep it stable.
     pub name: Option<String>,
     /// Write URL.
     pub url: Option<String>,
@@ -138,8 +138,8 @@ pub struct EndpointSection {
     /// Accept any certificate (testing only).
     #[serde(default)]
     pub tls_insecure_skip_verify: bool,
-    /// Decoded bytes of consecutive buffered writes joined into one request (e.g. "4MiB";
-    /// "0": one write per request).
+    /// Decoded bytes of consecutive buffered writes joined into one request, e.g. "4MiB".
+    /// "0" sends one write per request.
     pub max_batch_bytes: Option<String>,
     /// Requests out at once (default: `[shipper] max_in_flight`).
     pub max_in_flight: Option<usize>,

@@ -1,5 +1,8 @@
-//! Configuration: flags (with `HIGHLANDER_*` env vars) over an optional TOML file over the
-//! built-in defaults, validated in one pass that reports every problem at once.
+//! Configuration. Flags (with `HIGHLANDER_*` env vars) override an optional TOML file, and
+//! the file overrides the built-in defaults.
+//!
+//! Invariant: validation runs in one pass and reports every problem at once, not only the
+//! first.
 
 pub mod cli;
 mod endpoints;
@@ -46,7 +49,8 @@ pub const DEFAULT_BUFFER_MAX_AGE: &str = "24h";
 /// Default flush period in `batch` mode.
 pub const DEFAULT_FLUSH_INTERVAL: &str = "200ms";
 /// Default decoded size of one request to a storage when consecutive buffered writes are
-/// joined (well under the usual receiver limits: Mimir 100 MiB, VictoriaMetrics 32 MiB).
+/// joined. It is well under the usual receiver limits (Mimir 100 MiB, VictoriaMetrics
+/// 32 MiB).
 pub const DEFAULT_MAX_BATCH_BYTES: &str = "4MiB";
 /// Default request timeout to a storage.
 pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
@@ -54,8 +58,8 @@ pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
 pub const DEFAULT_CLUSTER_LISTEN: &str = "0.0.0.0:9093";
 /// Default cluster overlap window.
 pub const DEFAULT_CLUSTER_OVERLAP: &str = "30s";
-/// Default bytes of recent writes held on disk per source for handovers: the default window
-/// (15 s) at 1 M samples/s (about 30 bytes a sample, compressed).
+/// Default bytes of recent writes held on disk per source for handovers. It is the default
+/// window (15 s) at 1 M samples/s, at about 30 compressed bytes a sample.
 pub const DEFAULT_HANDOVER_MAX_BYTES: &str = "512MiB";
 /// Default graceful shutdown deadline.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
@@ -120,7 +124,7 @@ pub struct ClusterSettings {
     pub overlap: Duration,
     /// Join an existing cluster instead of forming one.
     pub join: bool,
-    /// TLS on the cluster listener and to the peers; `None`: plain HTTP.
+    /// TLS on the cluster listener and to the peers. `None`: plain HTTP.
     pub tls: Option<ClusterTls>,
 }
 
@@ -210,8 +214,9 @@ impl Config {
         Self::from_parts(args, &file)
     }
 
-    /// Builds the configuration from flags and an already parsed file. Every setting is
-    /// parsed, per component, before any is refused: all problems are reported at once.
+    /// Builds the configuration from flags and an already parsed file. Every setting of
+    /// every component is parsed before any is refused, so all problems are reported at
+    /// once.
     pub fn from_parts(args: &ServeArgs, file: &FileConfig) -> Result<Config, ConfigError> {
         let mut p = Problems::default();
         let data_dir = args
@@ -301,7 +306,7 @@ impl Config {
     }
 }
 
-/// One setting from its flag, else its file field, else `default`, parsed by `parse`; a
+/// One setting: from its flag, else its file field, else `default`. `parse` parses it. A
 /// problem is recorded under `what`.
 fn setting<T>(
     p: &mut Problems,
@@ -313,8 +318,9 @@ fn setting<T>(
     p.take(what, parse(pick(flag, file, default)))
 }
 
-/// One of `T`'s values, by the kebab-case name its serde form gives it (the name is spelled
-/// once, on the enum). A wrong name: "unknown variant `x`, expected one of `a`, `b`".
+/// One of `T`'s values, by the kebab-case name that its serde form gives it. So the name is
+/// spelled once, on the enum. A wrong name gives "unknown variant `x`, expected one of
+/// `a`, `b`".
 fn choice<T: serde::de::DeserializeOwned>(value: &str) -> Result<T, String> {
     use serde::de::IntoDeserializer;
     T::deserialize(value.into_deserializer()).map_err(|e: serde::de::value::Error| e.to_string())
@@ -390,8 +396,8 @@ fn ingest(
     let window = match window_set {
         Some(w) => p.take("handover-window", parse_duration(w)),
         // A few expiry windows: the new source's data since the old one went silent. In
-        // a cluster the raft leader may die with the promoted replica: the new leader is
-        // elected first, and only then lets the replica expire, so the next replica's
+        // a cluster, the raft leader may die with the promoted replica. The new leader is
+        // elected first, and only then lets the replica expire. So the next replica's
         // ring must reach back over an election as well.
         None if clustered => {
             expiry.map(|e| e * 3 + 2 * crate::cluster::node::DEFAULT_ELECTION_TIMEOUT_MAX)
