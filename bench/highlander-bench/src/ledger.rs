@@ -1,26 +1,28 @@
 //! The sink's memory of every sample it received, to count duplicates and to answer
 //! "did you get these?" after a crash test.
 //!
-//! Per series (keyed by its hash) a sorted log of timestamps ([`SeriesLog`]). Samples
-//! mostly arrive in order, so the common case is a compare with the last timestamp and a
-//! push; an older timestamp is a binary search (duplicate, or an out-of-order newcomer
-//! inserted in place). That is 8 bytes per sample and cache-friendly, where a global hash
-//! set of (series, timestamp) pairs would cost twice the memory and a cache miss per sample.
+//! Each series (keyed by its hash) has a sorted log of timestamps ([`SeriesLog`]). Samples
+//! mostly arrive in order. So the common case is a compare with the last timestamp and a
+//! push. An older timestamp costs a binary search: it is a duplicate, or an out-of-order
+//! newcomer that is inserted in place. The log costs 8 bytes per sample and is
+//! cache-friendly. A global hash set of (series, timestamp) pairs would cost twice the
+//! memory and a cache miss per sample.
 //!
-//! The log grows in fixed chunks, never by doubling one vector: the generator sends every
-//! series at the same pace, so doubling vectors would all double at the same moment,
-//! copying hundreds of MB while the sink stops answering — a stall of the sink that the
-//! relay under test would be measured for. Chunks make the cost per sample constant.
+//! The log grows in fixed chunks, never by doubling one vector. Why: the generator sends
+//! every series at the same pace, so doubling vectors would all double at the same moment.
+//! They would copy hundreds of MB while the sink stops answering. The relay under test
+//! would then be measured for that stall of the sink. Chunks make the cost per sample
+//! constant.
 //!
-//! The series live in a flat open-addressing table ([`SeriesTable`]) whose slots hold the
+//! The series live in a flat open-addressing table ([`SeriesTable`]). Its slots hold the
 //! last timestamp beside the key, so the in-order check reads one slot and no chunk. With
-//! 100k series the table is far larger than the caches and every sample's slot is a cache
-//! miss: a batch prefetches the slots of the samples a few places ahead, so the misses
-//! overlap instead of queueing (the profile had the sink waiting on them for 60 % of its
-//! ledger time, and the sink shares the machine with the relay under test).
+//! 100k series, the table is far larger than the caches, and every sample's slot is a
+//! cache miss. So a batch prefetches the slots of the samples a few places ahead, and the
+//! misses overlap instead of queueing. This matters because the sink shares the machine
+//! with the relay under test (profile in `bench/HISTORY.md`).
 //!
-//! The table is split into shards, each behind its own mutex, and a request takes each
-//! shard's lock once for all of its samples in that shard.
+//! The table is split into shards, each behind its own mutex. A request takes each shard's
+//! lock once for all of its samples in that shard.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -34,7 +36,7 @@ const CHUNK: usize = 64;
 /// One series' timestamps, sorted ascending, without repeats, in chunks of [`CHUNK`].
 #[derive(Default)]
 pub struct SeriesLog {
-    // Boxed on purpose: growing the vector then moves 8-byte pointers, not the samples.
+    // Boxed on purpose: a growing vector then moves 8-byte pointers, not the samples.
     #[allow(clippy::vec_box)]
     chunks: Vec<Box<[i64; CHUNK]>>,
     len: usize,
@@ -71,7 +73,8 @@ impl SeriesLog {
         Err(lo)
     }
 
-    /// Inserts `ts` at index `at`, moving the later ones up by one (rare: out-of-order).
+    /// Inserts `ts` at index `at` and moves the later ones up by one. This is rare: only
+    /// for out-of-order samples.
     fn insert(&mut self, at: usize, ts: i64) {
         let Some(last) = self.last() else {
             return self.push(ts);
@@ -117,7 +120,7 @@ impl SeriesTable {
         }
     }
 
-    /// Keys are xxh3 hashes already; 0 is the free marker, so the hash 0 becomes 1.
+    /// Keys are xxh3 hashes already. 0 is the free marker, so the hash 0 becomes 1.
     fn key(series_hash: u64) -> u64 {
         series_hash.max(1)
     }
@@ -132,7 +135,7 @@ impl SeriesTable {
         #[cfg(target_arch = "x86_64")]
         {
             let slot: *const Slot = &self.slots[self.home(Self::key(series_hash))];
-            // SAFETY: a prefetch is only a hint; it never faults and reads nothing.
+            // SAFETY: a prefetch is only a hint. It never faults and reads nothing.
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast())
             };
@@ -176,7 +179,8 @@ impl SeriesTable {
         slot
     }
 
-    /// Doubles the table (rare: the slots move, the logs' chunks stay where they are).
+    /// Doubles the table. This is rare. The slots move; the logs' chunks stay where they
+    /// are.
     fn grow(&mut self) {
         let len = self.slots.len() * 2;
         let old = std::mem::replace(&mut self.slots, (0..len).map(|_| Slot::default()).collect());
@@ -203,7 +207,7 @@ pub struct Outcome {
 /// All samples received so far.
 pub struct Ledger {
     shards: Box<[Mutex<SeriesTable>]>,
-    /// Stop remembering timestamps past this many (memory bound); counting goes on.
+    /// Stop remembering timestamps past this many (a memory bound). Counting goes on.
     max_samples: u64,
     stored: AtomicU64,
     saturated: AtomicBool,
@@ -393,7 +397,8 @@ mod tests {
         }
         assert_eq!(ledger.series(), series.len() as u64);
         let probe: Vec<(u64, i64)> = series.iter().map(|&s| (s, 10)).collect();
-        // `missing` looks series up by their own shard: only ours are here.
+        // `missing` looks series up by their own shard, so only this shard's series are
+        // here.
         let ours: Vec<(u64, i64)> = probe
             .into_iter()
             .filter(|&(s, _)| shard_of(s) == shard)

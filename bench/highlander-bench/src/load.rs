@@ -1,15 +1,17 @@
-//! `highlander-bench load`: posts the pre-encoded pool like a Prometheus would, with a
-//! fixed number of connections, an optional request rate, for a fixed time, and reports
+//! `highlander-bench load`: posts the pre-encoded pool as a Prometheus would. It uses a
+//! fixed number of connections and an optional request rate, for a fixed time. It reports
 //! what got through as one JSON object.
 //!
 //! Requests are numbered globally: request `k` is pool entry `k % pool` of round
-//! `k / pool`. A round's timestamp is taken from the wall clock when its first request is
-//! scheduled, and is at least 1 ms past the previous round's, so each series' timestamps
-//! strictly increase and stay near "now". With `--timestamp-parity` every round's
-//! timestamp is even (or odd): two generators sending the same series then never send the
-//! same sample, even when their rounds start in the same millisecond. With a rate, request `k` is due at
-//! `start + k / rate` (the schedule does not slow down when the server does; latency is
-//! measured from the actual send, so a saturated server shows in `requests_per_s`).
+//! `k / pool`. A round's timestamp comes from the wall clock when its first request is
+//! scheduled. It is at least 1 ms past the previous round's timestamp. So each series'
+//! timestamps strictly increase and stay near "now". With `--timestamp-parity`, every
+//! round's timestamp is even (or odd). Two generators that send the same series then
+//! never send the same sample, even when their rounds start in the same millisecond.
+//!
+//! With a rate, request `k` is due at `start + k / rate`. The schedule does not slow down
+//! when the server does. Latency is measured from the actual send, so a saturated server
+//! shows in `requests_per_s`.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -31,7 +33,7 @@ pub struct LoadConfig {
     pub shape: Shape,
     /// Connections / requests in flight.
     pub concurrency: usize,
-    /// Requests per second; 0 = as fast as the server answers.
+    /// Requests per second. 0 = as fast as the server answers.
     pub rate: f64,
     /// How long new requests are started.
     pub duration: Duration,
@@ -128,7 +130,7 @@ struct Live {
     failures: AtomicU64,
 }
 
-/// One worker's tally; merged at the end.
+/// One worker's tally. The tallies are merged at the end.
 struct Tally {
     latency_us: Histogram<u64>,
     status: BTreeMap<u16, u64>,
@@ -145,7 +147,7 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Tally {
-            // 1 µs to 1 h; `saturating_record` clamps, it does not grow the range.
+            // 1 µs to 1 h. `saturating_record` clamps; it does not grow the range.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("static bounds are valid"),
             status: BTreeMap::new(),
@@ -381,7 +383,7 @@ async fn worker(
             Err(kind) => {
                 *tally.errors.entry(kind).or_default() += 1;
                 live.failures.fetch_add(1, Ordering::Relaxed);
-                // A refused connection fails at once; do not spin on a dead server.
+                // A refused connection fails at once. Do not spin on a dead server.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

@@ -2,7 +2,8 @@
 //! highlander against a direct path and against vmagent (see `bench/README.md`).
 //!
 //! - `load`: post pre-encoded Remote-Write 1.0 requests, print one JSON report.
-//! - `sink`: receive, decode and count (duplicates too); outage switch; `/stats`.
+//! - `sink`: receive, decode and count, duplicates too. It has an outage switch and
+//!   `/stats`.
 //! - `verify`: count acknowledged samples the sink never received (crash test).
 //! - `pair`: lost samples, hole and overlap of a failover between two sources.
 //! - `report`: turn the per-run files of `bench/compare.sh` into JSON and Markdown.
@@ -66,13 +67,13 @@ struct LoadArgs {
     /// Requests in flight (= connections).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Requests per second; 0 = unlimited.
+    /// Requests per second. 0 = unlimited.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// How long to start new requests, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Pre-encoded requests (default: one round over all series); fewer leaves series out.
+    /// Pre-encoded requests (default: one round over all series). Fewer leaves series out.
     #[arg(long)]
     pool: Option<usize>,
     /// Query string appended to the URL, e.g. `highlander_source=a`.

@@ -1,9 +1,12 @@
 //! `highlander-bench report`: medians and ratios over the runs of `bench/compare.sh`.
 //!
-//! Each run directory (`<phase>-r<round>-<mode>/`) holds `load.json` (the generator's
-//! report), `sink_end.json` (sink stats when the load stopped), `sink_final.json` (after
-//! the relay drained) and `measure.json` (relay CPU seconds and peak RSS, drain time,
-//! written by the script). Missing or broken runs are listed and left out of the medians.
+//! Each run directory (`<phase>-r<round>-<mode>/`) holds four files:
+//! - `load.json`: the generator's report;
+//! - `sink_end.json`: the sink's stats when the load stopped;
+//! - `sink_final.json`: the sink's stats after the relay drained;
+//! - `measure.json`: relay CPU seconds, peak RSS and drain time, written by the script.
+//!
+//! Missing or broken runs are listed and left out of the medians.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,7 +41,8 @@ const MODES: [&str; 4] = ["direct", "highlander", "highlander-inflight", "vmagen
 /// storage, series in order) and with several requests in flight (as vmagent sends).
 const RELAYS: [&str; 2] = ["highlander", "highlander-inflight"];
 
-/// Per-run metrics, in table order: key, label, unit-ish note, lower is better.
+/// Per-run metrics, in table order. Each has a key, a label, a unit-ish note, and whether
+/// lower is better.
 const METRICS: [(&str, &str); 12] = [
     (
         "delivered_samples_per_s",

@@ -1,12 +1,16 @@
 //! `highlander-bench sink`: a Remote-Write receiver that decodes and counts everything.
 //!
-//! `POST /api/v1/write` (and `POST /`): snappy-decode, scan (see [`crate::wire`]), record
-//! every sample in the [`Ledger`], answer 204; a bad body gets 400. While the outage switch
-//! is on (`POST /outage/on`, or the `--outage-file` exists) every write gets
-//! `--fail-status` (503) without being read further. `GET /stats` returns the counters as
-//! JSON, `POST /check` takes 16-byte records (series hash, timestamp; little endian) and
-//! answers how many were never received; `POST /check?bits` answers which were received,
-//! one bit per record (see [`Ledger::received_bits`]). The final stats are printed on SIGTERM/SIGINT.
+//! - `POST /api/v1/write` (and `POST /`): snappy-decode, scan (see [`crate::wire`]), record
+//!   every sample in the [`Ledger`], answer 204. A bad body gets 400.
+//! - While the outage switch is on, every write gets `--fail-status` (503) and is not read
+//!   further. The switch is on after `POST /outage/on`, or while the `--outage-file`
+//!   exists.
+//! - `GET /stats` returns the counters as JSON.
+//! - `POST /check` takes 16-byte records (series hash, timestamp; little endian). It
+//!   answers how many were never received. `POST /check?bits` answers which were
+//!   received, one bit per record (see [`Ledger::received_bits`]).
+//!
+//! The final stats are printed on SIGTERM/SIGINT.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -272,7 +276,7 @@ pub async fn run(config: SinkConfig) -> Result<(), String> {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tick.tick().await;
-                // One stat(2) every 100 ms: cheap enough to do on the reactor.
+                // One stat(2) every 100 ms is cheap enough to do on the reactor.
                 let present = file.exists();
                 sink.outage_file_present.store(present, Ordering::Relaxed);
             }

@@ -1,18 +1,20 @@
 //! A snappy *block* encoder whose output can be patched in place.
 //!
-//! The load generator pre-encodes its requests once, yet every request it sends must carry
-//! fresh timestamps (storages reject stale or repeated samples, and the sink counts
-//! duplicates). Compressing 2000 samples anew for every request would make the generator
-//! the bottleneck, and a general-purpose compressor (the `snap` crate) freely turns repeated
-//! timestamp bytes into back-references, so its output cannot be edited.
+//! The load generator pre-encodes its requests once. Yet every request it sends must carry
+//! fresh timestamps: storages reject stale or repeated samples, and the sink counts
+//! duplicates. Compressing 2000 samples anew for every request would make the generator
+//! the bottleneck. A general-purpose compressor (the `snap` crate) freely turns repeated
+//! timestamp bytes into back-references, so nobody can edit its output.
 //!
-//! This encoder takes a list of *protected* byte ranges of the input (the timestamp
-//! varints). A protected byte is always emitted inside a literal and is never the source
-//! or the destination of a copy, so after compression each protected range sits verbatim
-//! at a known offset of the output, and overwriting it there with bytes of the same length
-//! yields a valid stream of the patched input. Everything else is matched like snappy does
-//! (4-byte hash table, 64 KiB window), which keeps the compression ratio close to `snap`'s
-//! on label-heavy Remote-Write bodies. The `snap` crate decodes the result (tests check it).
+//! This encoder takes a list of *protected* byte ranges of the input: the timestamp
+//! varints. A protected byte is always emitted inside a literal. It is never the source or
+//! the destination of a copy. So after compression, each protected range sits verbatim at a
+//! known offset of the output. Overwriting it there with bytes of the same length yields a
+//! valid stream of the patched input.
+//!
+//! Everything else is matched as snappy does (4-byte hash table, 64 KiB window). This keeps
+//! the compression ratio close to `snap`'s on label-heavy Remote-Write bodies. The `snap`
+//! crate decodes the result, and tests check that.
 
 /// Compressed bytes plus, for every protected range (in input order), the offset of its
 /// first byte in `bytes`.
@@ -163,7 +165,7 @@ mod tests {
 
     #[test]
     fn protected_ranges_can_be_patched() {
-        // Identical records: the encoder would love to copy the "timestamps" too.
+        // Identical records, so the encoder would like to copy the "timestamps" too.
         let mut input = Vec::new();
         let mut protected = Vec::new();
         for i in 0..2000u32 {

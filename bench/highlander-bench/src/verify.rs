@@ -1,8 +1,8 @@
 //! `highlander-bench verify`: how many acknowledged samples never reached the sink.
 //!
-//! The load's acknowledgement log names, for every request answered 2xx, its pool entry
-//! and timestamp. Rebuilding the same workload gives the series of each pool entry, so the
-//! exact (series, timestamp) pairs the relay promised to deliver are known; the sink's
+//! The load's acknowledgement log names the pool entry and timestamp of every request
+//! answered 2xx. Rebuilding the same workload gives the series of each pool entry. So we
+//! know the exact (series, timestamp) pairs that the relay promised to deliver. The sink's
 //! `POST /check` counts those it never received.
 
 use std::path::Path;

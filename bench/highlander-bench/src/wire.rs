@@ -1,17 +1,18 @@
 //! A borrowing, allocation-free scan of a decoded Remote-Write 1.0 `WriteRequest`.
 //!
-//! The sink must count millions of samples per second on a shared 2-core machine, so it
-//! never builds prost's owned structs (one `String` per label name and value). It walks
-//! the protobuf wire format instead, using the field numbers of `proto/remote.proto`:
+//! The sink must count millions of samples per second on a shared 2-core machine. So it
+//! never builds prost's owned structs, which hold one `String` per label name and value.
+//! It walks the protobuf wire format instead, with the field numbers of
+//! `proto/remote.proto`:
 //! `WriteRequest.timeseries = 1`, `TimeSeries.labels = 1`, `.samples = 2`,
 //! `.exemplars = 3`, `.histograms = 4`, `Sample.timestamp = 2`.
 //!
-//! This is the bench's own, independent reading of the format (it does not reuse the
-//! relay's scanner): a judge should not share the code it judges.
+//! This is the bench's own, independent reading of the format. It does not reuse the
+//! relay's scanner, because a judge should not share the code it judges.
 //!
 //! The identity of a series is `series_hash`: xxh3 of the raw bytes of its label fields,
-//! concatenated in order. Every encoder we meet writes a label as `name`, then `value`, so
-//! equal label sets have equal bytes whichever relay re-encoded them.
+//! concatenated in order. Every encoder we meet writes a label as `name`, then `value`. So
+//! equal label sets have equal bytes, whichever relay re-encoded them.
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -57,7 +58,7 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
-        // Tags and short lengths are one byte: the common case.
+        // Tags and short lengths are one byte. That is the common case.
         if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
                 self.pos += 1;
@@ -87,7 +88,8 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// The next field: its start offset (tag included, relative to `buf`), number and value.
+    /// The next field: its start offset (tag included, relative to `buf`), its number and
+    /// its value.
     #[inline]
     fn field(&mut self) -> Result<Option<(usize, u32, Value<'a>)>, WireError> {
         if self.pos >= self.buf.len() {
@@ -477,7 +479,7 @@ mod tests {
     fn rejects_truncated_bodies() {
         let body = request().encode_to_vec();
         for cut in 1..body.len() {
-            // Some prefixes happen to be well-formed; none may panic.
+            // Some prefixes happen to be well-formed. None may panic.
             let _ = for_each_sample(&body[..cut], |_, _| {});
         }
         assert!(for_each_sample(&body[..body.len() - 1], |_, _| {}).is_err());

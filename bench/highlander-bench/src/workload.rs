@@ -1,15 +1,16 @@
 //! The generated workload: node_exporter-like series and the pre-encoded request pool.
 //!
-//! Series are what a fleet of node_exporters scraped by one Prometheus looks like: per
-//! instance (`10.a.b.c:9100`, `job="node"`) about 250 series of CPU, disk, network,
-//! filesystem, memory, vmstat, netstat and scrape metrics, each with its usual labels,
-//! sorted by name as the spec requires. Instances are added until the series count is met.
+//! The series look like a fleet of node_exporters that one Prometheus scrapes. Each
+//! instance (`10.a.b.c:9100`, `job="node"`) has about 250 series of CPU, disk, network,
+//! filesystem, memory, vmstat, netstat and scrape metrics. Each series has its usual
+//! labels, sorted by name as the spec requires. Instances are added until the series count
+//! is met.
 //!
 //! Request `j` of the pool carries one sample of each of the series
-//! `[j * samples_per_request, (j + 1) * samples_per_request)`, like Prometheus' shards send
-//! them. Walking the pool once (a *round*) sends every series once; the sender patches the
-//! round's timestamp into every sample (see [`crate::snappy`]), so each series' timestamps
-//! increase from round to round and no sample repeats.
+//! `[j * samples_per_request, (j + 1) * samples_per_request)`, as Prometheus' shards send
+//! them. Walking the pool once (a *round*) sends every series once. The sender patches the
+//! round's timestamp into every sample (see [`crate::snappy`]). So each series' timestamps
+//! increase from round to round, and no sample repeats.
 
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use prost::Message;
@@ -23,7 +24,7 @@ pub const TS_WIDTH: usize = 6;
 const TS_MIN: i64 = 1 << 35;
 const TS_MAX: i64 = (1 << 42) - 1;
 
-/// What the workload is made of; the same parameters build the same workload.
+/// What the workload is made of. The same parameters build the same workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shape {
     /// Distinct series.
