@@ -472,7 +472,7 @@ pub struct Plan<'g, 'h> {
 }
 
 impl Plan<'_, '_> {
-    /// The next records to append, at most about [`BACKFILL_CHUNK_BYTES`] of held writes at
+    /// The next records to append, at most about 4 MiB of held writes at
     /// a time; `None` once everything is handed out.
     pub fn next_records(&mut self) -> Result<Option<Vec<Record>>, IngestError> {
         let mut out: Vec<Held> = Vec::new();
