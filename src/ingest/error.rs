@@ -13,8 +13,8 @@ pub enum IngestError {
         "unsupported Content-Encoding {0:?}: remote write bodies must be snappy (block format)"
     )]
     Encoding(String),
-    /// `Content-Type` is not a Remote-Write 1.0 protobuf.
-    #[error("unsupported Content-Type {0:?}: expected application/x-protobuf (Remote-Write 1.0)")]
+    /// `Content-Type` is not a Remote-Write protobuf of a known version.
+    #[error("unsupported Content-Type {0:?}: expected application/x-protobuf, with proto=prometheus.WriteRequest (Remote-Write 1.0, the default) or proto=io.prometheus.write.v2.Request (2.0)")]
     ContentType(String),
     /// The compressed body is over the limit.
     #[error("body of {len} bytes is over the limit of {limit} bytes")]

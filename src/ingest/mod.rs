@@ -18,6 +18,7 @@ pub mod decode;
 pub mod error;
 pub mod handover;
 pub mod identity;
+pub mod protocol;
 mod server;
 pub mod trim;
 pub mod wire;
