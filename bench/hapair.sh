@@ -15,17 +15,22 @@
 #            of that series;
 # plus the relay's peak RSS, its CPU seconds per million delivered samples, and the
 # handover's took_ms, backfilled_samples and trimmed_samples from its log.
-# Every rate runs ROUNDS times. Writes bench/results/hapair.json and bench/results/hapair.md.
+# Every rate runs ROUNDS times. Writes bench/results/NAME.json and bench/results/NAME.md
+# (NAME: hapair, or hapair-restart with --restart-after).
 #
 # Usage: bench/hapair.sh [--rates "200000 1000000"] [--rounds N] [--series N]
 #                        [--samples-per-request N] [--concurrency N] [--duration SECONDS]
-#                        [--expiry SECONDS] [--after SECONDS] [--no-build] [--keep]
+#                        [--expiry SECONDS] [--after SECONDS] [--restart-after SECONDS]
+#                        [--no-build] [--keep]
 #   --rates        samples/s per replica, one run per rate and round (default "200000 1000000")
 #   --rounds       runs per rate (default 2)
 #   --concurrency  connections per generator (default 4)
 #   --duration     how long a sends (default 12)
 #   --expiry       highlander's --health-expiry in seconds (default 5)
 #   --after        how long b goes on after a's expiry (default 8)
+#   --restart-after  SIGKILL highlander this many seconds after a's start and start it
+#                  again on the same data directory (e.g. 13: after a's last write,
+#                  before its expiry); then RSS and CPU are the second process's
 # Extra relay flags: HIGHLANDER_ARGS. Binaries: CARGO_TARGET_DIR, or BENCH and HIGHLANDER.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,6 +43,7 @@ CONCURRENCY=4
 DURATION=12
 EXPIRY=5
 AFTER=8
+RESTART_AFTER=
 KEEP=0
 # b's head start behind a, and the time both generators get to build their pools.
 B_DELAY_MS=300
@@ -55,14 +61,16 @@ while (($#)); do
     --duration) DURATION=${2%s}; shift ;;
     --expiry) EXPIRY=${2%s}; shift ;;
     --after) AFTER=${2%s}; shift ;;
+    --restart-after) RESTART_AFTER=${2%s}; shift ;;
     --no-build) NO_BUILD=1 ;;
     --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
 done
 
+NAME=hapair${RESTART_AFTER:+-restart}
 need_tools
 build_release
 pick_ports
@@ -126,6 +134,16 @@ run_pair() {
     local a_pid=$LAST_PID
     start_source b "$dir" "$req_rate" "$b_duration" $((t0 + B_DELAY_MS)) odd 'highlander_source=b&highlander_weight=5'
     local b_pid=$LAST_PID
+    if [[ -n $RESTART_AFTER ]]; then
+        sleep "$(awk -v t="$t0" -v now="$(now_ms)" -v r="$RESTART_AFTER" 'BEGIN {d = (t + r * 1000 - now) / 1000; print (d > 0 ? d : 0)}')"
+        log "kill -9 highlander (pid $RELAY_PID) and start it again"
+        kill -9 "$RELAY_PID"
+        wait "$RELAY_PID" 2>/dev/null || true
+        mv "$dir/relay.log" "$dir/relay-before-restart.log"
+        HIGHLANDER_ARGS="--health-expiry ${EXPIRY}s ${HIGHLANDER_ARGS:-}" RELAY_LOG_LEVEL=info \
+            start_relay highlander "$dir" "$dir/data"
+        cpu0=$(cpu_seconds "$RELAY_PID")
+    fi
     wait "$a_pid" || log "load a exited with $?"
     wait "$b_pid" || log "load b exited with $?"
 
@@ -210,7 +228,7 @@ SUMMARY_KEYS="hole_s hole_samples hole_past_half_step_s hole_past_half_step_samp
     sep=
     for l in "${RESULT_LINES[@]}"; do printf '%s  %s' "$sep" "$l"; sep=$',\n'; done
     printf '\n]}\n'
-} >"$RESULTS/hapair.json"
+} >"$RESULTS/$NAME.json"
 
 {
     echo "# highlander: failover of an HA pair"
@@ -247,5 +265,5 @@ SUMMARY_KEYS="hole_s hole_samples hole_past_half_step_s hole_past_half_step_samp
             "$(field "$l" handover_trimmed_samples)" "$(field "$l" a_failed_requests)" "$(field "$l" b_failed_requests)" "$(field "$l" b_latency_max_ms)" \
             "$(field "$l" relay_peak_rss_mb)" "$(field "$l" relay_cpu_s_per_million)"
     done
-} >"$RESULTS/hapair.md"
-cat "$RESULTS/hapair.md"
+} >"$RESULTS/$NAME.md"
+cat "$RESULTS/$NAME.md"
