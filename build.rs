@@ -2,7 +2,7 @@
 //! needs no `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/remote.proto"];
+    let protos = ["proto/remote.proto", "proto/write_v2.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

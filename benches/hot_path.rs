@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use highlander::election::state::ElectionState;
 use highlander::election::Observation;
 use highlander::ingest::decode::decode;
+use highlander::ingest::protocol::Version;
 use highlander::ingest::trim::{learn_ends, trim, SeriesKey, SeriesMap};
-use highlander::ingest::wire::{scan, Wanted};
+use highlander::ingest::wire::{scan, scan_v2, to_v1, Wanted};
 use highlander::ingest::Limits;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use highlander::wal::{
@@ -187,7 +188,15 @@ fn decode_benches(c: &mut Criterion) {
     group.throughput(Throughput::Elements(SERIES as u64));
     // No label configured (identity from the query): the body is stored as received.
     group.bench_function("as_received", |b| {
-        b.iter(|| decode(black_box(plain.clone()), LIMITS, Wanted::default()).expect("valid"))
+        b.iter(|| {
+            decode(
+                black_box(plain.clone()),
+                LIMITS,
+                Wanted::default(),
+                Version::V1,
+            )
+            .expect("valid")
+        })
     });
     // The wire scan alone (validation + timestamps), on the decompressed body.
     let raw = snap::raw::Decoder::new()
@@ -200,15 +209,96 @@ fn decode_benches(c: &mut Criterion) {
         replica: Some(REPLICA_LABEL),
         ..Wanted::default()
     };
-    let stripped = decode(with_replica.clone(), LIMITS, wanted).expect("valid");
+    let stripped = decode(with_replica.clone(), LIMITS, wanted, Version::V1).expect("valid");
     assert!(
         stripped.payload.len() < with_replica.len(),
         "label was stripped"
     );
     group.bench_function("strip_replica", |b| {
-        b.iter(|| decode(black_box(with_replica.clone()), LIMITS, wanted).expect("valid"))
+        b.iter(|| {
+            decode(black_box(with_replica.clone()), LIMITS, wanted, Version::V1).expect("valid")
+        })
+    });
+    // The same series sent as Remote-Write 2.0: scan, conversion to 1.0, compression.
+    let v2 = v2_body(&write_request(SERIES, None));
+    let v2_replica = v2_body(&write_request(SERIES, Some("prometheus-0")));
+    eprintln!(
+        "decode: the 2.0 body is {} B compressed / {} B raw",
+        v2.len(),
+        snap::raw::decompress_len(&v2).unwrap_or(0),
+    );
+    group.bench_function("v2_converted", |b| {
+        b.iter(|| {
+            decode(
+                black_box(v2.clone()),
+                LIMITS,
+                Wanted::default(),
+                Version::V2,
+            )
+            .expect("valid")
+        })
+    });
+    let v2_raw = snap::raw::Decoder::new()
+        .decompress_vec(&v2)
+        .expect("valid snappy");
+    group.bench_function("v2_scan_only", |b| {
+        b.iter(|| scan_v2(black_box(&v2_raw), Wanted::default()).expect("valid"))
+    });
+    let scanned = scan_v2(&v2_raw, Wanted::default()).expect("valid");
+    group.bench_function("v2_to_v1_only", |b| {
+        b.iter(|| to_v1(black_box(&v2_raw), &scanned.symbols, None).expect("valid"))
+    });
+    group.bench_function("v2_strip_replica", |b| {
+        b.iter(|| {
+            decode(black_box(v2_replica.clone()), LIMITS, wanted, Version::V2).expect("valid")
+        })
     });
     group.finish();
+}
+
+/// The compressed 2.0 body of a 1.0 request, with one symbols table as Prometheus builds it.
+fn v2_body(req: &WriteRequest) -> Bytes {
+    use highlander::proto::v2;
+    let mut symbols = vec![String::new()];
+    let mut index = std::collections::HashMap::from([(String::new(), 0u32)]);
+    let mut sym = |s: &str| {
+        *index.entry(s.to_owned()).or_insert_with(|| {
+            symbols.push(s.to_owned());
+            symbols.len() as u32 - 1
+        })
+    };
+    let timeseries = req
+        .timeseries
+        .iter()
+        .map(|t| v2::TimeSeries {
+            labels_refs: t
+                .labels
+                .iter()
+                .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                .collect(),
+            samples: t
+                .samples
+                .iter()
+                .map(|s| v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                    start_timestamp: 0,
+                })
+                .collect(),
+            metadata: Some(v2::Metadata::default()),
+            ..v2::TimeSeries::default()
+        })
+        .collect();
+    let raw = v2::Request {
+        symbols,
+        timeseries,
+    }
+    .encode_to_vec();
+    Bytes::from(
+        snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .expect("compress"),
+    )
 }
 
 const GROUPS: usize = 100;

@@ -46,6 +46,10 @@ pub struct IngestMetrics {
     pub samples: IntCounterVec,
     /// Compressed bytes received, by outcome.
     pub bytes: IntCounterVec,
+    /// Requests by the protocol version of their `Content-Type` (`1.0`, `2.0`).
+    pub protocol: IntCounterVec,
+    /// Parts of 2.0 writes dropped by the conversion to 1.0, by what.
+    pub dropped: IntCounterVec,
     /// Time from request to answer, by outcome.
     pub duration: HistogramVec,
 }
@@ -215,6 +219,18 @@ impl IngestMetrics {
             bytes: by_outcome(
                 "highlander_ingest_bytes_total",
                 "Compressed request bytes received, by outcome.",
+            ),
+            protocol: counter(
+                r,
+                "highlander_ingest_protocol_requests_total",
+                "Remote-write requests received, by the protocol version their Content-Type names (1.0 or 2.0).",
+                &["protocol"],
+            ),
+            dropped: counter(
+                r,
+                "highlander_ingest_v2_dropped_total",
+                "Parts of Remote-Write 2.0 writes that 1.0 cannot hold, dropped when highlander stores them as 1.0, by what (start_timestamp, unknown_field).",
+                &["what"],
             ),
             duration: histogram_vec(
                 r,

@@ -96,9 +96,14 @@ impl Switch {
 
 /// The default configuration: no `--replica-label`, each replica's `replica` label kept,
 /// on the modern servers.
-const DEFAULT: (Servers, Labels) = (Servers::Sid, Labels::Kept);
+const DEFAULT: (Servers, Labels, Protocol) = (Servers::Sid, Labels::Kept, Protocol::V1);
 /// `--replica-label __replica__`, on bookworm's servers.
-const STRIPPED: (Servers, Labels) = (Servers::Bookworm, Labels::Stripped);
+const STRIPPED: (Servers, Labels, Protocol) = (Servers::Bookworm, Labels::Stripped, Protocol::V1);
+/// The replicas send Remote-Write 2.0 (Prometheus 3.5), in the default configuration.
+const DEFAULT_V2: (Servers, Labels, Protocol) = (Servers::Sid, Labels::Kept, Protocol::V2);
+/// Remote-Write 2.0 with `--replica-label __replica__`: the label is stripped from 2.0
+/// writes.
+const STRIPPED_V2: (Servers, Labels, Protocol) = (Servers::Sid, Labels::Stripped, Protocol::V2);
 
 #[test]
 fn kill_9_of_the_promoted_replica_leaves_no_hole_and_no_overlap() {
@@ -123,6 +128,16 @@ fn start_up_of_both_replicas_at_once_doubles_nothing() {
 #[test]
 fn a_bigger_weight_joining_a_lone_replica_doubles_nothing() {
     run(DEFAULT, Switch::Join);
+}
+
+#[test]
+fn with_remote_write_2_0_kill_9_leaves_no_hole_and_no_overlap() {
+    run(DEFAULT_V2, Switch::Kill);
+}
+
+#[test]
+fn with_remote_write_2_0_and_the_replica_label_stripped_bigger_weight_leaves_no_hole() {
+    run(STRIPPED_V2, Switch::Weight);
 }
 
 #[test]
@@ -152,14 +167,14 @@ fn with_the_replica_label_stripped_a_bigger_weight_joining_doubles_nothing() {
 
 /// Runs one scenario on its own runtime, after the previous one finished. A panic unwinds
 /// through the runtime: the scenario's processes are killed (and their logs printed).
-fn run((servers, labels): (Servers, Labels), switch: Switch) {
+fn run((servers, labels, protocol): (Servers, Labels, Protocol), switch: Switch) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(scenario(servers, labels, switch));
+        .block_on(scenario(servers, labels, protocol, switch));
 }
 
 /// Who scraped a sample, from the replicas' own TSDBs.
@@ -171,14 +186,15 @@ enum Origin {
     Both,
 }
 
-async fn scenario(servers: Servers, labels: Labels, switch: Switch) {
+async fn scenario(servers: Servers, labels: Labels, protocol: Protocol, switch: Switch) {
     let started = std::time::Instant::now();
     let extra: &[&str] = match switch {
         Switch::Admin => &["--admin-token", TOKEN],
         _ => &[],
     };
     let mut e = E2e::start_with(servers, labels, extra).await;
-    let name = format!("{switch:?} ({servers:?}, {labels:?})");
+    e.protocol = protocol;
+    let name = format!("{switch:?} ({servers:?}, {labels:?}, {protocol:?})");
     let s = match switch {
         Switch::Startup => start_up(&mut e).await,
         Switch::Join => join(&mut e).await,
@@ -291,6 +307,7 @@ async fn scenario(servers: Servers, labels: Labels, switch: Switch) {
             );
         }
     }
+    check_protocol(&e, &name, protocol, switch).await;
     eprintln!(
         "{name}: scenario done in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -330,6 +347,9 @@ async fn switch_over(e: &mut E2e, switch: Switch) -> Switched {
         Switch::Kill => Some(e.replica_samples("a", from, now_ms()).await),
         _ => None,
     };
+    if switch == Switch::Kill && e.protocol == Protocol::V2 {
+        e.assert_no_failed_sends("a").await;
+    }
     let switch_at = now_ms();
     match switch {
         Switch::Kill => e.replica_mut("a").proc.kill9(),
@@ -403,6 +423,30 @@ async fn admin_failover(e: &E2e) {
     assert_eq!(status, 200, "failover: {text}");
     let view: serde_json::Value = serde_json::from_str(&text).expect("failover JSON");
     assert_eq!(view["promoted"]["source"], "b", "failover: {view}");
+}
+
+/// Every write came in `protocol`, and no live replica counted a failed send: with 2.0 the
+/// standby's deduplicated writes must be answered as written.
+async fn check_protocol(e: &E2e, name: &str, protocol: Protocol, switch: Switch) {
+    let (sent, other) = match protocol {
+        Protocol::V1 => ("1.0", "2.0"),
+        Protocol::V2 => ("2.0", "1.0"),
+    };
+    let count = |p: &str| format!("highlander_ingest_protocol_requests_total{{protocol=\"{p}\"}}");
+    assert!(
+        e.metric(&count(sent)).await > 0.0,
+        "{name}: no {sent} write"
+    );
+    assert_eq!(e.metric(&count(other)).await, 0.0, "{name}: {other} writes");
+    if protocol == Protocol::V1 {
+        return;
+    }
+    for r in &e.replicas {
+        // A killed `a` was checked just before its death.
+        if !(switch == Switch::Kill && r.name == "a") {
+            e.assert_no_failed_sends(&r.name).await;
+        }
+    }
 }
 
 /// The checks of one switch on VictoriaMetrics' raw samples in `[from, to]`.

@@ -189,11 +189,11 @@ async fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
             415,
         ),
         (
-            "rw2",
+            "unknown proto",
             url.clone(),
             good.clone(),
             "snappy",
-            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            "application/x-protobuf;proto=io.prometheus.write.v3.Request",
             415,
         ),
         (

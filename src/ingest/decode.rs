@@ -1,9 +1,12 @@
 //! Turning a request body into a validated write: snappy block decode under a size limit,
-//! the wire scan, and the label stripping. Pure: no I/O, no clock.
+//! the wire scan, and the label stripping. A 2.0 body is converted to 1.0 here, so the
+//! rest of the relay (election, handover, WAL, shippers) sees 1.0 only. Pure: no I/O, no
+//! clock.
 
 use bytes::Bytes;
 
 use super::error::IngestError;
+use super::protocol::{Version, Written};
 use super::wire::{self, Summary, Wanted};
 use crate::wal::RecordMeta;
 
@@ -28,6 +31,19 @@ pub struct Decoded {
     pub replica: Option<String>,
     /// Value of the group label, if configured and present.
     pub group: Option<String>,
+    /// What a 2.0 sender is told was written when the write is accepted.
+    pub written: Written,
+    /// What the conversion of a 2.0 body to 1.0 left out (zero for 1.0).
+    pub dropped: Dropped,
+}
+
+/// What 1.0 cannot carry of a 2.0 request, dropped by the conversion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Start (created) timestamps of series, samples and histograms.
+    pub start_timestamps: u32,
+    /// Fields the 2.0 schema does not define.
+    pub unknown_fields: u32,
 }
 
 /// Decompresses a snappy block, refusing before allocation when the announced size is over
@@ -51,16 +67,22 @@ fn checked_len(body: &[u8], limit: u64) -> Result<usize, IngestError> {
     Ok(len)
 }
 
-/// Validates a compressed body and prepares what is stored.
-pub fn decode(body: Bytes, limits: Limits, wanted: Wanted<'_>) -> Result<Decoded, IngestError> {
+/// Validates a compressed body of `version` and prepares what is stored (always 1.0).
+pub fn decode(
+    body: Bytes,
+    limits: Limits,
+    wanted: Wanted<'_>,
+    version: Version,
+) -> Result<Decoded, IngestError> {
     if body.len() as u64 > limits.max_body_bytes {
         return Err(IngestError::BodyTooLarge {
             len: body.len() as u64,
             limit: limits.max_body_bytes,
         });
     }
-    with_decompressed(&body, limits.max_decoded_bytes, |raw| {
-        validate(raw, body.clone(), wanted)
+    with_decompressed(&body, limits.max_decoded_bytes, |raw| match version {
+        Version::V1 => validate(raw, body.clone(), wanted),
+        Version::V2 => convert(raw, wanted),
     })
 }
 
@@ -115,6 +137,31 @@ fn validate(raw: &[u8], body: Bytes, wanted: Wanted<'_>) -> Result<Decoded, Inge
         meta,
         replica,
         group,
+        written: Written::default(),
+        dropped: Dropped::default(),
+    })
+}
+
+/// Validates a 2.0 body and converts it to a compressed 1.0 body.
+fn convert(raw: &[u8], wanted: Wanted<'_>) -> Result<Decoded, IngestError> {
+    let scanned = wire::scan_v2(raw, wanted)?;
+    let summary = &scanned.base;
+    let strip = wanted.replica.filter(|_| summary.replica_seen);
+    let payload = compress(&wire::to_v1(raw, &scanned.symbols, strip)?)?;
+    Ok(Decoded {
+        payload,
+        meta: meta_of(summary),
+        replica: summary.replica.map(str::to_owned),
+        group: summary.group.map(str::to_owned),
+        written: Written {
+            samples: u64::from(summary.samples),
+            histograms: u64::from(summary.histograms),
+            exemplars: u64::from(summary.exemplars),
+        },
+        dropped: Dropped {
+            start_timestamps: scanned.start_timestamps,
+            unknown_fields: scanned.unknown_fields,
+        },
     })
 }
 

@@ -12,6 +12,7 @@ use super::decode::{self, Limits};
 use super::error::IngestError;
 use super::handover::{Handover, Held};
 use super::identity::{self, Params};
+use super::protocol::{Version, Written};
 use super::wire::Wanted;
 use crate::clock::Clock;
 use crate::election::{Observation, Promotions, Role};
@@ -72,23 +73,40 @@ struct Accepted {
     samples: u64,
     /// Its body's length.
     bytes: u64,
+    /// What a 2.0 sender is told was written.
+    written: Written,
 }
 
 async fn write(req: HttpRequest, payload: web::Payload, ingest: web::Data<Ingest>) -> HttpResponse {
     let started = std::time::Instant::now();
-    let result = accept(&req, payload, &ingest).await;
+    let (version, result) = match Version::of(req.headers()) {
+        Ok(v) => (Some(v), accept(&req, payload, &ingest, v).await),
+        Err(e) => (None, Err(e)),
+    };
     let m = &METRICS;
+    if let Some(v) = version {
+        m.ingest.protocol.with_label_values(&[v.as_str()]).inc();
+    }
+    // Every answer to a 2.0 request says what was written (zeros when nothing was).
+    let written = |resp: &mut actix_web::HttpResponseBuilder, w: Written| {
+        if version == Some(Version::V2) {
+            w.insert(resp);
+        }
+    };
     let (outcome, resp) = match result {
         Ok(accepted) => {
-            let (role, resp) = match accepted.outcome {
-                Outcome::Stored => ("promoted", HttpResponse::NoContent().finish()),
-                Outcome::Dropped => (
-                    "standby",
-                    HttpResponse::Accepted()
-                        .insert_header(("X-Highlander-Role", "standby"))
-                        .finish(),
-                ),
+            let (role, mut resp) = match accepted.outcome {
+                Outcome::Stored => ("promoted", HttpResponse::NoContent()),
+                Outcome::Dropped => {
+                    let mut resp = HttpResponse::Accepted();
+                    resp.insert_header(("X-Highlander-Role", "standby"));
+                    ("standby", resp)
+                }
             };
+            // A standby's write is told it was written: it was deduplicated on purpose,
+            // and Prometheus drops a batch whose 2xx says nothing was written.
+            written(&mut resp, accepted.written);
+            let resp = resp.finish();
             m.ingest
                 .samples
                 .with_label_values(&[role])
@@ -101,7 +119,9 @@ async fn write(req: HttpRequest, payload: web::Payload, ingest: web::Data<Ingest
         }
         Err(e) => {
             m.ingest.rejected.with_label_values(&[e.as_label()]).inc();
-            ("rejected", refuse(&req, &e))
+            let mut resp = refusal(&req, &e);
+            written(&mut resp, Written::default());
+            ("rejected", resp.body(format!("{e}\n")))
         }
     };
     m.ingest.requests.with_label_values(&[outcome]).inc();
@@ -112,7 +132,8 @@ async fn write(req: HttpRequest, payload: web::Payload, ingest: web::Data<Ingest
     resp
 }
 
-fn refuse(req: &HttpRequest, e: &IngestError) -> HttpResponse {
+/// Logs a refusal and starts its answer (status, `Retry-After` on 503, content type).
+fn refusal(req: &HttpRequest, e: &IngestError) -> actix_web::HttpResponseBuilder {
     let peer = req
         .peer_addr()
         .map(|a| a.ip().to_string())
@@ -128,16 +149,17 @@ fn refuse(req: &HttpRequest, e: &IngestError) -> HttpResponse {
     if e.status_code().as_u16() == 503 {
         resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
     }
-    resp.content_type("text/plain; charset=utf-8")
-        .body(format!("{e}\n"))
+    resp.content_type("text/plain; charset=utf-8");
+    resp
 }
 
 async fn accept(
     req: &HttpRequest,
     payload: web::Payload,
     ingest: &Ingest,
+    version: Version,
 ) -> Result<Accepted, IngestError> {
-    check_headers(req.headers())?;
+    check_encoding(req.headers())?;
     let params = Params::parse(req.query_string())?;
     if !ingest.ready.load(Ordering::Acquire) {
         return Err(IngestError::NotReady);
@@ -152,7 +174,8 @@ async fn accept(
         group: ingest.group_label.as_deref(),
     };
     let bytes = body.len() as u64;
-    let decoded = decode::decode(body, ingest.limits, wanted)?;
+    let decoded = decode::decode(body, ingest.limits, wanted, version)?;
+    count_dropped(&decoded.dropped);
     let samples = u64::from(decoded.meta.samples) + u64::from(decoded.meta.histograms);
     let source = identity::source(
         &params,
@@ -174,10 +197,12 @@ async fn accept(
         payload: decoded.payload,
         meta,
     };
+    let written = decoded.written;
     let accepted = |outcome| Accepted {
         outcome,
         samples,
         bytes,
+        written,
     };
     let appended = match settle(ingest, observation, held)? {
         Settled::Standby => return Ok(accepted(Outcome::Dropped)),
@@ -238,29 +263,36 @@ fn settle(ingest: &Ingest, obs: Observation<'_>, held: Held) -> Result<Settled, 
     Ok(Settled::Appended(appended?))
 }
 
-fn check_headers(headers: &HeaderMap) -> Result<(), IngestError> {
+/// Refuses a body that is not snappy.
+fn check_encoding(headers: &HeaderMap) -> Result<(), IngestError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("<not ASCII>").trim().to_owned());
     match encoding {
-        Some(e) if e.eq_ignore_ascii_case("snappy") => {}
-        other => return Err(IngestError::Encoding(other.unwrap_or_default())),
+        Some(e) if e.eq_ignore_ascii_case("snappy") => Ok(()),
+        other => Err(IngestError::Encoding(other.unwrap_or_default())),
     }
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("<not ASCII>");
-        let mut parts = ct.split(';').map(str::trim);
-        let media = parts.next().unwrap_or_default();
-        let proto = parts
-            .filter_map(|p| p.strip_prefix("proto="))
-            .next()
-            .map(|p| p.trim_matches('"'));
-        let v1 = media.eq_ignore_ascii_case("application/x-protobuf")
-            && proto.is_none_or(|p| p == "prometheus.WriteRequest");
-        if !v1 {
-            return Err(IngestError::ContentType(ct.to_owned()));
+}
+
+/// Counts what the conversion of a 2.0 body left out, and says so once in the log.
+fn count_dropped(dropped: &decode::Dropped) {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    let m = &METRICS.ingest.dropped;
+    let counts = [
+        ("start_timestamp", dropped.start_timestamps),
+        ("unknown_field", dropped.unknown_fields),
+    ];
+    for (what, n) in counts {
+        if n > 0 {
+            m.with_label_values(&[what]).inc_by(u64::from(n));
+            if !LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    what,
+                    "ingest: a Remote-Write 2.0 write carries what 1.0 cannot hold; highlander stores 1.0 and drops it (counted in highlander_ingest_v2_dropped_total; logged once)"
+                );
+            }
         }
     }
-    Ok(())
 }
 
 async fn read_body(

@@ -1,4 +1,5 @@
-//! A borrowing, allocation-free scan of the Remote-Write 1.0 protobuf wire format.
+//! A borrowing, allocation-free scan of the Remote-Write 1.0 protobuf wire format; the 2.0
+//! scan (`v2`) and its conversion to 1.0 (`to_v1`) beside it.
 //!
 //! It validates a decoded `WriteRequest` as the spec asks: well-formed protobuf, UTF-8
 //! strings, labels sorted by name in every series, no duplicate or empty names. It reads
@@ -12,10 +13,14 @@ use std::fmt;
 
 mod error;
 mod strip;
+mod to_v1;
+mod v2;
 
 pub(crate) use error::Malformed;
 pub use error::WireError;
 pub use strip::strip_label;
+pub use to_v1::to_v1;
+pub use v2::{scan_v2, SummaryV2};
 
 /// Which label values the scan should pick up (first series that carries them wins: all
 /// series of one Prometheus request share its external labels).

@@ -128,6 +128,15 @@ impl Labels {
     }
 }
 
+/// The Remote-Write version the replicas send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// 1.0, Prometheus' default.
+    V1,
+    /// 2.0: `protobuf_message: io.prometheus.write.v2.Request` (Prometheus 3 only).
+    V2,
+}
+
 /// A child process that is SIGKILLed (and reaped) when dropped, even when the test panics.
 pub struct Proc {
     pub name: String,
@@ -295,13 +304,18 @@ pub async fn start_target() -> (std::net::SocketAddr, actix_web::dev::ServerHand
 }
 
 /// One Prometheus replica's config: scrape the target every second, remote_write to
-/// highlander promptly, with the replica name as the `label` external label.
+/// highlander promptly in `protocol`, with the replica name as the `label` external label.
 pub fn prometheus_config(
     target: std::net::SocketAddr,
     write_url: &str,
     label: &str,
     replica: &str,
+    protocol: Protocol,
 ) -> String {
+    let message = match protocol {
+        Protocol::V1 => "",
+        Protocol::V2 => "\n    protobuf_message: io.prometheus.write.v2.Request",
+    };
     format!(
         r#"global:
   scrape_interval: 1s
@@ -315,7 +329,7 @@ scrape_configs:
       - targets: ['{target}']
 remote_write:
   - url: '{write_url}'
-    remote_timeout: 5s
+    remote_timeout: 5s{message}
     queue_config:
       batch_send_deadline: 1s
       min_backoff: 100ms
@@ -351,6 +365,8 @@ pub struct E2e {
     pub servers: Servers,
     /// How the replicas are told apart.
     pub labels: Labels,
+    /// What the replicas send; set before they start.
+    pub protocol: Protocol,
 }
 
 impl Drop for E2e {
@@ -435,6 +451,7 @@ impl E2e {
             started_ms,
             servers,
             labels,
+            protocol: Protocol::V1,
         }
     }
 
@@ -454,7 +471,8 @@ impl E2e {
     /// The config of replica `name` writing with `weight`.
     fn replica_config(&self, name: &str, weight: u64) -> String {
         let label = self.labels.external_label();
-        prometheus_config(self.target, &self.write_url(name, weight), label, name)
+        let url = self.write_url(name, weight);
+        prometheus_config(self.target, &url, label, name, self.protocol)
     }
 
     /// Starts Prometheus replica `name` with `weight`, without waiting for it.
@@ -481,6 +499,38 @@ impl E2e {
             api: format!("http://127.0.0.1:{port}"),
             config,
         });
+    }
+
+    /// Checks that replica `name` sent data and that none of it failed: Prometheus counts
+    /// a batch it dropped (a 4xx, or a 2.0 answer whose Written headers say less than it
+    /// sent) in `prometheus_remote_storage_{samples,histograms,exemplars}_failed_total`.
+    pub async fn assert_no_failed_sends(&self, name: &str) {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.replica(name).api))
+            .send()
+            .await
+            .expect("replica reachable")
+            .text()
+            .await
+            .expect("metrics text");
+        let sum = |metric: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(
+            sum("prometheus_remote_storage_samples_total") > 0.0,
+            "replica {name} sent no samples"
+        );
+        for metric in [
+            "prometheus_remote_storage_samples_failed_total",
+            "prometheus_remote_storage_histograms_failed_total",
+            "prometheus_remote_storage_exemplars_failed_total",
+        ] {
+            assert_eq!(sum(metric), 0.0, "replica {name}: {metric}");
+        }
     }
 
     /// Waits until replica `name` is ready.

@@ -7,6 +7,7 @@ pub mod e2e;
 pub mod logs;
 pub mod proxy;
 pub mod series;
+pub mod v2;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};

@@ -120,7 +120,7 @@ fn scan_agrees_with_prost_on_golden_bytes() {
 #[test]
 fn body_is_kept_byte_for_byte_when_nothing_is_stripped() {
     let body = compress(&full_request().encode_to_vec());
-    let d = decode(body.clone(), LIMITS, Wanted::default()).expect("valid");
+    let d = decode(body.clone(), LIMITS, Wanted::default(), Version::V1).expect("valid");
     assert_eq!(d.payload, body);
     assert_eq!(d.meta.samples, 3);
 }
@@ -129,7 +129,7 @@ fn body_is_kept_byte_for_byte_when_nothing_is_stripped() {
 fn replica_label_is_stripped_and_everything_else_kept() {
     let req = full_request();
     let body = compress(&req.encode_to_vec());
-    let d = decode(body, LIMITS, wanted()).expect("valid");
+    let d = decode(body, LIMITS, wanted(), Version::V1).expect("valid");
     assert_eq!(d.replica.as_deref(), Some("r1"));
     assert_eq!(d.group.as_deref(), Some("eu"));
     let raw = snap::raw::Decoder::new()
@@ -160,7 +160,7 @@ fn snappy_bomb_is_refused_before_allocating() {
     let mut bomb = Vec::new();
     write_varint(&mut bomb, 1 << 30);
     bomb.extend_from_slice(&[0; 16]);
-    let e = decode(Bytes::from(bomb), LIMITS, wanted()).expect_err("bomb");
+    let e = decode(Bytes::from(bomb), LIMITS, wanted(), Version::V1).expect_err("bomb");
     assert!(matches!(e, IngestError::DecodedTooLarge { .. }), "{e}");
     assert_eq!(e.status_code(), 413);
 }
@@ -171,7 +171,13 @@ fn oversized_body_is_413() {
         max_body_bytes: 10,
         max_decoded_bytes: 100,
     };
-    let e = decode(compress(&full_request().encode_to_vec()), limits, wanted()).expect_err("big");
+    let e = decode(
+        compress(&full_request().encode_to_vec()),
+        limits,
+        wanted(),
+        Version::V1,
+    )
+    .expect_err("big");
     assert_eq!(e.status_code(), 413);
 }
 
@@ -181,6 +187,7 @@ fn bad_snappy_is_400() {
         Bytes::from_static(b"\xff\xff\xff\xff\xff\xff"),
         LIMITS,
         wanted(),
+        Version::V1,
     )
     .expect_err("bad");
     assert!(matches!(e, IngestError::Snappy(_)), "{e}");
@@ -188,7 +195,7 @@ fn bad_snappy_is_400() {
 }
 
 fn refuse(raw: Vec<u8>) -> IngestError {
-    decode(compress(&raw), LIMITS, wanted()).expect_err("must be refused")
+    decode(compress(&raw), LIMITS, wanted(), Version::V1).expect_err("must be refused")
 }
 
 #[test]
@@ -271,19 +278,31 @@ fn a_small_body_after_a_large_one_sees_only_its_own_bytes() {
         timeseries: vec![series(&[("__name__", "up")], &[7])],
         metadata: vec![],
     };
-    let d = decode(compress(&large.encode_to_vec()), LIMITS, wanted()).expect("valid");
+    let d = decode(
+        compress(&large.encode_to_vec()),
+        LIMITS,
+        wanted(),
+        Version::V1,
+    )
+    .expect("valid");
     assert_eq!(d.meta.series, 200);
-    let d = decode(compress(&small.encode_to_vec()), LIMITS, wanted()).expect("valid");
+    let d = decode(
+        compress(&small.encode_to_vec()),
+        LIMITS,
+        wanted(),
+        Version::V1,
+    )
+    .expect("valid");
     assert_eq!((d.meta.series, d.meta.samples, d.meta.max_ts), (1, 1, 7));
     // A small block that announces more than it holds is refused, whatever the buffer had.
     let mut short = compress(&small.encode_to_vec()).to_vec();
     short[0] += 1;
-    assert!(decode(Bytes::from(short), LIMITS, wanted()).is_err());
+    assert!(decode(Bytes::from(short), LIMITS, wanted(), Version::V1).is_err());
 }
 
 #[test]
 fn empty_request_is_valid() {
-    let d = decode(compress(&[]), LIMITS, wanted()).expect("empty is fine");
+    let d = decode(compress(&[]), LIMITS, wanted(), Version::V1).expect("empty is fine");
     assert_eq!(d.meta.series, 0);
 }
 

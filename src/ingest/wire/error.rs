@@ -1,4 +1,4 @@
-//! Why a body is not a valid `WriteRequest`, and the small framing error of the field loop.
+//! Why a body is not a valid `WriteRequest` (1.0) or `Request` (2.0), and the small framing error of the field loop.
 
 /// Why a body is not a valid `WriteRequest`. Every variant maps to HTTP 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +52,54 @@ pub enum WireError {
         /// The repeated name.
         name: String,
     },
+    /// A 2.0 symbol is not UTF-8.
+    #[error("symbol {index} is not valid UTF-8")]
+    SymbolUtf8 {
+        /// Its index in the symbols table.
+        index: usize,
+    },
+    /// The first 2.0 symbol is not the empty string.
+    #[error("symbols[0] must be the empty string, not {0:?}")]
+    FirstSymbol(String),
+    /// A 2.0 reference outside the symbols table.
+    #[error(
+        "series {series}: {what} reference {r} is outside the symbols table ({symbols} symbols)"
+    )]
+    SymbolRef {
+        /// Index of the series in the request.
+        series: usize,
+        /// What the reference names: a label name or value, a help, a unit.
+        what: &'static str,
+        /// The reference.
+        r: u64,
+        /// The size of the table.
+        symbols: usize,
+    },
+    /// A 2.0 `labels_refs` of odd length.
+    #[error(
+        "series {series}: labels_refs has an odd length ({len}): it must hold name, value pairs"
+    )]
+    OddRefs {
+        /// Index of the series in the request.
+        series: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// A 2.0 series with both samples and histograms.
+    #[error("series {series}: carries both samples and histograms (Remote-Write 2.0 needs one series for each)")]
+    SamplesAndHistograms {
+        /// Index of the series in the request.
+        series: usize,
+    },
+    /// A 2.0 request with the fields of a 1.0 `WriteRequest`.
+    #[error("the body is a Remote-Write 1.0 WriteRequest, but the Content-Type says 2.0 (proto=io.prometheus.write.v2.Request)")]
+    V1Body,
+    /// A 2.0 series without a sample, a histogram or an exemplar.
+    #[error("series {series}: carries no sample, histogram or exemplar")]
+    NothingCarried {
+        /// Index of the series in the request.
+        series: usize,
+    },
 }
 
 impl WireError {
@@ -64,6 +112,13 @@ impl WireError {
             WireError::EmptyLabelName { .. } => "empty_label_name",
             WireError::Unsorted { .. } => "unsorted_labels",
             WireError::Duplicate { .. } => "duplicate_label",
+            WireError::SymbolUtf8 { .. } => "utf8",
+            WireError::FirstSymbol(_) => "first_symbol",
+            WireError::SymbolRef { .. } => "symbol_ref",
+            WireError::OddRefs { .. } => "odd_refs",
+            WireError::SamplesAndHistograms { .. } => "samples_and_histograms",
+            WireError::NothingCarried { .. } => "empty_series",
+            WireError::V1Body => "v1_body",
         }
     }
 }
