@@ -269,11 +269,31 @@ impl Drop for Proc {
     }
 }
 
+/// The classic histogram of the scrape target: each scrape observes one value per bucket
+/// per second since the start. Prometheus 3 replicas that send 2.0 turn it into a native
+/// histogram with custom buckets (NHCB).
+pub const HISTOGRAM: &str = "e2e_latency_seconds";
+
 /// The scrape target: `/metrics` with a counter of the seconds since it started (so it
-/// increases by one per second, and samples in timestamp order never decrease).
+/// increases by one per second, and samples in timestamp order never decrease), a gauge
+/// and a classic histogram ([`HISTOGRAM`]).
 pub async fn start_target() -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
     async fn metrics(started: web::Data<Instant>) -> HttpResponse {
         let secs = started.elapsed().as_secs_f64();
+        let n = started.elapsed().as_secs();
+        let histogram = format!(
+            "# HELP {HISTOGRAM} Latency.\n\
+             # TYPE {HISTOGRAM} histogram\n\
+             {HISTOGRAM}_bucket{{le=\"0.1\"}} {n}\n\
+             {HISTOGRAM}_bucket{{le=\"0.5\"}} {}\n\
+             {HISTOGRAM}_bucket{{le=\"+Inf\"}} {}\n\
+             {HISTOGRAM}_sum {}\n\
+             {HISTOGRAM}_count {}\n",
+            2 * n,
+            3 * n,
+            n,
+            3 * n
+        );
         HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(format!(
@@ -282,7 +302,8 @@ pub async fn start_target() -> (std::net::SocketAddr, actix_web::dev::ServerHand
                  {METRIC} {secs:.3}\n\
                  # HELP e2e_gauge A constant.\n\
                  # TYPE e2e_gauge gauge\n\
-                 e2e_gauge{{kind=\"constant\"}} 42\n"
+                 e2e_gauge{{kind=\"constant\"}} 42\n\
+                 {histogram}"
             ))
     }
     let started = web::Data::new(Instant::now());
@@ -312,9 +333,13 @@ pub fn prometheus_config(
     replica: &str,
     protocol: Protocol,
 ) -> String {
-    let message = match protocol {
-        Protocol::V1 => "",
-        Protocol::V2 => "\n    protobuf_message: io.prometheus.write.v2.Request",
+    // With 2.0 the classic histogram goes as a native histogram with custom buckets.
+    let (nhcb, message) = match protocol {
+        Protocol::V1 => ("", ""),
+        Protocol::V2 => (
+            "\n    convert_classic_histograms_to_nhcb: true",
+            "\n    protobuf_message: io.prometheus.write.v2.Request\n    send_native_histograms: true",
+        ),
     };
     format!(
         r#"global:
@@ -324,7 +349,7 @@ pub fn prometheus_config(
   external_labels:
     {label}: {replica}
 scrape_configs:
-  - job_name: e2e
+  - job_name: e2e{nhcb}
     static_configs:
       - targets: ['{target}']
 remote_write:
@@ -490,7 +515,13 @@ impl E2e {
                 format!("--config.file={}", config.display()),
                 format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                (self.protocol == Protocol::V2)
+                    .then(|| "--enable-feature=native-histograms".to_owned()),
+            )
+            .collect(),
             dir.join("prometheus.log"),
         );
         self.replicas.push(Replica {
@@ -504,7 +535,8 @@ impl E2e {
     /// Checks that replica `name` sent data and that none of it failed: Prometheus counts
     /// a batch it dropped (a 4xx, or a 2.0 answer whose Written headers say less than it
     /// sent) in `prometheus_remote_storage_{samples,histograms,exemplars}_failed_total`.
-    pub async fn assert_no_failed_sends(&self, name: &str) {
+    /// Returns how many samples and histograms it sent.
+    pub async fn assert_no_failed_sends(&self, name: &str) -> (f64, f64) {
         let text = self
             .client
             .get(format!("{}/metrics", self.replica(name).api))
@@ -520,10 +552,11 @@ impl E2e {
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
-        assert!(
-            sum("prometheus_remote_storage_samples_total") > 0.0,
-            "replica {name} sent no samples"
+        let sent = (
+            sum("prometheus_remote_storage_samples_total"),
+            sum("prometheus_remote_storage_histograms_total"),
         );
+        assert!(sent.0 > 0.0, "replica {name} sent no samples");
         for metric in [
             "prometheus_remote_storage_samples_failed_total",
             "prometheus_remote_storage_histograms_failed_total",
@@ -531,6 +564,7 @@ impl E2e {
         ] {
             assert_eq!(sum(metric), 0.0, "replica {name}: {metric}");
         }
+        sent
     }
 
     /// Waits until replica `name` is ready.
