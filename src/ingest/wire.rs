@@ -104,13 +104,20 @@ pub(crate) struct Field<'a> {
 }
 
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
-    // Almost every key and length on this path is one byte.
+    // Almost every key and length on this path is one byte; 2.0 symbol references past
+    // 127 take two.
     match buf.get(*pos) {
         Some(&b) if b < 0x80 => {
             *pos += 1;
             Ok(u64::from(b))
         }
-        Some(_) => read_varint_slow(buf, pos),
+        Some(&b) => match buf.get(*pos + 1) {
+            Some(&c) if c < 0x80 => {
+                *pos += 2;
+                Ok(u64::from(b & 0x7f) | u64::from(c) << 7)
+            }
+            _ => read_varint_slow(buf, pos),
+        },
         None => Err(Malformed("truncated varint")),
     }
 }

@@ -43,7 +43,7 @@ pub fn to_v1(buf: &[u8], symbols: &[&str], strip: Option<&str>) -> Result<Vec<u8
         }
         write_series_data(body, &symbol, &mut series)?;
         write_len(&mut out, 1, &series);
-        if let Some(m) = meta {
+        if let Some(m) = meta.filter(|m| m.kind != 0 || m.help != 0 || m.unit != 0) {
             let name = refs
                 .chunks_exact(2)
                 .find(|p| symbol(p[0]) == "__name__")
@@ -147,6 +147,11 @@ fn copy_known(
     last: u64,
     scratch: &mut Vec<u8>,
 ) -> Result<(), WireError> {
+    // The usual float sample: value and timestamp, nothing else.
+    if number == 2 && super::sample_fast(message).is_some() {
+        write_len(out, number, message);
+        return Ok(());
+    }
     let mut all_known = true;
     let mut fields = Fields::new(message);
     while let Some(f) = fields.next_field()? {
@@ -267,7 +272,18 @@ fn write_string(out: &mut Vec<u8>, number: u64, s: &str) {
 }
 
 /// Writes a 1.0 `Label` as field `number`.
+#[inline]
 fn write_label(out: &mut Vec<u8>, number: u64, name: &str, value: &str) {
+    // The usual label: every length fits one byte, and the value is not empty.
+    let (n, v) = (name.len(), value.len());
+    if number < 16 && n > 0 && v > 0 && n + v + 4 < 0x80 {
+        out.reserve(n + v + 6);
+        out.extend_from_slice(&[(number << 3) as u8 | LEN, (n + v + 4) as u8, 0x0a, n as u8]);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&[0x12, v as u8]);
+        out.extend_from_slice(value.as_bytes());
+        return;
+    }
     let len = string_len(name) + string_len(value);
     write_varint(out, (number << 3) | u64::from(LEN));
     write_varint(out, len as u64);
