@@ -8,7 +8,8 @@
 # Writes bench/results/NAME.json and NAME.md (NAME: --name, default latest). See bench/README.md.
 #
 # Usage: bench/compare.sh [--rounds N] [--duration SECONDS] [--series N]
-#                         [--samples-per-request N] [--concurrency N] [--modes "direct highlander highlander-inflight vmagent"]
+#                         [--samples-per-request N] [--concurrency N]
+#                         [--modes "direct highlander highlander-inflight vmagent"] (also: highlander-v2)
 #                         [--no-latency] [--no-build] [--keep] [--name latest]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -67,6 +68,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# protocol_of MODE: the Remote-Write version the generator sends in MODE.
+protocol_of() {
+    if [[ $1 == *-v2 ]]; then echo 2.0; else echo 1.0; fi
+}
+
 # run_one PHASE ROUND MODE RATE
 run_one() {
     local phase=$1 round=$2 mode=$3 rate=$4
@@ -82,7 +88,7 @@ run_one() {
 
     timeout $((DURATION + 90)) "$BENCH" load --url "$WRITE_URL" --series "$SERIES" \
         --samples-per-request "$SPR" --concurrency "$CONCURRENCY" --rate "$rate" \
-        --duration "${DURATION}s" --query highlander_source=bench \
+        --duration "${DURATION}s" --query highlander_source=bench --protocol "$(protocol_of "$mode")" \
         --out "$dir/load.json" >/dev/null 2>"$dir/load.err" ||
         log "load exited with $? (see $dir/load.err)"
     local load_end=$SECONDS

@@ -127,9 +127,10 @@ start_relay() {
         RELAY_PID=
         WRITE_URL=$sink_url
         ;;
-    highlander | highlander-inflight)
+    highlander | highlander-inflight | highlander-v2)
         # highlander-inflight: several requests out to the sink at once (series may then
-        # arrive out of order, as with vmagent); highlander: the default, one at a time.
+        # arrive out of order, as with vmagent); highlander: the default, one at a time;
+        # highlander-v2: the default, with the generator sending Remote-Write 2.0.
         local inflight=
         [[ $mode == highlander-inflight ]] && inflight="--max-in-flight ${HIGHLANDER_IN_FLIGHT:-2}"
         start highlander "$dir/relay.log" "$HIGHLANDER" serve \

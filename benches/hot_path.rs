@@ -256,44 +256,14 @@ fn decode_benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// The compressed 2.0 body of a 1.0 request, with one symbols table as Prometheus builds it.
+/// The compressed 2.0 body of a 1.0 request, with metadata on every series as Prometheus
+/// sends it.
 fn v2_body(req: &WriteRequest) -> Bytes {
-    use highlander::proto::v2;
-    let mut symbols = vec![String::new()];
-    let mut index = std::collections::HashMap::from([(String::new(), 0u32)]);
-    let mut sym = |s: &str| {
-        *index.entry(s.to_owned()).or_insert_with(|| {
-            symbols.push(s.to_owned());
-            symbols.len() as u32 - 1
-        })
-    };
-    let timeseries = req
-        .timeseries
-        .iter()
-        .map(|t| v2::TimeSeries {
-            labels_refs: t
-                .labels
-                .iter()
-                .flat_map(|l| [sym(&l.name), sym(&l.value)])
-                .collect(),
-            samples: t
-                .samples
-                .iter()
-                .map(|s| v2::Sample {
-                    value: s.value,
-                    timestamp: s.timestamp,
-                    start_timestamp: 0,
-                })
-                .collect(),
-            metadata: Some(v2::Metadata::default()),
-            ..v2::TimeSeries::default()
-        })
-        .collect();
-    let raw = v2::Request {
-        symbols,
-        timeseries,
+    let mut v2 = highlander::proto::v2::Request::from_v1(req);
+    for t in &mut v2.timeseries {
+        t.metadata = Some(Default::default());
     }
-    .encode_to_vec();
+    let raw = v2.encode_to_vec();
     Bytes::from(
         snap::raw::Encoder::new()
             .compress_vec(&raw)

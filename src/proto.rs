@@ -11,6 +11,47 @@ include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 /// Remote-Write 2.0 (`io.prometheus.write.v2.Request`).
 pub mod v2 {
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+
+    impl Request {
+        /// The 2.0 form of a 1.0 request's labels and float samples, with one symbols
+        /// table as Prometheus builds it (the empty string first, each string once). For
+        /// tests and the benchmark: the relay itself never converts 1.0 to 2.0.
+        pub fn from_v1(req: &super::WriteRequest) -> Request {
+            let mut symbols = vec![String::new()];
+            let mut index = std::collections::HashMap::from([(String::new(), 0u32)]);
+            let mut sym = |s: &str| {
+                *index.entry(s.to_owned()).or_insert_with(|| {
+                    symbols.push(s.to_owned());
+                    symbols.len() as u32 - 1
+                })
+            };
+            let timeseries = req
+                .timeseries
+                .iter()
+                .map(|t| TimeSeries {
+                    labels_refs: t
+                        .labels
+                        .iter()
+                        .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                        .collect(),
+                    samples: t
+                        .samples
+                        .iter()
+                        .map(|s| Sample {
+                            value: s.value,
+                            timestamp: s.timestamp,
+                            start_timestamp: 0,
+                        })
+                        .collect(),
+                    ..TimeSeries::default()
+                })
+                .collect();
+            Request {
+                symbols,
+                timeseries,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub struct LoadConfig {
     pub start_at_ms: Option<i64>,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// The Remote-Write version sent.
+    pub protocol: workload::Protocol,
 }
 
 /// Which round timestamps a generator takes.
@@ -186,7 +188,7 @@ pub async fn run(config: LoadConfig) -> Result<serde_json::Value, String> {
     highlander::shipper::client::install_crypto_provider();
     let built = Instant::now();
     let shape = config.shape;
-    let pool = tokio::task::spawn_blocking(move || workload::build(shape, true))
+    let pool = tokio::task::spawn_blocking(move || workload::build(shape, true, config.protocol))
         .await
         .map_err(|e| e.to_string())??;
     let build_s = built.elapsed().as_secs_f64();
@@ -280,6 +282,7 @@ pub async fn run(config: LoadConfig) -> Result<serde_json::Value, String> {
             .sum::<u64>();
     Ok(json!({
         "url": config.url.as_str(),
+        "protocol": format!("{:?}", config.protocol),
         "series": shape.series,
         "samples_per_request": shape.samples_per_request,
         "pool_requests": pool.templates.len(),
@@ -340,8 +343,8 @@ async fn worker(
         let result = client
             .post(url.clone())
             .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .header("Content-Type", pool.protocol.content_type())
+            .header("X-Prometheus-Remote-Write-Version", pool.protocol.version())
             .header("User-Agent", "highlander-bench")
             .body(body)
             .send()

@@ -96,6 +96,10 @@ struct LoadArgs {
     /// Print a JSON progress line to stderr every second.
     #[arg(long)]
     progress: bool,
+    /// The Remote-Write version to send: 1.0 or 2.0 (one symbols table per request, as
+    /// Prometheus 3 builds it).
+    #[arg(long, value_enum, default_value = "1.0")]
+    protocol: workload::Protocol,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -227,6 +231,7 @@ async fn run_load(args: LoadArgs) -> Result<(), String> {
         parity: args.timestamp_parity,
         start_at_ms: args.start_at_unix_ms,
         progress: args.progress,
+        protocol: args.protocol,
     })
     .await?;
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

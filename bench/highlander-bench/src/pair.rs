@@ -207,9 +207,10 @@ pub async fn run(
             ));
         }
     }
-    let pool = tokio::task::spawn_blocking(move || workload::build(shape, false))
-        .await
-        .map_err(|e| e.to_string())??;
+    let pool =
+        tokio::task::spawn_blocking(move || workload::build(shape, false, workload::Protocol::V1))
+            .await
+            .map_err(|e| e.to_string())??;
     // Global index of every pool entry's first series.
     let mut first = Vec::with_capacity(pool.templates.len());
     let mut series = 0usize;

@@ -35,11 +35,25 @@ pub struct ReportArgs {
     get: Option<String>,
 }
 
-const MODES: [&str; 4] = ["direct", "highlander", "highlander-inflight", "vmagent"];
+const MODES: [&str; 5] = [
+    "direct",
+    "highlander",
+    "highlander-inflight",
+    "highlander-v2",
+    "vmagent",
+];
 
-/// The modes whose ratios are reported: highlander's default (one request in flight per
-/// storage, series in order) and with several requests in flight (as vmagent sends).
-const RELAYS: [&str; 2] = ["highlander", "highlander-inflight"];
+/// The pairs of modes whose ratios are reported, as (mode, against): highlander's default (one request in flight
+/// per storage, series in order) and with several requests in flight (as vmagent sends)
+/// against vmagent and the direct path; the generator sending Remote-Write 2.0 to
+/// highlander against the same with 1.0. A ratio is reported when its first mode ran.
+const PAIRS: [(&str, &str); 5] = [
+    ("highlander", "vmagent"),
+    ("highlander", "direct"),
+    ("highlander-inflight", "vmagent"),
+    ("highlander-inflight", "direct"),
+    ("highlander-v2", "highlander"),
+];
 
 /// Per-run metrics, in table order. Each has a key, a label, a unit-ish note, and whether
 /// lower is better.
@@ -234,10 +248,8 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
                 .into()
         };
         let mut phase_ratios = serde_json::Map::new();
-        for relay in RELAYS.iter().filter(|r| medians.contains_key(**r)) {
-            for other in ["vmagent", "direct"] {
-                phase_ratios.insert(format!("{relay}/{other}"), ratio(relay, other));
-            }
+        for (relay, other) in PAIRS.iter().filter(|(r, _)| medians.contains_key(*r)) {
+            phase_ratios.insert(format!("{relay}/{other}"), ratio(relay, other));
         }
         ratios.insert(phase.clone(), phase_ratios.into());
         summary.insert(phase.clone(), json!(medians));
@@ -326,10 +338,10 @@ fn markdown(report: &Value) -> String {
             .copied()
             .filter(|m| data.get(*m).is_some())
             .collect();
-        let ratio_cols: Vec<String> = RELAYS
+        let ratio_cols: Vec<String> = PAIRS
             .iter()
-            .filter(|r| modes.contains(r))
-            .flat_map(|r| [format!("{r}/vmagent"), format!("{r}/direct")])
+            .filter(|(r, _)| modes.contains(r))
+            .map(|(r, other)| format!("{r}/{other}"))
             .collect();
         let header: Vec<&str> = modes
             .iter()

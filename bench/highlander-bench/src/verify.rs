@@ -19,9 +19,10 @@ const CHUNK: usize = 1 << 20;
 pub async fn run(ack_log: &Path, sink_url: &url::Url) -> Result<serde_json::Value, String> {
     highlander::shipper::client::install_crypto_provider();
     let (shape, acks) = read_ack_log(ack_log)?;
-    let pool = tokio::task::spawn_blocking(move || workload::build(shape, false))
-        .await
-        .map_err(|e| e.to_string())??;
+    let pool =
+        tokio::task::spawn_blocking(move || workload::build(shape, false, workload::Protocol::V1))
+            .await
+            .map_err(|e| e.to_string())??;
     let check = sink_url
         .join("/check")
         .map_err(|e| format!("bad sink URL: {e}"))?;

@@ -247,7 +247,6 @@ pub struct Layout {
 
 /// The [`Layout`] of a decoded `WriteRequest`.
 pub fn layout(body: &[u8]) -> Result<Layout, WireError> {
-    let mut slots = Vec::new();
     let mut hashes = Vec::new();
     let mut request = Reader::new(body, 0);
     while let Some((at, number, value)) = request.field()? {
@@ -258,6 +257,26 @@ pub fn layout(body: &[u8]) -> Result<Layout, WireError> {
             return Err(WireError::FieldType(at, number));
         };
         hashes.push(series_hash_at(series, base)?);
+    }
+    Ok(Layout {
+        slots: sample_slots(body, 1)?,
+        series_hashes: hashes,
+    })
+}
+
+/// Offset and length of every float sample's timestamp varint in a decoded request whose
+/// series are field `series_field` (1.0 `WriteRequest`: 1; 2.0 `Request`: 5). Both versions
+/// number a series' samples 2 and a sample's timestamp 2.
+pub fn sample_slots(body: &[u8], series_field: u32) -> Result<Vec<(usize, usize)>, WireError> {
+    let mut slots = Vec::new();
+    let mut request = Reader::new(body, 0);
+    while let Some((at, number, value)) = request.field()? {
+        if number != series_field {
+            continue;
+        }
+        let Value::Bytes(series, base) = value else {
+            return Err(WireError::FieldType(at, number));
+        };
         let mut fields = Reader::new(series, base);
         while let Some((_, number, value)) = fields.field()? {
             if let (2, Value::Bytes(sample, base)) = (number, value) {
@@ -268,10 +287,7 @@ pub fn layout(body: &[u8]) -> Result<Layout, WireError> {
             }
         }
     }
-    Ok(Layout {
-        slots,
-        series_hashes: hashes,
-    })
+    Ok(slots)
 }
 
 /// A `Sample`'s timestamp (0 when absent) and where its varint sits.

@@ -12,7 +12,7 @@
 //! round's timestamp into every sample (see [`crate::snappy`]). So each series' timestamps
 //! increase from round to round, and no sample repeats.
 
-use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
+use highlander::proto::{v2, Label, Sample, TimeSeries, WriteRequest};
 use prost::Message;
 
 use crate::snappy::{compress_protected, put_varint};
@@ -66,6 +66,36 @@ impl Shape {
     }
 }
 
+/// The Remote-Write version of the requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// `prometheus.WriteRequest`.
+    #[default]
+    #[value(name = "1.0")]
+    V1,
+    /// `io.prometheus.write.v2.Request`, one symbols table per request.
+    #[value(name = "2.0")]
+    V2,
+}
+
+impl Protocol {
+    /// The `Content-Type` of a request.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Protocol::V1 => "application/x-protobuf",
+            Protocol::V2 => "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        }
+    }
+
+    /// The `X-Prometheus-Remote-Write-Version` of a request.
+    pub fn version(self) -> &'static str {
+        match self {
+            Protocol::V1 => "0.1.0",
+            Protocol::V2 => "2.0.0",
+        }
+    }
+}
+
 /// One pre-encoded request.
 pub struct Template {
     /// Snappy-compressed `WriteRequest`, timestamps to be patched.
@@ -99,6 +129,8 @@ impl Template {
 
 /// The request pool and what it weighs.
 pub struct Pool {
+    /// The version the requests are encoded in.
+    pub protocol: Protocol,
     /// Requests, in round order.
     pub templates: Vec<Template>,
     /// Decoded bytes of all requests.
@@ -109,13 +141,15 @@ pub struct Pool {
     pub bytes_snap_reference: u64,
 }
 
-/// Builds the pool. With `compress` false only the series hashes are computed (enough to
-/// verify an acknowledgement log).
-pub fn build(shape: Shape, compress: bool) -> Result<Pool, String> {
+/// Builds the pool in `protocol`. With `compress` false only the series hashes are computed
+/// (enough to verify an acknowledgement log). The series hashes are those of the 1.0
+/// encoding, which the sink receives whatever the relay was sent.
+pub fn build(shape: Shape, compress: bool, protocol: Protocol) -> Result<Pool, String> {
     let catalog = catalog(shape.series);
     let placeholder = now_ms().clamp(TS_MIN, TS_MAX);
     let mut rng = SplitMix(0x5eed_0f0a);
     let mut pool = Pool {
+        protocol,
         templates: Vec::with_capacity(shape.pool),
         bytes_decoded: 0,
         bytes_compressed: 0,
@@ -143,6 +177,14 @@ pub fn build(shape: Shape, compress: bool) -> Result<Pool, String> {
             slots,
             series_hashes,
         } = wire::layout(&raw).map_err(|e| e.to_string())?;
+        let (raw, slots) = match protocol {
+            Protocol::V1 => (raw, slots),
+            Protocol::V2 => {
+                let raw = v2::Request::from_v1(&request).encode_to_vec();
+                let slots = wire::sample_slots(&raw, 5).map_err(|e| e.to_string())?;
+                (raw, slots)
+            }
+        };
         if slots.iter().any(|&(_, len)| len != TS_WIDTH) {
             return Err("a timestamp varint is not 6 bytes long".into());
         }
@@ -434,9 +476,32 @@ mod tests {
     }
 
     #[test]
+    fn rendered_2_0_requests_decode_with_the_new_timestamp() {
+        let shape = Shape::new(3000, 1000, None).expect("valid shape");
+        let pool = build(shape, true, Protocol::V2).expect("builds");
+        let ts = 1_800_000_000_123;
+        let body = pool.templates[2].render(ts);
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body)
+            .expect("snappy");
+        let request = v2::Request::decode(raw.as_slice()).expect("protobuf");
+        assert_eq!(request.symbols[0], "");
+        assert_eq!(request.timeseries.len(), 1000);
+        assert!(request
+            .timeseries
+            .iter()
+            .all(|s| s.samples.len() == 1 && s.samples[0].timestamp == ts));
+        let v1 = build(shape, false, Protocol::V1).expect("builds");
+        assert_eq!(
+            pool.templates[2].series_hashes, v1.templates[2].series_hashes,
+            "the hashes of the 1.0 series the sink receives"
+        );
+    }
+
+    #[test]
     fn rendered_requests_decode_with_the_new_timestamp() {
         let shape = Shape::new(3000, 1000, None).expect("valid shape");
-        let pool = build(shape, true).expect("builds");
+        let pool = build(shape, true, Protocol::V1).expect("builds");
         assert_eq!(pool.templates.len(), 3);
         let ts = 1_800_000_000_123;
         let body = pool.templates[1].render(ts);
