@@ -118,21 +118,22 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     failure
 }
 
-/// The seed's start-up lines, one each, then the rest of the settings in one line.
+/// The seed's start-up lines, one each and word for word as the original proxy wrote them
+/// (no space before the colon, no extra field), then the rest of the settings in one line.
 fn log_start(config: &Config, instance_id: &str) {
-    tracing::info!("binding address : {}", config.ingest.listen);
+    tracing::info!("binding address: {}", config.ingest.listen);
     for e in &config.shipper.endpoints {
-        tracing::info!(endpoint = %e.name, "remote address : {}", e.display_url());
+        tracing::info!("remote address: {}", e.display_url());
     }
     tracing::info!(
-        "health tick : {}",
+        "health tick: {}",
         humantime::format_duration(config.election.health_tick)
     );
     tracing::info!(
-        "health expiry : {}",
+        "health expiry: {}",
         humantime::format_duration(config.election.health_expiry)
     );
-    tracing::info!("instance ID : {instance_id}");
+    tracing::info!("instance ID: {instance_id}");
     tracing::info!(
         admin = %config.admin.listen,
         data_dir = %config.data_dir.display(),

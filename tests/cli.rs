@@ -433,3 +433,46 @@ async fn protected_reads_need_the_token() {
     let out = ok(&node, &["queue"]).await;
     assert!(line(&out, "lts").contains("idle"), "{out}");
 }
+
+/// The five start-up lines of the original proxy, word for word: no space before the colon,
+/// one `remote address` per storage, nothing after the value. The election's lines keep
+/// the seed's space before the colon (`new source : …`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_the_seeds_start_up_lines_word_for_word() {
+    let sink = Sink::start().await;
+    let second = "http://127.0.0.1:9/api/v1/write";
+    let node = Node::start(&["--remote-write", &sink.url(), "--remote-write", second]).await;
+    assert_eq!(write(&node, "a", 1, "m", 1_700_000_000_000).await, 204);
+    let log = node.log();
+    // The message of each line: what follows the target (`highlander::app: `).
+    let messages: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("highlander::app: ").map(|(_, m)| m))
+        .collect();
+    let remote = format!("remote address: {}", sink.url());
+    let expected = [
+        format!("binding address: {}", node.ingest),
+        remote,
+        format!("remote address: {second}"),
+        "health tick: 1s".to_owned(),
+        "health expiry: 5s".to_owned(),
+    ];
+    for line in &expected {
+        assert!(
+            messages.iter().any(|m| m == line),
+            "start-up line {line:?} missing, word for word, in:\n{log}"
+        );
+    }
+    let id = messages
+        .iter()
+        .find_map(|m| m.strip_prefix("instance ID: "))
+        .unwrap_or_else(|| panic!("no `instance ID: ` line in:\n{log}"));
+    assert!(!id.is_empty() && !id.contains(' '), "instance ID {id:?}");
+    // The election's line keeps the seed's space before the colon.
+    wait_until("the election's line", Duration::from_secs(5), || async {
+        node.log()
+            .contains("new source : 'a' (no current promoted source) (1)")
+            .then_some(())
+    })
+    .await;
+}
