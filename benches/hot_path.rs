@@ -30,7 +30,7 @@ use highlander::election::Observation;
 use highlander::ingest::decode::decode;
 use highlander::ingest::protocol::Version;
 use highlander::ingest::trim::{learn_ends, trim, SeriesKey, SeriesMap};
-use highlander::ingest::wire::{scan, scan_v2, to_v1, Wanted};
+use highlander::ingest::wire::{scan, scan_v2, Wanted};
 use highlander::ingest::Limits;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use highlander::wal::{
@@ -243,10 +243,6 @@ fn decode_benches(c: &mut Criterion) {
         .expect("valid snappy");
     group.bench_function("v2_scan_only", |b| {
         b.iter(|| scan_v2(black_box(&v2_raw), Wanted::default()).expect("valid"))
-    });
-    let scanned = scan_v2(&v2_raw, Wanted::default()).expect("valid");
-    group.bench_function("v2_to_v1_only", |b| {
-        b.iter(|| to_v1(black_box(&v2_raw), &scanned.symbols, None).expect("valid"))
     });
     group.bench_function("v2_strip_replica", |b| {
         b.iter(|| {

@@ -144,10 +144,9 @@ fn validate(raw: &[u8], body: Bytes, wanted: Wanted<'_>) -> Result<Decoded, Inge
 
 /// Validates a 2.0 body and converts it to a compressed 1.0 body.
 fn convert(raw: &[u8], wanted: Wanted<'_>) -> Result<Decoded, IngestError> {
-    let scanned = wire::scan_v2(raw, wanted)?;
+    let (scanned, v1) = wire::convert_v2(raw, wanted, wanted.replica)?;
     let summary = &scanned.base;
-    let strip = wanted.replica.filter(|_| summary.replica_seen);
-    let payload = compress(&wire::to_v1(raw, &scanned.symbols, strip)?)?;
+    let payload = compress(&v1)?;
     Ok(Decoded {
         payload,
         meta: meta_of(summary),

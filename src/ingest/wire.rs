@@ -19,8 +19,7 @@ mod v2;
 pub(crate) use error::Malformed;
 pub use error::WireError;
 pub use strip::strip_label;
-pub use to_v1::to_v1;
-pub use v2::{scan_v2, SummaryV2};
+pub use v2::{convert_v2, scan_v2, SummaryV2};
 
 /// Which label values the scan should pick up (first series that carries them wins: all
 /// series of one Prometheus request share its external labels).

@@ -1,4 +1,5 @@
-//! The conversion of a scanned Remote-Write 2.0 request into a 1.0 `WriteRequest`.
+//! The conversion of a Remote-Write 2.0 request into a 1.0 `WriteRequest`, written while
+//! the 2.0 scan reads it ([`convert_v2`]).
 //!
 //! Each 2.0 series becomes one 1.0 series, in the same order:
 //! - its labels are resolved through the symbols table (the replica label left out when
@@ -10,132 +11,127 @@
 //!   first series of a family names it).
 //!
 //! 1.0 cannot carry start timestamps (rc.3 and rc.4) or fields unknown to both schemas: they
-//! are dropped, and the scan counts them. The input must have passed [`scan_v2`]; the
-//! conversion trusts its references.
+//! are dropped, and the scan counts them. The converter trusts the references the scan
+//! hands it: the scan checks them first.
 //!
-//! [`scan_v2`]: super::scan_v2
+//! [`convert_v2`]: super::convert_v2
 
 use std::collections::HashSet;
 
 use super::v2::push_refs;
 use super::{write_varint, Fields, WireError, LEN};
 
-/// The 1.0 bytes of a scanned 2.0 request. `symbols` is the scan's table; `strip` names
-/// the label to leave out.
-pub fn to_v1(buf: &[u8], symbols: &[&str], strip: Option<&str>) -> Result<Vec<u8>, WireError> {
-    let mut out = Vec::with_capacity(buf.len().saturating_mul(3));
-    let mut series = Vec::new();
-    let mut refs = Vec::new();
-    let mut families = Families::default();
-    let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
-        let Some(body) = len_field(&f, 5) else {
-            continue;
-        };
+/// A series' metadata, resolved: its type, help and unit.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Metadata<'a> {
+    pub(super) kind: u64,
+    pub(super) help: &'a str,
+    pub(super) unit: &'a str,
+}
+
+impl Metadata<'_> {
+    /// Whether it says anything.
+    pub(super) fn said(&self) -> bool {
+        self.kind != 0 || !self.help.is_empty() || !self.unit.is_empty()
+    }
+}
+
+/// Writes the 1.0 form of a 2.0 request while the scan reads it, one series at a time: the
+/// scan hands over each sample, histogram, exemplar and metadata of a series as it
+/// validates them, then the series' label references.
+pub(super) struct Converter<'a, 's> {
+    /// The label to leave out.
+    strip: Option<&'s str>,
+    /// The 1.0 request so far.
+    out: Vec<u8>,
+    /// The current series' samples, exemplars and histograms, in 1.0 form.
+    items: Vec<u8>,
+    /// The current series' metadata.
+    meta: Metadata<'a>,
+    /// Scratch for a filtered message or an exemplar.
+    scratch: Vec<u8>,
+    /// Scratch for an exemplar's references.
+    refs: Vec<u64>,
+    families: Families<'a>,
+}
+
+impl<'a, 's> Converter<'a, 's> {
+    /// A converter for a request of `len` decoded bytes.
+    pub(super) fn new(strip: Option<&'s str>, len: usize) -> Self {
+        Converter {
+            strip,
+            out: Vec::with_capacity(len.saturating_mul(7)),
+            items: Vec::new(),
+            meta: Metadata::default(),
+            scratch: Vec::new(),
+            refs: Vec::new(),
+            families: Families::default(),
+        }
+    }
+
+    /// A float sample of the current series.
+    pub(super) fn sample(&mut self, sample: &[u8]) -> Result<(), WireError> {
+        copy_known(&mut self.items, 2, sample, 2, &mut self.scratch)
+    }
+
+    /// A native histogram of the current series.
+    pub(super) fn histogram(&mut self, histogram: &[u8]) -> Result<(), WireError> {
+        copy_known(&mut self.items, 4, histogram, 16, &mut self.scratch)
+    }
+
+    /// An exemplar of the current series.
+    pub(super) fn exemplar(&mut self, exemplar: &[u8], symbols: &[&str]) -> Result<(), WireError> {
+        write_exemplar(
+            &mut self.items,
+            exemplar,
+            symbols,
+            &mut self.refs,
+            &mut self.scratch,
+        )
+    }
+
+    /// The metadata of the current series.
+    pub(super) fn metadata(&mut self, meta: Metadata<'a>) {
+        self.meta = meta;
+    }
+
+    /// Ends the current series: writes it with the labels of `refs` (checked by the scan).
+    pub(super) fn end_series(&mut self, refs: &[u64], symbols: &[&'a str]) {
         let symbol = |r: u64| symbols.get(r as usize).copied().unwrap_or_default();
-        let meta = read_refs_and_metadata(body, &mut refs)?;
-        series.clear();
+        let kept = |name: &str| Some(name) != self.strip;
+        let labels_len: usize = refs
+            .chunks_exact(2)
+            .map(|p| (symbol(p[0]), symbol(p[1])))
+            .filter(|(n, _)| kept(n))
+            .map(|(n, v)| label_len(n, v))
+            .sum();
+        write_varint(&mut self.out, (1 << 3) | u64::from(LEN));
+        write_varint(&mut self.out, (labels_len + self.items.len()) as u64);
         for pair in refs.chunks_exact(2) {
             let (name, value) = (symbol(pair[0]), symbol(pair[1]));
-            if Some(name) != strip {
-                write_label(&mut series, 1, name, value);
+            if kept(name) {
+                write_label(&mut self.out, 1, name, value);
             }
         }
-        write_series_data(body, &symbol, &mut series)?;
-        write_len(&mut out, 1, &series);
-        if let Some(m) = meta.filter(|m| m.kind != 0 || m.help != 0 || m.unit != 0) {
+        self.out.extend_from_slice(&self.items);
+        self.items.clear();
+        let meta = std::mem::take(&mut self.meta);
+        if meta.said() {
             let name = refs
                 .chunks_exact(2)
                 .find(|p| symbol(p[0]) == "__name__")
                 .map(|p| symbol(p[1]));
             if let Some(name) = name {
-                families.add(name, m.kind, symbol(m.help), symbol(m.unit));
+                self.families.add(name, meta);
             }
         }
     }
-    families.write(&mut out);
-    Ok(out)
-}
 
-/// A series' metadata: its type and its help and unit references.
-#[derive(Clone, Copy)]
-struct Metadata {
-    kind: u64,
-    help: u64,
-    unit: u64,
-}
-
-/// Reads a series' label references into `refs` and its metadata, if it has any.
-fn read_refs_and_metadata(
-    series: &[u8],
-    refs: &mut Vec<u64>,
-) -> Result<Option<Metadata>, WireError> {
-    refs.clear();
-    let mut meta = None;
-    let mut fields = Fields::new(series);
-    while let Some(f) = fields.next_field()? {
-        match f.number {
-            1 => push_refs(&f, refs)?,
-            5 => {
-                let Some(body) = len_field(&f, 5) else {
-                    continue;
-                };
-                let mut m = Metadata {
-                    kind: 0,
-                    help: 0,
-                    unit: 0,
-                };
-                let mut inner = Fields::new(body);
-                while let Some(g) = inner.next_field()? {
-                    let v = match g.value {
-                        super::Value::Varint(v) => v,
-                        _ => continue,
-                    };
-                    match g.number {
-                        1 => m.kind = v,
-                        3 => m.help = v,
-                        4 => m.unit = v,
-                        _ => {}
-                    }
-                }
-                meta = Some(m);
-            }
-            _ => {}
-        }
+    /// The 1.0 request.
+    pub(super) fn finish(mut self) -> Vec<u8> {
+        self.out.extend_from_slice(&self.families.out);
+        self.out
     }
-    Ok(meta)
-}
-
-/// Writes a series' samples (1.0 field 2), exemplars (3) and histograms (4).
-fn write_series_data<'s>(
-    series: &[u8],
-    symbol: &impl Fn(u64) -> &'s str,
-    out: &mut Vec<u8>,
-) -> Result<(), WireError> {
-    let mut scratch = Vec::new();
-    let mut refs = Vec::new();
-    let mut fields = Fields::new(series);
-    while let Some(f) = fields.next_field()? {
-        match f.number {
-            2 => {
-                if let Some(sample) = len_field(&f, 2) {
-                    copy_known(out, 2, sample, 2, &mut scratch)?;
-                }
-            }
-            3 => {
-                if let Some(histogram) = len_field(&f, 3) {
-                    copy_known(out, 4, histogram, 16, &mut scratch)?;
-                }
-            }
-            4 => {
-                if let Some(exemplar) = len_field(&f, 4) {
-                    write_exemplar(out, exemplar, symbol, &mut refs, &mut scratch)?;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Writes `message` as field `number`, keeping only its fields 1 to `last`: byte for byte
@@ -173,13 +169,14 @@ fn copy_known(
 }
 
 /// Writes an exemplar (1.0 field 3 of a series) with its labels resolved.
-fn write_exemplar<'s>(
+fn write_exemplar(
     out: &mut Vec<u8>,
     exemplar: &[u8],
-    symbol: &impl Fn(u64) -> &'s str,
+    symbols: &[&str],
     refs: &mut Vec<u64>,
     scratch: &mut Vec<u8>,
 ) -> Result<(), WireError> {
+    let symbol = |r: u64| symbols.get(r as usize).copied().unwrap_or_default();
     refs.clear();
     scratch.clear();
     let mut fields = Fields::new(exemplar);
@@ -210,10 +207,8 @@ struct Families<'a> {
 
 impl<'a> Families<'a> {
     /// Adds the metadata of the series named `name`, unless its family has one already.
-    fn add(&mut self, name: &'a str, kind: u64, help: &str, unit: &str) {
-        if kind == 0 && help.is_empty() && unit.is_empty() {
-            return;
-        }
+    fn add(&mut self, name: &'a str, meta: Metadata<'_>) {
+        let Metadata { kind, help, unit } = meta;
         let family = family_name(name, kind);
         if !self.seen.insert(family) {
             return;
@@ -227,11 +222,6 @@ impl<'a> Families<'a> {
         write_string(&mut entry, 4, help);
         write_string(&mut entry, 5, unit);
         write_len(&mut self.out, 3, &entry);
-    }
-
-    /// Appends the entries to the request.
-    fn write(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.out);
     }
 }
 
@@ -249,14 +239,6 @@ fn family_name(name: &str, kind: u64) -> &str {
     name
 }
 
-/// The bytes of a length-delimited field numbered `number`.
-fn len_field<'a>(f: &super::Field<'a>, number: u64) -> Option<&'a [u8]> {
-    match f.value {
-        super::Value::Len(b) if f.number == number => Some(b),
-        _ => None,
-    }
-}
-
 /// Writes a length-delimited field.
 fn write_len(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
     write_varint(out, (number << 3) | u64::from(LEN));
@@ -269,6 +251,12 @@ fn write_string(out: &mut Vec<u8>, number: u64, s: &str) {
     if !s.is_empty() {
         write_len(out, number, s.as_bytes());
     }
+}
+
+/// The encoded size of a 1.0 `Label` field (key and length included).
+fn label_len(name: &str, value: &str) -> usize {
+    let body = string_len(name) + string_len(value);
+    1 + varint_len(body) + body
 }
 
 /// Writes a 1.0 `Label` as field `number`.
@@ -296,12 +284,16 @@ fn string_len(s: &str) -> usize {
     if s.is_empty() {
         return 0;
     }
-    let len = s.len();
+    1 + varint_len(s.len()) + s.len()
+}
+
+/// The encoded size of `len` as a varint.
+fn varint_len(len: usize) -> usize {
     let mut varint = 1;
     let mut v = len >> 7;
     while v > 0 {
         varint += 1;
         v >>= 7;
     }
-    1 + varint + len
+    varint
 }

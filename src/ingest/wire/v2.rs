@@ -15,8 +15,10 @@
 //! allocated per series. Fields it does not know are skipped and counted in
 //! [`SummaryV2::unknown_fields`]; the start timestamps of both layouts (rc.3: series field
 //! 6; rc.4: sample field 3, histogram field 17) are counted in
-//! [`SummaryV2::start_timestamps`]. The conversion to 1.0 (`to_v1`) drops both.
+//! [`SummaryV2::start_timestamps`]. The conversion to 1.0 ([`convert_v2`], written by
+//! `to_v1` in the same pass) drops both.
 
+use super::to_v1::{Converter, Metadata};
 use super::{
     expect_len, expect_varint, read_varint, skim, Field, Fields, LabelRules, Summary, Value,
     Wanted, WireError,
@@ -43,6 +45,26 @@ const TIMESERIES: u64 = 5;
 
 /// Scans a decoded 2.0 `Request`.
 pub fn scan_v2<'a>(buf: &'a [u8], wanted: Wanted<'_>) -> Result<SummaryV2<'a>, WireError> {
+    scan(buf, wanted, None)
+}
+
+/// Scans a decoded 2.0 `Request` and writes its 1.0 form (see `to_v1`), without the label
+/// `strip`, in the same pass.
+pub fn convert_v2<'a>(
+    buf: &'a [u8],
+    wanted: Wanted<'_>,
+    strip: Option<&str>,
+) -> Result<(SummaryV2<'a>, Vec<u8>), WireError> {
+    let mut conv = Converter::new(strip, buf.len());
+    let summary = scan(buf, wanted, Some(&mut conv))?;
+    Ok((summary, conv.finish()))
+}
+
+fn scan<'a>(
+    buf: &'a [u8],
+    wanted: Wanted<'_>,
+    mut conv: Option<&mut Converter<'a, '_>>,
+) -> Result<SummaryV2<'a>, WireError> {
     let mut out = SummaryV2 {
         symbols: symbols(buf)?,
         ..SummaryV2::default()
@@ -54,7 +76,14 @@ pub fn scan_v2<'a>(buf: &'a [u8], wanted: Wanted<'_>) -> Result<SummaryV2<'a>, W
             TIMESERIES => {
                 let series = expect_len("Request", &f)?;
                 let index = out.base.series as usize;
-                scan_series(series, index, wanted, &mut refs, &mut out)?;
+                scan_series(
+                    series,
+                    index,
+                    wanted,
+                    &mut refs,
+                    &mut out,
+                    conv.as_deref_mut(),
+                )?;
                 out.base.series += 1;
             }
             // The 1.0 fields: a 1.0 body sent with the 2.0 Content-Type.
@@ -123,12 +152,14 @@ struct Carried {
     exemplars: u32,
 }
 
+/// Scans one series; with a converter, hands it what the series carries as it goes.
 fn scan_series<'a>(
     buf: &'a [u8],
     index: usize,
     wanted: Wanted<'_>,
     refs: &mut Vec<u64>,
     out: &mut SummaryV2<'a>,
+    mut conv: Option<&mut Converter<'a, '_>>,
 ) -> Result<(), WireError> {
     refs.clear();
     let mut carried = Carried::default();
@@ -137,22 +168,38 @@ fn scan_series<'a>(
         match f.number {
             1 => push_refs(&f, refs)?,
             2 => {
-                let ts = scan_sample(expect_len("TimeSeries", &f)?, out)?;
+                let sample = expect_len("TimeSeries", &f)?;
+                let ts = scan_sample(sample, out)?;
                 carried.samples += 1;
                 out.base.see_ts(ts);
+                if let Some(c) = conv.as_deref_mut() {
+                    c.sample(sample)?;
+                }
             }
             3 => {
-                let ts = scan_histogram(expect_len("TimeSeries", &f)?, out)?;
+                let histogram = expect_len("TimeSeries", &f)?;
+                let ts = scan_histogram(histogram, out)?;
                 carried.histograms += 1;
                 out.base.see_ts(ts);
+                if let Some(c) = conv.as_deref_mut() {
+                    c.histogram(histogram)?;
+                }
             }
             4 => {
-                scan_exemplar(expect_len("TimeSeries", &f)?, index, &out.symbols)?;
+                let exemplar = expect_len("TimeSeries", &f)?;
+                scan_exemplar(exemplar, index, &out.symbols)?;
                 carried.exemplars += 1;
+                if let Some(c) = conv.as_deref_mut() {
+                    c.exemplar(exemplar, &out.symbols)?;
+                }
             }
             5 => {
-                if scan_metadata(expect_len("TimeSeries", &f)?, index, out)? {
+                let meta = scan_metadata(expect_len("TimeSeries", &f)?, index, out)?;
+                if meta.said() {
                     out.base.metadata += 1;
+                }
+                if let Some(c) = conv.as_deref_mut() {
+                    c.metadata(meta);
                 }
             }
             6 => {
@@ -173,6 +220,9 @@ fn scan_series<'a>(
     out.base.samples += carried.samples;
     out.base.histograms += carried.histograms;
     out.base.exemplars += carried.exemplars;
+    if let Some(c) = conv {
+        c.end_series(refs, &out.symbols);
+    }
     Ok(())
 }
 
@@ -265,22 +315,23 @@ fn scan_exemplar(buf: &[u8], index: usize, symbols: &[&str]) -> Result<(), WireE
     Ok(())
 }
 
-/// Scans a `Metadata`; true when it says something (a type, a help or a unit).
-fn scan_metadata(buf: &[u8], index: usize, out: &mut SummaryV2<'_>) -> Result<bool, WireError> {
-    let mut said = false;
+/// Scans a `Metadata`, its help and unit resolved.
+fn scan_metadata<'a>(
+    buf: &[u8],
+    index: usize,
+    out: &mut SummaryV2<'a>,
+) -> Result<Metadata<'a>, WireError> {
+    let mut meta = Metadata::default();
     let mut fields = Fields::new(buf);
     while let Some(f) = fields.next_field()? {
         match f.number {
-            1 => said |= expect_varint("Metadata", &f)? != 0,
-            3 | 4 => {
-                let what = if f.number == 3 { "help" } else { "unit" };
-                let r = expect_varint("Metadata", &f)?;
-                said |= !symbol(&out.symbols, r, index, what)?.is_empty();
-            }
+            1 => meta.kind = expect_varint("Metadata", &f)?,
+            3 => meta.help = symbol(&out.symbols, expect_varint("Metadata", &f)?, index, "help")?,
+            4 => meta.unit = symbol(&out.symbols, expect_varint("Metadata", &f)?, index, "unit")?,
             _ => out.unknown_fields += 1,
         }
     }
-    Ok(said)
+    Ok(meta)
 }
 
 #[cfg(test)]

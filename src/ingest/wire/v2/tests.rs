@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
-use crate::ingest::wire::{to_v1, write_varint};
+use crate::ingest::wire::write_varint;
 use crate::proto::{self as v1, v2};
 
 /// A symbols table as a sender builds it: the empty string first, each string once.
@@ -238,8 +238,9 @@ fn a_full_request_scans_with_its_counts_times_and_labels() {
 #[test]
 fn the_conversion_to_1_0_keeps_every_field_1_0_has() {
     let raw = full_request().encode_to_vec();
-    let s = scan_v2(&raw, wanted()).expect("valid");
-    let converted = to_v1(&raw, &s.symbols, Some("__replica__")).expect("converts");
+    let converted = convert_v2(&raw, wanted(), Some("__replica__"))
+        .map(|c| c.1)
+        .expect("converts");
     let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0 protobuf");
     assert_eq!(got, full_request_v1());
     // Nothing 1.0 does not define is left in the bytes (prost drops unknown fields, so a
@@ -258,7 +259,9 @@ fn without_stripping_the_replica_label_stays() {
     let raw = full_request().encode_to_vec();
     let s = scan_v2(&raw, Wanted::default()).expect("valid");
     assert_eq!(s.base.replica, None);
-    let converted = to_v1(&raw, &s.symbols, None).expect("converts");
+    let converted = convert_v2(&raw, Wanted::default(), None)
+        .map(|c| c.1)
+        .expect("converts");
     let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0 protobuf");
     assert!(got.timeseries[0]
         .labels
@@ -290,7 +293,9 @@ fn unknown_fields_are_counted_and_left_out_of_the_conversion() {
     raw.extend_from_slice(&series);
     let s = scan_v2(&raw, Wanted::default()).expect("unknown fields are fine");
     assert_eq!(s.unknown_fields, 2);
-    let converted = to_v1(&raw, &s.symbols, None).expect("converts");
+    let converted = convert_v2(&raw, Wanted::default(), None)
+        .map(|c| c.1)
+        .expect("converts");
     let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0");
     assert_eq!(got.encode_to_vec().len(), converted.len());
     assert_eq!(got.timeseries[0].samples[0].timestamp, 1_000);
@@ -442,7 +447,9 @@ fn an_empty_request_is_valid() {
     let s = scan_v2(&[], Wanted::default()).expect("empty");
     assert_eq!(s.base.series, 0);
     assert_eq!(
-        to_v1(&[], &s.symbols, None).expect("converts"),
+        convert_v2(&[], Wanted::default(), None)
+            .map(|c| c.1)
+            .expect("converts"),
         Vec::<u8>::new()
     );
 }
@@ -498,7 +505,7 @@ proptest! {
         let all_ts = all.iter().flat_map(|s| &s.1);
         prop_assert_eq!(s.base.min_ts, all_ts.clone().min().copied());
         prop_assert_eq!(s.base.max_ts, all_ts.max().copied());
-        let converted = to_v1(&raw, &s.symbols, None).expect("converts");
+        let converted = convert_v2(&raw, Wanted::default(), None).map(|c| c.1).expect("converts");
         let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0");
         prop_assert_eq!(got, v1::WriteRequest { timeseries: want, metadata: vec![] });
     }
