@@ -11,12 +11,13 @@ use super::{Admin, AdminError};
 use crate::metrics::{encode, METRICS};
 use crate::shipper::EndpointState;
 
-const STATES: [(EndpointState, &str); 6] = [
+const STATES: [(EndpointState, &str); 7] = [
     (EndpointState::Standby, "standby"),
     (EndpointState::Idle, "idle"),
     (EndpointState::Shipping, "shipping"),
     (EndpointState::Backoff, "backoff"),
     (EndpointState::Failing, "failing"),
+    (EndpointState::Unauthorized, "unauthorized"),
     (EndpointState::Paused, "paused"),
 ];
 

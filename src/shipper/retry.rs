@@ -17,7 +17,7 @@ const ANSWER_LIMIT: usize = 512;
 pub enum Verdict {
     /// 2xx: the storage has it.
     Delivered,
-    /// 5xx, 429 or a network error: try again later.
+    /// 5xx, 429, 401, 403 or a network error: try again later.
     Retry {
         /// HTTP status, `None` for a network error.
         status: Option<u16>,
@@ -38,8 +38,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The failure class for metrics (`5xx`, `429`, `413`, `4xx`, `network`). `None` for a
-    /// delivery.
+    /// The failure class for metrics (`5xx`, `429`, `413`, `auth`, `4xx`, `network`). `None`
+    /// for a delivery.
     pub fn failure_class(&self) -> Option<&'static str> {
         match self {
             Verdict::Delivered => None,
@@ -47,6 +47,7 @@ impl Verdict {
             Verdict::Reject { .. } => Some("4xx"),
             Verdict::Retry { status, .. } => Some(match status {
                 Some(429) => "429",
+                Some(401 | 403) => "auth",
                 Some(500..=599) => "5xx",
                 // No answer, or an answer that should never reach us (1xx, 3xx).
                 _ => "network",
@@ -61,6 +62,16 @@ pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Ve
     match status {
         200..=299 => Verdict::Delivered,
         413 => Verdict::TooLarge,
+        // An expired or rotated credential: nothing is wrong with the data, and an
+        // operator will fix the credential. Quarantining would set hours of data aside.
+        401 | 403 => Verdict::Retry {
+            status: Some(status),
+            reason: format!(
+                "HTTP {status}: the storage refuses highlander's credentials (check the endpoint's bearer token or basic auth){}",
+                if answer.is_empty() { String::new() } else { format!(": {answer}") }
+            ),
+            after: retry_after.and_then(parse_retry_after),
+        },
         429 | 500..=599 => Verdict::Retry {
             status: Some(status),
             reason: if answer.is_empty() {
@@ -187,7 +198,7 @@ mod tests {
         for s in [200, 204, 299] {
             assert_eq!(classify_status(s, None, ""), Verdict::Delivered, "{s}");
         }
-        for s in [429, 500, 502, 503, 504, 599] {
+        for s in [429, 500, 502, 503, 504, 599, 401, 403] {
             assert!(retry(s), "{s} must be retried");
         }
         assert_eq!(classify_status(413, None, ""), Verdict::TooLarge);
@@ -201,8 +212,10 @@ mod tests {
         assert_eq!(class(302), Some("network"));
         assert_eq!(class(400), Some("4xx"));
         assert_eq!(class(413), Some("413"));
+        assert_eq!(class(401), Some("auth"));
+        assert_eq!(class(403), Some("auth"));
         assert_eq!(class(204), None);
-        for s in [400, 401, 403, 404, 409, 422] {
+        for s in [400, 404, 409, 422] {
             assert!(
                 matches!(classify_status(s, None, "bad"), Verdict::Reject { status, .. } if status == s),
                 "{s} is permanent"

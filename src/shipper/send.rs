@@ -119,7 +119,10 @@ impl Sender {
         let mut failures = 0u64;
         loop {
             self.update(|s| {
-                if s.state != EndpointState::Failing {
+                if !matches!(
+                    s.state,
+                    EndpointState::Failing | EndpointState::Unauthorized
+                ) {
                     s.state = EndpointState::Shipping;
                 }
             });
@@ -146,8 +149,12 @@ impl Sender {
                     .with_label_values(&[&self.name, class])
                     .inc();
             }
-            let (reason, after) = match verdict {
-                Verdict::Retry { reason, after, .. } => (reason, after),
+            let (status, reason, after) = match verdict {
+                Verdict::Retry {
+                    status,
+                    reason,
+                    after,
+                } => (status, reason, after),
                 Verdict::Delivered => return Ok(self.recovered(failures, Final::Delivered)),
                 Verdict::TooLarge => return Ok(self.recovered(failures, Final::TooLarge)),
                 Verdict::Reject { status, answer } => {
@@ -162,19 +169,27 @@ impl Sender {
                 .inc();
             let delay = self.backoff.next_delay(after);
             let now = self.clock.now_ms();
+            let unauthorized = matches!(status, Some(401 | 403));
+            let mut entered = false;
             self.update(|s| {
                 s.retries += 1;
                 s.failed_requests += 1;
                 s.last_error = Some(reason.clone());
                 s.last_error_ms = Some(now);
                 s.next_retry_ms = Some(now + delay.as_millis() as u64);
-                s.state = if failures >= FAILING_AFTER {
+                let state = if unauthorized {
+                    EndpointState::Unauthorized
+                } else if failures >= FAILING_AFTER {
                     EndpointState::Failing
                 } else {
                     EndpointState::Backoff
                 };
+                entered = unauthorized && s.state != state;
+                s.state = state;
             });
-            if failures == 1 || failures % 20 == 0 {
+            if entered {
+                tracing::error!(endpoint = %self.name, error = %reason, "shipper: the storage refuses the credentials; nothing is quarantined, the buffer keeps every write and highlander retries until the credentials are fixed");
+            } else if failures == 1 || failures % 20 == 0 {
                 tracing::warn!(endpoint = %self.name, attempts = failures, retry_in = ?delay, error = %reason, "shipper: send failed, will retry");
             }
             self.sleep(delay).await?;
@@ -186,7 +201,10 @@ impl Sender {
         self.backoff.reset();
         self.update(|s| {
             s.next_retry_ms = None;
-            if matches!(s.state, EndpointState::Failing | EndpointState::Backoff) {
+            if matches!(
+                s.state,
+                EndpointState::Failing | EndpointState::Backoff | EndpointState::Unauthorized
+            ) {
                 s.state = EndpointState::Shipping;
             }
         });

@@ -15,6 +15,10 @@ pub enum EndpointState {
     Backoff,
     /// Retrying for a while already. The storage needs attention.
     Failing,
+    /// The storage refuses highlander's credentials (401 or 403). highlander retries with
+    /// the capped backoff and quarantines nothing: an operator must fix the token or the
+    /// password.
+    Unauthorized,
     /// Stopped by an operator.
     Paused,
     /// Cluster: this node is not the leader, and the leader ships.
