@@ -346,7 +346,7 @@ async fn start_cluster(
 fn node_info(config: &Config, instance_id: String, started_ms: u64) -> NodeInfo {
     NodeInfo {
         instance_id,
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("HIGHLANDER_VERSION"),
         started_ms,
         ingest_listen: config.ingest.listen.to_string(),
         admin_listen: config.admin.listen.to_string(),

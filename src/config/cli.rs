@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// highlander: a highly available relay for Prometheus remote_write.
 #[derive(Debug, Parser)]
-#[command(name = "highlander", version, about, long_about = None)]
+#[command(name = "highlander", version = env!("HIGHLANDER_VERSION"), about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -312,7 +312,7 @@ impl<'h> GroupGuard<'h> {
         let window_ms = config.window.as_millis() as i64;
         let now = write.meta.received_ms;
         let rings = &mut self.state.rings;
-        if now % 64 == 0 {
+        if now.is_multiple_of(64) {
             let stale: Vec<String> = rings
                 .iter()
                 .filter(|(_, r)| now.saturating_sub(r.last_received_ms) >= FORGET_MS)

@@ -189,7 +189,7 @@ impl Sender {
             });
             if entered {
                 tracing::error!(endpoint = %self.name, error = %reason, "shipper: the storage refuses the credentials; nothing is quarantined, the buffer keeps every write and highlander retries until the credentials are fixed");
-            } else if failures == 1 || failures % 20 == 0 {
+            } else if failures == 1 || failures.is_multiple_of(20) {
                 tracing::warn!(endpoint = %self.name, attempts = failures, retry_in = ?delay, error = %reason, "shipper: send failed, will retry");
             }
             self.sleep(delay).await?;

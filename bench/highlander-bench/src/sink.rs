@@ -219,7 +219,7 @@ async fn check(
     query: web::Query<CheckQuery>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if body.len() % 16 != 0 {
+    if !body.len().is_multiple_of(16) {
         return HttpResponse::BadRequest().body("body must be 16-byte records\n");
     }
     let sink = sink.into_inner();

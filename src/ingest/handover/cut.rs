@@ -170,7 +170,7 @@ fn learn_old_ends(
             &mut ends,
         )?;
         read += 1;
-        if read % LOOK_EVERY == 0 {
+        if read.is_multiple_of(LOOK_EVERY) {
             let reach = newest.unwrap_or(0).saturating_sub(entry.meta.min_ts);
             if median_step(&ends).is_some_and(|step| reach >= LOOKBACK_STEPS * step) {
                 break;

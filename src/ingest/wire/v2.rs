@@ -233,7 +233,7 @@ fn labels<'a>(
     wanted: Wanted<'_>,
     out: &mut SummaryV2<'a>,
 ) -> Result<(), WireError> {
-    if refs.len() % 2 != 0 {
+    if !refs.len().is_multiple_of(2) {
         return Err(WireError::OddRefs {
             series: index,
             len: refs.len(),
