@@ -108,6 +108,10 @@ pub struct WalMetrics {
     pub oldest_age: Gauge,
     /// Quarantined batches (scrape time).
     pub quarantined: IntGauge,
+    /// Bytes in the quarantine.
+    pub quarantined_bytes: IntGauge,
+    /// Quarantined batches dropped by the quarantine's limits, by reason (size, age).
+    pub quarantine_dropped: IntCounterVec,
 }
 
 /// The workers that ship to the storages, per endpoint.
@@ -367,6 +371,17 @@ impl WalMetrics {
                 r,
                 "highlander_wal_quarantined_records",
                 "Batches in the quarantine.",
+            ),
+            quarantined_bytes: gauge(
+                r,
+                "highlander_wal_quarantined_bytes",
+                "Bytes in the quarantine; they count against the buffer's cap.",
+            ),
+            quarantine_dropped: counter(
+                r,
+                "highlander_wal_quarantine_dropped_total",
+                "Quarantined batches dropped by the quarantine's limits (their samples are lost), by reason (size, age).",
+                &["reason"],
             ),
         }
     }

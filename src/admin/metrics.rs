@@ -30,6 +30,9 @@ fn refresh(admin: &Admin) {
     m.wal.max_bytes.set(q.max_bytes as i64);
     m.wal.oldest_age.set(q.oldest_age_seconds);
     m.wal.quarantined.set(q.quarantined as i64);
+    m.wal
+        .quarantined_bytes
+        .set(admin.wal.quarantined_bytes() as i64);
     for e in &q.endpoints {
         m.shipper
             .lag_records

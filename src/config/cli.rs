@@ -411,6 +411,13 @@ pub struct ServeArgs {
     /// Records older than this are dropped from the buffer [default: 24h].
     #[arg(long, env = "HIGHLANDER_BUFFER_MAX_AGE")]
     pub buffer_max_age: Option<String>,
+    /// Cap on the quarantine's bytes, which count against --buffer-max-bytes [default: an
+    /// eighth of --buffer-max-bytes].
+    #[arg(long, env = "HIGHLANDER_QUARANTINE_MAX_BYTES")]
+    pub quarantine_max_bytes: Option<String>,
+    /// Quarantined batches older than this are dropped [default: 7d].
+    #[arg(long, env = "HIGHLANDER_QUARANTINE_MAX_AGE")]
+    pub quarantine_max_age: Option<String>,
     /// What a full buffer does: `drop-oldest` or `block` [default: drop-oldest].
     #[arg(long, env = "HIGHLANDER_BUFFER_FULL_POLICY")]
     pub buffer_full_policy: Option<String>,

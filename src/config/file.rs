@@ -88,6 +88,10 @@ pub struct BufferSection {
     pub max_bytes: Option<String>,
     /// Records older than this are dropped.
     pub max_age: Option<String>,
+    /// Cap on the quarantine's bytes.
+    pub quarantine_max_bytes: Option<String>,
+    /// Quarantined batches older than this are dropped.
+    pub quarantine_max_age: Option<String>,
     /// `drop-oldest` or `block`.
     pub full_policy: Option<String>,
     /// `sync`, `batch` or `none`.

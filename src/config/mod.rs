@@ -17,7 +17,7 @@ use std::time::Duration;
 pub use cli::{Cli, Command, ServeArgs};
 pub use endpoints::parse_endpoint_url;
 use endpoints::{cluster, endpoints};
-use file::FileConfig;
+use file::{BufferSection, FileConfig};
 use units::{parse_duration, parse_size};
 
 use crate::cluster::ClusterTls;
@@ -46,6 +46,8 @@ pub const DEFAULT_MAX_DECODED: &str = "256MiB";
 pub const DEFAULT_BUFFER_MAX_BYTES: &str = "2GiB";
 /// Default buffer age limit.
 pub const DEFAULT_BUFFER_MAX_AGE: &str = "24h";
+/// Default `--quarantine-max-age`.
+pub const DEFAULT_QUARANTINE_MAX_AGE: &str = "7d";
 /// Default flush period in `batch` mode.
 pub const DEFAULT_FLUSH_INTERVAL: &str = "200ms";
 /// Default decoded size of one request to a storage when consecutive buffered writes are
@@ -463,6 +465,14 @@ fn wal(
         DEFAULT_BUFFER_MAX_AGE,
         parse_duration,
     );
+    let quarantine_max_age = setting(
+        p,
+        "quarantine-max-age",
+        (&args.quarantine_max_age, &b.quarantine_max_age),
+        DEFAULT_QUARANTINE_MAX_AGE,
+        parse_duration,
+    );
+    let quarantine_max_bytes = quarantine_cap(p, args, b, max_bytes);
     let flush_interval = setting(
         p,
         "flush-interval",
@@ -499,7 +509,30 @@ fn wal(
         durability: durability?,
         flush_interval: flush_interval?,
         compression: compression?,
+        quarantine_max_bytes: quarantine_max_bytes?,
+        quarantine_max_age: quarantine_max_age?,
     })
+}
+
+/// `--quarantine-max-bytes`: an eighth of the buffer's cap by default, at most half of it
+/// (the quarantine's bytes count against the buffer's cap).
+fn quarantine_cap(
+    p: &mut Problems,
+    args: &ServeArgs,
+    b: &BufferSection,
+    buffer: Option<u64>,
+) -> Option<u64> {
+    let buffer = buffer?;
+    let set = pick(&args.quarantine_max_bytes, &b.quarantine_max_bytes, "");
+    if set.is_empty() {
+        return Some(buffer / 8);
+    }
+    let cap = p.take("quarantine-max-bytes", parse_size(set))?;
+    p.check(
+        cap <= buffer / 2,
+        format!("quarantine-max-bytes ({cap}) must be at most half of buffer-max-bytes ({buffer}): the quarantine's bytes count against the buffer's cap"),
+    );
+    Some(cap)
 }
 
 /// The storages, where a new one starts, and the retry timing.

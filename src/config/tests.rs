@@ -340,3 +340,35 @@ fn buffer_compression_comes_from_the_flag_or_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn the_quarantine_cap_is_an_eighth_of_the_buffer_and_at_most_half() {
+    let c = Config::from_parts(&args(&[]), &FileConfig::default()).expect("valid");
+    assert_eq!(c.wal.quarantine_max_bytes, c.wal.max_bytes / 8);
+    assert_eq!(
+        c.wal.quarantine_max_age,
+        std::time::Duration::from_secs(7 * 86_400)
+    );
+    let file: FileConfig = toml::from_str(
+        "[buffer]\nmax_bytes = \"1GiB\"\nquarantine_max_bytes = \"100MiB\"\nquarantine_max_age = \"2d\"\n",
+    )
+    .expect("toml");
+    let c = Config::from_parts(&args(&[]), &file).expect("valid");
+    assert_eq!(c.wal.quarantine_max_bytes, 100 << 20);
+    assert_eq!(
+        c.wal.quarantine_max_age,
+        std::time::Duration::from_secs(2 * 86_400)
+    );
+    let err = Config::from_parts(
+        &args(&[
+            "--buffer-max-bytes",
+            "1GiB",
+            "--quarantine-max-bytes",
+            "600MiB",
+        ]),
+        &FileConfig::default(),
+    )
+    .expect_err("more than half")
+    .to_string();
+    assert!(err.contains("at most half of buffer-max-bytes"), "{err}");
+}

@@ -39,18 +39,26 @@ const AGE_CHECK: Duration = Duration::from_secs(1);
 const MIN_GAP: Duration = Duration::from_millis(5);
 
 /// Until `shutdown`: deletes what every endpoint took, soon after a cursor moves, and
-/// enforces the age limit.
+/// enforces the age limits of the buffer and of the quarantine.
 pub async fn run_collector(wal: Wal, shutdown: CancellationToken) {
     let mut age_check = tokio::time::interval(AGE_CHECK);
     age_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let tick = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = age_check.tick() => {}
-            _ = wal.inner.cursor_moved.notified() => {}
-        }
+            _ = age_check.tick() => true,
+            _ = wal.inner.cursor_moved.notified() => false,
+        };
         let w = wal.clone();
-        match tokio::task::spawn_blocking(move || w.collect_garbage()).await {
+        let collect = move || {
+            w.collect_garbage()?;
+            // The quarantine's age limit: once per tick, not at every cursor move.
+            if tick {
+                w.collect_quarantine()?;
+            }
+            Ok::<_, WalError>(())
+        };
+        match tokio::task::spawn_blocking(collect).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "wal: garbage collection failed"),
             Err(e) => tracing::error!(error = %e, "wal: garbage collection task failed"),

@@ -62,7 +62,7 @@ pub(super) struct Inner {
     pub(super) segments: Segments,
     pub(super) cursors: sled::Tree,
     pub(super) meta: sled::Tree,
-    pub(super) quarantine: sled::Tree,
+    pub(super) quarantine: super::quarantine::Quarantine,
     log: Mutex<Log>,
     /// `next_seq` after the latest append: wakes the shippers.
     appended: watch::Sender<u64>,
@@ -130,7 +130,7 @@ impl Wal {
         let sync = DiskSync::open(&config.dir)?;
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
-        let quarantine = db.open_tree("quarantine")?;
+        let quarantine = super::quarantine::Quarantine::open(&db)?;
         let Recovered {
             segments,
             index,
@@ -227,7 +227,12 @@ impl Wal {
     /// Inserts one encoded record (blocking). Enforces the byte cap first.
     pub(super) fn insert(&self, encoded: &[u8], meta: super::RecordMeta) -> Result<u64, WalError> {
         let started = Instant::now();
-        let limit = self.inner.config.max_bytes;
+        // The quarantine's bytes count against the cap: the data directory holds both.
+        let limit = self
+            .inner
+            .config
+            .max_bytes
+            .saturating_sub(self.inner.quarantine.bytes());
         let len = encoded.len() as u64;
         let mut log = self.lock();
         let mut evicted = None;

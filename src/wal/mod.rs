@@ -174,6 +174,10 @@ pub struct WalConfig {
     pub flush_interval: Duration,
     /// When records are stored compressed.
     pub compression: Compression,
+    /// Cap on the quarantine's bytes; they count against `max_bytes`.
+    pub quarantine_max_bytes: u64,
+    /// Batches quarantined longer ago than this are dropped.
+    pub quarantine_max_age: Duration,
 }
 
 #[cfg(test)]
@@ -188,6 +192,8 @@ impl WalConfig {
             durability: Durability::Sync,
             flush_interval: Duration::from_millis(100),
             compression: Compression::Auto,
+            quarantine_max_bytes: 1 << 28,
+            quarantine_max_age: Duration::from_secs(7 * 86_400),
         }
     }
 }

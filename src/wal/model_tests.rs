@@ -94,6 +94,7 @@ pub(super) fn open(dir: &std::path::Path, max_bytes: u64) -> Wal {
         durability: Durability::None,
         flush_interval: Duration::from_millis(100),
         compression: Compression::Auto,
+        ..WalConfig::for_tests(dir)
     });
     let names: Vec<String> = ENDPOINTS.iter().map(|s| s.to_string()).collect();
     wal.register_endpoints(&names, StartAt::Oldest)
@@ -277,6 +278,7 @@ fn block_policy_refuses_when_full() {
         durability: Durability::None,
         flush_interval: Duration::from_millis(100),
         compression: Compression::Auto,
+        ..WalConfig::for_tests(dir.path())
     })
     .expect("open");
     wal.register_endpoints(&["a".into()], StartAt::Oldest)

@@ -1,7 +1,9 @@
-//! A storage that refuses highlander's credentials (401 or 403: an expired or rotated
-//! token) quarantines nothing: the endpoint shows `unauthorized`, one ERROR line says so,
-//! every write stays buffered and is retried, and all of it arrives once the credentials
-//! work again.
+//! What highlander does with a storage's refusals, on real sockets:
+//! - refused credentials (401 or 403: an expired or rotated token) quarantine nothing: the
+//!   endpoint shows `unauthorized`, one ERROR line says so, every write stays buffered and
+//!   is retried, and all of it arrives once the credentials work again;
+//! - permanent rejections (400) fill the quarantine only up to its cap: the oldest batches
+//!   are dropped, counted and logged.
 
 mod common;
 
@@ -84,4 +86,64 @@ async fn a_401_is_retried_and_quarantines_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_is_retried_and_quarantines_nothing() {
     refused_credentials_are_retried_not_quarantined(403).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_that_rejects_everything_fills_the_quarantine_only_up_to_its_cap() {
+    let sink = Sink::start().await;
+    sink.set_mode(Mode::Fail(400));
+    let node = Node::start(&[
+        "--remote-write",
+        &sink.url(),
+        "--buffer-max-bytes",
+        "1MiB",
+        "--max-body-bytes",
+        "128KiB",
+        "--quarantine-max-bytes",
+        "16KiB",
+    ])
+    .await;
+    let c = http();
+    let url = node.write_url("highlander_source=a");
+    // 40 writes of about 700 bytes each once quarantined: 28 KB, more than the cap.
+    for i in 0..40 {
+        let (code, text) = post(&c, &url, &request("m", 100, 1, T0 + i * 1000)).await;
+        assert_eq!(code, 204, "{text}");
+    }
+    node.wait_drained(Duration::from_secs(20)).await;
+    let dropped = wait_until("quarantine drops", Duration::from_secs(10), || async {
+        let n = node
+            .metric("highlander_wal_quarantine_dropped_total{reason=\"size\"}")
+            .await;
+        (n > 0.0).then_some(n)
+    })
+    .await;
+    let bytes = node.metric("highlander_wal_quarantined_bytes").await;
+    assert!(bytes > 0.0 && bytes <= 16_384.0, "quarantine bytes {bytes}");
+    let kept = node.admin_json("/api/v1/queue").await["quarantined"]
+        .as_u64()
+        .expect("quarantined");
+    assert_eq!(
+        kept + dropped as u64,
+        40,
+        "every write quarantined, then kept or dropped"
+    );
+    // The newest batches are the ones kept.
+    let list = node.admin_json("/api/v1/quarantine").await;
+    let seqs: Vec<u64> = list["quarantine"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|q| q["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs.len() as u64, kept);
+    assert!(
+        seqs.iter().all(|&s| s >= 40 - kept),
+        "the newest stay: {seqs:?}"
+    );
+    let log = node.log();
+    assert!(
+        log.contains("quarantine limit reached"),
+        "an ERROR line says so:\n{log}"
+    );
 }
