@@ -40,6 +40,9 @@ pub enum AppError {
     /// The cluster could not start.
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
+    /// The stop did not end cleanly: the last writes may not be on disk.
+    #[error("stopping: {0}")]
+    Shutdown(String),
     /// The election state could not be opened.
     #[error("opening the election state: {0}")]
     State(sled::Error),
@@ -114,8 +117,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     node.ready.store(true, Ordering::Release);
     tracing::info!(ingest = %config.ingest.listen, admin = %config.admin.listen, "ready");
     let failure = servers.until_stopped().await;
-    node.stop(servers, config.shutdown_timeout).await;
-    failure
+    let stopped = node.stop(servers, config.shutdown_timeout).await;
+    failure.and(stopped)
 }
 
 /// The seed's start-up lines, one each and word for word as the original proxy wrote them
@@ -269,8 +272,9 @@ impl Node {
     /// 4. final flush;
     /// 5. stop the admin listener.
     ///
-    /// Everything waits at most `grace`.
-    async fn stop(self, servers: Servers, grace: Duration) {
+    /// Everything waits at most `grace`. An error when the buffer's last flush failed or
+    /// did not finish: the exit status then says that the last writes may not be on disk.
+    async fn stop(self, servers: Servers, grace: Duration) -> Result<(), AppError> {
         self.ready.store(false, Ordering::Release);
         servers.ingest.stop(true).await;
         self.shutdown.cancel();
@@ -286,16 +290,25 @@ impl Node {
                 tracing::warn!("cluster: did not stop within the shutdown timeout");
             }
         }
+        let mut failed = None;
         if !self.wal_tasks.stopped(deadline).await {
             tracing::error!("final flush did not finish within the shutdown timeout");
+            failed = Some("the buffer's flusher did not stop within the shutdown timeout".to_owned());
         }
         servers.admin.stop(true).await;
         let wal = self.wal;
         match tokio::task::spawn_blocking(move || wal.flush_blocking()).await {
             Ok(Ok(())) => tracing::info!("stopped; buffer flushed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
-            Err(e) => tracing::error!(error = %e, "final flush failed"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "final flush failed");
+                failed = Some(format!("final flush failed: {e}"));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "final flush failed");
+                failed = Some(format!("final flush failed: {e}"));
+            }
         }
+        failed.map_or(Ok(()), |why| Err(AppError::Shutdown(why)))
     }
 }
 
