@@ -352,6 +352,8 @@ fn wal_config(dir: &Path, durability: Durability) -> WalConfig {
         durability,
         flush_interval: Duration::from_millis(100),
         compression: Compression::Never,
+        quarantine_max_bytes: 1 << 28,
+        quarantine_max_age: Duration::from_secs(7 * 86_400),
     }
 }
 

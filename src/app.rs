@@ -293,7 +293,8 @@ impl Node {
         let mut failed = None;
         if !self.wal_tasks.stopped(deadline).await {
             tracing::error!("final flush did not finish within the shutdown timeout");
-            failed = Some("the buffer's flusher did not stop within the shutdown timeout".to_owned());
+            failed =
+                Some("the buffer's flusher did not stop within the shutdown timeout".to_owned());
         }
         servers.admin.stop(true).await;
         let wal = self.wal;

@@ -86,8 +86,13 @@ pub struct Node {
 impl Node {
     /// Starts a node with a fresh data dir and `extra` flags; waits until it is ready.
     pub async fn start(extra: &[&str]) -> Node {
+        Self::start_in(None, extra).await
+    }
+
+    /// [`Node::start`] with its data in `data_dir` (default: a fresh temp dir).
+    pub async fn start_in(data_dir: Option<&Path>, extra: &[&str]) -> Node {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let data_dir = tmp.path().join("data");
+        let data_dir = data_dir.map_or_else(|| tmp.path().join("data"), Path::to_path_buf);
         let mut node = Node {
             child: None,
             ingest: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),

@@ -108,6 +108,31 @@ struct State {
 }
 
 impl State {
+    /// Takes room for an append of `len` bytes ([`Room`]). When the disk is nearly full,
+    /// the spare's blocks are given back first: a buffer that drained after filling the
+    /// disk would otherwise keep its shipped segment as the spare, and refuse every write
+    /// although nothing is left to ship.
+    fn take_room(&mut self, dir: &Path, len: u64) -> io::Result<()> {
+        let mut taken = self.room.take(dir, len);
+        if matches!(&taken, Err(e) if e.kind() == io::ErrorKind::StorageFull) {
+            if let Some(spare) = self.spare.take() {
+                match spare.delete() {
+                    Ok(freed) => {
+                        tracing::warn!(dir = %dir.display(), freed, "wal: the disk is nearly full; the spare segment file is deleted to give its space back");
+                        taken = self.room.take(dir, len);
+                    }
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "wal: could not delete the spare segment file");
+                    }
+                }
+            }
+        }
+        if let Err(e) = &taken {
+            self.room.refused(dir, e);
+        }
+        taken
+    }
+
     /// Keeps `file` as the spare if there is none; otherwise hands it back to be deleted.
     /// `file` is at `path`, out of the index, and nobody else holds it.
     fn keep(&mut self, dir: &Path, file: File, path: &Path) -> Option<File> {
@@ -357,7 +382,7 @@ impl Segments {
         let len = u32::try_from(record.len())
             .map_err(|_| io::Error::other("record larger than 4 GiB"))?;
         let mut state = self.lock();
-        state.room.take(&self.dir, record.len() as u64)?;
+        state.take_room(&self.dir, record.len() as u64)?;
         let fresh = match state.segments.last_key_value() {
             None => true,
             Some((&first, s)) => {

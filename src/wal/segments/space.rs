@@ -33,7 +33,8 @@ pub(super) struct Room {
 impl Room {
     /// Takes `len` bytes for an append to the segments in `dir`. Otherwise it refuses the
     /// append with [`io::ErrorKind::StorageFull`], or with the error of reading the free
-    /// space. While it refuses, it logs an ERROR line every [`FULL_LOG_EVERY`].
+    /// space; the caller may free space and try again, and then logs the refusal with
+    /// [`Room::refused`].
     pub(super) fn take(&mut self, dir: &Path, len: u64) -> io::Result<()> {
         let now = Instant::now();
         let fresh = self
@@ -61,6 +62,12 @@ impl Room {
             Err(e) => e,
         };
         self.read = None;
+        Err(refused)
+    }
+
+    /// Logs a refused append: an ERROR line every [`FULL_LOG_EVERY`] while it refuses.
+    pub(super) fn refused(&mut self, dir: &Path, refused: &io::Error) {
+        let now = Instant::now();
         if self
             .last_full_log
             .is_none_or(|t| now.duration_since(t) >= FULL_LOG_EVERY)
@@ -72,7 +79,6 @@ impl Room {
             }
             self.last_full_log = Some(now);
         }
-        Err(refused)
     }
 }
 

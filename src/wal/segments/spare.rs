@@ -62,6 +62,13 @@ impl Spare {
         }
     }
 
+    /// Deletes the spare's file; returns the bytes it held.
+    pub(super) fn delete(self) -> io::Result<u64> {
+        let len = self.file.metadata()?.len();
+        std::fs::remove_file(&self.path)?;
+        Ok(len)
+    }
+
     /// Renames the spare to `path` (which must not exist) and hands back its file.
     pub(super) fn reuse(self, path: &Path) -> io::Result<File> {
         rename_noreplace(&self.path, path)?;
