@@ -254,6 +254,36 @@ mod tests {
         }
     }
 
+    /// Full jitter: once at the ceiling, the waits spread uniformly over [0, ceiling].
+    /// Without the jitter (or with a partial one) every wait would sit at or near the
+    /// ceiling, and this test fails.
+    #[test]
+    fn the_jitter_is_uniform_over_zero_to_the_ceiling() {
+        let ceiling = Duration::from_secs(2);
+        let mut b = Backoff::new(Duration::from_millis(100), ceiling, Duration::from_secs(60));
+        // 100 ms doubles to the 2 s ceiling within six attempts.
+        for _ in 0..6 {
+            b.next_delay(None);
+        }
+        let n = 4_000;
+        let fractions: Vec<f64> = (0..n)
+            .map(|_| b.next_delay(None).as_secs_f64() / ceiling.as_secs_f64())
+            .collect();
+        assert!(fractions.iter().all(|f| (0.0..=1.0).contains(f)));
+        let mean = fractions.iter().sum::<f64>() / n as f64;
+        assert!((mean - 0.5).abs() < 0.03, "mean {mean}");
+        // Each tenth of the range gets about a tenth of the waits (expected 400; the bound
+        // is more than 6 standard deviations away).
+        let mut deciles = [0usize; 10];
+        for f in &fractions {
+            deciles[((f * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(
+            deciles.iter().all(|&d| (280..=520).contains(&d)),
+            "deciles {deciles:?}"
+        );
+    }
+
     #[test]
     fn backoff_is_capped_jittered_and_honours_retry_after() {
         let mut b = Backoff::new(

@@ -267,6 +267,8 @@ pub enum Mode {
     Accept,
     /// Answer this status (and keep nothing).
     Fail(u16),
+    /// Answer this status with `Retry-After: <seconds>` (and keep nothing).
+    FailRetryAfter(u16, u64),
     /// 400 when any series is named this; else accept.
     RejectMetric(String),
     /// 413 when the request has more series than this; else accept.
@@ -283,6 +285,8 @@ pub struct Received {
     pub arrivals: Vec<Instant>,
     /// Every request's headers (accepted or not), lower-case names.
     pub headers: Vec<BTreeMap<String, String>>,
+    /// When every request (accepted or not) was looked at, in order.
+    pub attempts: Vec<Instant>,
     /// Requests answered with a failure.
     pub refused: u64,
     /// How long each request is held before it is looked at (a slow storage).
@@ -334,14 +338,20 @@ async fn receive(
         .and_then(|raw| WriteRequest::decode(raw.as_slice()).ok());
     let mut s = state.lock().expect("sink state");
     s.headers.push(headers);
+    s.attempts.push(Instant::now());
     let Some(wr) = decoded else {
         s.refused += 1;
         return HttpResponse::BadRequest().body("sink: undecodable body");
     };
     let mode = s.mode.clone().unwrap_or(Mode::Accept);
+    let mut retry_after = None;
     let refuse = match &mode {
         Mode::Accept => None,
         Mode::Fail(code) => Some(*code),
+        Mode::FailRetryAfter(code, secs) => {
+            retry_after = Some(*secs);
+            Some(*code)
+        }
         Mode::RejectMetric(name) => wr
             .timeseries
             .iter()
@@ -356,8 +366,12 @@ async fn receive(
     match refuse {
         Some(code) => {
             s.refused += 1;
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).expect("status"))
-                .body(format!("sink refuses with {code}"))
+            let mut resp =
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(code).expect("status"));
+            if let Some(secs) = retry_after {
+                resp.insert_header(("Retry-After", secs.to_string()));
+            }
+            resp.body(format!("sink refuses with {code}"))
         }
         None => {
             s.requests.push(wr);
