@@ -370,7 +370,8 @@ async fn one_dead_storage_does_not_slow_the_other_and_catches_up_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_the_cursors() {
-    let port = free_port();
+    let first = Sink::start().await;
+    let port = first.addr.port();
     let mut node = Node::start(&[
         "--remote-write",
         &format!("http://127.0.0.1:{port}/api/v1/write"),
@@ -378,24 +379,39 @@ async fn restart_resumes_from_the_cursors() {
     .await;
     let c = client();
     let url = node.write_url("highlander_source=a");
+    let write = |name: &'static str, i: i64| {
+        let (c, url) = (c.clone(), url.clone());
+        async move { post(&c, &url, &request(name, 2, 1, T0 + i * 1_000)).await.0 }
+    };
+    // Ten writes shipped before the stop...
     for i in 0..10 {
-        assert_eq!(
-            post(&c, &url, &request("m", 2, 1, T0 + i * 1_000)).await.0,
-            204
-        );
+        assert_eq!(write("shipped", i).await, 204);
+    }
+    first.wait_samples(20, Duration::from_secs(20)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    // ... and ten buffered while the storage is away.
+    first.stop().await;
+    for i in 0..10 {
+        assert_eq!(write("buffered", i).await, 204);
     }
     assert!(
         node.terminate().success(),
         "clean exit on SIGTERM:\n{}",
         node.log()
     );
-    let sink = Sink::start_on(port).await;
-    node.restart().await;
-    sink.wait_samples(20, Duration::from_secs(20)).await;
-    node.wait_drained(Duration::from_secs(10)).await;
-    // A clean stop persisted the cursor: nothing is sent twice.
-    assert_eq!(sink.samples().len(), 20);
     assert!(node.log().contains("stopped; buffer flushed"));
+    let second = Sink::start_on(port).await;
+    node.restart().await;
+    second.wait_samples(20, Duration::from_secs(20)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    // The cursor resumed after the shipped writes: only the buffered ones come, once.
+    let names: BTreeSet<String> = second
+        .samples()
+        .into_iter()
+        .map(|(k, _)| k.split(',').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["__name__=buffered".to_owned()]));
+    assert_eq!(second.samples().len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

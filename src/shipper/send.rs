@@ -113,8 +113,15 @@ impl Sender {
         }
     }
 
-    /// Sends until the answer is not "retry".
-    pub async fn send_until_final(&mut self, payload: &Bytes) -> Result<Final, Stop> {
+    /// Sends until the answer is not "retry". `end` is the sequence after the batch's last
+    /// record: when the endpoint's cursor passed it meanwhile (the buffer's size or age
+    /// limit dropped the batch, or an operator skipped it), the send gives up with
+    /// [`Stop::Interrupted`] instead of delivering what the buffer counted as dropped.
+    pub async fn send_until_final(
+        &mut self,
+        payload: &Bytes,
+        end: Option<u64>,
+    ) -> Result<Final, Stop> {
         let _out = Outstanding::new(&self.status);
         let mut failures = 0u64;
         loop {
@@ -126,7 +133,7 @@ impl Sender {
                     s.state = EndpointState::Shipping;
                 }
             });
-            if !*self.gate.borrow() {
+            if !*self.gate.borrow() || self.passed(end) {
                 return Err(Stop::Interrupted);
             }
             let client = self.client.clone();
@@ -196,6 +203,11 @@ impl Sender {
         }
     }
 
+    /// Whether the endpoint's cursor is at or past `end`: the batch left the buffer.
+    fn passed(&self, end: Option<u64>) -> bool {
+        end.is_some_and(|end| self.wal.cursor(&self.name).is_ok_and(|c| c >= end))
+    }
+
     /// Leaves the retry loop: resets the backoff and the state.
     fn recovered(&mut self, failures: u64, outcome: Final) -> Final {
         self.backoff.reset();
@@ -214,11 +226,11 @@ impl Sender {
         outcome
     }
 
-    /// Starts `send_until_final(payload)` on a task of its own, with its own backoff.
-    pub fn spawn(&self, payload: Bytes) -> InFlight {
+    /// Starts `send_until_final(payload, end)` on a task of its own, with its own backoff.
+    pub fn spawn(&self, payload: Bytes, end: Option<u64>) -> InFlight {
         let mut sender = self.fork();
         InFlight(tokio::spawn(async move {
-            sender.send_until_final(&payload).await
+            sender.send_until_final(&payload, end).await
         }))
     }
 }

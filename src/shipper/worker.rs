@@ -268,7 +268,10 @@ impl Worker {
                 records.push(next);
             }
         }
-        let send = self.payload(&records).map(|p| self.sender.spawn(p));
+        let end = first + records.len() as u64;
+        let send = self
+            .payload(&records)
+            .map(|p| self.sender.spawn(p, Some(end)));
         Some(Unit::Batch {
             first,
             records,
@@ -327,7 +330,7 @@ impl Worker {
         };
         let mut at = cursor;
         for (seq, record) in (first..).zip(batch) {
-            match self.deliver(record, known.take()).await? {
+            match self.deliver(record, known.take(), Some(seq + 1)).await? {
                 None => self.count_sent(record),
                 Some((status, answer)) => self.quarantine(seq, record, status, &answer),
             }
@@ -405,7 +408,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        match self.deliver(&record, None).await? {
+        match self.deliver(&record, None, None).await? {
             None => {
                 self.count_sent(&record);
                 if let Err(e) = self.wal.quarantine_remove(self.name(), seq) {
@@ -429,18 +432,20 @@ impl Worker {
     /// Delivers one record, in parts if the storage says it is too large. Returns
     /// `Ok(None)` when it is delivered, and `Ok(Some((status, answer)))` when it is
     /// rejected permanently. `known` is the storage's earlier answer to the whole record,
-    /// if any.
+    /// if any. `end` is the sequence after the record's, when it is in the buffer (not for
+    /// a replay from the quarantine).
     async fn deliver(
         &mut self,
         record: &Record,
         mut known: Option<Final>,
+        end: Option<u64>,
     ) -> Result<Option<(u16, String)>, Stop> {
         let mut parts: Vec<Bytes> = vec![record.payload.clone()];
         let mut rejected: Option<(u16, String)> = None;
         while let Some(part) = parts.pop() {
             let outcome = match known.take() {
                 Some(outcome) => outcome,
-                None => self.sender.send_until_final(&part).await?,
+                None => self.sender.send_until_final(&part, end).await?,
             };
             match outcome {
                 Final::Delivered => {}
