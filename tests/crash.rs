@@ -92,6 +92,40 @@ async fn every_acknowledged_sample_survives_kill_9() {
     );
 }
 
+/// A kill moments after the first start: the endpoint's new cursor must already be on
+/// disk. Otherwise the next start creates it again at the newest record and skips every
+/// write acknowledged before the kill (found by `corrupt_state.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_right_after_the_first_start_loses_no_acknowledged_write() {
+    let port = free_port();
+    let mut node = Node::start(&[
+        "--remote-write",
+        &format!("http://127.0.0.1:{port}/api/v1/write"),
+    ])
+    .await;
+    let url = node.write_url("highlander_source=a");
+    let c = http();
+    for i in 0..3 {
+        let (code, text) = post(
+            &c,
+            &url,
+            &request("early", 2, 1, 1_700_000_000_000 + i * 1000),
+        )
+        .await;
+        assert_eq!(code, 204, "{text}");
+    }
+    node.kill9();
+    let sink = Sink::start_on(port).await;
+    node.restart().await;
+    sink.wait_samples(6, Duration::from_secs(20)).await;
+    assert_eq!(
+        node.log().matches("new endpoint, cursor created").count(),
+        1,
+        "the cursor is created once, at the first start:\n{}",
+        node.log()
+    );
+}
+
 /// Kills in the crash loop.
 const KILLS: usize = 25;
 

@@ -355,9 +355,12 @@ impl Wal {
 
     /// Makes the cursors match the configured endpoints. A new endpoint's cursor starts at
     /// `start`. The cursor of an endpoint that is no longer configured is dropped, with a
-    /// log line.
+    /// log line. The change is flushed before this returns: a new cursor lost in a crash
+    /// would be created again at the next start, at the newest record, and skip every
+    /// write acknowledged in between.
     pub fn register_endpoints(&self, names: &[String], start: StartAt) -> Result<(), WalError> {
         let mut log = self.lock();
+        let mut changed = false;
         let removed: Vec<String> = log
             .cursors
             .keys()
@@ -367,6 +370,7 @@ impl Wal {
         for name in removed {
             let at = log.cursors.remove(&name);
             self.inner.cursors.remove(name.as_bytes())?;
+            changed = true;
             tracing::info!(endpoint = %name, cursor = ?at, "wal: endpoint no longer configured, its cursor is dropped");
         }
         for name in names {
@@ -379,7 +383,12 @@ impl Wal {
             };
             log.cursors.insert(name.clone(), at);
             self.inner.cursors.insert(name.as_bytes(), &be(at))?;
+            changed = true;
             tracing::info!(endpoint = %name, cursor = at, start = ?start, "wal: new endpoint, cursor created");
+        }
+        drop(log);
+        if changed {
+            self.flush_sled()?;
         }
         Ok(())
     }
