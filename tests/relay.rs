@@ -562,6 +562,14 @@ async fn full_buffer_under_block_policy_answers_503_with_retry_after() {
     }
     assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
     assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 204));
+    // Every refusal has a log line: a 503 at WARN (at most every 10 s).
+    assert!(
+        node.log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("write deferred with 503")),
+        "{}",
+        node.log()
+    );
     // The storage comes up: the buffer drains and writes are accepted again.
     let sink = Sink::start_on(port).await;
     let accepted = statuses.len() - 1;

@@ -143,7 +143,7 @@ fn refusal(req: &HttpRequest, e: &IngestError) -> actix_web::HttpResponseBuilder
     } else if matches!(e, IngestError::Internal(_)) {
         tracing::error!(peer = %peer, error = %e, "ingest: write failed, not acknowledged");
     } else {
-        tracing::debug!(peer = %peer, error = %e, "ingest: write deferred");
+        log_deferred(&peer, e);
     }
     let mut resp = HttpResponse::build(e.status_code());
     if e.status_code().as_u16() == 503 {
@@ -151,6 +151,26 @@ fn refusal(req: &HttpRequest, e: &IngestError) -> actix_web::HttpResponseBuilder
     }
     resp.content_type("text/plain; charset=utf-8");
     resp
+}
+
+/// How often a 503 refusal is logged at WARN. Under back-pressure they come by the
+/// thousand each second; the line in between counts them.
+const DEFERRED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs a 503 refusal: at WARN once per [`DEFERRED_LOG_EVERY`], with how many there were
+/// since the last WARN line; the others at DEBUG.
+fn log_deferred(peer: &str, e: &IngestError) {
+    static LAST: parking_lot::Mutex<Option<std::time::Instant>> = parking_lot::Mutex::new(None);
+    static SINCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut last = LAST.lock();
+    if last.is_some_and(|t| t.elapsed() < DEFERRED_LOG_EVERY) {
+        tracing::debug!(peer = %peer, reason = e.as_label(), error = %e, "ingest: write deferred");
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    SINCE.store(0, Ordering::Relaxed);
+    tracing::warn!(peer = %peer, reason = e.as_label(), error = %e, deferred = count, "ingest: write deferred with 503, the sender retries later (one line every 10 s; deferred counts the refusals since the last one)");
 }
 
 async fn accept(
