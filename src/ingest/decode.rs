@@ -82,7 +82,7 @@ pub fn decode(
     }
     with_decompressed(&body, limits.max_decoded_bytes, |raw| match version {
         Version::V1 => validate(raw, body.clone(), wanted),
-        Version::V2 => convert(raw, wanted),
+        Version::V2 => convert(raw, wanted, limits.max_decoded_bytes),
     })
 }
 
@@ -142,9 +142,10 @@ fn validate(raw: &[u8], body: Bytes, wanted: Wanted<'_>) -> Result<Decoded, Inge
     })
 }
 
-/// Validates a 2.0 body and converts it to a compressed 1.0 body.
-fn convert(raw: &[u8], wanted: Wanted<'_>) -> Result<Decoded, IngestError> {
-    let (scanned, v1) = wire::convert_v2(raw, wanted, wanted.replica)?;
+/// Validates a 2.0 body and converts it to a compressed 1.0 body of at most `limit` bytes
+/// before compression.
+fn convert(raw: &[u8], wanted: Wanted<'_>, limit: u64) -> Result<Decoded, IngestError> {
+    let (scanned, v1) = wire::convert_v2(raw, wanted, wanted.replica, limit)?;
     let summary = &scanned.base;
     let payload = compress(&v1)?;
     Ok(Decoded {

@@ -86,7 +86,9 @@ impl IngestError {
             IngestError::Encoding(_) | IngestError::ContentType(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            IngestError::BodyTooLarge { .. } | IngestError::DecodedTooLarge { .. } => {
+            IngestError::BodyTooLarge { .. }
+            | IngestError::DecodedTooLarge { .. }
+            | IngestError::Wire(WireError::ConvertedTooLarge { .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             IngestError::Body(_)

@@ -411,3 +411,27 @@ proptest! {
         let _ = strip_label(&bytes, "__replica__");
     }
 }
+
+#[test]
+fn a_2_0_body_whose_1_0_form_is_too_large_is_a_413() {
+    let big = "y".repeat(1_000);
+    let v1 = WriteRequest {
+        timeseries: (0..2_000)
+            .map(|i| {
+                series(
+                    &[("__name__", "m"), ("pad", &big), ("z", &i.to_string())],
+                    &[1_000],
+                )
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let body = compress(&crate::proto::v2::Request::from_v1(&v1).encode_to_vec());
+    let limits = Limits {
+        max_body_bytes: 1 << 20,
+        max_decoded_bytes: 1 << 20,
+    };
+    let e = decode(body, limits, wanted(), Version::V2).expect_err("over the limit");
+    assert_eq!(e.status_code().as_u16(), 413, "{e}");
+    assert_eq!(e.as_label(), "decoded_too_large");
+}

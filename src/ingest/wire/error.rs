@@ -91,6 +91,13 @@ pub enum WireError {
         /// Index of the series in the request.
         series: usize,
     },
+    /// The 1.0 form of a 2.0 request would be over the decoded-size limit (symbols
+    /// referenced many times expand).
+    #[error("the 1.0 form of this Remote-Write 2.0 request would be over the limit of {limit} decoded bytes")]
+    ConvertedTooLarge {
+        /// The limit (`--max-decoded-bytes`).
+        limit: u64,
+    },
     /// A 2.0 request with the fields of a 1.0 `WriteRequest`.
     #[error("the body is a Remote-Write 1.0 WriteRequest, but the Content-Type says 2.0 (proto=io.prometheus.write.v2.Request)")]
     V1Body,
@@ -119,6 +126,7 @@ impl WireError {
             WireError::SamplesAndHistograms { .. } => "samples_and_histograms",
             WireError::NothingCarried { .. } => "empty_series",
             WireError::V1Body => "v1_body",
+            WireError::ConvertedTooLarge { .. } => "decoded_too_large",
         }
     }
 }

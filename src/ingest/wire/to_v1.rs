@@ -53,14 +53,21 @@ pub(super) struct Converter<'a, 's> {
     /// Scratch for an exemplar's references.
     refs: Vec<u64>,
     families: Families<'a>,
+    /// Most bytes the 1.0 form may take: a symbol referenced many times expands, so a small
+    /// 2.0 body can stand for a huge 1.0 one.
+    limit: usize,
 }
 
 impl<'a, 's> Converter<'a, 's> {
-    /// A converter for a request of `len` decoded bytes.
-    pub(super) fn new(strip: Option<&'s str>, len: usize) -> Self {
+    /// A converter for a request of `len` decoded bytes whose 1.0 form may take at most
+    /// `limit` bytes.
+    pub(super) fn new(strip: Option<&'s str>, len: usize, limit: usize) -> Self {
+        // The 1.0 form of a typical request is about 6.5 times its 2.0 form.
+        let guess = len.saturating_mul(7).min(limit).min(16 << 20);
         Converter {
             strip,
-            out: Vec::with_capacity(len.saturating_mul(7)),
+            limit,
+            out: Vec::with_capacity(guess),
             items: Vec::new(),
             meta: Metadata::default(),
             scratch: Vec::new(),
@@ -71,12 +78,14 @@ impl<'a, 's> Converter<'a, 's> {
 
     /// A float sample of the current series.
     pub(super) fn sample(&mut self, sample: &[u8]) -> Result<(), WireError> {
-        copy_known(&mut self.items, 2, sample, 2, &mut self.scratch)
+        copy_known(&mut self.items, 2, sample, 2, &mut self.scratch)?;
+        self.within(0)
     }
 
     /// A native histogram of the current series.
     pub(super) fn histogram(&mut self, histogram: &[u8]) -> Result<(), WireError> {
-        copy_known(&mut self.items, 4, histogram, 16, &mut self.scratch)
+        copy_known(&mut self.items, 4, histogram, 16, &mut self.scratch)?;
+        self.within(0)
     }
 
     /// An exemplar of the current series.
@@ -87,7 +96,19 @@ impl<'a, 's> Converter<'a, 's> {
             symbols,
             &mut self.refs,
             &mut self.scratch,
-        )
+        )?;
+        self.within(0)
+    }
+
+    /// Refuses when the 1.0 form, with `more` bytes to come, would be over the limit.
+    fn within(&self, more: usize) -> Result<(), WireError> {
+        let total = self.out.len() + self.items.len() + self.families.out.len() + more;
+        if total > self.limit {
+            return Err(WireError::ConvertedTooLarge {
+                limit: self.limit as u64,
+            });
+        }
+        Ok(())
     }
 
     /// The metadata of the current series.
@@ -96,7 +117,11 @@ impl<'a, 's> Converter<'a, 's> {
     }
 
     /// Ends the current series: writes it with the labels of `refs` (checked by the scan).
-    pub(super) fn end_series(&mut self, refs: &[u64], symbols: &[&'a str]) {
+    pub(super) fn end_series(
+        &mut self,
+        refs: &[u64],
+        symbols: &[&'a str],
+    ) -> Result<(), WireError> {
         let symbol = |r: u64| symbols.get(r as usize).copied().unwrap_or_default();
         let kept = |name: &str| Some(name) != self.strip;
         let labels_len: usize = refs
@@ -105,6 +130,7 @@ impl<'a, 's> Converter<'a, 's> {
             .filter(|(n, _)| kept(n))
             .map(|(n, v)| label_len(n, v))
             .sum();
+        self.within(labels_len + 6)?;
         write_varint(&mut self.out, (1 << 3) | u64::from(LEN));
         write_varint(&mut self.out, (labels_len + self.items.len()) as u64);
         for pair in refs.chunks_exact(2) {
@@ -125,6 +151,7 @@ impl<'a, 's> Converter<'a, 's> {
                 self.families.add(name, meta);
             }
         }
+        self.within(0)
     }
 
     /// The 1.0 request.

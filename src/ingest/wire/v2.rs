@@ -49,13 +49,16 @@ pub fn scan_v2<'a>(buf: &'a [u8], wanted: Wanted<'_>) -> Result<SummaryV2<'a>, W
 }
 
 /// Scans a decoded 2.0 `Request` and writes its 1.0 form (see `to_v1`), without the label
-/// `strip`, in the same pass.
+/// `strip`, in the same pass. The 1.0 form may take at most `limit` bytes
+/// ([`WireError::ConvertedTooLarge`] otherwise).
 pub fn convert_v2<'a>(
     buf: &'a [u8],
     wanted: Wanted<'_>,
     strip: Option<&str>,
+    limit: u64,
 ) -> Result<(SummaryV2<'a>, Vec<u8>), WireError> {
-    let mut conv = Converter::new(strip, buf.len());
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut conv = Converter::new(strip, buf.len(), limit);
     let summary = scan(buf, wanted, Some(&mut conv))?;
     Ok((summary, conv.finish()))
 }
@@ -221,7 +224,7 @@ fn scan_series<'a>(
     out.base.histograms += carried.histograms;
     out.base.exemplars += carried.exemplars;
     if let Some(c) = conv {
-        c.end_series(refs, &out.symbols);
+        c.end_series(refs, &out.symbols)?;
     }
     Ok(())
 }

@@ -238,7 +238,7 @@ fn a_full_request_scans_with_its_counts_times_and_labels() {
 #[test]
 fn the_conversion_to_1_0_keeps_every_field_1_0_has() {
     let raw = full_request().encode_to_vec();
-    let converted = convert_v2(&raw, wanted(), Some("__replica__"))
+    let converted = convert_v2(&raw, wanted(), Some("__replica__"), u64::MAX)
         .map(|c| c.1)
         .expect("converts");
     let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0 protobuf");
@@ -259,7 +259,7 @@ fn without_stripping_the_replica_label_stays() {
     let raw = full_request().encode_to_vec();
     let s = scan_v2(&raw, Wanted::default()).expect("valid");
     assert_eq!(s.base.replica, None);
-    let converted = convert_v2(&raw, Wanted::default(), None)
+    let converted = convert_v2(&raw, Wanted::default(), None, u64::MAX)
         .map(|c| c.1)
         .expect("converts");
     let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0 protobuf");
@@ -293,7 +293,7 @@ fn unknown_fields_are_counted_and_left_out_of_the_conversion() {
     raw.extend_from_slice(&series);
     let s = scan_v2(&raw, Wanted::default()).expect("unknown fields are fine");
     assert_eq!(s.unknown_fields, 2);
-    let converted = convert_v2(&raw, Wanted::default(), None)
+    let converted = convert_v2(&raw, Wanted::default(), None, u64::MAX)
         .map(|c| c.1)
         .expect("converts");
     let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0");
@@ -443,11 +443,32 @@ fn an_exemplar_alone_in_its_series_is_accepted() {
 }
 
 #[test]
+fn a_symbol_referenced_many_times_cannot_expand_past_the_limit() {
+    // 2 000 series that all carry the same 1 000-byte label: a 2.0 body of about 60 KB,
+    // a 1.0 form of about 2 MB.
+    let mut t = Table::new();
+    let big = "x".repeat(1_000);
+    let series: Vec<v2::TimeSeries> = (0..2_000)
+        .map(|i| v2::TimeSeries {
+            labels_refs: t.refs(&[("__name__", "m"), ("pad", &big), ("z", &format!("{i}"))]),
+            samples: vec![sample(1_000, 0)],
+            ..v2::TimeSeries::default()
+        })
+        .collect();
+    let raw = t.request(series).encode_to_vec();
+    assert!(raw.len() < 100_000, "{}", raw.len());
+    let e = convert_v2(&raw, Wanted::default(), None, 1 << 20).expect_err("over 1 MiB");
+    assert_eq!(e.as_label(), "decoded_too_large", "{e}");
+    let (_, v1) = convert_v2(&raw, Wanted::default(), None, 4 << 20).expect("under 4 MiB");
+    assert!(v1.len() > 2_000_000, "{}", v1.len());
+}
+
+#[test]
 fn an_empty_request_is_valid() {
     let s = scan_v2(&[], Wanted::default()).expect("empty");
     assert_eq!(s.base.series, 0);
     assert_eq!(
-        convert_v2(&[], Wanted::default(), None)
+        convert_v2(&[], Wanted::default(), None, u64::MAX)
             .map(|c| c.1)
             .expect("converts"),
         Vec::<u8>::new()
@@ -505,7 +526,7 @@ proptest! {
         let all_ts = all.iter().flat_map(|s| &s.1);
         prop_assert_eq!(s.base.min_ts, all_ts.clone().min().copied());
         prop_assert_eq!(s.base.max_ts, all_ts.max().copied());
-        let converted = convert_v2(&raw, Wanted::default(), None).map(|c| c.1).expect("converts");
+        let converted = convert_v2(&raw, Wanted::default(), None, u64::MAX).map(|c| c.1).expect("converts");
         let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0");
         prop_assert_eq!(got, v1::WriteRequest { timeseries: want, metadata: vec![] });
     }
