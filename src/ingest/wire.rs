@@ -137,6 +137,13 @@ fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
     Err(Malformed("varint longer than 10 bytes"))
 }
 
+/// Appends a length-delimited field: key, length, bytes.
+pub(crate) fn write_len(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+    write_varint(out, (number << 3) | u64::from(LEN));
+    write_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
 /// Appends `v` as a protobuf varint.
 pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

@@ -133,7 +133,9 @@ impl Sender {
                     s.state = EndpointState::Shipping;
                 }
             });
-            if !*self.gate.borrow() || self.passed(end) {
+            // Only a retry can find its batch dropped meanwhile: the first attempt skips the
+            // log's lock.
+            if !*self.gate.borrow() || (failures > 0 && self.passed(end)) {
                 return Err(Stop::Interrupted);
             }
             let client = self.client.clone();

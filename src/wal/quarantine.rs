@@ -194,12 +194,12 @@ impl Wal {
         let k = key(endpoint, seq);
         let q = &self.inner.quarantine;
         let mut index = q.index.lock();
-        let size = (k.len() + value.len()) as u64;
-        let old = q.tree.insert(k, value)?;
-        if let Some(old) = old {
+        let key_len = k.len() as u64;
+        let size = key_len + value.len() as u64;
+        if let Some(old) = q.tree.insert(k, value)? {
             // The same batch again (an operator's replay was refused again).
-            let old_size = (key(endpoint, seq).len() + old.len()) as u64;
-            q.bytes.fetch_sub(old_size, Ordering::Relaxed);
+            q.bytes
+                .fetch_sub(key_len + old.len() as u64, Ordering::Relaxed);
         }
         index.insert(
             (seq, endpoint.to_owned()),

@@ -1,7 +1,7 @@
 //! Rewriting a scanned request without one label (the replica label), byte for byte
 //! otherwise.
 
-use super::{scan_label, write_varint, Fields, Value, WireError, LEN};
+use super::{scan_label, write_len, Fields, Value, WireError};
 
 /// Rewrites a valid `WriteRequest` without the label `name` in any series, keeping every
 /// other byte (unknown fields included) as it was. Exemplar labels are left alone.
@@ -15,9 +15,7 @@ pub fn strip_label(buf: &[u8], name: &str) -> Result<Vec<u8>, WireError> {
                     out.extend_from_slice(&buf[f.start..f.end]);
                     continue;
                 };
-                write_varint(&mut out, (1 << 3) | u64::from(LEN));
-                write_varint(&mut out, rewritten.len() as u64);
-                out.extend_from_slice(&rewritten);
+                write_len(&mut out, 1, &rewritten);
             }
             _ => out.extend_from_slice(&buf[f.start..f.end]),
         }

@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 
 use super::v2::push_refs;
-use super::{write_varint, Fields, WireError, LEN};
+use super::{write_len, write_varint, Fields, WireError, LEN};
 
 /// A series' metadata, resolved: its type, help and unit.
 #[derive(Debug, Clone, Copy, Default)]
@@ -264,13 +264,6 @@ fn family_name(name: &str, kind: u64) -> &str {
         }
     }
     name
-}
-
-/// Writes a length-delimited field.
-fn write_len(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    write_varint(out, (number << 3) | u64::from(LEN));
-    write_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
 }
 
 /// Writes a string field; an empty string is left out, as proto3 does.
