@@ -389,7 +389,9 @@ async fn restart_resumes_from_the_cursors() {
     }
     first.wait_samples(20, Duration::from_secs(20)).await;
     node.wait_drained(Duration::from_secs(10)).await;
-    // ... and ten buffered while the storage is away.
+    // ... and ten buffered while the storage is away. A stopped in-test server still
+    // answers on connections it had open, so it refuses first: nothing buffered may reach it.
+    first.set_mode(Mode::Fail(503));
     first.stop().await;
     for i in 0..10 {
         assert_eq!(write("buffered", i).await, 204);
