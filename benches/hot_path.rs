@@ -30,12 +30,12 @@ use highlander::election::Observation;
 use highlander::ingest::decode::decode;
 use highlander::ingest::protocol::Version;
 use highlander::ingest::trim::{learn_ends, trim, SeriesKey, SeriesMap};
-use highlander::ingest::wire::{scan, scan_v2, Wanted};
 use highlander::ingest::Limits;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use highlander::wal::{
     Compression, Durability, FullPolicy, Record, RecordMeta, StartAt, Wal, WalConfig,
 };
+use highlander::wire::{scan, scan_v2, Wanted};
 
 /// Series per request: Prometheus' default `max_samples_per_send` is 2000.
 const SERIES: usize = 2_000;
@@ -170,6 +170,7 @@ fn record() -> Record {
             exemplars: 0,
         },
         payload: body(&write_request(SERIES, None)),
+        protocol: Version::V1,
     }
 }
 

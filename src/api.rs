@@ -378,6 +378,8 @@ mod tests {
                 "max_in_flight",
                 "name",
                 "next_retry_ms",
+                "protocol",
+                "protocol_in_use",
                 "quarantined",
                 "retries",
                 "sent_bytes",

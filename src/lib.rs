@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod proto;
 pub mod shipper;
 pub mod wal;
+pub mod wire;

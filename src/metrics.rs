@@ -130,6 +130,13 @@ pub struct ShipperMetrics {
     pub failures: IntCounterVec,
     /// Batches quarantined.
     pub quarantined: IntCounterVec,
+    /// Requests sent, by endpoint and Remote-Write version (`1.0`, `2.0`).
+    pub protocol: IntCounterVec,
+    /// 2.0 records converted to 1.0 for a storage that takes 1.0.
+    pub converted: IntCounterVec,
+    /// Parts of 2.0 records that 1.0 cannot carry, dropped by the conversion, by endpoint
+    /// and what (`start_timestamp`, `unknown_field`).
+    pub conversion_dropped: IntCounterVec,
     /// Requests out (scrape time).
     pub in_flight: IntGaugeVec,
     /// Records the endpoint has not taken (scrape time).
@@ -424,6 +431,22 @@ impl ShipperMetrics {
             quarantined: per_endpoint(
                 "highlander_shipper_quarantined_total",
                 "Batches an endpoint rejected permanently and that were quarantined.",
+            ),
+            protocol: counter(
+                r,
+                "highlander_shipper_protocol_requests_total",
+                "Requests sent to an endpoint, by the Remote-Write version they speak (1.0 or 2.0).",
+                &["endpoint", "protocol"],
+            ),
+            converted: per_endpoint(
+                "highlander_shipper_converted_records_total",
+                "Remote-Write 2.0 records converted to 1.0 for an endpoint that takes 1.0.",
+            ),
+            conversion_dropped: counter(
+                r,
+                "highlander_shipper_conversion_dropped_total",
+                "Parts of Remote-Write 2.0 records that 1.0 cannot carry, dropped when they are converted for an endpoint, by what (start_timestamp, unknown_field).",
+                &["endpoint", "what"],
             ),
             in_flight: gauge_per_endpoint(
                 "highlander_shipper_in_flight",

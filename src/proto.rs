@@ -2,7 +2,7 @@
 //! the top, 2.0 from `proto/write_v2.proto` in [`v2`].
 //!
 //! The hot path does not build these owned structs. It scans the wire bytes with
-//! [`crate::ingest::wire`]. The structs serve tests, the 413 batch splitter and the
+//! [`crate::wire`]. The structs serve tests, the 413 batch splitter and the
 //! previews.
 #![allow(missing_docs, clippy::all)]
 

@@ -19,12 +19,19 @@ fn invalid_configuration_lists_every_problem_and_exits_2() {
             "forever",
             "--durability",
             "maybe",
+            "--remote-write-protocol",
+            "3.0",
         ])
         .output()
         .expect("run highlander");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for word in ["listen", "health-expiry", "durability"] {
+    for word in [
+        "listen",
+        "health-expiry",
+        "durability",
+        "remote-write-protocol",
+    ] {
         assert!(err.contains(word), "{word} not reported in: {err}");
     }
 }

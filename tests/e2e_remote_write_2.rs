@@ -5,7 +5,10 @@
 //!
 //! Checked: the promoted replica's series arrive in both storages and the standby's in
 //! neither; the NHCB histogram arrives in the Prometheus storage with its bucket bounds;
-//! every write came as 2.0; and on both replicas, the standby included,
+//! every write came as 2.0; the default protocol `auto` speaks 2.0 to the Prometheus
+//! storage and falls back to 1.0 for VictoriaMetrics (which answers a 2.0 body with a 204
+//! and writes nothing), and VictoriaMetrics still holds every sample the 2.0 storage
+//! holds; and on both replicas, the standby included,
 //! `prometheus_remote_storage_{samples,histograms,exemplars}_failed_total` stay 0 while they
 //! sent samples and histograms. Failover with 2.0 is in `e2e_failover.rs`.
 
@@ -123,6 +126,51 @@ async fn scenario() {
     assert!(
         vm.len() == 1 && vm.iter().all(|l| l.contains(r#""replica":"a""#)),
         "a's series only: {vm:?}"
+    );
+
+    // auto: 2.0 to the Prometheus storage, 1.0 to VictoriaMetrics after its headerless 204;
+    // what that first answer lost went again as 1.0.
+    let queue = e.node.admin_json("/api/v1/queue").await;
+    let in_use: Vec<(String, String)> = queue["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|ep| {
+            let url = ep["url"].as_str().unwrap_or_default();
+            let kind = if url.starts_with(&store) {
+                "prometheus"
+            } else {
+                "vm"
+            };
+            (
+                kind.to_owned(),
+                ep["protocol_in_use"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        in_use.contains(&("prometheus".into(), "2.0".into())),
+        "{in_use:?}"
+    );
+    assert!(in_use.contains(&("vm".into(), "1.0".into())), "{in_use:?}");
+    let stored = prometheus_samples(&client, &store, e.started_ms, now_ms())
+        .await
+        .expect("the Prometheus storage answers");
+    let last = *stored.last().expect("samples in the Prometheus storage");
+    let vm: Vec<i64> = e
+        .wait_vm_reaches(last, Duration::from_secs(20))
+        .await
+        .iter()
+        .map(|s| s.0)
+        .filter(|t| *t <= last)
+        .collect();
+    assert_eq!(
+        e.rel(&vm),
+        e.rel(&stored),
+        "VictoriaMetrics (1.0) holds the samples the 2.0 storage holds"
     );
 
     // Every write came as 2.0, the standby's were dropped, and no replica counted a

@@ -1,7 +1,7 @@
 //! Remote-Write 2.0 at ingest, on real sockets: a 2.0 write is answered with the
 //! `X-Prometheus-Remote-Write-*-Written` headers on every kind of answer (promoted, standby,
-//! 400, 413, 415, 503), a 1.0 write never gets them, and what is stored and shipped is the
-//! same 1.0 series a 1.0 sender would have written.
+//! 400, 413, 415, 503), a 1.0 write never gets them, and a storage that reads only 1.0 gets
+//! the same 1.0 series a 1.0 sender would have written.
 
 mod common;
 
@@ -60,7 +60,7 @@ async fn send_v2(c: &reqwest::Client, url: &str, req: &highlander::proto::WriteR
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_2_0_write_is_stored_as_1_0_and_every_answer_says_what_was_written() {
+async fn a_2_0_write_reaches_a_1_0_storage_as_1_0_and_every_answer_says_what_was_written() {
     let sink = Sink::start().await;
     let node = Node::start(&["--remote-write", &sink.url(), "--max-body-bytes", "4KiB"]).await;
     let c = http();

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use highlander::ingest::decode::decode;
 use highlander::ingest::protocol::Version;
-use highlander::ingest::wire::Wanted;
+use highlander::wire::Wanted;
 use highlander::ingest::Limits;
 
 const LIMITS: Limits = Limits {

@@ -14,7 +14,8 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::election::{ElectionError, GroupView};
 use crate::proto::WriteRequest;
-use crate::wal::{ReadItem, RecordSummary};
+use crate::wal::{ReadItem, Record, RecordSummary};
+use crate::wire::{self, Version, Wanted};
 
 /// History entries shown per group in the list view.
 const HISTORY_IN_LIST: usize = 10;
@@ -150,8 +151,16 @@ pub async fn records(
     Ok(Json(api::Records { records }))
 }
 
-fn preview(payload: &[u8]) -> Option<Vec<api::SeriesPreview>> {
-    let raw = snap::raw::Decoder::new().decompress_vec(payload).ok()?;
+/// The first series of a record, a 2.0 record seen through its 1.0 form.
+fn preview(record: &Record) -> Option<Vec<api::SeriesPreview>> {
+    let mut raw = snap::raw::Decoder::new()
+        .decompress_vec(&record.payload)
+        .ok()?;
+    if record.protocol == Version::V2 {
+        raw = wire::convert_v2(&raw, Wanted::default(), None, u64::from(u32::MAX))
+            .ok()?
+            .1;
+    }
     let req = WriteRequest::decode(raw.as_slice()).ok()?;
     Some(
         req.timeseries
@@ -182,7 +191,7 @@ pub async fn record(admin: web::Data<Admin>, _: Read, seq: web::Path<u64>) -> An
         )
     })?;
     let preview = match &item {
-        ReadItem::Record(_, r) => preview(&r.payload),
+        ReadItem::Record(_, r) => preview(r),
         ReadItem::Corrupt(..) => None,
     };
     Ok(Json(api::Record {

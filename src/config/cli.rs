@@ -340,6 +340,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub remote_write: Vec<String>,
+    /// The Remote-Write version the `--remote-write` storages get for writes that arrived
+    /// as 2.0: `1.0` (converted), `2.0` (as received) or `auto` (2.0 until the storage shows
+    /// it reads only 1.0, then 1.0) [default: auto].
+    #[arg(long, env = "HIGHLANDER_REMOTE_WRITE_PROTOCOL")]
+    pub remote_write_protocol: Option<String>,
     /// How often the promoted source's health is checked [default: 1s].
     #[arg(long, env = "HIGHLANDER_HEALTH_TICK")]
     pub health_tick: Option<String>,

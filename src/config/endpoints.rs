@@ -13,7 +13,7 @@ use super::{
     DEFAULT_REMOTE_WRITE,
 };
 use crate::cluster::ClusterTls;
-use crate::shipper::{Auth, EndpointConfig};
+use crate::shipper::{Auth, EgressProtocol, EndpointConfig};
 
 /// Parses a storage URL. A URL without a path gets `/api/v1/write`.
 pub fn parse_endpoint_url(s: &str) -> Result<url::Url, String> {
@@ -51,6 +51,12 @@ pub(super) fn endpoints(
         format!("max-in-flight: {in_flight_default} is not in 1..={MAX_IN_FLIGHT}"),
     );
     let timeout_default = parse_duration(DEFAULT_ENDPOINT_TIMEOUT).expect("valid default");
+    let flag_protocol = match &args.remote_write_protocol {
+        Some(s) => p
+            .take("remote-write-protocol", EgressProtocol::parse(s))
+            .unwrap_or_default(),
+        None => EgressProtocol::default(),
+    };
     let mut out: Vec<EndpointConfig> = Vec::new();
     let from_flags: Vec<String> = if args.remote_write.is_empty() && file.endpoints.is_empty() {
         vec![DEFAULT_REMOTE_WRITE.to_owned()]
@@ -75,6 +81,7 @@ pub(super) fn endpoints(
             tls_insecure_skip_verify: false,
             max_batch_bytes: default_batch(),
             max_in_flight: in_flight_default,
+            protocol: flag_protocol,
         });
     }
     for (i, e) in file.endpoints.iter().enumerate() {
@@ -167,6 +174,10 @@ fn endpoint_from_file(
         Some(b) => p.take(&format!("{what}.max_batch_bytes"), parse_size(b))?,
         None => default_batch(),
     };
+    let protocol = match &e.protocol {
+        Some(s) => p.take(&format!("{what}.protocol"), EgressProtocol::parse(s))?,
+        None => EgressProtocol::default(),
+    };
     let max_in_flight = e.max_in_flight.unwrap_or(in_flight_default);
     p.check(
         in_flight_range(max_in_flight),
@@ -186,6 +197,7 @@ fn endpoint_from_file(
         tls_insecure_skip_verify: e.tls_insecure_skip_verify,
         max_batch_bytes,
         max_in_flight,
+        protocol,
     })
 }
 

@@ -147,6 +147,8 @@ pub struct EndpointSection {
     pub max_batch_bytes: Option<String>,
     /// Requests out at once (default: `[shipper] max_in_flight`).
     pub max_in_flight: Option<usize>,
+    /// `1.0`, `2.0` or `auto`: the version writes that arrived as 2.0 go as (default auto).
+    pub protocol: Option<String>,
 }
 
 /// `basic_auth = { ... }`.

@@ -1,14 +1,16 @@
 //! Turning a request body into a validated write: snappy block decode under a size limit,
-//! the wire scan, and the label stripping. A 2.0 body is converted to 1.0 here, so the
-//! rest of the relay (election, handover, WAL, shippers) sees 1.0 only. Pure: no I/O, no
-//! clock.
+//! the wire scan, and the label stripping. A write is stored in the version it arrived in:
+//! a 2.0 body keeps its symbols table, and its replica label is stripped by rewriting the
+//! series' `labels_refs`. Its 1.0 form (what a 1.0 storage gets) is held to the decoded
+//! size limit too, without converting it here. Pure: no I/O, no clock.
 
 use bytes::Bytes;
 
 use super::error::IngestError;
 use super::protocol::{Version, Written};
-use super::wire::{self, Summary, Wanted};
 use crate::wal::RecordMeta;
+use crate::wire::WireError;
+use crate::wire::{self, Summary, Wanted};
 
 /// Body size limits.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +27,8 @@ pub struct Decoded {
     /// The payload to store and ship: the received body when nothing changed, else the
     /// re-compressed body without the replica label.
     pub payload: Bytes,
+    /// The Remote-Write version of the payload (the request's).
+    pub protocol: Version,
     /// Counts and times (receive time left 0 for the caller).
     pub meta: RecordMeta,
     /// Value of the replica label, if configured and present.
@@ -33,17 +37,6 @@ pub struct Decoded {
     pub group: Option<String>,
     /// What a 2.0 sender is told was written when the write is accepted.
     pub written: Written,
-    /// What the conversion of a 2.0 body to 1.0 left out (zero for 1.0).
-    pub dropped: Dropped,
-}
-
-/// What 1.0 cannot carry of a 2.0 request, dropped by the conversion.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Dropped {
-    /// Start (created) timestamps of series, samples and histograms.
-    pub start_timestamps: u32,
-    /// Fields the 2.0 schema does not define.
-    pub unknown_fields: u32,
 }
 
 /// Decompresses a snappy block, refusing before allocation when the announced size is over
@@ -67,7 +60,7 @@ fn checked_len(body: &[u8], limit: u64) -> Result<usize, IngestError> {
     Ok(len)
 }
 
-/// Validates a compressed body of `version` and prepares what is stored (always 1.0).
+/// Validates a compressed body of `version` and prepares what is stored (in `version`).
 pub fn decode(
     body: Bytes,
     limits: Limits,
@@ -82,7 +75,7 @@ pub fn decode(
     }
     with_decompressed(&body, limits.max_decoded_bytes, |raw| match version {
         Version::V1 => validate(raw, body.clone(), wanted),
-        Version::V2 => convert(raw, wanted, limits.max_decoded_bytes),
+        Version::V2 => validate_v2(raw, body.clone(), wanted, limits.max_decoded_bytes),
     })
 }
 
@@ -134,22 +127,33 @@ fn validate(raw: &[u8], body: Bytes, wanted: Wanted<'_>) -> Result<Decoded, Inge
     };
     Ok(Decoded {
         payload,
+        protocol: Version::V1,
         meta,
         replica,
         group,
         written: Written::default(),
-        dropped: Dropped::default(),
     })
 }
 
-/// Validates a 2.0 body and converts it to a compressed 1.0 body of at most `limit` bytes
-/// before compression.
-fn convert(raw: &[u8], wanted: Wanted<'_>, limit: u64) -> Result<Decoded, IngestError> {
-    let (scanned, v1) = wire::convert_v2(raw, wanted, wanted.replica, limit)?;
+/// Validates a 2.0 body whose 1.0 form may take at most `limit` bytes.
+fn validate_v2(
+    raw: &[u8],
+    body: Bytes,
+    wanted: Wanted<'_>,
+    limit: u64,
+) -> Result<Decoded, IngestError> {
+    let scanned = wire::scan_v2(raw, wanted)?;
+    if scanned.v1_bound > limit {
+        return Err(WireError::ConvertedTooLarge { limit }.into());
+    }
     let summary = &scanned.base;
-    let payload = compress(&v1)?;
+    let payload = match (summary.replica_seen, wanted.replica) {
+        (true, Some(label)) => compress(&wire::strip_label_v2(raw, label)?)?,
+        _ => body,
+    };
     Ok(Decoded {
         payload,
+        protocol: Version::V2,
         meta: meta_of(summary),
         replica: summary.replica.map(str::to_owned),
         group: summary.group.map(str::to_owned),
@@ -157,10 +161,6 @@ fn convert(raw: &[u8], wanted: Wanted<'_>, limit: u64) -> Result<Decoded, Ingest
             samples: u64::from(summary.samples),
             histograms: u64::from(summary.histograms),
             exemplars: u64::from(summary.exemplars),
-        },
-        dropped: Dropped {
-            start_timestamps: scanned.start_timestamps,
-            unknown_fields: scanned.unknown_fields,
         },
     })
 }

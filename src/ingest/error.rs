@@ -2,8 +2,8 @@
 
 use actix_web::http::StatusCode;
 
-use super::wire::WireError;
 use crate::wal::WalError;
+use crate::wire::WireError;
 
 /// A refused write. Bad input is always 4xx with a one-line reason; 5xx means "retry".
 #[derive(Debug, thiserror::Error)]

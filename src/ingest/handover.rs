@@ -46,9 +46,10 @@ use parking_lot::{Mutex, RawMutex};
 use super::decode::{compress, decompress, meta_of};
 use super::error::IngestError;
 use super::trim::trim;
-use super::wire::{self, Wanted};
 use crate::metrics::METRICS;
 use crate::wal::{Record, RecordMeta};
+use crate::wire::Version;
+use crate::wire::{self, Wanted};
 
 mod cut;
 mod ring;
@@ -92,9 +93,21 @@ pub struct Held {
     pub payload: bytes::Bytes,
     /// Its counts and times.
     pub meta: RecordMeta,
+    /// The Remote-Write version of the payload.
+    pub protocol: Version,
 }
 
 impl Held {
+    /// The write as a decoded 1.0 `WriteRequest`, what the cut and the trim read: a 2.0
+    /// write is converted (its replica label was stripped at ingest already).
+    pub(crate) fn decoded_v1(&self, limit: u64) -> Result<Vec<u8>, IngestError> {
+        let raw = decompress(&self.payload, limit)?;
+        match self.protocol {
+            Version::V1 => Ok(raw),
+            Version::V2 => Ok(wire::convert_v2(&raw, Wanted::default(), None, limit)?.1),
+        }
+    }
+
     fn has_samples(&self) -> bool {
         self.meta.samples + self.meta.histograms > 0
     }
@@ -115,6 +128,7 @@ impl Held {
                 received_ms,
                 ..meta_of(&s)
             },
+            protocol: Version::V1,
         }
     }
 }
@@ -223,7 +237,7 @@ impl Handover {
                 trimmed: held.samples(),
             });
         }
-        let raw = decompress(&held.payload, self.config.max_decoded_bytes)?;
+        let raw = held.decoded_v1(self.config.max_decoded_bytes)?;
         let t = trim(&raw, &cut.key, |h| cut.threshold(h))?;
         let write = if t.trimmed == 0 {
             Some(held)
@@ -232,9 +246,11 @@ impl Handover {
         } else {
             let mut meta = meta_of(&wire::scan(&t.raw, Wanted::default())?);
             meta.received_ms = held.meta.received_ms;
+            // A trimmed 2.0 write is stored in its 1.0 form.
             Some(Held {
                 payload: compress(&t.raw)?,
                 meta,
+                protocol: Version::V1,
             })
         };
         Ok(Applied {
@@ -519,6 +535,7 @@ impl Plan<'_, '_> {
                     source: self.source.to_owned(),
                     meta: h.meta,
                     payload: h.payload,
+                    protocol: h.protocol,
                 })
                 .collect(),
         ))
@@ -625,7 +642,7 @@ fn backfill_one(
     if advance || applied.decoded.is_some() {
         let decoded = match applied.decoded {
             Some(raw) => raw,
-            None => decompress(&kept.payload, handover.config.max_decoded_bytes)?,
+            None => kept.decoded_v1(handover.config.max_decoded_bytes)?,
         };
         cut.advance(&decoded)?;
     }

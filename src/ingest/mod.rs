@@ -25,7 +25,6 @@ pub mod identity;
 pub mod protocol;
 mod server;
 pub mod trim;
-pub mod wire;
 
 pub use decode::Limits;
 pub use error::IngestError;

@@ -19,21 +19,7 @@ use actix_web::HttpResponseBuilder;
 
 use super::error::IngestError;
 
-/// The `proto=` of Remote-Write 1.0.
-pub const PROTO_V1: &str = "prometheus.WriteRequest";
-/// The `proto=` of Remote-Write 2.0.
-pub const PROTO_V2: &str = "io.prometheus.write.v2.Request";
-/// The media type of both versions.
-const MEDIA_TYPE: &str = "application/x-protobuf";
-
-/// A Remote-Write protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    /// `prometheus.WriteRequest`.
-    V1,
-    /// `io.prometheus.write.v2.Request`.
-    V2,
-}
+pub use crate::wire::{Version, MEDIA_TYPE, PROTO_V1, PROTO_V2};
 
 impl Version {
     /// The version a request's headers announce.
@@ -46,14 +32,6 @@ impl Version {
                     .map_err(|_| IngestError::ContentType("<not ASCII>".to_owned()))?;
                 parse_content_type(text)
             }
-        }
-    }
-
-    /// The version as metrics and logs name it: `1.0` or `2.0`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::V1 => "1.0",
-            Version::V2 => "2.0",
         }
     }
 }

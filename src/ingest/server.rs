@@ -13,11 +13,11 @@ use super::error::IngestError;
 use super::handover::{Handover, Held};
 use super::identity::{self, Params};
 use super::protocol::{Version, Written};
-use super::wire::Wanted;
 use crate::clock::Clock;
 use crate::election::{Observation, Promotions, Role};
 use crate::metrics::METRICS;
 use crate::wal::Wal;
+use crate::wire::Wanted;
 
 /// Seconds a sender is asked to wait after a 503.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -195,7 +195,6 @@ async fn accept(
     };
     let bytes = body.len() as u64;
     let decoded = decode::decode(body, ingest.limits, wanted, version)?;
-    count_dropped(&decoded.dropped);
     let samples = u64::from(decoded.meta.samples) + u64::from(decoded.meta.histograms);
     let source = identity::source(
         &params,
@@ -216,6 +215,7 @@ async fn accept(
     let held = Held {
         payload: decoded.payload,
         meta,
+        protocol: decoded.protocol,
     };
     let written = decoded.written;
     let accepted = |outcome| Accepted {
@@ -291,27 +291,6 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), IngestError> {
     match encoding {
         Some(e) if e.eq_ignore_ascii_case("snappy") => Ok(()),
         other => Err(IngestError::Encoding(other.unwrap_or_default())),
-    }
-}
-
-/// Counts what the conversion of a 2.0 body left out, and says so once in the log.
-fn count_dropped(dropped: &decode::Dropped) {
-    static LOGGED: AtomicBool = AtomicBool::new(false);
-    let m = &METRICS.ingest.dropped;
-    let counts = [
-        ("start_timestamp", dropped.start_timestamps),
-        ("unknown_field", dropped.unknown_fields),
-    ];
-    for (what, n) in counts {
-        if n > 0 {
-            m.with_label_values(&[what]).inc_by(u64::from(n));
-            if !LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    what,
-                    "ingest: a Remote-Write 2.0 write carries what 1.0 cannot hold; highlander stores 1.0 and drops it (counted in highlander_ingest_v2_dropped_total; logged once)"
-                );
-            }
-        }
     }
 }
 

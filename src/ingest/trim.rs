@@ -2,7 +2,7 @@
 //! [`super::handover`]): learning where each series of the old source ended, and rewriting
 //! a request without the samples at or before that point.
 //!
-//! Works on the wire bytes (like [`super::wire`]): everything that is not a sample,
+//! Works on the wire bytes (like [`crate::wire`]): everything that is not a sample,
 //! histogram or exemplar of a trimmed series is copied as it was.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::wire::{write_varint, Field, Fields, Value, WireError, LEN};
+use crate::wire::{write_varint, Field, Fields, Value, WireError, LEN};
 
 /// Where one series of the old source ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,9 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT,
 };
 
+use super::protocol::EgressProtocol;
 use super::retry::{classify_error, classify_status, Verdict};
+use crate::wire::Version;
 
 /// Installs the process-wide TLS crypto provider (ring) once. Every HTTP client needs it.
 /// We use ring because the aws-lc default would add minutes to every clean build.
@@ -21,8 +23,13 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The Remote-Write protocol version we speak to storages.
-pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
+/// The headers of an answer to a 2.0 request that say what the storage wrote. A 2xx
+/// without them comes from a storage that did not read 2.0.
+const WRITTEN_HEADERS: [&str; 3] = [
+    "x-prometheus-remote-write-samples-written",
+    "x-prometheus-remote-write-histograms-written",
+    "x-prometheus-remote-write-exemplars-written",
+];
 
 /// Credentials for one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +71,8 @@ pub struct EndpointConfig {
     /// order. With more, a series' samples may arrive out of order; use that only for
     /// storages that accept it.
     pub max_in_flight: usize,
+    /// The Remote-Write version 2.0 records go as.
+    pub protocol: EgressProtocol,
 }
 
 impl EndpointConfig {
@@ -128,14 +137,6 @@ impl EndpointClient {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
         headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-protobuf"),
-        );
-        headers.insert(
-            HeaderName::from_static("x-prometheus-remote-write-version"),
-            HeaderValue::from_static(REMOTE_WRITE_VERSION),
-        );
-        headers.insert(
             USER_AGENT,
             HeaderValue::from_static(concat!("highlander/", env!("CARGO_PKG_VERSION"))),
         );
@@ -169,9 +170,17 @@ impl EndpointClient {
         })
     }
 
-    /// Sends one snappy-compressed `WriteRequest` and classifies the outcome.
-    pub async fn send(&self, payload: Bytes) -> Verdict {
-        let request = self.http.post(self.url.clone()).body(payload);
+    /// Sends one snappy-compressed request of `version` and classifies the outcome.
+    pub async fn send(&self, payload: Bytes, version: Version) -> Verdict {
+        let request = self
+            .http
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, version.content_type())
+            .header(
+                "X-Prometheus-Remote-Write-Version",
+                version.version_header(),
+            )
+            .body(payload);
         let request = match &self.auth {
             Auth::None => request,
             Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
@@ -182,6 +191,11 @@ impl EndpointClient {
             Err(e) => return classify_error(&e),
         };
         let status = resp.status().as_u16();
+        if version == Version::V2 {
+            if let Some(not_v2) = not_read_as_v2(status, resp.headers()) {
+                return not_v2;
+            }
+        }
         if resp.status().is_success() {
             return Verdict::Delivered;
         }
@@ -193,6 +207,21 @@ impl EndpointClient {
         let body = resp.text().await.unwrap_or_default();
         classify_status(status, retry_after.as_deref(), &body)
     }
+}
+
+/// Whether the answer to a 2.0 request shows that the storage did not read 2.0.
+fn not_read_as_v2(status: u16, headers: &HeaderMap) -> Option<Verdict> {
+    let reason = match status {
+        415 => "HTTP 415: the storage does not take Remote-Write 2.0",
+        200..=299 if !WRITTEN_HEADERS.iter().any(|h| headers.contains_key(*h)) => {
+            "HTTP 2xx without X-Prometheus-Remote-Write-Samples-Written: the storage did not read the request as Remote-Write 2.0"
+        }
+        _ => return None,
+    };
+    Some(Verdict::NotV2 {
+        status,
+        reason: reason.to_owned(),
+    })
 }
 
 /// The CA certificates of a PEM bundle: egress roots here, peer roots in the cluster. A

@@ -27,6 +27,7 @@
 mod batch;
 pub mod client;
 pub mod control;
+pub mod protocol;
 pub mod retry;
 mod send;
 mod split;
@@ -43,6 +44,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{Auth, ClientError, EndpointConfig};
+pub use protocol::EgressProtocol;
 pub use status::{EndpointState, EndpointStatus};
 
 use control::EndpointControl;
@@ -133,11 +135,16 @@ impl Shipper {
         let mut tasks = Vec::new();
         for (cfg, client) in endpoints.iter().zip(clients) {
             let max_in_flight = cfg.max_in_flight.max(1);
-            let status = Arc::new(Mutex::new(EndpointStatus::new(
-                cfg.name.clone(),
-                cfg.display_url(),
-                max_in_flight,
-            )));
+            let settled = wal.endpoint_protocol(&cfg.name).unwrap_or_else(|e| {
+                tracing::error!(endpoint = %cfg.name, error = %e, "shipper: cannot read the endpoint's stored protocol; probing 2.0 again");
+                None
+            });
+            let speaker = protocol::Speaker::new(cfg.protocol, settled);
+            let mut status =
+                EndpointStatus::new(cfg.name.clone(), cfg.display_url(), max_in_flight);
+            status.protocol = cfg.protocol.as_str().to_owned();
+            status.protocol_in_use = speaker.speaks().as_str().to_owned();
+            let status = Arc::new(Mutex::new(status));
             let control = Arc::new(EndpointControl::new());
             handles.push(EndpointHandle {
                 name: cfg.name.clone(),
@@ -162,6 +169,7 @@ impl Shipper {
                 max_batch_bytes: cfg.max_batch_bytes,
                 max_in_flight,
                 join_buf: bytes::BytesMut::new(),
+                speaker,
             };
             tasks.push(tokio::spawn(worker.run()));
         }

@@ -35,16 +35,26 @@ pub enum Verdict {
         /// The start of the storage's answer.
         answer: String,
     },
+    /// A 2.0 request the storage did not read as 2.0: a 415, or a 2xx without the
+    /// `X-Prometheus-Remote-Write-*-Written` headers.
+    NotV2 {
+        /// HTTP status.
+        status: u16,
+        /// One line for logs and the quarantine.
+        reason: String,
+    },
 }
 
 impl Verdict {
-    /// The failure class for metrics (`5xx`, `429`, `413`, `auth`, `4xx`, `network`). `None`
+    /// The failure class for metrics (`5xx`, `429`, `413`, `auth`, `4xx`, `protocol`,
+    /// `network`). `None`
     /// for a delivery.
     pub fn failure_class(&self) -> Option<&'static str> {
         match self {
             Verdict::Delivered => None,
             Verdict::TooLarge => Some("413"),
             Verdict::Reject { .. } => Some("4xx"),
+            Verdict::NotV2 { .. } => Some("protocol"),
             Verdict::Retry { status, .. } => Some(match status {
                 Some(429) => "429",
                 Some(401 | 403) => "auth",

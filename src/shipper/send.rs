@@ -20,6 +20,7 @@ use super::status::{EndpointState, EndpointStatus};
 use crate::clock::Clock;
 use crate::metrics::METRICS;
 use crate::wal::Wal;
+use crate::wire::Version;
 
 /// Consecutive failed attempts after which the state is `failing` rather than `backoff`.
 const FAILING_AFTER: u64 = 5;
@@ -28,7 +29,15 @@ const FAILING_AFTER: u64 = 5;
 pub(super) enum Final {
     Delivered,
     TooLarge,
-    Reject { status: u16, answer: String },
+    Reject {
+        status: u16,
+        answer: String,
+    },
+    /// A 2.0 request the storage did not read as 2.0 (see [`Verdict::NotV2`]).
+    NotV2 {
+        status: u16,
+        reason: String,
+    },
 }
 
 /// Why a send or a worker stopped what it was doing.
@@ -120,6 +129,7 @@ impl Sender {
     pub async fn send_until_final(
         &mut self,
         payload: &Bytes,
+        version: Version,
         end: Option<u64>,
     ) -> Result<Final, Stop> {
         let _out = Outstanding::new(&self.status);
@@ -144,8 +154,13 @@ impl Sender {
                 _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = self.control_rx.changed() => return Err(Stop::Interrupted),
                 _ = gate_changed(&mut self.gate) => return Err(Stop::Interrupted),
-                v = client.send(payload.clone()) => v,
+                v = client.send(payload.clone(), version) => v,
             };
+            METRICS
+                .shipper
+                .protocol
+                .with_label_values(&[&self.name, version.as_str()])
+                .inc();
             METRICS
                 .shipper
                 .request_duration
@@ -168,6 +183,9 @@ impl Sender {
                 Verdict::TooLarge => return Ok(self.recovered(failures, Final::TooLarge)),
                 Verdict::Reject { status, answer } => {
                     return Ok(self.recovered(failures, Final::Reject { status, answer }))
+                }
+                Verdict::NotV2 { status, reason } => {
+                    return Ok(self.recovered(failures, Final::NotV2 { status, reason }))
                 }
             };
             failures += 1;
@@ -228,11 +246,12 @@ impl Sender {
         outcome
     }
 
-    /// Starts `send_until_final(payload, end)` on a task of its own, with its own backoff.
-    pub fn spawn(&self, payload: Bytes, end: Option<u64>) -> InFlight {
+    /// Starts `send_until_final(payload, version, end)` on a task of its own, with its own
+    /// backoff.
+    pub fn spawn(&self, payload: Bytes, version: Version, end: Option<u64>) -> InFlight {
         let mut sender = self.fork();
         InFlight(tokio::spawn(async move {
-            sender.send_until_final(&payload, end).await
+            sender.send_until_final(&payload, version, end).await
         }))
     }
 }

@@ -61,6 +61,11 @@ pub struct EndpointStatus {
     pub in_flight: usize,
     /// Most requests out at once (configured).
     pub max_in_flight: usize,
+    /// The configured Remote-Write protocol: `1.0`, `2.0` or `auto`.
+    pub protocol: String,
+    /// The version 2.0 records go as now (`1.0` or `2.0`): for `auto`, `1.0` once the
+    /// storage showed it does not read 2.0.
+    pub protocol_in_use: String,
 }
 
 impl EndpointStatus {
@@ -82,6 +87,8 @@ impl EndpointStatus {
             shipped_data_ts: None,
             in_flight: 0,
             max_in_flight,
+            protocol: String::new(),
+            protocol_in_use: String::new(),
         }
     }
 }

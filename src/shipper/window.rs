@@ -16,16 +16,18 @@ use std::collections::VecDeque;
 use super::send::InFlight;
 use crate::wal::record::CodecError;
 use crate::wal::{ReadItem, Record};
+use crate::wire::Version;
 
 /// The next thing to settle, in sequence order.
 pub(super) enum Unit {
     /// A damaged record: skipped.
     Damaged(u64, CodecError),
-    /// Records `first, first + 1, ...`, joined and sent as one request. `send` is `None`
-    /// when they cannot be joined; they then go one by one.
+    /// Records `first, first + 1, ...`, joined and sent as one request of `version`.
+    /// `send` is `None` when they cannot be joined; they then go one by one.
     Batch {
         first: u64,
         records: Vec<Record>,
+        version: Version,
         send: Option<InFlight>,
     },
 }
@@ -154,6 +156,7 @@ mod tests {
         Unit::Batch {
             first,
             records: vec![snappy_record()],
+            version: Version::V1,
             send: None,
         }
     }

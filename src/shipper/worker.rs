@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::batch::{decoded_len, join};
 use super::control::EndpointControl;
+use super::protocol::{payload_in, to_v1, Speaker, Verdict2};
 use super::send::{gate_changed, Final, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
@@ -29,6 +30,7 @@ use super::window::{Pass, Unit, Window};
 
 use crate::metrics::METRICS;
 use crate::wal::{ReadItem, Record, Wal};
+use crate::wire::Version;
 
 /// Records read from the WAL at a time.
 const READ_RECORDS: usize = 64;
@@ -46,12 +48,28 @@ pub(super) struct Worker {
     pub max_in_flight: usize,
     /// Where joined requests are built, kept between batches (see [`join`]).
     pub join_buf: BytesMut,
+    /// The Remote-Write version 2.0 records go as.
+    pub speaker: Speaker,
 }
 
 /// What a record adds to a joined request, in decoded bytes. A record whose preamble
-/// cannot be read counts as too large to join, so it goes alone.
+/// cannot be read counts as too large to join, so it goes alone. A 2.0 record converted
+/// to 1.0 grows about sevenfold.
 fn batch_len(record: &Record) -> u64 {
-    decoded_len(&record.payload).unwrap_or(u64::MAX / 2)
+    let len = decoded_len(&record.payload).unwrap_or(u64::MAX / 2);
+    match record.protocol {
+        Version::V1 => len,
+        Version::V2 => len.saturating_mul(7),
+    }
+}
+
+/// A record that the conversion to 1.0 refused: the ingest validated it, so this is a bug,
+/// and the record is quarantined with this answer.
+fn unconvertible(e: &crate::wire::WireError) -> (u16, String) {
+    (
+        400,
+        format!("highlander could not convert the 2.0 record to 1.0: {e}"),
+    )
 }
 
 /// What waiting for the head of the window gave.
@@ -241,9 +259,17 @@ impl Worker {
                 METRICS.wal.damaged.inc();
                 (self.move_cursor(at, seq + 1), seq + 1)
             }
-            Unit::Batch { first, records, .. } => {
+            Unit::Batch {
+                first,
+                records,
+                version,
+                ..
+            } => {
                 let end = first + records.len() as u64;
-                (self.settle(first, &records, at, outcome).await?, end)
+                (
+                    self.settle(first, &records, version, at, outcome).await?,
+                    end,
+                )
             }
         };
         Ok(w.settled(now, wanted))
@@ -256,11 +282,14 @@ impl Worker {
             ReadItem::Corrupt(seq, e) => return Some(Unit::Damaged(seq, e)),
             ReadItem::Record(seq, record) => (seq, record),
         };
+        let version = self.speaker.wire(&record);
         let mut decoded = batch_len(&record);
         let mut records = vec![record];
+        // A 2.0 request goes alone: its references point into its own symbols table.
         while let Some(ReadItem::Record(_, next)) = read.front() {
             let len = batch_len(next);
-            if decoded + len > self.max_batch_bytes {
+            let joinable = version == Version::V1 && self.speaker.wire(next) == Version::V1;
+            if !joinable || decoded + len > self.max_batch_bytes {
                 break;
             }
             decoded += len;
@@ -270,20 +299,46 @@ impl Worker {
         }
         let end = first + records.len() as u64;
         let send = self
-            .payload(&records)
-            .map(|p| self.sender.spawn(p, Some(end)));
+            .payload(&records, version)
+            .map(|p| self.sender.spawn(p, version, Some(end)));
         Some(Unit::Batch {
             first,
             records,
+            version,
             send,
         })
     }
 
-    /// One request's body for `records`: their payloads joined, or a lone payload as it
-    /// is. `None` when they cannot be joined (over snappy's length limit).
-    fn payload(&mut self, records: &[Record]) -> Option<Bytes> {
-        let payloads: Vec<Bytes> = records.iter().map(|r| r.payload.clone()).collect();
+    /// One request's body of `version` for `records`: their payloads (2.0 ones converted
+    /// when `version` is 1.0) joined, or a lone payload as it is. `None` when they cannot
+    /// be joined (over snappy's length limit) or converted.
+    fn payload(&mut self, records: &[Record], version: Version) -> Option<Bytes> {
+        let payloads = records
+            .iter()
+            .map(|r| payload_in(r, version, self.name()))
+            .collect::<Result<Vec<Bytes>, _>>()
+            .ok()?;
         join(&payloads, &mut self.join_buf)
+    }
+
+    /// Learns from the answer to a 2.0 request. Returns `true` when an `auto` endpoint
+    /// fell back to 1.0 because of it (stored, logged, shown in the status).
+    fn learn_protocol(&mut self, outcome: &Final) -> bool {
+        let (delivered, not_v2, reason) = match outcome {
+            Final::Delivered => (true, false, ""),
+            Final::NotV2 { reason, .. } => (false, true, reason.as_str()),
+            Final::Reject { answer, .. } => (false, false, answer.as_str()),
+            Final::TooLarge => return false,
+        };
+        if self.speaker.answered(delivered, not_v2) != Verdict2::FallBack {
+            return false;
+        }
+        tracing::warn!(endpoint = %self.name(), answer = %reason, "shipper: the storage does not read Remote-Write 2.0; this endpoint (protocol auto) takes 1.0 from now on, and the refused records go again as 1.0");
+        if let Err(e) = self.wal.set_endpoint_protocol(self.name(), Version::V1) {
+            tracing::error!(endpoint = %self.name(), error = %e, "shipper: could not store the fallback to 1.0; the next start probes 2.0 again");
+        }
+        self.update(|s| s.protocol_in_use = Version::V1.as_str().to_owned());
+        true
     }
 
     /// Moves the cursor from `from` to `to`. Returns `None` when the update failed, or
@@ -311,9 +366,17 @@ impl Worker {
         &mut self,
         first: u64,
         batch: &[Record],
+        version: Version,
         cursor: u64,
         outcome: Option<Final>,
     ) -> Result<Option<u64>, Stop> {
+        if let (Version::V2, Some(answer)) = (version, &outcome) {
+            if self.learn_protocol(answer) {
+                // The pass starts again at the cursor, which stayed before this batch:
+                // its records and every later one are read again and sent as 1.0.
+                return Ok(None);
+            }
+        }
         if let Some(Final::Delivered) = outcome {
             for record in batch {
                 self.count_sent(record);
@@ -440,26 +503,62 @@ impl Worker {
         mut known: Option<Final>,
         end: Option<u64>,
     ) -> Result<Option<(u16, String)>, Stop> {
-        let mut parts: Vec<Bytes> = vec![record.payload.clone()];
+        let version = self.speaker.wire(record);
+        let first = match payload_in(record, version, self.name()) {
+            Ok(payload) => payload,
+            Err(e) => return Ok(Some(unconvertible(&e))),
+        };
+        let mut parts: Vec<(Bytes, Version)> = vec![(first, version)];
         let mut rejected: Option<(u16, String)> = None;
-        while let Some(part) = parts.pop() {
+        while let Some((part, version)) = parts.pop() {
             let outcome = match known.take() {
                 Some(outcome) => outcome,
-                None => self.sender.send_until_final(&part, end).await?,
+                None => self.sender.send_until_final(&part, version, end).await?,
             };
+            if version == Version::V2 && self.learn_protocol(&outcome) {
+                match to_v1(record, self.name()) {
+                    Ok(v1) => parts.push((v1, Version::V1)),
+                    Err(e) => rejected = Some(unconvertible(&e)),
+                }
+                continue;
+            }
             match outcome {
                 Final::Delivered => {}
-                Final::TooLarge => match halve(&part) {
-                    Some((first, second)) => {
-                        tracing::warn!(endpoint = %self.name(), bytes = part.len(), "shipper: storage answered 413, sending the batch in halves");
-                        parts.push(second);
-                        parts.push(first);
-                    }
-                    None => rejected = Some((413, "too large and cannot be split".into())),
-                },
+                Final::TooLarge => self.split(record, part, version, &mut parts, &mut rejected),
                 Final::Reject { status, answer } => rejected = Some((status, answer)),
+                Final::NotV2 { status, reason } => rejected = Some((status, reason)),
             }
         }
         Ok(rejected)
+    }
+
+    /// A part the storage found too large (413) goes again in halves, as 1.0: a 2.0 part
+    /// (a whole record) is converted first.
+    fn split(
+        &self,
+        record: &Record,
+        part: Bytes,
+        version: Version,
+        parts: &mut Vec<(Bytes, Version)>,
+        rejected: &mut Option<(u16, String)>,
+    ) {
+        let part = match version {
+            Version::V1 => part,
+            Version::V2 => match to_v1(record, self.name()) {
+                Ok(v1) => v1,
+                Err(e) => {
+                    *rejected = Some(unconvertible(&e));
+                    return;
+                }
+            },
+        };
+        match halve(&part) {
+            Some((first, second)) => {
+                tracing::warn!(endpoint = %self.name(), bytes = part.len(), "shipper: storage answered 413, sending the batch in halves");
+                parts.push((second, Version::V1));
+                parts.push((first, Version::V1));
+            }
+            None => *rejected = Some((413, "too large and cannot be split".into())),
+        }
     }
 }

@@ -30,6 +30,9 @@ pub struct RecordSummary {
     pub exemplars: u32,
     /// Payload bytes as shipped (snappy; a compressed record is counted after expansion).
     pub payload_bytes: usize,
+    /// The Remote-Write version the record is stored in (`1.0` or `2.0`; empty when
+    /// damaged).
+    pub protocol: String,
     /// Set when the record is damaged (its checksum fails): why.
     pub damaged: Option<String>,
 }
@@ -50,6 +53,7 @@ impl RecordSummary {
                 histograms: r.meta.histograms,
                 exemplars: r.meta.exemplars,
                 payload_bytes: r.payload.len(),
+                protocol: r.protocol.as_str().to_owned(),
                 damaged: None,
             },
             ReadItem::Corrupt(seq, e) => RecordSummary {
@@ -64,6 +68,7 @@ impl RecordSummary {
                 histograms: 0,
                 exemplars: 0,
                 payload_bytes: 0,
+                protocol: String::new(),
                 damaged: Some(e.to_string()),
             },
         }

@@ -19,6 +19,7 @@ use super::{Durability, FullPolicy, StartAt, WalConfig, WalError};
 use crate::clock::{Clock, SystemClock};
 use crate::disk_sync::DiskSync;
 use crate::metrics::METRICS;
+use crate::wire::Version;
 
 /// Everything that changes together, under one lock.
 pub(super) struct Log {
@@ -370,6 +371,7 @@ impl Wal {
         for name in removed {
             let at = log.cursors.remove(&name);
             self.inner.cursors.remove(name.as_bytes())?;
+            self.inner.meta.remove(protocol_key(&name))?;
             changed = true;
             tracing::info!(endpoint = %name, cursor = ?at, "wal: endpoint no longer configured, its cursor is dropped");
         }
@@ -391,6 +393,25 @@ impl Wal {
             self.flush_sled()?;
         }
         Ok(())
+    }
+
+    /// The Remote-Write version an endpoint configured `auto` settled on, if it did.
+    pub fn endpoint_protocol(&self, endpoint: &str) -> Result<Option<Version>, WalError> {
+        let stored = self.inner.meta.get(protocol_key(endpoint))?;
+        Ok(match stored.as_deref() {
+            Some(b"1.0") => Some(Version::V1),
+            Some(b"2.0") => Some(Version::V2),
+            _ => None,
+        })
+    }
+
+    /// Stores the version an endpoint configured `auto` settled on. It is flushed at once:
+    /// it is rare, and a fallback lost in a crash would probe 2.0 again.
+    pub fn set_endpoint_protocol(&self, endpoint: &str, version: Version) -> Result<(), WalError> {
+        self.inner
+            .meta
+            .insert(protocol_key(endpoint), version.as_str().as_bytes())?;
+        self.flush_sled()
     }
 
     /// The endpoint's cursor: the next sequence it has not taken.
@@ -530,4 +551,9 @@ impl Inner {
     pub(crate) fn db_for_tests(&self) -> &sled::Db {
         &self.db
     }
+}
+
+/// The `meta` key of an endpoint's settled protocol.
+fn protocol_key(endpoint: &str) -> Vec<u8> {
+    format!("protocol/{endpoint}").into_bytes()
 }

@@ -66,6 +66,7 @@ pub(super) fn record(i: u64, size: usize) -> Record {
             exemplars: 0,
         },
         payload: Bytes::from(vec![(i % 251) as u8; size]),
+        protocol: crate::wire::Version::V1,
     }
 }
 

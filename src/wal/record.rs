@@ -6,20 +6,27 @@
 //! series u32 | samples u32 | histograms u32 | exemplars u32 |
 //! group_len u16 | group | source_len u16 | source | payload (to the end)
 //! ```
-//! The CRC-32 covers every byte after itself. The payload has two versions:
-//! - version 1: the snappy-compressed `WriteRequest`, exactly as it will be shipped;
-//! - version 2 ([`Record::encode_compact`], for writes that are going to wait in the
-//!   buffer): that snappy block compressed again as one zstd frame. A read expands it back
-//!   to the same bytes.
+//! The CRC-32 covers every byte after itself. The version says two things:
+//! - the Remote-Write version of the request (versions 1 and 2: a 1.0 `WriteRequest`;
+//!   versions 3 and 4: a 2.0 `io.prometheus.write.v2.Request`, stored as it arrived);
+//! - how the payload is stored: the snappy block, exactly as received or rewritten
+//!   (versions 1 and 3), or, for writes that are going to wait in the buffer
+//!   ([`Record::encode_compact`]), that snappy block compressed again as one zstd frame
+//!   (versions 2 and 4). A read expands it back to the same bytes.
 //!
-//! Either way, the payload of a decoded [`Record`] is the snappy block to ship.
+//! Either way, the payload of a decoded [`Record`] is the snappy block to ship, and its
+//! [`Record::protocol`] says which version it is.
 
 use bytes::Bytes;
 
-/// Payload: the snappy block, as shipped.
+use crate::wire::Version;
+
+/// Payload: a 1.0 snappy block, as shipped.
 const VERSION: u8 = 1;
-/// Payload: the snappy block as one zstd frame.
+/// Payload: a 1.0 snappy block as one zstd frame.
 const VERSION_ZSTD: u8 = 2;
+/// What the version byte adds for a 2.0 request.
+const V2_OFFSET: u8 = 2;
 /// zstd level of compact records. zstd compresses the snappy block, so a read needs no
 /// new snappy compression for the storage. Level 1 gives nearly the size of level 3 for
 /// less CPU (`bench/HISTORY.md`).
@@ -82,14 +89,35 @@ pub struct Record {
     pub source: String,
     /// Counts and times.
     pub meta: RecordMeta,
-    /// Snappy-compressed `WriteRequest`, as shipped (also when it was stored compact).
+    /// The snappy-compressed request, as shipped (also when it was stored compact).
     pub payload: Bytes,
+    /// The Remote-Write version of the payload.
+    pub protocol: Version,
+}
+
+/// The stored version byte of a payload of `protocol`, stored as snappy (`VERSION`) or
+/// zstd (`VERSION_ZSTD`).
+fn version_byte(protocol: Version, stored: u8) -> u8 {
+    match protocol {
+        Version::V1 => stored,
+        Version::V2 => stored + V2_OFFSET,
+    }
+}
+
+/// The Remote-Write version and the storage (`VERSION` or `VERSION_ZSTD`) of a version
+/// byte.
+fn parse_version(byte: u8) -> Result<(Version, u8), CodecError> {
+    match byte {
+        VERSION | VERSION_ZSTD => Ok((Version::V1, byte)),
+        3 | 4 => Ok((Version::V2, byte - V2_OFFSET)),
+        other => Err(CodecError::Version(other)),
+    }
 }
 
 impl Record {
     /// Encodes the record with its checksum, the payload as it is.
     pub fn encode(&self) -> Vec<u8> {
-        self.encode_with(VERSION, &self.payload)
+        self.encode_with(version_byte(self.protocol, VERSION), &self.payload)
     }
 
     /// Encodes the record with its payload compressed again as a zstd frame (sizes and
@@ -97,7 +125,9 @@ impl Record {
     /// make the payload smaller.
     pub fn encode_compact(&self) -> Vec<u8> {
         match compress(&self.payload) {
-            Ok(frame) if frame.len() < self.payload.len() => self.encode_with(VERSION_ZSTD, &frame),
+            Ok(frame) if frame.len() < self.payload.len() => {
+                self.encode_with(version_byte(self.protocol, VERSION_ZSTD), &frame)
+            }
             _ => self.encode(),
         }
     }
@@ -133,7 +163,8 @@ impl Record {
         T: AsRef<[u8]> + Send + 'static,
     {
         let (group, source, meta, at) = Self::decode_header(stored.as_ref())?;
-        let payload = if stored.as_ref()[4] == VERSION_ZSTD {
+        let (protocol, storage) = parse_version(stored.as_ref()[4])?;
+        let payload = if storage == VERSION_ZSTD {
             expand(&stored.as_ref()[at..])?
         } else {
             Bytes::from_owner(stored).slice(at..)
@@ -143,6 +174,7 @@ impl Record {
             source,
             meta,
             payload,
+            protocol,
         })
     }
 
@@ -168,9 +200,7 @@ impl Record {
         if stored != computed {
             return Err(CodecError::Checksum { stored, computed });
         }
-        if bytes[4] != VERSION && bytes[4] != VERSION_ZSTD {
-            return Err(CodecError::Version(bytes[4]));
-        }
+        parse_version(bytes[4])?;
         let meta: &[u8; RecordMeta::BYTES] = bytes[5..FIXED].try_into().expect("checked above");
         Ok(RecordMeta::from_bytes(meta))
     }
@@ -308,6 +338,7 @@ pub(crate) mod tests {
                 exemplars: 2,
             },
             payload: Bytes::from_static(b"\x00\x01snappy"),
+            protocol: Version::V1,
         }
     }
 
@@ -331,6 +362,26 @@ pub(crate) mod tests {
             Record::decode_shared(bad),
             Err(CodecError::Checksum { .. })
         ));
+    }
+
+    #[test]
+    fn a_2_0_record_keeps_its_version_plain_and_compact() {
+        for r in [sample(), snappy_record()] {
+            let r = Record {
+                protocol: Version::V2,
+                ..r
+            };
+            for bytes in [r.encode(), r.encode_compact()] {
+                assert!(bytes[4] > VERSION_ZSTD, "a 2.0 version byte");
+                assert_eq!(Record::decode(&bytes), Ok(r.clone()));
+                assert_eq!(Record::decode_meta(&bytes), Ok(r.meta));
+            }
+        }
+        let mut unknown = sample().encode();
+        unknown[4] = 5;
+        let crc = crc32fast::hash(&unknown[4..]);
+        unknown[..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Record::decode(&unknown), Err(CodecError::Version(5)));
     }
 
     #[test]
@@ -360,6 +411,7 @@ pub(crate) mod tests {
             source: String::new(),
             meta: RecordMeta::default(),
             payload: Bytes::new(),
+            protocol: Version::V1,
         };
         assert_eq!(Record::decode(&r.encode()), Ok(r));
     }

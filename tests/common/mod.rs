@@ -275,10 +275,29 @@ pub enum Mode {
     MaxSeries(usize),
 }
 
+/// How the sink treats a Remote-Write 2.0 request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Speaks {
+    /// Like VictoriaMetrics: reads every body as 1.0, so a 2.0 body is answered 204
+    /// without the Written headers and nothing is kept.
+    #[default]
+    IgnoresV2,
+    /// Like a strict 1.0 receiver: 415 to a 2.0 request.
+    RefusesV2,
+    /// Reads 2.0 (and 1.0): a 2.0 request is kept and answered with the Written headers.
+    V2,
+}
+
 /// What the storage received.
 #[derive(Default)]
 pub struct Received {
     pub mode: Option<Mode>,
+    /// How a 2.0 request is treated.
+    pub speaks: Speaks,
+    /// The version of each accepted request (`1.0` or `2.0`), same order as `requests`.
+    pub protocols: Vec<&'static str>,
+    /// 2.0 requests answered 204 without headers and dropped (`Speaks::IgnoresV2`).
+    pub ignored_v2: u64,
     /// Accepted requests, in arrival order.
     pub requests: Vec<WriteRequest>,
     /// When each accepted request arrived (same order as `requests`).
@@ -332,13 +351,27 @@ async fn receive(
         tokio::time::sleep(delay).await;
     }
     state.lock().expect("sink state").in_flight -= 1;
-    let decoded = snap::raw::Decoder::new()
-        .decompress_vec(&body)
-        .ok()
-        .and_then(|raw| WriteRequest::decode(raw.as_slice()).ok());
+    let is_v2 = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("io.prometheus.write.v2.Request"));
+    let raw = snap::raw::Decoder::new().decompress_vec(&body).ok();
     let mut s = state.lock().expect("sink state");
     s.headers.push(headers);
     s.attempts.push(Instant::now());
+    let decoded = match (is_v2, s.speaks) {
+        (true, Speaks::RefusesV2) => {
+            s.refused += 1;
+            return HttpResponse::UnsupportedMediaType().body("sink: 1.0 only");
+        }
+        (true, Speaks::IgnoresV2) => {
+            s.ignored_v2 += 1;
+            return HttpResponse::NoContent().finish();
+        }
+        (true, Speaks::V2) => raw.and_then(|raw| v2::to_v1(&raw)),
+        (false, _) => raw.and_then(|raw| WriteRequest::decode(raw.as_slice()).ok()),
+    };
     let Some(wr) = decoded else {
         s.refused += 1;
         return HttpResponse::BadRequest().body("sink: undecodable body");
@@ -374,9 +407,28 @@ async fn receive(
             resp.body(format!("sink refuses with {code}"))
         }
         None => {
+            let mut resp = HttpResponse::NoContent();
+            if is_v2 {
+                let count = |f: fn(&highlander::proto::TimeSeries) -> usize| {
+                    wr.timeseries.iter().map(f).sum::<usize>().to_string()
+                };
+                resp.insert_header((
+                    "X-Prometheus-Remote-Write-Samples-Written",
+                    count(|t| t.samples.len()),
+                ))
+                .insert_header((
+                    "X-Prometheus-Remote-Write-Histograms-Written",
+                    count(|t| t.histograms.len()),
+                ))
+                .insert_header((
+                    "X-Prometheus-Remote-Write-Exemplars-Written",
+                    count(|t| t.exemplars.len()),
+                ));
+            }
+            s.protocols.push(if is_v2 { "2.0" } else { "1.0" });
             s.requests.push(wr);
             s.arrivals.push(Instant::now());
-            HttpResponse::NoContent().finish()
+            resp.finish()
         }
     }
 }
@@ -428,6 +480,11 @@ impl Sink {
     /// Changes how it answers.
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().expect("sink").mode = Some(mode);
+    }
+
+    /// How the sink treats 2.0 requests from now on.
+    pub fn set_speaks(&self, speaks: Speaks) {
+        self.state.lock().expect("sink").speaks = speaks;
     }
 
     /// Holds every request this long before answering it.

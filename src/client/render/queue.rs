@@ -94,6 +94,7 @@ pub fn endpoints(v: &api::Endpoints, now: u64) -> String {
         ("RETRIES", Align::Right),
         ("QUARANTINED", Align::Right),
         ("DROPPED", Align::Right),
+        ("PROTOCOL", Align::Left),
         ("URL", Align::Left),
     ]);
     let mut errors = String::new();
@@ -111,6 +112,7 @@ pub fn endpoints(v: &api::Endpoints, now: u64) -> String {
             w.retries.to_string(),
             w.quarantined.to_string(),
             p.dropped_records.to_string(),
+            protocol(w),
             w.url.clone(),
         ]);
         if w.last_error.is_some() {
@@ -123,6 +125,14 @@ pub fn endpoints(v: &api::Endpoints, now: u64) -> String {
         out.push_str(&errors);
     }
     out
+}
+
+/// The endpoint's protocol: `1.0`, `2.0`, or `auto` with what it settled on.
+fn protocol(w: &EndpointStatus) -> String {
+    match (w.protocol.as_str(), w.protocol_in_use.as_str()) {
+        ("auto", used) => format!("auto ({used})"),
+        (configured, _) => configured.to_owned(),
+    }
 }
 
 /// A record's smallest and largest sample time, when it has samples (ms, never negative).
@@ -212,6 +222,7 @@ pub fn record(v: &api::Record, now: u64) -> String {
         ),
         ("sample times", times),
         ("payload", bytes(r.payload_bytes as u64)),
+        ("protocol", r.protocol.clone()),
     ];
     if let Some(d) = &r.damaged {
         items.push(("damaged", d.clone()));

@@ -5,11 +5,11 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
-use crate::ingest::wire::{scan, strip_label, write_varint, WireError};
 use crate::proto::{
     histogram, metric_metadata, BucketSpan, Exemplar, Histogram, Label, MetricMetadata, Sample,
     TimeSeries, WriteRequest,
 };
+use crate::wire::{scan, strip_label, write_varint, WireError};
 
 const LIMITS: Limits = Limits {
     max_body_bytes: 1 << 20,
@@ -434,4 +434,51 @@ fn a_2_0_body_whose_1_0_form_is_too_large_is_a_413() {
     let e = decode(body, limits, wanted(), Version::V2).expect_err("over the limit");
     assert_eq!(e.status_code().as_u16(), 413, "{e}");
     assert_eq!(e.as_label(), "decoded_too_large");
+}
+
+#[test]
+fn a_2_0_body_is_stored_as_received_and_stripped_in_2_0() {
+    let limits = Limits {
+        max_body_bytes: 1 << 20,
+        max_decoded_bytes: 1 << 20,
+    };
+    let plain = WriteRequest {
+        timeseries: vec![series(&[("__name__", "up"), ("job", "x")], &[1_000, 2_000])],
+        metadata: vec![],
+    };
+    let body = compress(&crate::proto::v2::Request::from_v1(&plain).encode_to_vec());
+    let d = decode(body.clone(), limits, wanted(), Version::V2).expect("valid");
+    assert_eq!(d.protocol, Version::V2);
+    assert_eq!(d.payload, body, "nothing to strip: the body as received");
+    assert_eq!(
+        (d.meta.samples, d.meta.min_ts, d.meta.max_ts),
+        (2, 1_000, 2_000)
+    );
+    assert_eq!(d.written.samples, 2);
+
+    let replica = WriteRequest {
+        timeseries: vec![series(
+            &[("__name__", "up"), ("__replica__", "r1"), ("job", "x")],
+            &[1_000],
+        )],
+        metadata: vec![],
+    };
+    let body = compress(&crate::proto::v2::Request::from_v1(&replica).encode_to_vec());
+    let d = decode(body, limits, wanted(), Version::V2).expect("valid");
+    assert_eq!(
+        (d.protocol, d.replica.as_deref()),
+        (Version::V2, Some("r1"))
+    );
+    let raw = decompress(&d.payload, 1 << 20).expect("snappy");
+    let stored = crate::proto::v2::Request::decode(raw.as_slice()).expect("2.0");
+    let names: Vec<&str> = stored.timeseries[0]
+        .labels_refs
+        .chunks_exact(2)
+        .map(|p| stored.symbols[p[0] as usize].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["__name__", "job"],
+        "stored in 2.0, without the replica"
+    );
 }

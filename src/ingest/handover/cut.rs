@@ -16,7 +16,6 @@
 //! step. Such a series loses the part of the new source's data older than that point,
 //! never more.
 
-use super::super::decode::decompress;
 use super::super::error::IngestError;
 use super::super::trim::{learn_ends, ConstantLabels, SeriesEnd, SeriesKey, SeriesMap};
 use super::ring::{Entry, RingName};
@@ -79,11 +78,11 @@ impl Cut {
         // One write decoded at a time: the old side's ring can hold its whole byte cap.
         let mut old_labels = ConstantLabels::default();
         for held in old_held().take(LABEL_SAMPLE_WRITES) {
-            old_labels.learn(&decompress(&held.payload, limit)?)?;
+            old_labels.learn(&held.decoded_v1(limit)?)?;
         }
         let mut new_labels = ConstantLabels::default();
         for held in sides.new {
-            new_labels.learn(&decompress(&held.payload, limit)?)?;
+            new_labels.learn(&held.decoded_v1(limit)?)?;
         }
         let key = SeriesKey::skipping(old_labels.telling_apart(&new_labels));
         let (ends, old_writes_read) = learn_old_ends(sides, &key)?;
@@ -98,7 +97,7 @@ impl Cut {
                 let mut new_ends = SeriesMap::default();
                 for held in sides.new {
                     // A write the cut cannot read was refused at ingest: nothing to learn.
-                    if let Ok(raw) = decompress(&held.payload, limit) {
+                    if let Ok(raw) = held.decoded_v1(limit) {
                         let _ = learn_ends(&raw, &key, &mut new_ends);
                     }
                 }
@@ -164,11 +163,7 @@ fn learn_old_ends(
         let Some(held) = entry.read(sides.old_name) else {
             continue;
         };
-        learn_ends(
-            &decompress(&held.payload, sides.max_decoded_bytes)?,
-            key,
-            &mut ends,
-        )?;
+        learn_ends(&held.decoded_v1(sides.max_decoded_bytes)?, key, &mut ends)?;
         read += 1;
         if read.is_multiple_of(LOOK_EVERY) {
             let reach = newest.unwrap_or(0).saturating_sub(entry.meta.min_ts);

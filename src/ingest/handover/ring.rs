@@ -17,7 +17,8 @@
 //! len u32 | flags u8 | received_ms u64 | min_ts i64 | max_ts i64 |
 //! series u32 | samples u32 | histograms u32 | exemplars u32 | crc32 u32 | payload (len)
 //! ```
-//! `flags` bit 0 says whether the write was forwarded. The CRC-32 covers the header bytes
+//! `flags` bit 0 says whether the write was forwarded, bit 1 that it is a Remote-Write 2.0
+//! request. The CRC-32 covers the header bytes
 //! before it and the payload. Start-up reads only the headers and cuts a file at the
 //! first frame that goes past its end (a crash cut it short); a handover checks the CRC
 //! when it reads a frame and skips a damaged one with a warning.
@@ -36,11 +37,14 @@ use serde::{Deserialize, Serialize};
 use super::Held;
 use crate::metrics::METRICS;
 use crate::wal::{disk_space, reserve, RecordMeta};
+use crate::wire::Version;
 
 /// Bytes of a frame header.
 const HEADER: usize = 4 + 1 + RecordMeta::BYTES + 4;
 /// The frame's flag for a forwarded write.
 const FORWARDED: u8 = 1;
+/// The frame's flag for a 2.0 request.
+const V2: u8 = 2;
 /// The file that names a ring's group and source.
 const NAME_FILE: &str = "ring.json";
 /// The extension of the held files.
@@ -70,6 +74,7 @@ enum Place {
 pub(super) struct Entry {
     pub(super) meta: RecordMeta,
     pub(super) forwarded: bool,
+    pub(super) protocol: Version,
     /// Payload bytes (what the byte cap counts).
     pub(super) len: u64,
     place: Place,
@@ -82,11 +87,13 @@ impl Entry {
             Place::Memory(payload) => Some(Held {
                 payload: payload.clone(),
                 meta: self.meta,
+                protocol: self.protocol,
             }),
             Place::Disk { file, at, .. } => match read_frame(file, *at, self.len) {
                 Ok(payload) => Some(Held {
                     payload,
                     meta: self.meta,
+                    protocol: self.protocol,
                 }),
                 Err(e) => {
                     tracing::warn!(group = %ring.group, source = %ring.source, error = %e, "handover: a held write is damaged and skipped");
@@ -188,6 +195,7 @@ impl Ring {
         self.entries.push_back(Entry {
             meta: write.meta,
             forwarded,
+            protocol: write.protocol,
             len,
             place,
         });
@@ -321,7 +329,7 @@ impl Ring {
         let mut header = [0u8; HEADER];
         while at + HEADER as u64 <= size {
             file.read_exact_at(&mut header, at)?;
-            let (len, forwarded, meta) = decode_header(&header);
+            let (len, flags, meta) = decode_header(&header);
             if at + HEADER as u64 + len > size {
                 break;
             }
@@ -330,7 +338,12 @@ impl Ring {
             METRICS.handover.held_disk_bytes.add(len as i64);
             self.entries.push_back(Entry {
                 meta,
-                forwarded,
+                forwarded: flags & FORWARDED != 0,
+                protocol: if flags & V2 != 0 {
+                    Version::V2
+                } else {
+                    Version::V1
+                },
                 len,
                 place: Place::Disk {
                     file: Arc::clone(&file),
@@ -426,7 +439,11 @@ fn place_gauge(place: &Place) -> &'static prometheus::IntGauge {
 fn encode_frame(write: &Held, forwarded: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + write.payload.len());
     out.extend_from_slice(&(write.payload.len() as u32).to_le_bytes());
-    out.push(if forwarded { FORWARDED } else { 0 });
+    let v2 = match write.protocol {
+        Version::V1 => 0,
+        Version::V2 => V2,
+    };
+    out.push(if forwarded { FORWARDED | v2 } else { v2 });
     out.extend_from_slice(&write.meta.to_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&out);
@@ -436,16 +453,16 @@ fn encode_frame(write: &Held, forwarded: bool) -> Vec<u8> {
     out
 }
 
-/// A frame header's payload length, forwarded flag and meta (the CRC is checked with the
-/// payload, in [`read_frame`]).
-fn decode_header(h: &[u8; HEADER]) -> (u64, bool, RecordMeta) {
+/// A frame header's payload length, flags and meta (the CRC is checked with the payload,
+/// in [`read_frame`]).
+fn decode_header(h: &[u8; HEADER]) -> (u64, u8, RecordMeta) {
     let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes"));
     let meta = RecordMeta::from_bytes(
         h[5..5 + RecordMeta::BYTES]
             .try_into()
             .expect("in the header"),
     );
-    (u64::from(len), h[4] & FORWARDED != 0, meta)
+    (u64::from(len), h[4], meta)
 }
 
 /// The payload of the frame at `at`, its CRC checked.

@@ -27,9 +27,7 @@ fn times(out: &[(String, i64)], name: &str) -> Vec<i64> {
 }
 
 fn samples(h: &Held) -> Vec<(String, i64)> {
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(&h.payload)
-        .expect("snappy");
+    let raw = h.decoded_v1(u64::MAX).expect("a valid write");
     WriteRequest::decode(raw.as_slice())
         .expect("proto")
         .timeseries
@@ -86,6 +84,7 @@ async fn promoted(h: &Handover, source: &str, w: Held) -> Vec<(String, i64)> {
             out.extend(samples(&Held {
                 payload: r.payload,
                 meta: r.meta,
+                protocol: r.protocol,
             }));
         }
     }
@@ -306,6 +305,34 @@ fn a_source_alone_in_its_group_holds_only_a_small_tail() {
 
 /// A write of replica `replica`: series `name{replica=…}` with the samples at `ts`.
 fn replica_write(replica: &str, series: &[(&str, &[i64])], received_ms: u64) -> Held {
+    replica_write_in(Version::V1, replica, series, received_ms)
+}
+
+/// [`replica_write`] in `version`: a 2.0 write is the one a Prometheus 3 replica sends,
+/// with its own symbols table.
+fn replica_write_in(
+    version: Version,
+    replica: &str,
+    series: &[(&str, &[i64])],
+    received_ms: u64,
+) -> Held {
+    let held = replica_write_v1(replica, series, received_ms);
+    match version {
+        Version::V1 => held,
+        Version::V2 => {
+            let raw = held.decoded_v1(u64::MAX).expect("valid");
+            let req = WriteRequest::decode(raw.as_slice()).expect("proto");
+            let v2 = crate::proto::v2::Request::from_v1(&req).encode_to_vec();
+            Held {
+                payload: compress(&v2).expect("snappy"),
+                protocol: Version::V2,
+                ..held
+            }
+        }
+    }
+}
+
+fn replica_write_v1(replica: &str, series: &[(&str, &[i64])], received_ms: u64) -> Held {
     let req = WriteRequest {
         timeseries: series
             .iter()
@@ -325,6 +352,25 @@ fn replica_write(replica: &str, series: &[(&str, &[i64])], received_ms: u64) -> 
 
 #[tokio::test]
 async fn replicas_that_keep_their_replica_label_are_cut_per_series() {
+    replicas_cut_per_series(Version::V1, Version::V1).await;
+}
+
+#[tokio::test]
+async fn replicas_sending_2_0_are_cut_per_series_as_1_0_replicas_are() {
+    replicas_cut_per_series(Version::V2, Version::V2).await;
+    // A rolling upgrade: the old replica still sends 1.0, the new one 2.0, and back.
+    replicas_cut_per_series(Version::V1, Version::V2).await;
+    replicas_cut_per_series(Version::V2, Version::V1).await;
+}
+
+/// a (in `va`) and b (in `vb`) keep their replica label; a dies and b takes over.
+async fn replicas_cut_per_series(va: Version, vb: Version) {
+    let replica_write = |version: Version| {
+        move |replica: &str, series: &[(&str, &[i64])], received_ms: u64| {
+            replica_write_in(version, replica, series, received_ms)
+        }
+    };
+    let (write_a, write_b) = (replica_write(va), replica_write(vb));
     let h = handover();
     // a (replica="a") scrapes at 0, 1000, …, 5000 and dies; its last write carried `up`
     // only (x's last sample is 4010). b (replica="b") scrapes 300 ms later in the cycle,
@@ -332,19 +378,19 @@ async fn replicas_that_keep_their_replica_label_are_cut_per_series() {
     for i in 0..=9 {
         let t = i * STEP;
         if i < 5 {
-            let w = replica_write("a", &[("up", &[t]), ("x", &[t + 10])], t as u64);
+            let w = write_a("a", &[("up", &[t]), ("x", &[t + 10])], t as u64);
             promoted(&h, "a", w).await;
         } else if i == 5 {
-            promoted(&h, "a", replica_write("a", &[("up", &[t])], t as u64)).await;
+            promoted(&h, "a", write_a("a", &[("up", &[t])], t as u64)).await;
         }
-        let w = replica_write(
+        let w = write_b(
             "b",
             &[("up", &[t + 300]), ("x", &[t + 310])],
             (t + 300) as u64,
         );
         standby(&h, "g", "b", &w);
     }
-    let live = replica_write("b", &[("up", &[10_300]), ("x", &[10_310])], 10_300);
+    let live = write_b("b", &[("up", &[10_300]), ("x", &[10_310])], 10_300);
     let out = promoted(&h, "b", live).await;
     // Not b's whole ring (from 300): from half a step after a's last sample of each
     // series, matched without the replica label.

@@ -152,6 +152,7 @@ mod tests {
                 ..RecordMeta::default()
             },
             payload: vec![i as u8; 30 + i as usize].into(),
+            protocol: crate::wire::Version::V1,
         }
         .encode()
     }

@@ -51,6 +51,7 @@ fn record(seq: u64, size: usize) -> Vec<u8> {
             ..RecordMeta::default()
         },
         payload: vec![seq as u8; size].into(),
+        protocol: crate::wire::Version::V1,
     }
     .encode()
 }

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
-use crate::ingest::wire::write_varint;
 use crate::proto::{self as v1, v2};
+use crate::wire::write_varint;
 
 /// A symbols table as a sender builds it: the empty string first, each string once.
 struct Table {
@@ -247,7 +247,7 @@ fn the_conversion_to_1_0_keeps_every_field_1_0_has() {
     // re-encode would be shorter).
     assert_eq!(got.encode_to_vec().len(), converted.len());
     // The 1.0 scan accepts the result, with the same counts.
-    let again = crate::ingest::wire::scan(&converted, Wanted::default()).expect("valid 1.0");
+    let again = crate::wire::scan(&converted, Wanted::default()).expect("valid 1.0");
     assert_eq!(
         (again.samples, again.histograms, again.exemplars),
         (3, 1, 1)
@@ -266,6 +266,49 @@ fn without_stripping_the_replica_label_stays() {
     assert!(got.timeseries[0]
         .labels
         .contains(&label("__replica__", "r1")));
+}
+
+#[test]
+fn stripping_rewrites_labels_refs_and_keeps_the_meaning() {
+    let raw = full_request().encode_to_vec();
+    let stripped = crate::wire::strip_label_v2(&raw, "__replica__").expect("strips");
+    // Still a valid 2.0 request, whose 1.0 form is the one converted with the strip.
+    let s = scan_v2(&stripped, wanted()).expect("valid");
+    assert!(!s.base.replica_seen);
+    assert_eq!(s.start_timestamps, 4, "start timestamps are kept in 2.0");
+    let via_strip = convert_v2(&stripped, Wanted::default(), None, u64::MAX)
+        .expect("converts")
+        .1;
+    let direct = convert_v2(&raw, wanted(), Some("__replica__"), u64::MAX)
+        .expect("converts")
+        .1;
+    assert_eq!(
+        v1::WriteRequest::decode(via_strip.as_slice()).expect("1.0"),
+        v1::WriteRequest::decode(direct.as_slice()).expect("1.0"),
+    );
+    // The symbols table is unchanged, and so is a request without the label.
+    let before = v2::Request::decode(raw.as_slice()).expect("prost");
+    let after = v2::Request::decode(stripped.as_slice()).expect("prost");
+    assert_eq!(before.symbols, after.symbols);
+    let untouched = crate::wire::strip_label_v2(&raw, "absent").expect("strips");
+    assert_eq!(untouched, raw, "byte for byte");
+}
+
+#[test]
+fn the_1_0_bound_is_never_below_the_1_0_form() {
+    for raw in [
+        full_request().encode_to_vec(),
+        with_unknown_field(full_request().encode_to_vec()),
+    ] {
+        let s = scan_v2(&raw, Wanted::default()).expect("valid");
+        let (_, v1) = convert_v2(&raw, Wanted::default(), None, u64::MAX).expect("converts");
+        assert!(
+            s.v1_bound >= v1.len() as u64,
+            "{} < {}",
+            s.v1_bound,
+            v1.len()
+        );
+    }
 }
 
 /// Appends an unknown field (number 20, varint 1) to the message `bytes`.
@@ -527,6 +570,7 @@ proptest! {
         prop_assert_eq!(s.base.min_ts, all_ts.clone().min().copied());
         prop_assert_eq!(s.base.max_ts, all_ts.max().copied());
         let converted = convert_v2(&raw, Wanted::default(), None, u64::MAX).map(|c| c.1).expect("converts");
+        prop_assert!(s.v1_bound >= converted.len() as u64, "the bound holds");
         let got = v1::WriteRequest::decode(converted.as_slice()).expect("1.0");
         prop_assert_eq!(got, v1::WriteRequest { timeseries: want, metadata: vec![] });
     }

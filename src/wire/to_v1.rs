@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use super::v2::push_refs;
+use super::push_refs;
 use super::{write_len, write_varint, Fields, WireError, LEN};
 
 /// A series' metadata, resolved: its type, help and unit.

@@ -20,8 +20,7 @@
 
 use super::to_v1::{Converter, Metadata};
 use super::{
-    expect_len, expect_varint, read_varint, skim, Field, Fields, LabelRules, Summary, Value,
-    Wanted, WireError,
+    expect_len, expect_varint, push_refs, skim, Fields, LabelRules, Summary, Wanted, WireError,
 };
 
 /// What one scan of a 2.0 request learned.
@@ -37,7 +36,16 @@ pub struct SummaryV2<'a> {
     /// Fields of series, samples, histograms, exemplars and metadata that the 2.0 schema
     /// does not define.
     pub unknown_fields: u32,
+    /// Most bytes the 1.0 form of the request can take: the body, plus every resolved
+    /// reference with the most its field keys and lengths take. A symbol referenced many
+    /// times expands in 1.0, so the ingest holds this bound to its decoded-size limit
+    /// without converting.
+    pub v1_bound: u64,
 }
+
+/// Most bytes 1.0 adds to a label (or a metadata entry) beside its strings: three field
+/// keys and three lengths.
+const RESOLVED_OVERHEAD: u64 = 18;
 
 /// Field numbers of `Request`.
 const SYMBOLS: u64 = 4;
@@ -70,6 +78,7 @@ fn scan<'a>(
 ) -> Result<SummaryV2<'a>, WireError> {
     let mut out = SummaryV2 {
         symbols: symbols(buf)?,
+        v1_bound: buf.len() as u64,
         ..SummaryV2::default()
     };
     let mut refs = Vec::new();
@@ -133,26 +142,14 @@ fn symbol<'a>(
         })
 }
 
-/// Appends the references of a `labels_refs` field (packed, or one unpacked value).
-pub(super) fn push_refs(f: &Field<'_>, refs: &mut Vec<u64>) -> Result<(), WireError> {
-    match f.value {
-        Value::Len(packed) => {
-            let mut pos = 0;
-            while pos < packed.len() {
-                refs.push(read_varint(packed, &mut pos)?);
-            }
-        }
-        _ => refs.push(expect_varint("TimeSeries", f)?),
-    }
-    Ok(())
-}
-
 /// What one series carries, for the per-series rules.
 #[derive(Default)]
 struct Carried {
     samples: u32,
     histograms: u32,
     exemplars: u32,
+    /// Whether its metadata says something (1.0 then names the family once more).
+    metadata: bool,
 }
 
 /// Scans one series; with a converter, hands it what the series carries as it goes.
@@ -190,7 +187,7 @@ fn scan_series<'a>(
             }
             4 => {
                 let exemplar = expect_len("TimeSeries", &f)?;
-                scan_exemplar(exemplar, index, &out.symbols)?;
+                out.v1_bound += scan_exemplar(exemplar, index, &out.symbols)?;
                 carried.exemplars += 1;
                 if let Some(c) = conv.as_deref_mut() {
                     c.exemplar(exemplar, &out.symbols)?;
@@ -200,6 +197,8 @@ fn scan_series<'a>(
                 let meta = scan_metadata(expect_len("TimeSeries", &f)?, index, out)?;
                 if meta.said() {
                     out.base.metadata += 1;
+                    carried.metadata = true;
+                    out.v1_bound += (meta.help.len() + meta.unit.len()) as u64 + RESOLVED_OVERHEAD;
                 }
                 if let Some(c) = conv.as_deref_mut() {
                     c.metadata(meta);
@@ -213,7 +212,10 @@ fn scan_series<'a>(
             _ => out.unknown_fields += 1,
         }
     }
-    labels(refs, index, wanted, out)?;
+    // The family name of a metadata entry is a label value: the labels' bound covers it
+    // once more.
+    let labels_bound = labels(refs, index, wanted, out)?;
+    out.v1_bound += labels_bound * (1 + u64::from(carried.metadata)) + RESOLVED_OVERHEAD;
     if carried.samples > 0 && carried.histograms > 0 {
         return Err(WireError::SamplesAndHistograms { series: index });
     }
@@ -229,13 +231,14 @@ fn scan_series<'a>(
     Ok(())
 }
 
-/// Checks a series' labels and picks up the replica and group values.
+/// Checks a series' labels and picks up the replica and group values. Returns the most
+/// bytes the labels take in 1.0.
 fn labels<'a>(
     refs: &[u64],
     index: usize,
     wanted: Wanted<'_>,
     out: &mut SummaryV2<'a>,
-) -> Result<(), WireError> {
+) -> Result<u64, WireError> {
     if !refs.len().is_multiple_of(2) {
         return Err(WireError::OddRefs {
             series: index,
@@ -243,15 +246,17 @@ fn labels<'a>(
         });
     }
     let mut rules = LabelRules { index, prev: None };
+    let mut bound = 0;
     for pair in refs.chunks_exact(2) {
         let name = symbol(&out.symbols, pair[0], index, "label name")?;
         let value = symbol(&out.symbols, pair[1], index, "label value")?;
         rules.see(name, value, wanted, &mut out.base)?;
+        bound += (name.len() + value.len()) as u64 + RESOLVED_OVERHEAD;
     }
     if rules.prev.is_none() {
         return Err(WireError::EmptyLabelSet { series: index });
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// Scans a `Sample`; returns its timestamp.
@@ -294,7 +299,8 @@ fn scan_histogram(buf: &[u8], out: &mut SummaryV2<'_>) -> Result<i64, WireError>
 }
 
 /// Scans an `Exemplar`: its label references must be pairs inside the symbols table.
-fn scan_exemplar(buf: &[u8], index: usize, symbols: &[&str]) -> Result<(), WireError> {
+/// Returns the most bytes its labels take in 1.0.
+fn scan_exemplar(buf: &[u8], index: usize, symbols: &[&str]) -> Result<u64, WireError> {
     let mut refs = Vec::new();
     let mut fields = Fields::new(buf);
     while let Some(f) = fields.next_field()? {
@@ -312,10 +318,11 @@ fn scan_exemplar(buf: &[u8], index: usize, symbols: &[&str]) -> Result<(), WireE
             len: refs.len(),
         });
     }
+    let mut bound = RESOLVED_OVERHEAD;
     for &r in &refs {
-        symbol(symbols, r, index, "exemplar label")?;
+        bound += symbol(symbols, r, index, "exemplar label")?.len() as u64 + RESOLVED_OVERHEAD;
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// Scans a `Metadata`, its help and unit resolved.

@@ -1,0 +1,230 @@
+//! Which Remote-Write version an endpoint gets, and the conversion of 2.0 records for an
+//! endpoint that takes 1.0.
+//!
+//! The WAL keeps each record in the version it arrived in. Per endpoint:
+//! - a 1.0 record goes as 1.0 (every 2.0 receiver takes 1.0 too), joined with its
+//!   neighbours as before;
+//! - a 2.0 record goes as 2.0, alone (two 2.0 requests cannot be joined: the second's
+//!   references point into its own symbols table), when the endpoint speaks 2.0;
+//! - a 2.0 record is converted to 1.0 (`to_v1`) when the endpoint speaks 1.0. What 1.0
+//!   cannot carry (start timestamps, fields 2.0 does not define) is dropped, counted per
+//!   endpoint and logged once per endpoint.
+//!
+//! An endpoint configured `auto` (`Speaker`) starts with 2.0 and falls back to 1.0 for
+//! good when the storage shows that it does not read 2.0: a 415, a 2xx without the
+//! `X-Prometheus-Remote-Write-*-Written` headers (VictoriaMetrics answers a 2.0 body so,
+//! and writes nothing), or, before any 2.0 request was confirmed, any other refusal. The
+//! fallback is kept in the WAL, so a restart does not probe again. The records of a
+//! refused 2.0 request are sent again as 1.0; they are never counted as delivered.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::metrics::METRICS;
+use crate::wal::Record;
+use crate::wire::{self, Version, Wanted, WireError};
+
+/// Most bytes the 1.0 form of a stored 2.0 record may take. The ingest held that form to
+/// its decoded-size limit already; this is snappy's own limit.
+const CONVERTED_MAX: u64 = u32::MAX as u64;
+
+/// The protocol an endpoint is configured with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EgressProtocol {
+    /// Everything as 1.0; 2.0 records converted.
+    V1,
+    /// 2.0 records as 2.0, 1.0 records as 1.0.
+    V2,
+    /// 2.0 until the storage shows it takes only 1.0, then 1.0 for good.
+    #[default]
+    Auto,
+}
+
+impl EgressProtocol {
+    /// Parses `1.0`, `2.0` or `auto`.
+    pub fn parse(s: &str) -> Result<EgressProtocol, String> {
+        match s.trim() {
+            "1.0" | "1" => Ok(EgressProtocol::V1),
+            "2.0" | "2" => Ok(EgressProtocol::V2),
+            "auto" => Ok(EgressProtocol::Auto),
+            other => Err(format!(
+                "protocol {other:?} is not one of \"1.0\", \"2.0\", \"auto\""
+            )),
+        }
+    }
+
+    /// `1.0`, `2.0` or `auto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EgressProtocol::V1 => "1.0",
+            EgressProtocol::V2 => "2.0",
+            EgressProtocol::Auto => "auto",
+        }
+    }
+}
+
+/// What an answer to a 2.0 request means for the endpoint's protocol.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict2 {
+    /// The storage reads 2.0 (or the answer says nothing about it).
+    Fine,
+    /// `auto` falls back to 1.0 now; the request's records go again as 1.0.
+    FallBack,
+}
+
+/// The protocol state of one endpoint.
+#[derive(Debug)]
+pub(super) struct Speaker {
+    configured: EgressProtocol,
+    /// What 2.0 records go as.
+    speaks: Version,
+    /// `auto`: a 2.0 request was answered with the Written headers.
+    confirmed: bool,
+}
+
+impl Speaker {
+    /// The state of an endpoint configured `configured`; `settled` is the fallback an
+    /// `auto` endpoint stored earlier.
+    pub(super) fn new(configured: EgressProtocol, settled: Option<Version>) -> Speaker {
+        let speaks = match (configured, settled) {
+            (EgressProtocol::V1, _) => Version::V1,
+            (EgressProtocol::V2, _) => Version::V2,
+            (EgressProtocol::Auto, Some(v)) => v,
+            (EgressProtocol::Auto, None) => Version::V2,
+        };
+        Speaker {
+            configured,
+            speaks,
+            confirmed: false,
+        }
+    }
+
+    /// What 2.0 records go as now.
+    pub(super) fn speaks(&self) -> Version {
+        self.speaks
+    }
+
+    /// The version `record` goes as.
+    pub(super) fn wire(&self, record: &Record) -> Version {
+        match record.protocol {
+            Version::V1 => Version::V1,
+            Version::V2 => self.speaks,
+        }
+    }
+
+    /// Learns from the answer to a 2.0 request: `delivered` when the storage took it
+    /// (with the Written headers), else `not_v2` when it showed it does not read 2.0.
+    pub(super) fn answered(&mut self, delivered: bool, not_v2: bool) -> Verdict2 {
+        if self.configured != EgressProtocol::Auto || self.speaks == Version::V1 {
+            return Verdict2::Fine;
+        }
+        if delivered {
+            self.confirmed = true;
+            return Verdict2::Fine;
+        }
+        if not_v2 || !self.confirmed {
+            self.speaks = Version::V1;
+            return Verdict2::FallBack;
+        }
+        Verdict2::Fine
+    }
+}
+
+/// The payload of `record` in `version`: as stored, or converted to 1.0.
+pub(super) fn payload_in(
+    record: &Record,
+    version: Version,
+    endpoint: &str,
+) -> Result<Bytes, WireError> {
+    match (record.protocol, version) {
+        (Version::V2, Version::V1) => to_v1(record, endpoint),
+        _ => Ok(record.payload.clone()),
+    }
+}
+
+/// The 1.0 form of a stored 2.0 record, snappy-compressed. Counts the conversion and what
+/// it dropped for `endpoint`.
+pub(super) fn to_v1(record: &Record, endpoint: &str) -> Result<Bytes, WireError> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&record.payload)
+        .map_err(|_| WireError::Malformed("stored payload is not snappy"))?;
+    let (summary, v1) = wire::convert_v2(&raw, Wanted::default(), None, CONVERTED_MAX)?;
+    let m = &METRICS.shipper;
+    m.converted.with_label_values(&[endpoint]).inc();
+    let dropped = [
+        ("start_timestamp", summary.start_timestamps),
+        ("unknown_field", summary.unknown_fields),
+    ];
+    for (what, n) in dropped.into_iter().filter(|(_, n)| *n > 0) {
+        m.conversion_dropped
+            .with_label_values(&[endpoint, what])
+            .inc_by(u64::from(n));
+        log_once(endpoint, what);
+    }
+    let compressed = snap::raw::Encoder::new()
+        .compress_vec(&v1)
+        .map_err(|_| WireError::Malformed("snappy encode failed"))?;
+    Ok(Bytes::from(compressed))
+}
+
+/// Says once per endpoint and kind that the conversion drops something.
+fn log_once(endpoint: &str, what: &'static str) {
+    static LOGGED: LazyLock<Mutex<HashSet<(String, &'static str)>>> = LazyLock::new(Mutex::default);
+    if LOGGED.lock().insert((endpoint.to_owned(), what)) {
+        tracing::warn!(
+            endpoint, what,
+            "shipper: a Remote-Write 2.0 write carries what 1.0 cannot hold; the endpoint takes 1.0, so it is dropped (counted in highlander_shipper_conversion_dropped_total; logged once per endpoint)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_on_a_sign_and_stays() {
+        let mut s = Speaker::new(EgressProtocol::Auto, None);
+        assert_eq!(s.speaks(), Version::V2);
+        assert_eq!(s.answered(true, false), Verdict2::Fine);
+        // Confirmed: an ordinary refusal later says nothing about 2.0.
+        assert_eq!(s.answered(false, false), Verdict2::Fine);
+        assert_eq!(s.speaks(), Version::V2);
+        assert_eq!(s.answered(false, true), Verdict2::FallBack);
+        assert_eq!(s.speaks(), Version::V1);
+        assert_eq!(s.answered(false, true), Verdict2::Fine, "once");
+    }
+
+    #[test]
+    fn an_unconfirmed_auto_falls_back_on_any_refusal() {
+        let mut s = Speaker::new(EgressProtocol::Auto, None);
+        assert_eq!(s.answered(false, false), Verdict2::FallBack);
+        assert_eq!(s.speaks(), Version::V1);
+    }
+
+    #[test]
+    fn fixed_protocols_never_change_and_a_stored_fallback_holds() {
+        for configured in [EgressProtocol::V1, EgressProtocol::V2] {
+            let mut s = Speaker::new(configured, Some(Version::V1));
+            let before = s.speaks();
+            assert_eq!(s.answered(false, true), Verdict2::Fine);
+            assert_eq!(s.speaks(), before);
+        }
+        assert_eq!(
+            Speaker::new(EgressProtocol::Auto, Some(Version::V1)).speaks(),
+            Version::V1
+        );
+        for (text, want) in [
+            ("1.0", EgressProtocol::V1),
+            ("2.0", EgressProtocol::V2),
+            ("auto", EgressProtocol::Auto),
+        ] {
+            assert_eq!(EgressProtocol::parse(text), Ok(want));
+            assert_eq!(want.as_str(), text);
+        }
+        assert!(EgressProtocol::parse("3.0").is_err());
+    }
+}
