@@ -4,13 +4,18 @@
 # (generator -> vmagent with its persistent queue -> sink), alternating the order each round.
 #
 # Phase "max": unlimited rate (as fast as each path answers). Phase "latency": a fixed rate
-# of 50% of vmagent's median "max" throughput, for the latency comparison.
+# of 50% of vmagent's median "max" throughput (else direct's; or --latency-rate requests/s),
+# for the latency comparison and the CPU per sample at a rate every mode sustains.
 # Writes bench/results/NAME.json and NAME.md (NAME: --name, default latest). See bench/README.md.
 #
 # Usage: bench/compare.sh [--rounds N] [--duration SECONDS] [--series N]
 #                         [--samples-per-request N] [--concurrency N]
-#                         [--modes "direct highlander highlander-inflight vmagent"] (also: highlander-v2)
-#                         [--no-latency] [--no-build] [--keep] [--name latest]
+#                         [--modes "direct highlander highlander-inflight vmagent"]
+#                         (also: highlander-v2: the generator sends 2.0 and the sink reads
+#                         1.0 only, so highlander converts; highlander-v2-pass: the sink
+#                         reads 2.0 too, so highlander passes 2.0 through)
+#                         [--no-latency] [--latency-rate REQ_PER_S] [--no-build] [--keep]
+#                         [--name latest]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -21,6 +26,7 @@ SPR=2000
 CONCURRENCY=8
 MODES="direct highlander highlander-inflight vmagent"
 LATENCY=1
+LATENCY_RATE=
 KEEP=0
 NAME=latest
 DRAIN_MAX=${DRAIN_MAX:-120}
@@ -36,10 +42,11 @@ while (($#)); do
     --concurrency) CONCURRENCY=$2; shift ;;
     --modes) MODES=$2; shift ;;
     --no-latency) LATENCY=0 ;;
+    --latency-rate) LATENCY_RATE=$2; shift ;;
     --no-build) NO_BUILD=1 ;;
     --keep) KEEP=1 ;;
     --name) NAME=$2; shift ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
@@ -70,7 +77,7 @@ trap 'exit 130' INT TERM
 
 # protocol_of MODE: the Remote-Write version the generator sends in MODE.
 protocol_of() {
-    if [[ $1 == *-v2 ]]; then echo 2.0; else echo 1.0; fi
+    if [[ $1 == *-v2 || $1 == *-v2-pass ]]; then echo 2.0; else echo 1.0; fi
 }
 
 # run_one PHASE ROUND MODE RATE
@@ -79,7 +86,9 @@ run_one() {
     local dir="$RUNS/$phase-r$round-$mode"
     mkdir -p "$dir"
     log "== $phase round $round: $mode (rate ${rate} req/s, 0 = unlimited)"
-    start_sink "$dir"
+    local sink_args=
+    [[ $mode == *-v2-pass ]] && sink_args=--accept-v2
+    start_sink "$dir" $sink_args
     start_relay "$mode" "$dir" "$WORK/data-$phase-$round-$mode"
 
     local relay_cpu0=0 sink_cpu0
@@ -134,11 +143,16 @@ run_phase() {
 run_phase max 0
 
 if ((LATENCY)); then
-    # 50% of vmagent's median max throughput (else direct's), as requests per second.
-    base=$("$BENCH" report --runs "$RUNS" --get /summary/max/vmagent/delivered_samples_per_s 2>/dev/null ||
-        "$BENCH" report --runs "$RUNS" --get /summary/max/direct/delivered_samples_per_s)
-    rate=$(awk -v s="$base" -v n="$SPR" 'BEGIN {printf "%.1f", s * 0.5 / n}')
-    log "latency phase at $rate req/s (50% of $base samples/s)"
+    if [[ -n $LATENCY_RATE ]]; then
+        rate=$LATENCY_RATE
+        log "latency phase at $rate req/s (--latency-rate)"
+    else
+        # 50% of vmagent's median max throughput (else direct's), as requests per second.
+        base=$("$BENCH" report --runs "$RUNS" --get /summary/max/vmagent/delivered_samples_per_s 2>/dev/null ||
+            "$BENCH" report --runs "$RUNS" --get /summary/max/direct/delivered_samples_per_s)
+        rate=$(awk -v s="$base" -v n="$SPR" 'BEGIN {printf "%.1f", s * 0.5 / n}')
+        log "latency phase at $rate req/s (50% of $base samples/s)"
+    fi
     run_phase latency "$rate"
 fi
 

@@ -111,11 +111,13 @@ sink_num() {
     { sink_stats || true; } | { grep -o "\"$1\":[0-9]*" || true; } | sed 's/.*://'
 }
 
-# start_sink DIR: a fresh sink; sets SINK_PID.
+# start_sink DIR [ARGS...]: a fresh sink with ARGS (and $SINK_ARGS); sets SINK_PID.
 start_sink() {
-    start sink "$1/sink.log" "$BENCH" sink --listen "127.0.0.1:$SINK_PORT" ${SINK_ARGS:-}
+    local dir=$1
+    shift
+    start sink "$dir/sink.log" "$BENCH" sink --listen "127.0.0.1:$SINK_PORT" "$@" ${SINK_ARGS:-}
     SINK_PID=$LAST_PID
-    wait_http "http://127.0.0.1:$SINK_PORT/stats" 15 || die "sink did not start (see $1/sink.log)"
+    wait_http "http://127.0.0.1:$SINK_PORT/stats" 15 || die "sink did not start (see $dir/sink.log)"
 }
 
 # start_relay MODE DIR DATADIR: sets RELAY_PID (empty for direct) and WRITE_URL.
@@ -127,10 +129,12 @@ start_relay() {
         RELAY_PID=
         WRITE_URL=$sink_url
         ;;
-    highlander | highlander-inflight | highlander-v2)
+    highlander | highlander-inflight | highlander-v2 | highlander-v2-pass)
         # highlander-inflight: several requests out to the sink at once (series may then
         # arrive out of order, as with vmagent); highlander: the default, one at a time;
-        # highlander-v2: the default, with the generator sending Remote-Write 2.0.
+        # highlander-v2: the default, with the generator sending Remote-Write 2.0 (the
+        # sink reads 1.0, so the endpoint falls back and converts); highlander-v2-pass:
+        # the same, with a sink that reads 2.0 (passed through).
         local inflight=
         [[ $mode == highlander-inflight ]] && inflight="--max-in-flight ${HIGHLANDER_IN_FLIGHT:-2}"
         start highlander "$dir/relay.log" "$HIGHLANDER" serve \

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::batch::{decoded_len, join};
 use super::control::EndpointControl;
-use super::protocol::{payload_in, to_v1, Speaker, Verdict2};
+use super::protocol::{payload_in, payloads_in, to_v1, Speaker, Verdict2};
 use super::send::{gate_changed, Final, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
@@ -313,11 +313,7 @@ impl Worker {
     /// when `version` is 1.0) joined, or a lone payload as it is. `None` when they cannot
     /// be joined (over snappy's length limit) or converted.
     fn payload(&mut self, records: &[Record], version: Version) -> Option<Bytes> {
-        let payloads = records
-            .iter()
-            .map(|r| payload_in(r, version, self.name()))
-            .collect::<Result<Vec<Bytes>, _>>()
-            .ok()?;
+        let payloads = payloads_in(records, version, self.name()).ok()?;
         join(&payloads, &mut self.join_buf)
     }
 

@@ -128,6 +128,10 @@ struct SinkArgs {
     /// Largest decoded request accepted, in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     max_decoded_bytes: usize,
+    /// Read Remote-Write 2.0 requests as 2.0 (answered with the Written headers). Without
+    /// it, every body is read as 1.0, as VictoriaMetrics does.
+    #[arg(long)]
+    accept_v2: bool,
 }
 
 #[derive(clap::Args)]
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
                     workers: args.workers.max(1),
                     max_remembered: args.max_remembered,
                     max_decoded_bytes: args.max_decoded_bytes,
+                    accept_v2: args.accept_v2,
                 })
                 .await
             }

@@ -35,24 +35,27 @@ pub struct ReportArgs {
     get: Option<String>,
 }
 
-const MODES: [&str; 5] = [
+const MODES: [&str; 6] = [
     "direct",
     "highlander",
     "highlander-inflight",
     "highlander-v2",
+    "highlander-v2-pass",
     "vmagent",
 ];
 
 /// The pairs of modes whose ratios are reported, as (mode, against): highlander's default (one request in flight
 /// per storage, series in order) and with several requests in flight (as vmagent sends)
 /// against vmagent and the direct path; the generator sending Remote-Write 2.0 to
-/// highlander against the same with 1.0. A ratio is reported when its first mode ran.
-const PAIRS: [(&str, &str); 5] = [
+/// highlander (converted for a 1.0 sink, or passed through to a 2.0 sink) against the same
+/// with 1.0. A ratio is reported when its first mode ran.
+const PAIRS: [(&str, &str); 6] = [
     ("highlander", "vmagent"),
     ("highlander", "direct"),
     ("highlander-inflight", "vmagent"),
     ("highlander-inflight", "direct"),
     ("highlander-v2", "highlander"),
+    ("highlander-v2-pass", "highlander"),
 ];
 
 /// Per-run metrics, in table order. Each has a key, a label, a unit-ish note, and whether
@@ -315,7 +318,10 @@ fn markdown(report: &Value) -> String {
     );
     let titles = [
         ("max", "Maximum throughput (unlimited rate)"),
-        ("latency", "Fixed rate (50% of vmagent's max): latency"),
+        (
+            "latency",
+            "Fixed rate (50% of vmagent's max, or --latency-rate): latency",
+        ),
     ];
     let summary = report["summary"].as_object().cloned().unwrap_or_default();
     // Known phases in their natural order, then anything else.

@@ -41,6 +41,11 @@ pub struct SinkConfig {
     pub max_remembered: u64,
     /// Largest decoded body accepted.
     pub max_decoded_bytes: usize,
+    /// Read a request whose `Content-Type` names Remote-Write 2.0 as 2.0, and answer it
+    /// with the `X-Prometheus-Remote-Write-*-Written` headers. Without it, the sink reads
+    /// every body as 1.0, as VictoriaMetrics does: a 2.0 body holds nothing it counts, and
+    /// gets a 204 without those headers.
+    pub accept_v2: bool,
 }
 
 #[derive(Default)]
@@ -69,6 +74,7 @@ struct Sink {
     fail_status: StatusCode,
     retry_after: Option<u64>,
     max_decoded_bytes: usize,
+    accept_v2: bool,
     started: Instant,
 }
 
@@ -90,7 +96,9 @@ impl Sink {
         self.outage.load(Ordering::Relaxed) || self.outage_file_present.load(Ordering::Relaxed)
     }
 
-    fn ingest(&self, body: &[u8]) -> Result<(), String> {
+    /// Reads one body (2.0 when `v2`) into the ledger and the counters; returns what it
+    /// counted.
+    fn ingest(&self, body: &[u8], v2: bool) -> Result<wire::Counts, String> {
         let len = snap::raw::decompress_len(body).map_err(|e| format!("snappy: {e}"))?;
         if len > self.max_decoded_bytes {
             return Err(format!("decoded size {len} over the limit"));
@@ -106,10 +114,15 @@ impl Sink {
                 b.clear();
             }
             let mut max_ts = i64::MIN;
-            let counts = wire::for_each_sample(decoded, |series, ts| {
+            let on_sample = |series, ts| {
                 max_ts = max_ts.max(ts);
                 batches[shard_of(series)].push((series, ts));
-            })
+            };
+            let counts = if v2 {
+                wire::for_each_sample_v2(decoded, on_sample)
+            } else {
+                wire::for_each_sample(decoded, on_sample)
+            }
             .map_err(|e| format!("protobuf: {e}"))?;
             let mut new = 0;
             let mut duplicates = 0;
@@ -135,7 +148,7 @@ impl Sink {
                     .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
             c.last_request_ms.fetch_max(now, Ordering::Relaxed);
             c.max_sample_ts_ms.fetch_max(max_ts, Ordering::Relaxed);
-            Ok(())
+            Ok(counts)
         })
     }
 
@@ -165,7 +178,11 @@ impl Sink {
     }
 }
 
-async fn write(sink: web::Data<Sink>, body: web::Bytes) -> HttpResponse {
+async fn write(
+    req: actix_web::HttpRequest,
+    sink: web::Data<Sink>,
+    body: web::Bytes,
+) -> HttpResponse {
     if sink.in_outage() {
         sink.counters
             .rejected_requests
@@ -176,8 +193,25 @@ async fn write(sink: web::Data<Sink>, body: web::Bytes) -> HttpResponse {
         }
         return answer.body("sink outage\n");
     }
-    match sink.ingest(&body) {
-        Ok(()) => HttpResponse::NoContent().finish(),
+    let v2 = sink.accept_v2
+        && req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("io.prometheus.write.v2.Request"));
+    match sink.ingest(&body, v2) {
+        Ok(counts) if v2 => HttpResponse::NoContent()
+            .insert_header(("X-Prometheus-Remote-Write-Samples-Written", counts.samples))
+            .insert_header((
+                "X-Prometheus-Remote-Write-Histograms-Written",
+                counts.histograms,
+            ))
+            .insert_header((
+                "X-Prometheus-Remote-Write-Exemplars-Written",
+                counts.exemplars,
+            ))
+            .finish(),
+        Ok(_) => HttpResponse::NoContent().finish(),
         Err(reason) => {
             sink.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             HttpResponse::BadRequest().body(format!("{reason}\n"))
@@ -268,6 +302,7 @@ pub async fn run(config: SinkConfig) -> Result<(), String> {
         fail_status,
         retry_after: config.retry_after,
         max_decoded_bytes: config.max_decoded_bytes,
+        accept_v2: config.accept_v2,
         started: Instant::now(),
     });
     if let Some(file) = config.outage_file.clone() {
