@@ -21,6 +21,10 @@ fn invalid_configuration_lists_every_problem_and_exits_2() {
             "maybe",
             "--remote-write-protocol",
             "3.0",
+            "--node-id",
+            "one",
+            "--max-in-flight",
+            "many",
         ])
         .output()
         .expect("run highlander");
@@ -31,6 +35,8 @@ fn invalid_configuration_lists_every_problem_and_exits_2() {
         "health-expiry",
         "durability",
         "remote-write-protocol",
+        "node-id",
+        "max-in-flight",
     ] {
         assert!(err.contains(word), "{word} not reported in: {err}");
     }
@@ -80,4 +86,82 @@ async fn endpoint_headers_and_credentials_from_the_file_reach_the_storage() {
     assert_eq!(h["authorization"], "Bearer t0ken");
     let q = node.admin_json("/api/v1/queue").await;
     assert_eq!(q["endpoints"][0]["name"], "lts");
+}
+
+/// Every flag and environment variable of `highlander serve --help` is in the README's
+/// configuration table, and every default the help names is the README's too.
+#[test]
+fn the_readme_documents_every_serve_flag_with_its_env_and_default() {
+    let out = Command::new(env!("CARGO_BIN_EXE_highlander"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run highlander");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table: Vec<&str> = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("a Configuration section")
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .collect();
+    // One option of the help: its first line (at most six spaces in, then `--`) and the
+    // lines of its description, up to the next option.
+    let mut options: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if indent <= 6 && line.trim_start().starts_with("--") {
+            options.push(line.trim().to_owned());
+        } else if let Some(last) = options.last_mut() {
+            last.push(' ');
+            last.push_str(line.trim());
+        }
+    }
+    let mut missing = Vec::new();
+    for option in &options {
+        let flag = option
+            .split(|c: char| c.is_whitespace() || c == '<')
+            .next()
+            .unwrap_or_default();
+        if flag == "--help" {
+            continue;
+        }
+        // The row whose first cell names the flag (other cells may mention it too).
+        let named = |r: &&&str| {
+            r.split('|')
+                .nth(1)
+                .is_some_and(|cell| cell.contains(&format!("`{flag}`")))
+        };
+        let Some(row) = table.iter().find(named) else {
+            missing.push(format!("{flag}: no row"));
+            continue;
+        };
+        let flat = option.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some(env) = flat
+            .split("[env: ")
+            .nth(1)
+            .and_then(|e| e.split(['=', ']']).next())
+        {
+            if !row.contains(env) {
+                missing.push(format!("{flag}: env {env} not in its row"));
+            }
+        }
+        if let Some(default) = flat
+            .split("[default: ")
+            .nth(1)
+            .and_then(|d| d.split(']').next())
+        {
+            // The help's default, as the README writes it (`1s`, `./data`, ...); the
+            // first word is enough for the ones the README explains further.
+            let word = default.split([' ', ',', ';']).next().unwrap_or_default();
+            if !row.contains(word) {
+                missing.push(format!("{flag}: default {default:?} not in its row"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README configuration table: {missing:#?}"
+    );
 }

@@ -363,9 +363,10 @@ pub struct ServeArgs {
     /// absent.
     #[arg(long, env = "HIGHLANDER_GROUP_LABEL")]
     pub group_label: Option<String>,
-    /// Cluster: this node's id (a member of --peers).
+    /// Cluster: this node's id (a member of --peers). Read as text and checked with the
+    /// rest of the configuration, so a bad value is listed with every other problem.
     #[arg(long, env = "HIGHLANDER_NODE_ID")]
-    pub node_id: Option<u64>,
+    pub node_id: Option<String>,
     /// Cluster: the raft RPC listener [default: 0.0.0.0:9093].
     #[arg(long, env = "HIGHLANDER_CLUSTER_LISTEN")]
     pub cluster_listen: Option<String>,
@@ -401,7 +402,7 @@ pub struct ServeArgs {
     /// health-expiry].
     #[arg(long, env = "HIGHLANDER_HANDOVER_WINDOW")]
     pub handover_window: Option<String>,
-    /// Bytes of recent writes held per source, for gapless handovers [default: 64MiB].
+    /// Bytes of recent writes held per source, for gapless handovers [default: 512MiB].
     #[arg(long, env = "HIGHLANDER_HANDOVER_MAX_BYTES")]
     pub handover_max_bytes: Option<String>,
     /// Largest compressed request body [default: 32MiB].
@@ -439,9 +440,10 @@ pub struct ServeArgs {
     /// Where a newly configured endpoint starts: `newest` or `oldest` [default: newest].
     #[arg(long, env = "HIGHLANDER_NEW_ENDPOINT_START")]
     pub new_endpoint_start: Option<String>,
-    /// Requests out at once per storage [default: 1, which keeps each series in order].
+    /// Requests out at once per storage, 1 to 64 [default: 1, which keeps each series in
+    /// order].
     #[arg(long, env = "HIGHLANDER_MAX_IN_FLIGHT")]
-    pub max_in_flight: Option<usize>,
+    pub max_in_flight: Option<String>,
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "HIGHLANDER_LOG_FORMAT")]
     pub log_format: Option<String>,

@@ -42,10 +42,15 @@ pub(super) fn endpoints(
     args: &ServeArgs,
     file: &FileConfig,
 ) -> Vec<EndpointConfig> {
-    let in_flight_default = args
-        .max_in_flight
-        .or(file.shipper.max_in_flight)
-        .unwrap_or(1);
+    let flag_in_flight = args.max_in_flight.as_deref().and_then(|s| {
+        p.take(
+            "max-in-flight",
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{s:?} is not a number of requests")),
+        )
+    });
+    let in_flight_default = flag_in_flight.or(file.shipper.max_in_flight).unwrap_or(1);
     p.check(
         in_flight_range(in_flight_default),
         format!("max-in-flight: {in_flight_default} is not in 1..={MAX_IN_FLIGHT}"),
@@ -219,6 +224,15 @@ pub(super) fn cluster(
     file: &FileConfig,
 ) -> Option<ClusterSettings> {
     let section = file.cluster.clone().unwrap_or_default();
+    // Checked before a standalone node returns: a bad value is a problem either way.
+    let flag_id = args.node_id.as_deref().and_then(|s| {
+        p.take(
+            "node-id",
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{s:?} is not a node id (a whole number)")),
+        )
+    });
     let peers: Option<BTreeMap<u64, String>> = match (&args.peers, &section.peers) {
         (Some(flag), _) => {
             let mut out = BTreeMap::new();
@@ -250,7 +264,7 @@ pub(super) fn cluster(
         (None, None) => None,
     };
     let peers = peers?;
-    let node_id = args.node_id.or(section.node_id);
+    let node_id = flag_id.or(section.node_id);
     let listen = p.take(
         "cluster-listen",
         parse_addr(
