@@ -84,7 +84,7 @@ fn scan<'a>(
     };
     let mut refs = Vec::new();
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    while let Some(f) = fields.next_field_inline()? {
         match f.number {
             TIMESERIES => {
                 let series = expect_len("Request", &f)?;
@@ -111,7 +111,7 @@ fn scan<'a>(
 fn symbols(buf: &[u8]) -> Result<Vec<&str>, WireError> {
     let mut symbols = Vec::new();
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    while let Some(f) = fields.next_field_inline()? {
         if f.number == SYMBOLS {
             let bytes = expect_len("Request", &f)?;
             let index = symbols.len();
@@ -165,7 +165,7 @@ fn scan_series<'a>(
     refs.clear();
     let mut carried = Carried::default();
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    while let Some(f) = fields.next_field_inline()? {
         match f.number {
             1 => push_refs(&f, refs)?,
             2 => {
@@ -269,7 +269,7 @@ fn scan_sample(buf: &[u8], out: &mut SummaryV2<'_>) -> Result<i64, WireError> {
     }
     let mut ts = 0;
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    while let Some(f) = fields.next_field_inline()? {
         match f.number {
             1 => {}
             2 => ts = expect_varint("Sample", &f)? as i64,
@@ -288,7 +288,7 @@ fn scan_sample(buf: &[u8], out: &mut SummaryV2<'_>) -> Result<i64, WireError> {
 fn scan_histogram(buf: &[u8], out: &mut SummaryV2<'_>) -> Result<i64, WireError> {
     let mut ts = 0;
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    while let Some(f) = fields.next_field_inline()? {
         match f.number {
             15 => ts = expect_varint("Histogram", &f)? as i64,
             17 => {
@@ -309,7 +309,7 @@ fn scan_histogram(buf: &[u8], out: &mut SummaryV2<'_>) -> Result<i64, WireError>
 fn scan_exemplar(buf: &[u8], index: usize, symbols: &[&str]) -> Result<u64, WireError> {
     let mut refs = Vec::new();
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    while let Some(f) = fields.next_field_inline()? {
         match f.number {
             1 => push_refs(&f, &mut refs)?,
             3 => {
@@ -339,7 +339,7 @@ fn scan_metadata<'a>(
 ) -> Result<Metadata<'a>, WireError> {
     let mut meta = Metadata::default();
     let mut fields = Fields::new(buf);
-    while let Some(f) = fields.next_field()? {
+    while let Some(f) = fields.next_field_inline()? {
         match f.number {
             1 => meta.kind = expect_varint("Metadata", &f)?,
             3 => meta.help = symbol(&out.symbols, expect_varint("Metadata", &f)?, index, "help")?,
