@@ -1,6 +1,8 @@
 //! The deploy artefacts: `docker-compose.yml` is valid for docker-compose (validated offline;
-//! no Docker engine runs here, the same topology runs for real in tests/cluster.rs), and the
-//! Dockerfile keeps its promises (non-root, data volume, health check).
+//! no Docker engine runs here, the same topology runs for real in tests/cluster.rs and
+//! scripts/demo) and keeps its promises (ports on loopback, an admin token, no flapping,
+//! Grafana provisioned with a dashboard whose metrics exist), and the Dockerfile keeps
+//! its own (non-root, data volume, health check).
 
 use std::path::Path;
 use std::process::Command;
@@ -103,4 +105,110 @@ fn dockerfile_copies_everything_the_manifest_names() {
             "the Dockerfile's build stage does not copy {path} (copied: {copied:?})"
         );
     }
+}
+
+/// The compose file's promises: every published port on 127.0.0.1 only, a token for the
+/// admin API's mutations on every highlander node, Grafana provisioned from files that
+/// exist, a health expiry of at least three scrape intervals (no flapping).
+#[test]
+fn compose_publishes_on_loopback_protects_the_admin_api_and_cannot_flap() {
+    let text = std::fs::read_to_string(repo("docker-compose.yml")).expect("compose file");
+    for line in text.lines().map(str::trim) {
+        let Some(port) = line.strip_prefix("- \"").filter(|p| p.ends_with('"')) else {
+            continue;
+        };
+        let mapping = port.trim_end_matches('"');
+        let is_port = mapping.contains(':')
+            && mapping
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ':' || c == '.');
+        if is_port {
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "port {port} is published beyond loopback"
+            );
+        }
+    }
+    assert!(text.contains("HIGHLANDER_ADMIN_TOKEN_FILE: /run/secrets/admin_token"));
+    assert!(
+        text.contains("- admin_token"),
+        "the nodes get the token secret"
+    );
+    for file in [
+        "data/compose/admin-token",
+        "data/compose/cluster-secret",
+        "data/compose/grafana/datasources.yml",
+        "data/compose/grafana/dashboards.yml",
+        "data/grafana-dashboard.json",
+    ] {
+        assert!(
+            text.contains(file),
+            "{file} is not referenced by docker-compose.yml"
+        );
+        assert!(repo(file).is_file(), "{file} is missing");
+    }
+    let expiry = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HIGHLANDER_HEALTH_EXPIRY: "))
+        .and_then(|v| v.trim().strip_suffix('s'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("HIGHLANDER_HEALTH_EXPIRY: <seconds>s in docker-compose.yml");
+    for replica in ["a", "b"] {
+        let conf = std::fs::read_to_string(repo(&format!("data/compose/prometheus-{replica}.yml")))
+            .expect("prometheus config");
+        let interval = conf
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("scrape_interval: "))
+            .and_then(|v| v.trim().strip_suffix('s'))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("a scrape_interval in seconds");
+        assert!(
+            expiry >= 3 * interval,
+            "health expiry {expiry}s under three scrape intervals of {interval}s: replica {replica} would flap"
+        );
+    }
+}
+
+/// The dashboard the compose file provisions is valid JSON, and every highlander metric it
+/// queries is one highlander registers (`src/metrics.rs` names each; a labelled family
+/// appears on `/metrics` only once a label value was seen, so a fresh node cannot tell).
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let text = std::fs::read_to_string(repo("data/grafana-dashboard.json")).expect("dashboard");
+    let _: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let source = std::fs::read_to_string(repo("src/metrics.rs")).expect("src/metrics.rs");
+    let names = |text: &str, quoted: bool| -> std::collections::BTreeSet<String> {
+        let prefix = if quoted {
+            "\"highlander_"
+        } else {
+            "highlander_"
+        };
+        text.match_indices(prefix)
+            .map(|(at, _)| {
+                text[at + usize::from(quoted)..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    };
+    let registered = names(&source, true);
+    assert!(
+        registered.len() > 20,
+        "found the registered names: {registered:?}"
+    );
+    let missing: Vec<String> = names(&text, false)
+        .into_iter()
+        .filter(|name| {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            !registered.contains(base) && !registered.contains(name)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics highlander does not register: {missing:?}"
+    );
 }
