@@ -189,7 +189,16 @@ impl Node {
         }
     }
 
-    /// Starts the process again on the same ports and data dir.
+    /// Stops the process with SIGTERM (it flushes its cursors) and starts it again on the
+    /// same ports and data dir.
+    pub async fn restart_gracefully(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "highlander exited with {status}");
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Starts the process again on the same ports and data dir (after SIGKILL).
     pub async fn restart(&mut self) {
         self.kill9();
         self.spawn();
