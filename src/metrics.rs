@@ -48,8 +48,6 @@ pub struct IngestMetrics {
     pub bytes: IntCounterVec,
     /// Requests by the protocol version of their `Content-Type` (`1.0`, `2.0`).
     pub protocol: IntCounterVec,
-    /// Parts of 2.0 writes dropped by the conversion to 1.0, by what.
-    pub dropped: IntCounterVec,
     /// Time from request to answer, by outcome.
     pub duration: HistogramVec,
 }
@@ -236,12 +234,6 @@ impl IngestMetrics {
                 "highlander_ingest_protocol_requests_total",
                 "Remote-write requests received, by the protocol version their Content-Type names (1.0 or 2.0).",
                 &["protocol"],
-            ),
-            dropped: counter(
-                r,
-                "highlander_ingest_v2_dropped_total",
-                "Parts of Remote-Write 2.0 writes that 1.0 cannot hold, dropped when highlander stores them as 1.0, by what (start_timestamp, unknown_field).",
-                &["what"],
             ),
             duration: histogram_vec(
                 r,

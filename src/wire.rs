@@ -24,8 +24,9 @@ pub(crate) use fields::{
     expect_len, expect_varint, push_refs, skim, write_len, write_varint, Field, Fields, Value, LEN,
 };
 pub use strip::{strip_label, strip_label_v2};
+pub use to_v1::V1_GROWTH;
 pub use v2::{convert_v2, scan_v2, SummaryV2};
-pub use version::{Version, MEDIA_TYPE, PROTO_V1, PROTO_V2};
+pub use version::{Version, MEDIA_TYPE, PROTO_V1, PROTO_V2, WRITTEN_HEADERS};
 
 /// Which label values the scan should pick up (first series that carries them wins: all
 /// series of one Prometheus request share its external labels).

@@ -42,14 +42,12 @@ pub(super) fn endpoints(
     args: &ServeArgs,
     file: &FileConfig,
 ) -> Vec<EndpointConfig> {
-    let flag_in_flight = args.max_in_flight.as_deref().and_then(|s| {
-        p.take(
-            "max-in-flight",
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("{s:?} is not a number of requests")),
-        )
-    });
+    let flag_in_flight = number_flag(
+        p,
+        "max-in-flight",
+        args.max_in_flight.as_deref(),
+        "a number of requests",
+    );
     let in_flight_default = flag_in_flight.or(file.shipper.max_in_flight).unwrap_or(1);
     p.check(
         in_flight_range(in_flight_default),
@@ -206,6 +204,23 @@ fn endpoint_from_file(
     })
 }
 
+/// A number flag, read as text so that a bad value is listed with every other problem
+/// (clap would stop at it alone).
+fn number_flag<T: std::str::FromStr>(
+    p: &mut Problems,
+    name: &str,
+    value: Option<&str>,
+    what: &str,
+) -> Option<T> {
+    let s = value?;
+    p.take(
+        name,
+        s.trim()
+            .parse::<T>()
+            .map_err(|_| format!("{s:?} is not {what}")),
+    )
+}
+
 /// Most requests out at once to one storage.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -225,14 +240,12 @@ pub(super) fn cluster(
 ) -> Option<ClusterSettings> {
     let section = file.cluster.clone().unwrap_or_default();
     // Checked before a standalone node returns: a bad value is a problem either way.
-    let flag_id = args.node_id.as_deref().and_then(|s| {
-        p.take(
-            "node-id",
-            s.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("{s:?} is not a node id (a whole number)")),
-        )
-    });
+    let flag_id = number_flag(
+        p,
+        "node-id",
+        args.node_id.as_deref(),
+        "a node id (a whole number)",
+    );
     let peers: Option<BTreeMap<u64, String>> = match (&args.peers, &section.peers) {
         (Some(flag), _) => {
             let mut out = BTreeMap::new();

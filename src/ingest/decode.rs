@@ -9,8 +9,7 @@ use bytes::Bytes;
 use super::error::IngestError;
 use super::protocol::{Version, Written};
 use crate::wal::RecordMeta;
-use crate::wire::WireError;
-use crate::wire::{self, Summary, Wanted};
+use crate::wire::{self, Summary, Wanted, WireError};
 
 /// Body size limits.
 #[derive(Debug, Clone, Copy)]

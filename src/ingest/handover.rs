@@ -48,8 +48,7 @@ use super::error::IngestError;
 use super::trim::trim;
 use crate::metrics::METRICS;
 use crate::wal::{Record, RecordMeta};
-use crate::wire::Version;
-use crate::wire::{self, Wanted};
+use crate::wire::{self, Version, Wanted};
 
 mod cut;
 mod ring;

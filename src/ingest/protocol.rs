@@ -19,6 +19,7 @@ use actix_web::HttpResponseBuilder;
 
 use super::error::IngestError;
 
+use crate::wire::WRITTEN_HEADERS;
 pub use crate::wire::{Version, MEDIA_TYPE, PROTO_V1, PROTO_V2};
 
 impl Version {
@@ -83,15 +84,10 @@ pub struct Written {
 impl Written {
     /// Adds the three headers to an answer.
     pub fn insert(&self, resp: &mut HttpResponseBuilder) {
-        resp.insert_header(("X-Prometheus-Remote-Write-Samples-Written", self.samples))
-            .insert_header((
-                "X-Prometheus-Remote-Write-Histograms-Written",
-                self.histograms,
-            ))
-            .insert_header((
-                "X-Prometheus-Remote-Write-Exemplars-Written",
-                self.exemplars,
-            ));
+        let counts = [self.samples, self.histograms, self.exemplars];
+        for (name, n) in WRITTEN_HEADERS.into_iter().zip(counts) {
+            resp.insert_header((name, n));
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use reqwest::header::{
 
 use super::protocol::EgressProtocol;
 use super::retry::{classify_error, classify_status, Verdict};
-use crate::wire::Version;
+use crate::wire::{Version, WRITTEN_HEADERS};
 
 /// Installs the process-wide TLS crypto provider (ring) once. Every HTTP client needs it.
 /// We use ring because the aws-lc default would add minutes to every clean build.
@@ -22,14 +22,6 @@ pub fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
-
-/// The headers of an answer to a 2.0 request that say what the storage wrote. A 2xx
-/// without them comes from a storage that did not read 2.0.
-const WRITTEN_HEADERS: [&str; 3] = [
-    "x-prometheus-remote-write-samples-written",
-    "x-prometheus-remote-write-histograms-written",
-    "x-prometheus-remote-write-exemplars-written",
-];
 
 /// Credentials for one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

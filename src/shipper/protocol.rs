@@ -23,6 +23,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::send::Final;
 use crate::metrics::METRICS;
 use crate::wal::Record;
 use crate::wire::{self, Version, Wanted, WireError};
@@ -66,15 +67,6 @@ impl EgressProtocol {
     }
 }
 
-/// What an answer to a 2.0 request means for the endpoint's protocol.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Verdict2 {
-    /// The storage reads 2.0 (or the answer says nothing about it).
-    Fine,
-    /// `auto` falls back to 1.0 now; the request's records go again as 1.0.
-    FallBack,
-}
-
 /// The protocol state of one endpoint.
 #[derive(Debug)]
 pub(super) struct Speaker {
@@ -115,21 +107,26 @@ impl Speaker {
         }
     }
 
-    /// Learns from the answer to a 2.0 request: `delivered` when the storage took it
-    /// (with the Written headers), else `not_v2` when it showed it does not read 2.0.
-    pub(super) fn answered(&mut self, delivered: bool, not_v2: bool) -> Verdict2 {
+    /// Learns from the answer to a 2.0 request. Returns `true` when `auto` falls back to
+    /// 1.0 now: the request's records go again as 1.0.
+    pub(super) fn answered(&mut self, outcome: &Final) -> bool {
         if self.configured != EgressProtocol::Auto || self.speaks == Version::V1 {
-            return Verdict2::Fine;
+            return false;
         }
-        if delivered {
-            self.confirmed = true;
-            return Verdict2::Fine;
-        }
-        if not_v2 || !self.confirmed {
+        let fall_back = match outcome {
+            Final::Delivered => {
+                self.confirmed = true;
+                false
+            }
+            Final::NotV2 { .. } => true,
+            // Until a 2.0 request was confirmed, any refusal may mean "not 2.0".
+            Final::Reject { .. } => !self.confirmed,
+            Final::TooLarge => false,
+        };
+        if fall_back {
             self.speaks = Version::V1;
-            return Verdict2::FallBack;
         }
-        Verdict2::Fine
+        fall_back
     }
 }
 
@@ -154,10 +151,10 @@ pub(super) fn payloads_in(
     endpoint: &str,
 ) -> Result<Vec<Bytes>, WireError> {
     let one = |r: &Record| payload_in(r, version, endpoint);
-    let converting = records
-        .iter()
-        .filter(|r| r.protocol == Version::V2 && version == Version::V1)
-        .count();
+    let converting = match version {
+        Version::V1 => records.iter().filter(|r| r.protocol == Version::V2).count(),
+        Version::V2 => 0,
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(converting);
@@ -279,23 +276,38 @@ mod tests {
         assert_eq!(kept[0], records[0].payload);
     }
 
+    fn reject() -> Final {
+        Final::Reject {
+            status: 400,
+            answer: "bad".into(),
+        }
+    }
+
+    fn not_v2() -> Final {
+        Final::NotV2 {
+            status: 415,
+            reason: "1.0 only".into(),
+        }
+    }
+
     #[test]
     fn auto_falls_back_on_a_sign_and_stays() {
         let mut s = Speaker::new(EgressProtocol::Auto, None);
         assert_eq!(s.speaks(), Version::V2);
-        assert_eq!(s.answered(true, false), Verdict2::Fine);
-        // Confirmed: an ordinary refusal later says nothing about 2.0.
-        assert_eq!(s.answered(false, false), Verdict2::Fine);
+        assert!(!s.answered(&Final::Delivered));
+        // Confirmed: an ordinary refusal or a 413 later says nothing about 2.0.
+        assert!(!s.answered(&reject()));
+        assert!(!s.answered(&Final::TooLarge));
         assert_eq!(s.speaks(), Version::V2);
-        assert_eq!(s.answered(false, true), Verdict2::FallBack);
+        assert!(s.answered(&not_v2()));
         assert_eq!(s.speaks(), Version::V1);
-        assert_eq!(s.answered(false, true), Verdict2::Fine, "once");
+        assert!(!s.answered(&not_v2()), "once");
     }
 
     #[test]
     fn an_unconfirmed_auto_falls_back_on_any_refusal() {
         let mut s = Speaker::new(EgressProtocol::Auto, None);
-        assert_eq!(s.answered(false, false), Verdict2::FallBack);
+        assert!(s.answered(&reject()));
         assert_eq!(s.speaks(), Version::V1);
     }
 
@@ -304,7 +316,7 @@ mod tests {
         for configured in [EgressProtocol::V1, EgressProtocol::V2] {
             let mut s = Speaker::new(configured, Some(Version::V1));
             let before = s.speaks();
-            assert_eq!(s.answered(false, true), Verdict2::Fine);
+            assert!(!s.answered(&not_v2()));
             assert_eq!(s.speaks(), before);
         }
         assert_eq!(

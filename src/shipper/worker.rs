@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::batch::{decoded_len, join};
 use super::control::EndpointControl;
-use super::protocol::{payload_in, payloads_in, to_v1, Speaker, Verdict2};
+use super::protocol::{payload_in, payloads_in, to_v1, Speaker};
 use super::send::{gate_changed, Final, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
@@ -53,13 +53,13 @@ pub(super) struct Worker {
 }
 
 /// What a record adds to a joined request, in decoded bytes. A record whose preamble
-/// cannot be read counts as too large to join, so it goes alone. A 2.0 record converted
-/// to 1.0 grows about sevenfold.
+/// cannot be read counts as too large to join, so it goes alone. A 2.0 record is joined
+/// only converted, so it counts with the 1.0 form's usual growth.
 fn batch_len(record: &Record) -> u64 {
     let len = decoded_len(&record.payload).unwrap_or(u64::MAX / 2);
     match record.protocol {
         Version::V1 => len,
-        Version::V2 => len.saturating_mul(7),
+        Version::V2 => len.saturating_mul(crate::wire::V1_GROWTH as u64),
     }
 }
 
@@ -320,15 +320,14 @@ impl Worker {
     /// Learns from the answer to a 2.0 request. Returns `true` when an `auto` endpoint
     /// fell back to 1.0 because of it (stored, logged, shown in the status).
     fn learn_protocol(&mut self, outcome: &Final) -> bool {
-        let (delivered, not_v2, reason) = match outcome {
-            Final::Delivered => (true, false, ""),
-            Final::NotV2 { reason, .. } => (false, true, reason.as_str()),
-            Final::Reject { answer, .. } => (false, false, answer.as_str()),
-            Final::TooLarge => return false,
-        };
-        if self.speaker.answered(delivered, not_v2) != Verdict2::FallBack {
+        if !self.speaker.answered(outcome) {
             return false;
         }
+        let reason = match outcome {
+            Final::NotV2 { reason, .. } => reason.as_str(),
+            Final::Reject { answer, .. } => answer.as_str(),
+            Final::Delivered | Final::TooLarge => "",
+        };
         tracing::warn!(endpoint = %self.name(), answer = %reason, "shipper: the storage does not read Remote-Write 2.0; this endpoint (protocol auto) takes 1.0 from now on, and the refused records go again as 1.0");
         if let Err(e) = self.wal.set_endpoint_protocol(self.name(), Version::V1) {
             tracing::error!(endpoint = %self.name(), error = %e, "shipper: could not store the fallback to 1.0; the next start probes 2.0 again");
@@ -507,11 +506,15 @@ impl Worker {
         let mut parts: Vec<(Bytes, Version)> = vec![(first, version)];
         let mut rejected: Option<(u16, String)> = None;
         while let Some((part, version)) = parts.pop() {
-            let outcome = match known.take() {
-                Some(outcome) => outcome,
-                None => self.sender.send_until_final(&part, version, end).await?,
+            // A known answer was learnt from by `settle` already.
+            let (outcome, sent) = match known.take() {
+                Some(outcome) => (outcome, false),
+                None => (
+                    self.sender.send_until_final(&part, version, end).await?,
+                    true,
+                ),
             };
-            if version == Version::V2 && self.learn_protocol(&outcome) {
+            if sent && version == Version::V2 && self.learn_protocol(&outcome) {
                 match to_v1(record, self.name()) {
                     Ok(v1) => parts.push((v1, Version::V1)),
                     Err(e) => rejected = Some(unconvertible(&e)),

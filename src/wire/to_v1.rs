@@ -21,6 +21,11 @@ use std::collections::HashSet;
 use super::push_refs;
 use super::{write_len, write_varint, Fields, WireError, LEN};
 
+/// How many times larger than its decoded 2.0 form a typical request's 1.0 form is (about
+/// 6.5, rounded up): the conversion's first allocation, and the shipper's estimate when it
+/// joins converted records.
+pub const V1_GROWTH: usize = 7;
+
 /// A series' metadata, resolved: its type, help and unit.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Metadata<'a> {
@@ -62,8 +67,7 @@ impl<'a, 's> Converter<'a, 's> {
     /// A converter for a request of `len` decoded bytes whose 1.0 form may take at most
     /// `limit` bytes.
     pub(super) fn new(strip: Option<&'s str>, len: usize, limit: usize) -> Self {
-        // The 1.0 form of a typical request is about 6.5 times its 2.0 form.
-        let guess = len.saturating_mul(7).min(limit).min(16 << 20);
+        let guess = len.saturating_mul(V1_GROWTH).min(limit).min(16 << 20);
         Converter {
             strip,
             limit,

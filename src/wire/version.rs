@@ -7,6 +7,13 @@ pub const MEDIA_TYPE: &str = "application/x-protobuf";
 pub const PROTO_V1: &str = "prometheus.WriteRequest";
 /// The `proto=` of Remote-Write 2.0.
 pub const PROTO_V2: &str = "io.prometheus.write.v2.Request";
+/// The headers of every answer to a 2.0 request, in this order: samples, histograms and
+/// exemplars written. A 2xx without them comes from a receiver that did not read 2.0.
+pub const WRITTEN_HEADERS: [&str; 3] = [
+    "X-Prometheus-Remote-Write-Samples-Written",
+    "X-Prometheus-Remote-Write-Histograms-Written",
+    "X-Prometheus-Remote-Write-Exemplars-Written",
+];
 
 /// A Remote-Write protocol version: the ingest reads it from the `Content-Type`, the WAL
 /// keeps it with each record, and the shipper sends each record in the version its storage
