@@ -220,6 +220,18 @@ fn decode_benches(c: &mut Criterion) {
             decode(black_box(with_replica.clone()), LIMITS, wanted, Version::V1).expect("valid")
         })
     });
+    // An agent's batch: the same number of series, half from each of two replicas. The
+    // request is split per replica (a second pass), each part stripped and compressed.
+    let mut mixed = write_request(SERIES / 2, Some("prometheus-0"));
+    mixed
+        .timeseries
+        .extend(write_request(SERIES - SERIES / 2, Some("prometheus-1")).timeseries);
+    let mixed = body(&mixed);
+    let split = decode(mixed.clone(), LIMITS, wanted, Version::V1).expect("valid");
+    assert_eq!(split.parts.len(), 2, "split in two");
+    group.bench_function("split_two_replicas", |b| {
+        b.iter(|| decode(black_box(mixed.clone()), LIMITS, wanted, Version::V1).expect("valid"))
+    });
     // The same series sent as Remote-Write 2.0: decompressed and scanned, stored as
     // received (the conversion for a 1.0 storage happens when it is sent).
     let v2 = v2_body(&write_request(SERIES, None));
@@ -274,6 +286,7 @@ const EXPIRY_MS: u64 = 5_000;
 
 fn obs<'a>(group: &'a str, source: &'a str) -> Observation<'a> {
     Observation {
+        protocol: Default::default(),
         group,
         source,
         weight: 0,
@@ -353,6 +366,7 @@ fn wal_config(dir: &Path, durability: Durability) -> WalConfig {
         full_policy: FullPolicy::Block,
         durability,
         flush_interval: Duration::from_millis(100),
+        segment_bytes: 32 << 20,
         compression: Compression::Never,
         quarantine_max_bytes: 1 << 28,
         quarantine_max_age: Duration::from_secs(7 * 86_400),

@@ -26,7 +26,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::cluster::{ClusterStatus, ControlState, Member};
-pub use crate::election::{Change, GroupView, HistoryEntry, PinView, Reason};
+pub use crate::election::{
+    Change, GroupView, HandoverStats, HistoryEntry, PinView, Reason, Switch, SwitchReason,
+};
 pub use crate::shipper::{EndpointState, EndpointStatus};
 pub use crate::wal::{
     Compression, CursorStats, Durability, FullPolicy, Quarantined, RecordSummary,
@@ -249,6 +251,68 @@ pub struct Group {
     pub view: GroupView,
     /// The election history, newest first.
     pub history: Vec<HistoryEntry>,
+    /// The switches read from the whole history, newest first (at most 10 in the list).
+    pub switches: Vec<Switch>,
+}
+
+/// `GET /api/v1/groups/{group}/history`: the group's switches and the events they were
+/// read from.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default)]
+pub struct GroupHistory {
+    /// The group name.
+    pub group: String,
+    /// Changes of the forwarded source, newest first, with their handovers.
+    pub switches: Vec<Switch>,
+    /// The durable history they come from, newest first.
+    pub events: Vec<HistoryEntry>,
+}
+
+/// `GET /api/v1/trends`: rates and lag over the last 15 minutes (`?step=1m`: the last
+/// hour, a point per minute).
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default)]
+pub struct Trends {
+    /// Time covered by one point.
+    pub step_seconds: u64,
+    /// Per source: samples received per second (forwarded or dropped).
+    pub sources: Vec<SourceTrend>,
+    /// Per endpoint: samples sent per second and lag in data time.
+    pub endpoints: Vec<EndpointTrend>,
+}
+
+/// One source's rate, oldest point first.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default)]
+pub struct SourceTrend {
+    /// Its group.
+    pub group: String,
+    /// The source.
+    pub source: String,
+    /// Samples received per second.
+    pub received: Vec<TrendPoint>,
+}
+
+/// One endpoint's rate and lag, oldest point first.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default)]
+pub struct EndpointTrend {
+    /// The endpoint.
+    pub endpoint: String,
+    /// Samples sent per second.
+    pub sent: Vec<TrendPoint>,
+    /// Lag in data time (seconds): at each sample, or a minute's largest.
+    pub lag_seconds: Vec<TrendPoint>,
+}
+
+/// One point of a trend.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+#[serde(default)]
+pub struct TrendPoint {
+    /// The end of the period it covers (ms since the epoch).
+    pub at_ms: u64,
+    /// The value.
+    pub value: f64,
 }
 
 /// The answer of `POST /api/v1/groups/{group}/unpin`.

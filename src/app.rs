@@ -238,6 +238,7 @@ impl Node {
             limits: config.ingest.limits,
             replica_label: config.ingest.replica_label.as_deref().map(Arc::from),
             group_label: config.ingest.group_label.as_deref().map(Arc::from),
+            require_ha_labels: config.ingest.require_ha_labels,
             ready: ready.clone(),
             clock: clock.clone(),
             handover: Handover::open(config.ingest.handover.clone(), clock.now_ms())
@@ -252,7 +253,14 @@ impl Node {
             info: Arc::new(node_info(config, instance_id, clock.now_ms())),
             token: config.admin.token.as_deref().map(Arc::from),
             token_reads: config.admin.token_reads,
+            trends: Default::default(),
         };
+        tasks.push(tokio::spawn(crate::admin::trends::run(
+            admin.clone(),
+            admin.trends.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        )));
         Ok(Node {
             wal,
             wal_tasks,

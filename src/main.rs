@@ -52,7 +52,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match runtime.block_on(highlander::app::run(config)) {
+            let result = runtime.block_on(highlander::app::run(config));
+            // A start-up error leaves tasks behind (the buffer's flusher runs on a blocking
+            // thread, which dropping the runtime would wait for without end: the process
+            // printed its error and hung). Nothing they hold needs them: what was
+            // acknowledged is on disk, as after a kill.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "highlander stopped with an error");

@@ -50,6 +50,12 @@ pub struct IngestMetrics {
     pub protocol: IntCounterVec,
     /// Time from request to answer, by outcome.
     pub duration: HistogramVec,
+    /// Requests whose series carried several (replica, group) pairs, split per pair.
+    pub split_requests: IntCounter,
+    /// The parts those requests were split into.
+    pub split_parts: IntCounter,
+    /// Series without the replica label in split requests, stored as they are.
+    pub non_ha_series: IntCounter,
 }
 
 /// The election of each group's promoted source.
@@ -241,6 +247,21 @@ impl IngestMetrics {
                 "Time from receiving a remote-write request to answering it, by outcome.",
                 seconds(),
                 &["outcome"],
+            ),
+            split_requests: int_counter(
+                r,
+                "highlander_ingest_split_requests_total",
+                "Requests whose series carried several (replica, group) label pairs (an agent in front batched several sources), split per pair.",
+            ),
+            split_parts: int_counter(
+                r,
+                "highlander_ingest_split_parts_total",
+                "Parts the split requests were split into (one per replica and group pair).",
+            ),
+            non_ha_series: int_counter(
+                r,
+                "highlander_ingest_non_ha_series_total",
+                "Series without the replica label in split requests: stored as they are, not deduplicated.",
             ),
         }
     }

@@ -14,6 +14,7 @@ use std::fmt;
 
 mod error;
 mod fields;
+mod split;
 mod strip;
 mod to_v1;
 mod v2;
@@ -23,6 +24,7 @@ pub use error::WireError;
 pub(crate) use fields::{
     expect_len, expect_varint, push_refs, skim, write_len, write_varint, Field, Fields, Value, LEN,
 };
+pub use split::{split_v1, Part};
 pub use strip::{strip_label, strip_label_v2};
 pub use to_v1::V1_GROWTH;
 pub use v2::{convert_v2, scan_v2, SummaryV2};
@@ -61,9 +63,33 @@ pub struct Summary<'a> {
     pub replica_seen: bool,
     /// Value of the group label, from the first series that has it.
     pub group: Option<&'a str>,
+    /// The (replica, group) label values of the first series, once one was scanned.
+    pub first_pair: Option<(Option<&'a str>, Option<&'a str>)>,
+    /// Whether some series carry other replica or group label values than the first one
+    /// (or lack a label the first one has): an agent in front batched several sources.
+    pub mixed: bool,
+    /// Series without the replica label, when one is configured.
+    pub unlabelled: u32,
 }
 
-impl Summary<'_> {
+impl<'a> Summary<'a> {
+    /// Notes the labels of a whole series: whether it belongs to the first series' pair.
+    /// Nothing to note when no label is configured (the default).
+    #[inline]
+    fn see_pair(&mut self, rules: &LabelRules<'a>, wanted: Wanted<'_>) {
+        if wanted.replica.is_none() && wanted.group.is_none() {
+            return;
+        }
+        let pair = (rules.replica, rules.group);
+        match self.first_pair {
+            None => self.first_pair = Some(pair),
+            Some(first) => self.mixed |= first != pair,
+        }
+        if wanted.replica.is_some() && rules.replica.is_none() {
+            self.unlabelled += 1;
+        }
+    }
+
     fn see_ts(&mut self, ts: i64) {
         self.min_ts = Some(self.min_ts.map_or(ts, |m| m.min(ts)));
         self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
@@ -99,10 +125,14 @@ pub fn scan<'a>(buf: &'a [u8], wanted: Wanted<'_>) -> Result<Summary<'a>, WireEr
     Ok(summary)
 }
 
-/// The labels seen so far in one series, for the order and duplicate checks.
+/// The labels seen so far in one series, for the order and duplicate checks, and its
+/// replica and group label values.
+#[derive(Default)]
 struct LabelRules<'a> {
     index: usize,
     prev: Option<&'a str>,
+    replica: Option<&'a str>,
+    group: Option<&'a str>,
 }
 
 impl<'a> LabelRules<'a> {
@@ -126,9 +156,11 @@ impl<'a> LabelRules<'a> {
         if wanted.replica == Some(name) {
             summary.replica_seen = true;
             summary.replica.get_or_insert(value);
+            self.replica = Some(value);
         }
         if wanted.group == Some(name) {
             summary.group.get_or_insert(value);
+            self.group = Some(value);
         }
         Ok(())
     }
@@ -180,7 +212,10 @@ fn scan_series<'a>(
     summary: &mut Summary<'a>,
 ) -> Result<(), WireError> {
     let ascii = ascii_prefix(buf);
-    let mut rules = LabelRules { index, prev: None };
+    let mut rules = LabelRules {
+        index,
+        ..LabelRules::default()
+    };
     let mut floats = Times {
         count: 0,
         min: i64::MAX,
@@ -244,6 +279,7 @@ fn scan_series<'a>(
     if rules.prev.is_none() {
         return Err(WireError::EmptyLabelSet { series: index });
     }
+    summary.see_pair(&rules, wanted);
     if floats.count > 0 {
         summary.samples += floats.count;
         summary.see_ts(floats.min);

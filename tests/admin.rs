@@ -223,24 +223,59 @@ async fn pin_unpin_and_failover_follow_the_election_rules() {
     assert_eq!(v["pin"]["kind"], "failover");
     assert_eq!(write(&node, "a", 10, "m", T0 + 3000).await, 202);
 
-    // The history says what happened, newest first, and survives a restart.
+    // The history says what happened, newest first, and survives a restart: the
+    // promotions, and the handovers at the new sources' first writes.
     let (_, g) = api.get("/api/v1/groups/default").await;
-    let reasons: Vec<String> = g["history"]
+    let events: Vec<String> = g["history"]
         .as_array()
         .expect("history")
         .iter()
-        .map(|h| h["reason"]["kind"].as_str().unwrap_or("-").to_owned())
+        .map(|h| match h["change"].as_str() {
+            Some("handover") => format!("handover to {}", h["source"].as_str().unwrap_or("-")),
+            _ => h["reason"]["kind"].as_str().unwrap_or("-").to_owned(),
+        })
         .collect();
     assert_eq!(
-        reasons[..4],
-        ["failover", "bigger_weight", "pinned", "no_promoted_source"],
+        events,
+        [
+            "failover",
+            "handover to a",
+            "bigger_weight",
+            "handover to b",
+            "pinned",
+            "no_promoted_source"
+        ],
+        "{g}"
+    );
+    // The same, as switches.
+    let switches: Vec<(String, String, bool)> = g["switches"]
+        .as_array()
+        .expect("switches")
+        .iter()
+        .map(|s| {
+            (
+                s["reason"].as_str().unwrap_or("-").to_owned(),
+                s["to"].as_str().unwrap_or("-").to_owned(),
+                s["handover"].is_object(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("operator", "b", false),
+        ("bigger_weight", "a", true),
+        ("pin", "b", true),
+        ("first_source", "a", false),
+    ];
+    assert_eq!(
+        switches,
+        expected.map(|(r, t, h)| (r.to_owned(), t.to_owned(), h)),
         "{g}"
     );
     let mut node = node;
     node.terminate();
     node.restart().await;
     let (_, g) = Api::new(&node).get("/api/v1/groups/default").await;
-    assert_eq!(g["history"].as_array().map(Vec::len), Some(4), "{g}");
+    assert_eq!(g["history"].as_array().map(Vec::len), Some(6), "{g}");
     assert_eq!(
         g["pin"]["source"], "b",
         "the failover pin survives a restart: {g}"

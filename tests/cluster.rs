@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
@@ -14,13 +14,13 @@ use common::*;
 const SECRET: &str = "cluster-test-secret";
 
 async fn start_cluster(sink: &Sink) -> Vec<Node> {
+    start_cluster_to([sink.url(), sink.url(), sink.url()]).await
+}
+
+/// Three nodes; node `i` ships to `urls[i]`.
+async fn start_cluster_to(urls: [String; 3]) -> Vec<Node> {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let peers = peers(&ports);
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let id = (i + 1).to_string();
@@ -28,7 +28,7 @@ async fn start_cluster(sink: &Sink) -> Vec<Node> {
         nodes.push(
             Node::start(&[
                 "--remote-write",
-                &sink.url(),
+                &urls[i],
                 "--node-id",
                 &id,
                 "--cluster-listen",
@@ -393,4 +393,231 @@ async fn leadership_moves_to_the_named_voter_and_shipping_follows() {
     let (status, body) = transfer(9).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "not_a_voter", "{body}");
+}
+
+/// Kills of the leader in the loop.
+const LEADER_KILLS: usize = 10;
+
+/// A small seeded generator (SplitMix64), so a failing run can be replayed with
+/// `HIGHLANDER_CLUSTER_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// The leader SIGKILLed ten times in a row under load, each time at a seeded moment, and
+/// restarted once the others have a new leader. Two replicas of one group write to every node as Prometheus does (a
+/// refused or unanswered write is sent again, in order, to that node): `a` with weight 10,
+/// `b` with weight 5. Each node ships to its own path of one storage, so the storage sees
+/// who ships. Between two kills, no two nodes ship at once (their first-to-last requests
+/// never overlap), `b` is never shipped (no node ever promotes another source than the
+/// committed one), and at the end every sample any node acknowledged is at the storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kills_in_a_loop_never_ship_twice_at_once_and_lose_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let seed = std::env::var("HIGHLANDER_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| common::e2e::now_ms() as u64);
+    eprintln!(
+        "leader kill loop seed {seed} (HIGHLANDER_CLUSTER_SEED={seed} replays the kill times)"
+    );
+    let mut rng = Rng(seed);
+    let sink = Sink::start().await;
+    let urls = [1, 2, 3].map(|i| format!("http://{}/node{i}/api/v1/write", sink.addr));
+    let mut nodes = start_cluster_to(urls).await;
+    promote_a(&nodes).await;
+    let write_urls: Vec<[String; 2]> = nodes
+        .iter()
+        .map(|n| {
+            [
+                n.write_url("highlander_source=a&highlander_weight=10"),
+                n.write_url("highlander_source=b&highlander_weight=5"),
+            ]
+        })
+        .collect();
+
+    // One writer per (node, replica), like one remote_write queue each.
+    // Each acknowledged sample: which nodes acknowledged it, and when first.
+    type Acks = BTreeMap<(String, i64), (Vec<usize>, Instant)>;
+    let acked: Arc<Mutex<Acks>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The most writes any writer has had acknowledged: after `stop`, every writer catches
+    // up to it, as a Prometheus queue drains once its node is back.
+    let most = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let t0 = 1_800_000_000_000i64;
+    let mut writers = Vec::new();
+    for (node, urls) in write_urls.iter().enumerate() {
+        for (r, url) in urls.iter().enumerate() {
+            let (acked, stop, url, most) = (acked.clone(), stop.clone(), url.clone(), most.clone());
+            let name = if r == 0 { "loop_a" } else { "loop_b" };
+            writers.push(tokio::spawn(async move {
+                let client = http();
+                let mut next = 0i64;
+                // Bounded: ends once caught up after `stop`, and at most 5000 tries.
+                for _ in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) && next >= most.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let req = request(name, 5, 1, t0 + next * 200);
+                    let ok = client
+                        .post(&url)
+                        .header("Content-Encoding", "snappy")
+                        .header("Content-Type", "application/x-protobuf")
+                        .body(body(&req))
+                        .timeout(Duration::from_secs(2))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16() == 204)
+                        .unwrap_or(false);
+                    if ok {
+                        let mut a = acked.lock().expect("acked");
+                        for t in &req.timeseries {
+                            let e = a
+                                .entry((series_key(&t.labels), t.samples[0].timestamp))
+                                .or_insert_with(|| (Vec::new(), Instant::now()));
+                            e.0.push(node);
+                        }
+                        next += 1;
+                        if stop.load(Ordering::Relaxed) {
+                            // Catching up: no pause.
+                            continue;
+                        }
+                        most.fetch_max(next, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }));
+        }
+    }
+
+    let mut kills = Vec::new();
+    for _ in 0..LEADER_KILLS {
+        let leader = leader_of(&nodes.iter().collect::<Vec<_>>()).await;
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(2_000))).await;
+        kills.push((Instant::now(), leader));
+        nodes[leader].kill9();
+        // Back once the others have elected a leader: a node restarted sooner takes its
+        // old leadership back (its committed vote), and nothing fails over.
+        let others: Vec<&Node> = (0..3).filter(|&i| i != leader).map(|i| &nodes[i]).collect();
+        leader_of(&others).await;
+        nodes[leader].restart().await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let acked = acked.lock().expect("acked").clone();
+    let want: BTreeSet<(String, i64)> = acked
+        .keys()
+        .filter(|(k, _)| k.starts_with("__name__=loop_a"))
+        .cloned()
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: BTreeSet<(String, i64)> = sink.samples().into_iter().collect();
+        let missing: Vec<&(String, i64)> = want.difference(&got).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let start = kills[0].0 - Duration::from_secs(10);
+            let show: Vec<String> = missing
+                .iter()
+                .filter(|k| k.0.ends_with("series=00000"))
+                .map(|k| {
+                    let (by, at) = &acked[*k];
+                    format!(
+                        "ts +{} acked by {by:?} at {:?}",
+                        (k.1 - t0) / 200,
+                        at.duration_since(start)
+                    )
+                })
+                .collect();
+            let kills: Vec<String> = kills
+                .iter()
+                .map(|(at, l)| format!("node {} at {:?}", l + 1, at.duration_since(start)))
+                .collect();
+            panic!(
+                "seed {seed}: {} acknowledged samples of a missing: {show:#?}; kills: {kills:?}",
+                missing.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (arrivals, paths, b_samples) = sink.with(|r| {
+        let b = r
+            .requests
+            .iter()
+            .flat_map(|w| w.timeseries.iter())
+            .filter(|t| t.labels.iter().any(|l| l.value == "loop_b"))
+            .count();
+        (r.arrivals.clone(), r.paths.clone(), b)
+    });
+    assert_eq!(b_samples, 0, "the standby replica b was never shipped");
+    // Between two kills (and after the last), each shipping node's first-to-last span.
+    let mut bounds: Vec<Instant> = kills.iter().map(|(at, _)| *at).collect();
+    bounds.push(Instant::now());
+    let mut from = arrivals.first().copied().unwrap_or_else(Instant::now);
+    let mut handovers = Vec::new();
+    for to in bounds {
+        let mut spans: Vec<(Instant, Instant, &str)> = Vec::new();
+        for (at, path) in arrivals.iter().zip(&paths) {
+            if *at < from || *at >= to {
+                continue;
+            }
+            match spans.iter_mut().find(|s| s.2 == path.as_str()) {
+                Some(s) => s.1 = *at,
+                None => spans.push((*at, *at, path.as_str())),
+            }
+        }
+        spans.sort_by_key(|s| s.0);
+        for w in spans.windows(2) {
+            assert!(
+                w[0].1 <= w[1].0,
+                "seed {seed}: {} shipped until {:?} after {} began",
+                w[0].2,
+                w[0].1 - w[1].0,
+                w[1].2
+            );
+        }
+        handovers.push(
+            spans
+                .iter()
+                .map(|s| s.2.trim_end_matches("/api/v1/write").to_owned())
+                .collect::<Vec<_>>(),
+        );
+        from = to;
+    }
+    let all = sink.samples();
+    let distinct: BTreeSet<&(String, i64)> = all.iter().collect();
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(
+            !n.log().contains("panicked"),
+            "node {}:\n{}",
+            i + 1,
+            n.log()
+        );
+    }
+    eprintln!(
+        "leader kill loop: {} kills (leaders killed: {:?}); shippers between kills: {handovers:?}; \
+         {} samples of a acknowledged, all at the storage ({} received, {} duplicates); 0 samples of b shipped",
+        kills.len(),
+        kills.iter().map(|(_, l)| l + 1).collect::<Vec<_>>(),
+        want.len(),
+        all.len(),
+        all.len() - distinct.len(),
+    );
 }

@@ -51,6 +51,7 @@ fn the_demo_shows_a_failover_and_a_leader_change_and_cleans_up() {
     for line in [
         "replica a (weight 10) is promoted",
         "failover: replica b is promoted",
+        "FROM  TO  REASON",
         "leads now; replica b is still forwarded: b",
         "stopped everything",
     ] {
@@ -59,5 +60,10 @@ fn the_demo_shows_a_failover_and_a_leader_change_and_cleans_up() {
             "{line:?} missing from the demo's output:\n{all}"
         );
     }
+    assert!(
+        all.lines()
+            .any(|l| l.contains(" a ") && l.contains(" b ") && l.contains("expiry (")),
+        "the switch from a to b by expiry in groups --history:\n{all}"
+    );
     eprintln!("demo took {:?}:\n{out}", started.elapsed());
 }

@@ -464,6 +464,23 @@ async fn leader_and_replica_die_together(s: &mut Scenario, leader: usize, epoch_
             i + 1
         );
     }
+    // Each survivor's history reads the switch as decided by the new leader.
+    for i in &survivors {
+        let h = s.nodes[*i]
+            .admin_json("/api/v1/groups/default/history")
+            .await;
+        let first = &h["switches"][0];
+        assert_eq!(
+            (
+                first["from"].as_str(),
+                first["to"].as_str(),
+                first["reason"].as_str()
+            ),
+            (Some("b"), Some("c"), Some("leader_change")),
+            "node {}: the switch in the history: {h}",
+            i + 1
+        );
+    }
     s.check_only_leader_ships(s.leader(&survivors, Duration::from_secs(10)).await)
         .await;
     eprintln!(

@@ -165,16 +165,37 @@ fn with_the_replica_label_stripped_a_bigger_weight_joining_doubles_nothing() {
     run(STRIPPED, Switch::Join);
 }
 
+/// Both replicas write to one vmagent, which forwards them in one stream with no query
+/// parameters: highlander splits its requests by the replica label (per-series HA
+/// deduplication). Debian sid's Prometheus, VictoriaMetrics and vmagent.
+#[test]
+fn through_a_vmagent_kill_9_leaves_no_hole_and_no_overlap() {
+    run_through(
+        (Servers::Sid, Labels::Stripped, Protocol::V1),
+        Switch::Kill,
+        true,
+    );
+}
+
 /// Runs one scenario on its own runtime, after the previous one finished. A panic unwinds
 /// through the runtime: the scenario's processes are killed (and their logs printed).
-fn run((servers, labels, protocol): (Servers, Labels, Protocol), switch: Switch) {
+fn run(config: (Servers, Labels, Protocol), switch: Switch) {
+    run_through(config, switch, false);
+}
+
+/// [`run`], the replicas writing through a vmagent when `agent` is set.
+fn run_through(
+    (servers, labels, protocol): (Servers, Labels, Protocol),
+    switch: Switch,
+    agent: bool,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(scenario(servers, labels, protocol, switch));
+        .block_on(scenario(servers, labels, protocol, switch, agent));
 }
 
 /// Who scraped a sample, from the replicas' own TSDBs.
@@ -186,7 +207,13 @@ enum Origin {
     Both,
 }
 
-async fn scenario(servers: Servers, labels: Labels, protocol: Protocol, switch: Switch) {
+async fn scenario(
+    servers: Servers,
+    labels: Labels,
+    protocol: Protocol,
+    switch: Switch,
+    agent: bool,
+) {
     let started = std::time::Instant::now();
     let extra: &[&str] = match switch {
         Switch::Admin => &["--admin-token", TOKEN],
@@ -194,7 +221,11 @@ async fn scenario(servers: Servers, labels: Labels, protocol: Protocol, switch: 
     };
     let mut e = E2e::start_with(servers, labels, extra).await;
     e.protocol = protocol;
-    let name = format!("{switch:?} ({servers:?}, {labels:?}, {protocol:?})");
+    if agent {
+        e.start_agent().await;
+    }
+    let via = if agent { ", via vmagent" } else { "" };
+    let name = format!("{switch:?} ({servers:?}, {labels:?}, {protocol:?}{via})");
     let s = match switch {
         Switch::Startup => start_up(&mut e).await,
         Switch::Join => join(&mut e).await,
@@ -209,6 +240,11 @@ async fn scenario(servers: Servers, labels: Labels, protocol: Protocol, switch: 
     // promotion a moment before the log lines are written. At start-up there is none
     // when nothing of a was forwarded before b took over (b wrote first, or a's first
     // write was still on its way).
+    // Through the agent no query parameter gives a weight: every source has weight 0.
+    let election_line = match agent {
+        true => switch.election_line().replace("(5)", "(0)"),
+        false => switch.election_line().to_owned(),
+    };
     if switch != Switch::Startup {
         let handover = wait_until(
             "the election and handover log lines",
@@ -220,11 +256,12 @@ async fn scenario(servers: Servers, labels: Labels, protocol: Protocol, switch: 
                     .find(|l| l.contains("handover : 'b' takes over from 'a'"))?
                     .to_owned();
                 let lost = switch != Switch::Kill || log.contains("lost source : 'a'");
-                (lost && log.contains(switch.election_line())).then_some(line)
+                (lost && log.contains(&election_line)).then_some(line)
             },
         )
         .await;
         eprintln!("{name}: {handover}");
+        check_history(&e, &name, switch).await;
     }
 
     // Samples become visible in VM's export about a second after they are written, not
@@ -308,11 +345,73 @@ async fn scenario(servers: Servers, labels: Labels, protocol: Protocol, switch: 
         }
     }
     check_protocol(&e, &name, protocol, switch).await;
+    if agent {
+        // The agent batched both replicas into shared requests, which were split.
+        let split = e.metric("highlander_ingest_split_requests_total").await;
+        let parts = e.metric("highlander_ingest_split_parts_total").await;
+        eprintln!("{name}: {split} requests split into {parts} parts");
+        assert!(
+            split > 0.0,
+            "{name}: the agent's requests mixed both replicas"
+        );
+    }
     eprintln!(
         "{name}: scenario done in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     e.target_handle.stop(false).await;
+}
+
+/// The switch as `GET /api/v1/groups/default/history` and `highlander groups --history`
+/// show it: from a to b, the reason, and the handover's figures.
+async fn check_history(e: &E2e, name: &str, switch: Switch) {
+    let reason = match switch {
+        Switch::Kill => "expiry",
+        Switch::Weight | Switch::Join | Switch::Startup => "bigger_weight",
+        Switch::Admin => "operator",
+    };
+    let history = wait_until(
+        "the switch in the history",
+        Duration::from_secs(10),
+        || async {
+            let h = e.node.admin_json("/api/v1/groups/default/history").await;
+            h["switches"][0]["handover"].is_object().then_some(h)
+        },
+    )
+    .await;
+    let s = &history["switches"][0];
+    assert_eq!(
+        (s["from"].as_str(), s["to"].as_str(), s["reason"].as_str()),
+        (Some("a"), Some("b"), Some(reason)),
+        "{name}: the newest switch: {history}"
+    );
+    let handover = &s["handover"];
+    if switch == Switch::Kill {
+        assert!(
+            handover["backfilled"].as_u64() > Some(0),
+            "{name}: {history}"
+        );
+        assert!(s["silent_ms"].as_u64() >= Some(3_000), "{name}: {history}");
+    }
+    // The gap in data time is about one scrape interval (1 s): no hole.
+    assert!(
+        handover["gap_ms"].as_u64().is_some_and(|g| g <= 1_600),
+        "{name}: the gap at the switch: {history}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_highlander"))
+        .args(["groups", "--history", "--admin"])
+        .arg(format!("http://{}", e.node.admin))
+        .output()
+        .expect("run the CLI");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{name}: groups --history: {out:?}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(" a ") && l.contains(" b "))
+        .unwrap_or_else(|| panic!("{name}: no a -> b row in groups --history:\n{text}"));
+    let words = reason.replace('_', " ");
+    assert!(row.contains(&words), "{name}: {row}");
+    eprintln!("{name}: groups --history:\n{text}");
 }
 
 /// When and how the promoted source changed.

@@ -92,3 +92,36 @@ fn the_license_and_the_changelog_are_there() {
     let changelog = std::fs::read_to_string(format!("{root}/CHANGELOG.md")).expect("CHANGELOG.md");
     assert!(changelog.contains(&format!("## [{}]", env!("CARGO_PKG_VERSION"))));
 }
+
+/// Every relative link of the user's documentation (README, docs/, bench/README.md) names
+/// a file of the repository: moving a page cannot leave a dead link behind.
+#[test]
+fn the_docs_links_name_files_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md"), root.join("bench/README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        pages.push(entry.expect("docs entry").path());
+    }
+    let mut dead = Vec::new();
+    for page in pages
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(page).expect("page");
+        for (_, rest) in text.match_indices("](").map(|(i, _)| ((), &text[i + 2..])) {
+            let Some(target) = rest.split(')').next() else {
+                continue;
+            };
+            let target = target.split('#').next().unwrap_or_default();
+            if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let dir = page.parent().expect("page dir");
+            if !dir.join(target).exists() {
+                dead.push(format!("{}: {target}", page.display()));
+            }
+        }
+    }
+    assert!(pages.len() >= 3, "pages found: {pages:?}");
+    assert!(dead.is_empty(), "dead links: {dead:?}");
+}

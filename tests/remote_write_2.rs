@@ -85,6 +85,17 @@ async fn a_2_0_write_reaches_a_1_0_storage_as_1_0_and_every_answer_says_what_was
     )
     .await;
     assert_eq!((v1.status, v1.written), (204, None), "{v1:?}");
+    // The group view names each source's version: a's latest write was 1.0, b's 2.0.
+    let groups = node.admin_json("/api/v1/groups").await;
+    let sources = &groups["groups"][0]["sources"];
+    assert_eq!(
+        (
+            sources["a"]["protocol"].as_str(),
+            sources["b"]["protocol"].as_str()
+        ),
+        (Some("1.0"), Some("2.0")),
+        "{groups}"
+    );
 
     sink.wait_samples(7, Duration::from_secs(20)).await;
     let mut got = sink.samples();

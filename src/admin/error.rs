@@ -127,7 +127,7 @@ impl From<WalError> for AdminError {
             WalError::Full { .. } | WalError::DiskFull(_) | WalError::Closed => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
-            WalError::Storage(_) | WalError::Disk(_) => {
+            WalError::Storage(_) | WalError::StateDamaged { .. } | WalError::Disk(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage")
             }
         };

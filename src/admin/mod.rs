@@ -2,7 +2,8 @@
 //! the status page.
 //!
 //! # Invariants
-//! - The admin API reads the handles of the other parts and owns no state of its own.
+//! - The admin API reads the handles of the other parts. Its only state of its own is the
+//!   trend rings ([`trends`]): bounded, in memory, filled from the same views.
 //! - It runs on its own listener (default 127.0.0.1:9092), apart from the ingest listener.
 //! - When a token is configured, mutations need `Authorization: Bearer <token>`. With
 //!   `--admin-token-reads`, reads need it too.
@@ -14,6 +15,7 @@ mod auth;
 mod error;
 mod metrics;
 mod page;
+pub mod trends;
 mod views;
 
 use std::sync::atomic::AtomicBool;
@@ -79,6 +81,8 @@ pub struct Admin {
     pub token_reads: bool,
     /// The cluster, when this node is a member of one.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Rates and lag of the last minutes, filled by [`trends::run`].
+    pub trends: Arc<parking_lot::Mutex<trends::Trends>>,
 }
 
 /// What a handler answers: 200 with a JSON body of the [`crate::api`] type `T`, or else an
@@ -106,11 +110,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(actions::transfer_leader),
         )
         .route("/api/v1/queue", web::get().to(views::queue))
+        .route("/api/v1/trends", web::get().to(views::trends))
         .route("/api/v1/queue/records", web::get().to(views::records))
         .route("/api/v1/queue/records/{seq}", web::get().to(views::record))
         .route("/api/v1/endpoints", web::get().to(views::endpoints))
         .route("/api/v1/groups", web::get().to(views::groups))
         .route("/api/v1/groups/{group}", web::get().to(views::group))
+        .route(
+            "/api/v1/groups/{group}/history",
+            web::get().to(views::group_history),
+        )
         .route("/api/v1/quarantine", web::get().to(views::quarantine))
         .route("/api/v1/groups/{group}/pin", web::post().to(actions::pin))
         .route(

@@ -126,6 +126,29 @@ pub async fn queue(admin: web::Data<Admin>, _: Read) -> Answer<api::Queue> {
     Ok(Json(web::block(move || queue_view(&admin)).await?))
 }
 
+/// `?step=10s` (default) or `?step=1m`.
+#[derive(Deserialize)]
+pub struct TrendStep {
+    step: Option<String>,
+}
+
+pub async fn trends(
+    admin: web::Data<Admin>,
+    _: Read,
+    q: web::Query<TrendStep>,
+) -> Answer<api::Trends> {
+    let coarse = match q.step.as_deref() {
+        None | Some("10s") => false,
+        Some("1m") => true,
+        Some(other) => {
+            return Err(AdminError::bad_request(format!(
+                "step {other:?}: use 10s or 1m"
+            )))
+        }
+    };
+    Ok(Json(admin.trends.lock().view(coarse)))
+}
+
 pub async fn endpoints(admin: web::Data<Admin>, _: Read) -> Answer<api::Endpoints> {
     let admin = admin.get_ref().clone();
     let endpoints = web::block(move || queue_view(&admin).endpoints).await?;
@@ -209,11 +232,14 @@ pub async fn groups(admin: web::Data<Admin>, _: Read) -> Answer<api::Groups> {
             .into_iter()
             .map(|(name, view)| {
                 let mut history = admin.promotions.history(&name);
+                let mut switches = crate::election::switches(&history);
                 history.truncate(HISTORY_IN_LIST);
+                switches.truncate(HISTORY_IN_LIST);
                 api::Group {
                     name,
                     view,
                     history,
+                    switches,
                 }
             })
             .collect()
@@ -242,11 +268,35 @@ pub async fn group(
         Some(api::Group {
             name,
             view,
+            switches: crate::election::switches(&history),
             history,
         })
     })
     .await?;
     Ok(Json(view.ok_or(unknown)?))
+}
+
+pub async fn group_history(
+    admin: web::Data<Admin>,
+    _: Read,
+    name: web::Path<String>,
+) -> Answer<api::GroupHistory> {
+    let name = name.into_inner();
+    let unknown = ElectionError::UnknownGroup(name.clone());
+    let admin = admin.get_ref().clone();
+    let history = web::block(move || {
+        let events = admin.promotions.history(&name);
+        if events.is_empty() && !admin.promotions.groups().contains_key(&name) {
+            return None;
+        }
+        Some(api::GroupHistory {
+            switches: crate::election::switches(&events),
+            group: name,
+            events,
+        })
+    })
+    .await?;
+    Ok(Json(history.ok_or(unknown)?))
 }
 
 pub async fn quarantine(admin: web::Data<Admin>, _: Read) -> Answer<api::Quarantine> {

@@ -194,12 +194,35 @@ impl Call<'_> {
         Ok((value, human(move |answer: &T| render(answer, now))))
     }
 
+    /// `groups --history` without a group: the switches of every group, one call each.
+    async fn histories(&self) -> Answered {
+        let groups: crate::api::Groups =
+            serde_json::from_value(self.api.get(self.v1(&["groups"])).await?)
+                .map_err(|e| ClientError::Unreadable(e.to_string()))?;
+        let mut histories = Vec::new();
+        for g in &groups.groups {
+            histories.push(
+                self.api
+                    .get(self.v1(&["groups", &g.name, "history"]))
+                    .await?,
+            );
+        }
+        let now = self.now;
+        let value = json!({ "histories": histories });
+        Ok((
+            value,
+            human(move |h: &render::Histories| render::histories(h, now)),
+        ))
+    }
+
     async fn run(&self, command: &AdminCommand) -> Answered {
         match command {
             AdminCommand::Status(_) => self.view(&["status"], render::status).await,
-            AdminCommand::Groups(a) => match &a.group {
-                Some(g) => self.view(&["groups", g], render::group).await,
-                None => self.view(&["groups"], render::groups).await,
+            AdminCommand::Groups(a) => match (&a.group, a.history) {
+                (Some(g), true) => self.view(&["groups", g, "history"], render::history).await,
+                (None, true) => self.histories().await,
+                (Some(g), false) => self.view(&["groups", g], render::group).await,
+                (None, false) => self.view(&["groups"], render::groups).await,
             },
             AdminCommand::Queue(_) => self.view(&["queue"], render::queue).await,
             AdminCommand::Endpoints(_) => self.view(&["endpoints"], render::endpoints).await,

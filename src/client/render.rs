@@ -13,7 +13,7 @@ use crate::api::{self, ClusterStatus, Member};
 mod groups;
 mod queue;
 
-pub use groups::{group, group_changed, groups, unpinned};
+pub use groups::{group, group_changed, groups, histories, history, unpinned, Histories};
 pub use queue::{
     endpoints, paused, quarantine, quarantine_deleted, quarantine_queued, queue, record, records,
     replayed, skipped,

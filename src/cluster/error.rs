@@ -30,6 +30,19 @@ pub enum ClusterError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// This node was a cluster member (its marker file says so) but its raft database is
+    /// empty: the files were lost or damaged. It may have voted in the current term, and
+    /// a voter that forgot its vote could elect a second leader, so it must not rejoin as
+    /// a new node.
+    #[error("the raft state in {dir} is gone (lost or damaged files), but this node ({node}) was a cluster member ({marker}); it may have voted in the current term and must not rejoin as a new node: run `highlander cluster remove {node}` on a member, delete {dir} and {marker}, start this node with --join and add it again with `highlander cluster add`")]
+    StateLost {
+        /// This node's id.
+        node: u64,
+        /// The raft directory.
+        dir: String,
+        /// The marker file.
+        marker: String,
+    },
     /// Raft failed to start or to initialise.
     #[error("raft: {0}")]
     Raft(String),

@@ -36,6 +36,7 @@
 use crate::cluster::reports::{Report, Reports};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -116,6 +117,11 @@ impl Cluster {
             config.tls.as_ref(),
         )?;
         let (raft, control) = open_raft(&config, transport.clone()).await?;
+        let marker = member_marker(&config.data_dir);
+        if let Err(e) = check_membership(&raft, config.node_id, &config.data_dir, &marker).await {
+            let _ = raft.shutdown().await;
+            return Err(e);
+        }
 
         let reports = Reports::default();
         let pause = Arc::new(ElectionPause::default());
@@ -167,6 +173,7 @@ impl Cluster {
             raft.clone(),
             config.node_id,
             quorum_ack,
+            marker,
             stop.clone(),
         ));
         let weak: Weak<Inner> = Arc::downgrade(&cluster.inner);
@@ -493,6 +500,66 @@ fn serve_rpc(
     Ok(bound.run())
 }
 
+/// The file that says this node has held raft state: beside the raft directory, named
+/// after it (`<data-dir>/raft-member`), so that it outlives damage to the raft database.
+fn member_marker(raft_dir: &Path) -> PathBuf {
+    let name = raft_dir
+        .file_name()
+        .map_or_else(|| "raft".into(), |n| n.to_string_lossy());
+    raft_dir.with_file_name(format!("{name}-member"))
+}
+
+/// Refuses a node whose raft database is empty although its marker says it was a member
+/// ([`ClusterError::StateLost`]). A node with raft state gets the marker if it lacks it
+/// (data directories of earlier versions).
+async fn check_membership(
+    raft: &Raft,
+    node: NodeId,
+    dir: &Path,
+    marker: &Path,
+) -> Result<(), ClusterError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+    if initialized {
+        mark_member(marker, node);
+        return Ok(());
+    }
+    if marker.exists() {
+        tracing::error!(node, dir = %dir.display(), marker = %marker.display(), "cluster: the raft state is gone but this node was a member; refusing to start");
+        return Err(ClusterError::StateLost {
+            node,
+            dir: dir.display().to_string(),
+            marker: marker.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes the member marker once the node holds raft state (a vote or a log entry),
+/// durably: a node that voted and then lost its database must be recognised.
+fn mark_member(marker: &Path, node: NodeId) {
+    if marker.exists() {
+        return;
+    }
+    let written = std::fs::write(marker, format!("{node}\n")).and_then(|()| {
+        std::fs::File::open(marker)?.sync_all()?;
+        match marker.parent() {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    });
+    match written {
+        Ok(()) => {
+            tracing::debug!(node, marker = %marker.display(), "cluster: member marker written")
+        }
+        Err(e) => {
+            tracing::warn!(node, marker = %marker.display(), error = %e, "cluster: could not write the member marker; a later loss of the raft state would go unnoticed")
+        }
+    }
+}
+
 /// Writes the initial membership, unless this node already has raft state. A node with
 /// state joined through the leader, or restarted.
 async fn initialize(
@@ -530,9 +597,11 @@ async fn watch_metrics(
     raft: Raft,
     node_id: NodeId,
     quorum_ack: Arc<Mutex<Option<Instant>>>,
+    marker: PathBuf,
     stop: CancellationToken,
 ) {
     let mut rx = raft.metrics();
+    let mut marked = marker.exists();
     let mut seen: Option<(Role, Option<NodeId>, u64)> = None;
     loop {
         tokio::select! {
@@ -540,15 +609,22 @@ async fn watch_metrics(
             changed = rx.changed() => if changed.is_err() { break },
         }
         let now = Instant::now();
-        let (role, leader, term, acked_ms) = {
+        let (role, leader, term, acked_ms, has_log) = {
             let m = rx.borrow_and_update();
             (
                 Role::from(m.state),
                 m.current_leader,
                 m.current_term,
                 m.millis_since_quorum_ack,
+                m.last_log_index.is_some(),
             )
         };
+        // A term above 0 is a vote this node has stored.
+        if !marked && (term > 0 || has_log) {
+            let marker = marker.clone();
+            let _ = tokio::task::spawn_blocking(move || mark_member(&marker, node_id)).await;
+            marked = true;
+        }
         *quorum_ack.lock() = match (role, acked_ms) {
             (Role::Leader, Some(ms)) => now.checked_sub(Duration::from_millis(ms)),
             _ => None,

@@ -180,14 +180,43 @@ impl ClusterPromotions {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = None;
+        let mut leader = self.inner.cluster.leader();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
                 _ = self.inner.decide_now.notified() => {}
             }
+            self.note_leader(&mut leader);
             self.round(&mut leading).await;
         }
+    }
+
+    /// Records a change of leader (from one known leader to another) in the history of
+    /// every committed group, so that the switches it leads to read as such.
+    fn note_leader(&self, last: &mut Option<u64>) {
+        let Some(now) = self.inner.cluster.leader() else {
+            return;
+        };
+        match *last {
+            Some(from) if from != now => {
+                let at = self.inner.clock.now_ms();
+                let committed = self.inner.cluster.control().current();
+                for group in committed.state.groups.keys() {
+                    crate::election::record_in(
+                        self.inner.store.as_ref(),
+                        Change::LeaderChanged {
+                            group: group.clone(),
+                            from,
+                            to: now,
+                        },
+                        at,
+                    );
+                }
+            }
+            _ => {}
+        }
+        *last = Some(now);
     }
 
     /// Writes the seed's log lines and this node's history from committed changes.
@@ -249,14 +278,7 @@ impl ClusterPromotions {
             .changes
             .with_label_values(&[change.reason_label()])
             .inc();
-        if let Some(store) = &self.inner.store {
-            if let Err(e) = store.record(&HistoryEntry {
-                at_ms: now_ms,
-                change,
-            }) {
-                tracing::error!(error = %e, "election: could not record history");
-            }
-        }
+        crate::election::record_in(self.inner.store.as_ref(), change, now_ms);
     }
 
     /// Commits an operator override decided on `state`, which was built on `committed`.
@@ -379,6 +401,10 @@ impl Promotions for ClusterPromotions {
             .as_ref()
             .map(|s| s.history(group))
             .unwrap_or_default()
+    }
+
+    fn record(&self, change: Change) {
+        crate::election::record_in(self.inner.store.as_ref(), change, self.inner.clock.now_ms());
     }
 }
 
@@ -530,7 +556,7 @@ pub(crate) fn requests(
     let mut scratch = committed.clone();
     changes
         .into_iter()
-        .map(|change| {
+        .filter_map(|change| {
             let expect = Some(Expect::of(&scratch, change.group()));
             let request = match change {
                 Change::Promoted {
@@ -557,9 +583,11 @@ pub(crate) fn requests(
                     pin: None,
                     expect,
                 },
+                // Only the history holds these; the election never decides one.
+                Change::Handover { .. } | Change::LeaderChanged { .. } => return None,
             };
             scratch.apply(&request);
-            request
+            Some(request)
         })
         .collect()
 }

@@ -157,6 +157,10 @@ pub struct AdminArgs {
 pub struct GroupsArgs {
     /// One group, with its election history.
     pub group: Option<String>,
+    /// The switches of the group (of every group without GROUP): when, from which source
+    /// to which, why, and what the handover backfilled, trimmed and left as a gap.
+    #[arg(long)]
+    pub history: bool,
     /// How to reach the node.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -363,6 +367,10 @@ pub struct ServeArgs {
     /// absent.
     #[arg(long, env = "HIGHLANDER_GROUP_LABEL")]
     pub group_label: Option<String>,
+    /// Refuse (400) a request with a series that lacks the replica label, instead of
+    /// forwarding such series as they are (needs --replica-label).
+    #[arg(long, env = "HIGHLANDER_REQUIRE_HA_LABELS")]
+    pub require_ha_labels: bool,
     /// Cluster: this node's id (a member of --peers). Read as text and checked with the
     /// rest of the configuration, so a bad value is listed with every other problem.
     #[arg(long, env = "HIGHLANDER_NODE_ID")]
@@ -433,6 +441,11 @@ pub struct ServeArgs {
     /// Flush period in `batch` durability mode [default: 200ms].
     #[arg(long, env = "HIGHLANDER_FLUSH_INTERVAL")]
     pub flush_interval: Option<String>,
+    /// Bytes after which a buffer segment file is closed [default: 32MiB]. Hidden: it
+    /// exists so that tests cross segment reuse within seconds; nothing in production
+    /// needs another size.
+    #[arg(long, env = "HIGHLANDER_BUFFER_SEGMENT_BYTES", hide = true)]
+    pub buffer_segment_bytes: Option<String>,
     /// When buffered writes are stored zstd-compressed: `auto` (while a storage is down),
     /// `always` or `never` [default: auto].
     #[arg(long, env = "HIGHLANDER_BUFFER_COMPRESSION")]

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub replica_label: Option<String>,
     /// Label carrying the HA group name.
     pub group_label: Option<String>,
+    /// Refuse requests with series that lack the replica label.
+    pub require_ha_labels: Option<bool>,
     /// Cluster settings.
     pub cluster: Option<ClusterSection>,
     /// Data time of recent writes held per source for handovers.

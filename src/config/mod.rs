@@ -50,6 +50,8 @@ pub const DEFAULT_BUFFER_MAX_AGE: &str = "24h";
 pub const DEFAULT_QUARANTINE_MAX_AGE: &str = "7d";
 /// Default flush period in `batch` mode.
 pub const DEFAULT_FLUSH_INTERVAL: &str = "200ms";
+/// Default size of a buffer segment file (hidden `--buffer-segment-bytes`).
+pub const DEFAULT_BUFFER_SEGMENT_BYTES: &str = "32MiB";
 /// Default decoded size of one request to a storage when consecutive buffered writes are
 /// joined. It is well under the usual receiver limits (Mimir 100 MiB, VictoriaMetrics
 /// 32 MiB).
@@ -87,6 +89,8 @@ pub struct IngestConfig {
     pub replica_label: Option<String>,
     /// Group label.
     pub group_label: Option<String>,
+    /// Refuse requests with series that lack the replica label.
+    pub require_ha_labels: bool,
     /// Rings of recent writes for gapless handovers.
     pub handover: HandoverConfig,
 }
@@ -426,14 +430,21 @@ fn ingest(
         let least = expiry + 2 * tick;
         p.check(window >= least, format!("handover-window ({}) must be at least health-expiry plus two health ticks ({}): the new source's data since the old one went silent must still be held when it takes over", humantime::format_duration(window), humantime::format_duration(least)));
     }
+    let replica_label = label(&args.replica_label, &file.replica_label);
+    let require_ha_labels = args.require_ha_labels || file.require_ha_labels.unwrap_or(false);
+    p.check(
+        !require_ha_labels || replica_label.is_some(),
+        "require-ha-labels needs replica-label: without it no series carries the label it requires",
+    );
     Some(IngestConfig {
         listen: listen?,
         limits: Limits {
             max_body_bytes: max_body,
             max_decoded_bytes: max_decoded,
         },
-        replica_label: label(&args.replica_label, &file.replica_label),
+        replica_label,
         group_label: label(&args.group_label, &file.group_label),
+        require_ha_labels,
         handover: HandoverConfig {
             window,
             max_bytes_per_source: handover_max?,
@@ -480,6 +491,16 @@ fn wal(
         DEFAULT_FLUSH_INTERVAL,
         parse_duration,
     );
+    let segment_bytes = setting(
+        p,
+        "buffer-segment-bytes",
+        (&args.buffer_segment_bytes, &None),
+        DEFAULT_BUFFER_SEGMENT_BYTES,
+        |s| match parse_size(s)? {
+            n if n >= 4096 => Ok(n),
+            _ => Err(format!("{s:?} is too small; use at least 4KiB")),
+        },
+    );
     let full_policy = setting(
         p,
         "buffer-full-policy",
@@ -508,6 +529,7 @@ fn wal(
         full_policy: full_policy?,
         durability: durability?,
         flush_interval: flush_interval?,
+        segment_bytes: segment_bytes?,
         compression: compression?,
         quarantine_max_bytes: quarantine_max_bytes?,
         quarantine_max_age: quarantine_max_age?,

@@ -372,3 +372,147 @@ fn the_quarantine_cap_is_an_eighth_of_the_buffer_and_at_most_half() {
     .to_string();
     assert!(err.contains("at most half of buffer-max-bytes"), "{err}");
 }
+
+/// The field names of a struct that derives `Deserialize`: serde hands them to the
+/// deserializer in `deserialize_struct`, which keeps them and stops there.
+fn fields_of<'de, T: serde::Deserialize<'de>>() -> Vec<&'static str> {
+    struct Fields(Vec<&'static str>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.extend_from_slice(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields = Fields(Vec::new());
+    let _ = T::deserialize(&mut fields);
+    fields.0
+}
+
+/// Every field of the config file is in `data/highlander.toml`, in its section, set or
+/// commented out (`# key = ...`): a field added to the code without its documentation
+/// fails here.
+#[test]
+fn the_example_file_documents_every_field() {
+    use super::file::{
+        BasicAuthSection, BufferSection, ClusterSection, EndpointSection, ShipperSection,
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/highlander.toml");
+    let text = std::fs::read_to_string(path).expect("example file");
+    // The example's sections: the lines under each `[name]` / `[[name]]` header, set or
+    // commented out; "" is the top level.
+    let mut sections: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
+    for line in text.lines() {
+        let bare = line.trim_start_matches('#').trim();
+        if bare.starts_with('[') && bare.ends_with(']') && !bare.contains('=') {
+            sections.push((
+                bare.trim_matches(|c| c == '[' || c == ']').to_owned(),
+                Vec::new(),
+            ));
+        } else if let Some((_, lines)) = sections.last_mut() {
+            lines.push(bare.to_owned());
+        }
+    }
+    let documents = |section: &str, field: &str| {
+        sections.iter().any(|(name, lines)| {
+            name == section
+                && lines.iter().any(|l| {
+                    l.split('=').next().is_some_and(|k| k.trim() == field)
+                        || (section == "endpoint"
+                            && l.starts_with("basic_auth")
+                            && l.contains(&format!("{field} ")))
+                })
+        })
+    };
+    let mut missing = Vec::new();
+    let nested = ["cluster", "buffer", "shipper", "endpoint"];
+    for field in fields_of::<FileConfig>() {
+        if !nested.contains(&field) && !documents("", field) {
+            missing.push(field.to_owned());
+        }
+    }
+    for (section, fields) in [
+        ("cluster", fields_of::<ClusterSection>()),
+        ("buffer", fields_of::<BufferSection>()),
+        ("shipper", fields_of::<ShipperSection>()),
+        ("endpoint", fields_of::<EndpointSection>()),
+        ("endpoint", fields_of::<BasicAuthSection>()),
+    ] {
+        assert!(!fields.is_empty(), "no fields found for [{section}]");
+        for field in fields {
+            if !documents(section, field) {
+                missing.push(format!("[{section}] {field}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in data/highlander.toml: {missing:?}"
+    );
+}
+
+/// The values `data/highlander.toml` shows as defaults are the built-in ones: the file
+/// without its "# example" lines and its example `[[endpoint]]` configures exactly what
+/// no file does.
+#[test]
+fn the_example_file_shows_the_built_in_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/highlander.toml");
+    let text = std::fs::read_to_string(path).expect("example file");
+    let defaults: String = text
+        .split("[[endpoint]]")
+        .next()
+        .expect("text before the example endpoint")
+        .lines()
+        .filter(|l| !l.trim_end().ends_with("# example"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file: FileConfig = toml::from_str(&defaults).expect("the defaults parse");
+    let shown = Config::from_parts(&args(&[]), &file).expect("the defaults are valid");
+    let built_in = Config::from_parts(&args(&[]), &FileConfig::default()).expect("valid");
+    assert_eq!(format!("{shown:?}"), format!("{built_in:?}"));
+
+    // The example endpoint's lines that are not examples are an endpoint's defaults.
+    let endpoint: String = text
+        .split("[[endpoint]]")
+        .nth(1)
+        .expect("the example endpoint")
+        .lines()
+        .filter(|l| !l.trim_end().ends_with("# example"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let url = "[[endpoint]]\nurl = \"http://vm:8428/api/v1/write\"\n";
+    let shown: FileConfig = toml::from_str(&format!("{url}{endpoint}")).expect("parses");
+    let bare: FileConfig = toml::from_str(url).expect("parses");
+    let shown = Config::from_parts(&args(&[]), &shown).expect("valid");
+    let bare = Config::from_parts(&args(&[]), &bare).expect("valid");
+    assert_eq!(
+        format!("{:?}", shown.shipper.endpoints),
+        format!("{:?}", bare.shipper.endpoints)
+    );
+}

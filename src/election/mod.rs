@@ -22,7 +22,9 @@
 //!   (highest weight, then most recent write) and pins it. So the old source does not take
 //!   over again by weight.
 //!
-//! Pins and the recent history of every group are kept durably ([`store`]).
+//! Pins and the recent history of every group are kept durably ([`store`]); the history
+//! also holds the handovers the ingest reports, and [`mod@switches`] reads it as a list of
+//! switches.
 //!
 //! # Who decides
 //! The rest of the relay talks to the election through the [`Promotions`] trait.
@@ -31,6 +33,7 @@
 
 pub mod state;
 pub mod store;
+pub mod switches;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +47,7 @@ use crate::clock::Clock;
 use state::ElectionState;
 pub use state::{Change, ElectionError, GroupView, Observation, PinKind, PinView, Reason, Role};
 pub use store::{ElectionStore, HistoryEntry};
+pub use switches::{switches, HandoverStats, Switch, SwitchReason};
 
 /// Writes the seed's log line for an election change.
 pub fn log_change(change: &Change, expiry: Duration) {
@@ -94,6 +98,8 @@ pub fn log_change(change: &Change, expiry: Duration) {
         Change::PinExpired { group, source } => {
             tracing::info!(group = %group, source = %source, "election: pin expired")
         }
+        // The handover and the cluster write their own lines when they happen.
+        Change::Handover { .. } | Change::LeaderChanged { .. } => {}
         Change::Demoted {
             group,
             source,
@@ -130,6 +136,21 @@ pub trait Promotions: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<GroupView, ElectionError>>;
     /// The group's recent election events, newest first.
     fn history(&self, group: &str) -> Vec<HistoryEntry>;
+    /// Records an event the election did not decide (a handover) in its group's history.
+    fn record(&self, change: Change);
+}
+
+/// Records `change` at `now_ms` in `store`, if there is one; a failure is logged.
+pub(crate) fn record_in(store: Option<&ElectionStore>, change: Change, now_ms: u64) {
+    let Some(store) = store else {
+        return;
+    };
+    if let Err(e) = store.record(&HistoryEntry {
+        at_ms: now_ms,
+        change,
+    }) {
+        tracing::error!(error = %e, "election: could not record history");
+    }
 }
 
 /// The standalone election. It decides locally and logs every change. A cheap clone.
@@ -181,14 +202,8 @@ impl Elector {
                     tracing::error!(error = %e, "election: could not remove the expired pin on disk");
                 }
             }
-            let entry = HistoryEntry {
-                at_ms: now_ms,
-                change,
-            };
-            if let Err(e) = store.record(&entry) {
-                tracing::error!(error = %e, "election: could not record history");
-            }
         }
+        record_in(self.store.as_ref(), change, now_ms);
     }
 
     fn save_pin(&self, group: &str, pin: Option<&PinView>) -> Result<(), ElectionError> {
@@ -268,6 +283,10 @@ impl Promotions for Elector {
             .map(|s| s.history(group))
             .unwrap_or_default()
     }
+
+    fn record(&self, change: Change) {
+        record_in(self.store.as_ref(), change, self.clock.now_ms());
+    }
 }
 
 impl Elector {
@@ -319,6 +338,7 @@ mod tests {
         let clock = Arc::new(ManualClock::at(1_000));
         let e = Elector::new(Duration::from_secs(5), clock.clone());
         let w = |source| Observation {
+            protocol: Default::default(),
             group: "default",
             source,
             weight: 0,

@@ -26,6 +26,8 @@ pub struct Observation<'a> {
     /// Newest sample timestamp of the request (ms), if it has samples. It tells how fresh
     /// the source's data is.
     pub data_ts: Option<i64>,
+    /// The Remote-Write version of the request.
+    pub protocol: crate::wire::Version,
 }
 
 /// Whether a write is forwarded.
@@ -97,6 +99,36 @@ pub enum Change {
         /// The source that was pinned.
         source: String,
     },
+    /// `source`'s first forwarded write after its promotion handed the group over from
+    /// `from`: what was backfilled and trimmed. Recorded in the history only; the election
+    /// never decides one.
+    Handover {
+        /// HA group.
+        group: String,
+        /// The new source.
+        source: String,
+        /// The source it took over from.
+        from: String,
+        /// Samples of `source`'s held writes appended before its live write.
+        backfilled: u64,
+        /// Samples dropped as overlap with what `from` forwarded.
+        trimmed: u64,
+        /// Data time between `from`'s newest forwarded sample and `source`'s oldest
+        /// forwarded one (0 when they overlap per series); `None` when either is unknown.
+        gap_ms: Option<u64>,
+        /// How long the handover held its group.
+        took_ms: u64,
+    },
+    /// Cluster: another node leads. Recorded in the history of every group this node
+    /// knows, so that a switch the new leader decides reads as one.
+    LeaderChanged {
+        /// HA group.
+        group: String,
+        /// The node that led before.
+        from: u64,
+        /// The node that leads now.
+        to: u64,
+    },
 }
 
 impl Change {
@@ -111,6 +143,8 @@ impl Change {
             },
             Change::Demoted { .. } => "silent",
             Change::PinExpired { .. } => "pin_expired",
+            Change::Handover { .. } => "handover",
+            Change::LeaderChanged { .. } => "leader_changed",
         }
     }
 
@@ -119,7 +153,9 @@ impl Change {
         match self {
             Change::Promoted { group, .. }
             | Change::Demoted { group, .. }
-            | Change::PinExpired { group, .. } => group,
+            | Change::PinExpired { group, .. }
+            | Change::Handover { group, .. }
+            | Change::LeaderChanged { group, .. } => group,
         }
     }
 }
@@ -168,12 +204,18 @@ pub struct SourceView {
     pub samples_accepted: u64,
     /// Samples dropped as standby.
     pub samples_dropped: u64,
+    /// The Remote-Write version of its latest write: `1.0` or `2.0` (empty from a node
+    /// that does not report it).
+    pub protocol: String,
 }
 
 impl SourceView {
     /// Records one write of this source and what became of it.
     pub fn record(&mut self, obs: &Observation<'_>, role: Role, now_ms: u64) {
         self.weight = obs.weight;
+        if self.protocol != obs.protocol.as_str() {
+            obs.protocol.as_str().clone_into(&mut self.protocol);
+        }
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
         if let Some(ts) = obs.data_ts {
             self.last_data_ts = Some(self.last_data_ts.map_or(ts, |t| t.max(ts)));

@@ -12,7 +12,7 @@ use crate::disk_sync::DiskSync;
 use super::state::{Change, PinView};
 
 /// Entries of history kept per group.
-pub const HISTORY_PER_GROUP: usize = 50;
+pub const HISTORY_PER_GROUP: usize = 100;
 
 /// One election event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

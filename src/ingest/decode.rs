@@ -36,6 +36,45 @@ pub struct Decoded {
     pub group: Option<String>,
     /// What a 2.0 sender is told was written when the write is accepted.
     pub written: Written,
+    /// When the series carry several (replica, group) pairs: one part per pair, in the
+    /// order they first appear. Empty for the usual request of one source.
+    pub parts: Vec<DecodedPart>,
+    /// Series without the configured replica label.
+    pub unlabelled: u32,
+}
+
+/// The series of one (replica, group) pair of a mixed request, stored as 1.0 (the
+/// replica label stripped, when configured).
+#[derive(Debug, Clone)]
+pub struct DecodedPart {
+    /// The snappy-compressed 1.0 request of the part.
+    pub payload: Bytes,
+    /// Its counts and times (receive time left 0 for the caller).
+    pub meta: RecordMeta,
+    /// The replica label's value; `None`: series without it (not HA).
+    pub replica: Option<String>,
+    /// The group label's value, if present.
+    pub group: Option<String>,
+}
+
+/// The parts of a mixed request, from its 1.0 form.
+fn split(raw_v1: &[u8], wanted: Wanted<'_>) -> Result<Vec<DecodedPart>, IngestError> {
+    wire::split_v1(raw_v1, wanted)?
+        .into_iter()
+        .map(|part| {
+            let stripped = match (wanted.replica, part.replica) {
+                (Some(label), Some(_)) => wire::strip_label(&part.raw, label)?,
+                _ => part.raw,
+            };
+            let summary = wire::scan(&stripped, Wanted::default())?;
+            Ok(DecodedPart {
+                payload: compress(&stripped)?,
+                meta: meta_of(&summary),
+                replica: part.replica.map(str::to_owned),
+                group: part.group.map(str::to_owned),
+            })
+        })
+        .collect()
 }
 
 /// Decompresses a snappy block, refusing before allocation when the announced size is over
@@ -117,20 +156,25 @@ fn with_decompressed<T>(
 
 fn validate(raw: &[u8], body: Bytes, wanted: Wanted<'_>) -> Result<Decoded, IngestError> {
     let summary = wire::scan(raw, wanted)?;
-    let meta = meta_of(&summary);
-    let replica = summary.replica.map(str::to_owned);
-    let group = summary.group.map(str::to_owned);
-    let payload = match (summary.replica_seen, wanted.replica) {
-        (true, Some(label)) => compress(&wire::strip_label(raw, label)?)?,
+    // A mixed request is stored as its parts; otherwise as received, or stripped.
+    let parts = if summary.mixed {
+        split(raw, wanted)?
+    } else {
+        Vec::new()
+    };
+    let payload = match (summary.replica_seen, wanted.replica, parts.is_empty()) {
+        (true, Some(label), true) => compress(&wire::strip_label(raw, label)?)?,
         _ => body,
     };
     Ok(Decoded {
         payload,
         protocol: Version::V1,
-        meta,
-        replica,
-        group,
+        meta: meta_of(&summary),
+        replica: summary.replica.map(str::to_owned),
+        group: summary.group.map(str::to_owned),
         written: Written::default(),
+        parts,
+        unlabelled: summary.unlabelled,
     })
 }
 
@@ -146,8 +190,16 @@ fn validate_v2(
         return Err(WireError::ConvertedTooLarge { limit }.into());
     }
     let summary = &scanned.base;
-    let payload = match (summary.replica_seen, wanted.replica) {
-        (true, Some(label)) => compress(&wire::strip_label_v2(raw, label)?)?,
+    // A mixed 2.0 request is split in its 1.0 form: each part has its own series, and
+    // two parts could not share the symbols table without re-encoding it anyway.
+    let parts = if summary.mixed {
+        let (_, v1) = wire::convert_v2(raw, wanted, None, limit)?;
+        split(&v1, wanted)?
+    } else {
+        Vec::new()
+    };
+    let payload = match (summary.replica_seen, wanted.replica, parts.is_empty()) {
+        (true, Some(label), true) => compress(&wire::strip_label_v2(raw, label)?)?,
         _ => body,
     };
     Ok(Decoded {
@@ -161,6 +213,8 @@ fn validate_v2(
             histograms: u64::from(summary.histograms),
             exemplars: u64::from(summary.exemplars),
         },
+        parts,
+        unlabelled: summary.unlabelled,
     })
 }
 

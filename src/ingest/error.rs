@@ -49,6 +49,14 @@ pub enum IngestError {
         /// What is wrong.
         reason: String,
     },
+    /// `--require-ha-labels`: some series lack the replica label.
+    #[error("{series} series without the replica label {label:?} (--require-ha-labels)")]
+    MissingHaLabels {
+        /// How many.
+        series: u32,
+        /// The label.
+        label: String,
+    },
     /// The buffer is full under the `block` policy.
     #[error("buffer full, retry later")]
     Full,
@@ -94,7 +102,8 @@ impl IngestError {
             IngestError::Body(_)
             | IngestError::Snappy(_)
             | IngestError::Wire(_)
-            | IngestError::Param { .. } => StatusCode::BAD_REQUEST,
+            | IngestError::Param { .. }
+            | IngestError::MissingHaLabels { .. } => StatusCode::BAD_REQUEST,
             IngestError::Full
             | IngestError::DiskFull(_)
             | IngestError::NotReady
@@ -114,6 +123,7 @@ impl IngestError {
             IngestError::Snappy(_) => "snappy",
             IngestError::Wire(w) => w.as_label(),
             IngestError::Param { .. } => "query_param",
+            IngestError::MissingHaLabels { .. } => "missing_ha_labels",
             IngestError::Full => "buffer_full",
             IngestError::DiskFull(_) => "disk_full",
             IngestError::NotReady => "not_ready",

@@ -46,6 +46,7 @@ use parking_lot::{Mutex, RawMutex};
 use super::decode::{compress, decompress, meta_of};
 use super::error::IngestError;
 use super::trim::trim;
+use crate::election::Change;
 use crate::metrics::METRICS;
 use crate::wal::{Record, RecordMeta};
 use crate::wire::{self, Version, Wanted};
@@ -446,6 +447,8 @@ impl<'h> GroupGuard<'h> {
             trimmed: 0,
             writes: 0,
             old_writes_read: read_old,
+            old_last_ts: self.state.last_ts,
+            first_ts: None,
             done: false,
         }))
     }
@@ -468,6 +471,10 @@ struct Backfill {
     writes: usize,
     /// Writes of the old source read to learn the cut.
     old_writes_read: usize,
+    /// The newest sample the group forwarded before the handover.
+    old_last_ts: Option<i64>,
+    /// The oldest sample of the new source's first appended write.
+    first_ts: Option<i64>,
     /// Whether it was logged.
     done: bool,
 }
@@ -602,16 +609,42 @@ impl Plan<'_, '_> {
     }
 
     /// Records the outcome once the records were appended (`stored`) or not: the ring
-    /// keeps what was forwarded (the trimmed live write) apart from what was not.
-    pub fn record(self, received: &Held, stored: bool) {
+    /// keeps what was forwarded (the trimmed live write) apart from what was not. Returns
+    /// the handover this write made, for the group's history.
+    pub fn record(self, received: &Held, stored: bool) -> Option<Change> {
         if let Some(b) = self.handover.as_ref().filter(|b| !b.done) {
             tracing::warn!(group = %self.guard.group, from = %b.from, to = %self.source, left = b.pending.len(), "handover: the backfill stopped part way (the append failed); the rest of the held writes is not forwarded");
         }
+        let summary = self.handover.as_ref().filter(|_| stored).map(|b| {
+            let live_ts = self
+                .forwarded
+                .as_ref()
+                .filter(|h| h.has_samples())
+                .map(|h| h.meta.min_ts);
+            // Nothing of the new source forwarded yet although it sent samples: the cut
+            // trimmed them all, so its data reaches back over the old source's end.
+            let overlapped = b.trimmed > 0 || received.has_samples();
+            let gap_ms = match (b.old_last_ts, b.first_ts.or(live_ts)) {
+                (Some(old), Some(new)) => Some(new.saturating_sub(old).max(0) as u64),
+                (Some(_), None) if overlapped => Some(0),
+                _ => None,
+            };
+            Change::Handover {
+                group: self.guard.group.to_owned(),
+                source: self.source.to_owned(),
+                from: b.from.clone(),
+                backfilled: b.backfilled,
+                trimmed: b.trimmed,
+                gap_ms,
+                took_ms: self.started.elapsed().as_millis() as u64,
+            }
+        });
         let (source, forwarded) = (self.source, self.forwarded.filter(|_| stored));
         match forwarded {
             Some(live) => self.guard.hold(source, &live, true),
             None => self.guard.hold(source, received, false),
         }
+        summary
     }
 }
 
@@ -646,6 +679,9 @@ fn backfill_one(
         cut.advance(&decoded)?;
     }
     b.writes += 1;
+    if kept.has_samples() {
+        b.first_ts.get_or_insert(kept.meta.min_ts);
+    }
     Ok(Some(kept))
 }
 

@@ -3,6 +3,10 @@
 //! Source: `highlander_source` → the configured replica label's value → the peer IP (never
 //! IP:port: Prometheus opens many connections). Group: `highlander_group` → the configured
 //! group label's value → `default`. Weight: `highlander_weight`, a u64, default 0.
+//!
+//! A request whose series carry several (replica, group) label pairs is split, and each
+//! part's own label values come first: the query parameters then only fill in what the
+//! part's labels do not name (see `server::accept_parts`).
 
 use std::net::IpAddr;
 

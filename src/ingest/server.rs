@@ -35,6 +35,8 @@ pub struct Ingest {
     pub replica_label: Option<Arc<str>>,
     /// Label naming the HA group, if configured.
     pub group_label: Option<Arc<str>>,
+    /// Refuse requests with series that lack the replica label.
+    pub require_ha_labels: bool,
     /// False while starting or shutting down: writes get 503.
     pub ready: Arc<AtomicBool>,
     /// Receive times.
@@ -195,20 +197,49 @@ async fn accept(
     };
     let bytes = body.len() as u64;
     let decoded = decode::decode(body, ingest.limits, wanted, version)?;
+    if ingest.require_ha_labels && decoded.unlabelled > 0 {
+        return Err(IngestError::MissingHaLabels {
+            series: decoded.unlabelled,
+            label: ingest
+                .replica_label
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    let peer = req.peer_addr().map(|a| a.ip());
+    let (accepted, durable) = if decoded.parts.is_empty() {
+        accept_one(ingest, &params, peer, decoded, version, bytes)?
+    } else {
+        accept_parts(ingest, &params, peer, decoded, version, bytes)?
+    };
+    drop(writing);
+    if let Some(seq) = durable {
+        ingest.wal.wait_durable(seq).await?;
+    }
+    Ok(accepted)
+}
+
+/// The usual request, of one source: observed, and stored or dropped whole. Returns the
+/// answer and the sequence to wait for before it.
+fn accept_one(
+    ingest: &Ingest,
+    params: &Params,
+    peer: Option<std::net::IpAddr>,
+    decoded: decode::Decoded,
+    version: Version,
+    bytes: u64,
+) -> Result<(Accepted, Option<u64>), IngestError> {
     let samples = u64::from(decoded.meta.samples) + u64::from(decoded.meta.histograms);
-    let source = identity::source(
-        &params,
-        decoded.replica.as_deref(),
-        req.peer_addr().map(|a| a.ip()),
-    );
-    let group = identity::group(&params, decoded.group.as_deref());
-    let has_samples = decoded.meta.samples + decoded.meta.histograms > 0;
+    let source = identity::source(params, decoded.replica.as_deref(), peer);
+    let group = identity::group(params, decoded.group.as_deref());
     let observation = Observation {
         group: &group,
         source: &source,
         weight: params.weight,
         samples,
-        data_ts: has_samples.then_some(decoded.meta.max_ts),
+        data_ts: (samples > 0).then_some(decoded.meta.max_ts),
+        protocol: version,
     };
     let mut meta = decoded.meta;
     meta.received_ms = ingest.clock.now_ms();
@@ -217,22 +248,88 @@ async fn accept(
         meta,
         protocol: decoded.protocol,
     };
-    let written = decoded.written;
-    let accepted = |outcome| Accepted {
+    let (outcome, durable) = match settle(ingest, observation, held)? {
+        Settled::Standby => (Outcome::Dropped, None),
+        Settled::Appended(seq) => (Outcome::Stored, seq),
+    };
+    let accepted = Accepted {
         outcome,
         samples,
         bytes,
-        written,
+        written: decoded.written,
     };
-    let appended = match settle(ingest, observation, held)? {
-        Settled::Standby => return Ok(accepted(Outcome::Dropped)),
-        Settled::Appended(seq) => seq,
-    };
-    drop(writing);
-    if let Some(seq) = appended {
-        ingest.wal.wait_durable(seq).await?;
+    Ok((accepted, durable))
+}
+
+/// A request whose series carry several (replica, group) pairs: each pair is observed,
+/// held and stored (or dropped) as if it had come alone, with its own handover ring.
+/// A part's labels name its source and group; the query parameters fill in what they do
+/// not name. Series without the replica label are stored as they are, not deduplicated.
+/// Returns the answer and the sequence to wait for before it. A part refused on the way
+/// (no leader in a cluster) refuses the request: the sender retries it whole, and the
+/// parts stored before it are stored again (at least once).
+fn accept_parts(
+    ingest: &Ingest,
+    params: &Params,
+    peer: Option<std::net::IpAddr>,
+    decoded: decode::Decoded,
+    version: Version,
+    bytes: u64,
+) -> Result<(Accepted, Option<u64>), IngestError> {
+    let m = &METRICS.ingest;
+    m.split_requests.inc();
+    m.split_parts.inc_by(decoded.parts.len() as u64);
+    m.non_ha_series.inc_by(u64::from(decoded.unlabelled));
+    let now = ingest.clock.now_ms();
+    let (mut stored, mut last_seq, mut samples) = (false, None, 0);
+    for part in decoded.parts {
+        let mut meta = part.meta;
+        meta.received_ms = now;
+        let carried = u64::from(meta.samples) + u64::from(meta.histograms);
+        samples += carried;
+        let group = identity::group(params, part.group.as_deref());
+        let held = Held {
+            payload: part.payload,
+            meta,
+            protocol: Version::V1,
+        };
+        let Some(replica) = part.replica else {
+            let record = crate::wal::Record {
+                group,
+                source: identity::source(params, None, peer),
+                meta: held.meta,
+                payload: held.payload,
+                protocol: held.protocol,
+            };
+            last_seq = last_seq.max(Some(ingest.wal.insert_all(&[record])?));
+            stored = true;
+            continue;
+        };
+        let observation = Observation {
+            group: &group,
+            source: &replica,
+            weight: params.weight,
+            samples: carried,
+            data_ts: (carried > 0).then_some(meta.max_ts),
+            protocol: version,
+        };
+        if let Settled::Appended(seq) = settle(ingest, observation, held)? {
+            stored = true;
+            last_seq = last_seq.max(seq);
+        }
     }
-    Ok(accepted(Outcome::Stored))
+    let outcome = if stored {
+        Outcome::Stored
+    } else {
+        Outcome::Dropped
+    };
+    let accepted = Accepted {
+        outcome,
+        samples,
+        bytes,
+        written: decoded.written,
+    };
+    Ok((accepted, last_seq))
 }
 
 /// A write's final role, decided under its group's lock.
@@ -279,7 +376,12 @@ fn settle(ingest: &Ingest, obs: Observation<'_>, held: Held) -> Result<Settled, 
             }
         }
     }
-    plan.record(&held, appended.is_ok());
+    let handover = plan.record(&held, appended.is_ok());
+    drop(guard);
+    // Out of the group's lock: the history is written (and synced) to disk.
+    if let Some(change) = handover {
+        ingest.promotions.record(change);
+    }
     Ok(Settled::Appended(appended?))
 }
 

@@ -1,10 +1,16 @@
 //! One storage endpoint's HTTP client: the Remote-Write request headers in one place,
 //! authentication, timeouts and TLS.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT,
 };
@@ -164,6 +170,7 @@ impl EndpointClient {
 
     /// Sends one snappy-compressed request of `version` and classifies the outcome.
     pub async fn send(&self, payload: Bytes, version: Version) -> Verdict {
+        let sent = Arc::new(AtomicBool::new(false));
         let request = self
             .http
             .post(self.url.clone())
@@ -172,7 +179,7 @@ impl EndpointClient {
                 "X-Prometheus-Remote-Write-Version",
                 version.version_header(),
             )
-            .body(payload);
+            .body(reqwest::Body::wrap(Payload::new(payload, sent.clone())));
         let request = match &self.auth {
             Auth::None => request,
             Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
@@ -183,6 +190,18 @@ impl EndpointClient {
             Err(e) => return classify_error(&e),
         };
         let status = resp.status().as_u16();
+        if resp.status().is_success() && !sent.load(Ordering::Acquire) {
+            // A storage that has not read the whole request cannot have stored it (a
+            // storage or proxy that answers first and reads later would lose it). An
+            // early refusal is a refusal, so this only looks at 2xx.
+            return Verdict::Retry {
+                status: None,
+                reason: format!(
+                    "HTTP {status} before the whole request was sent: the storage cannot have read it; sending it again"
+                ),
+                after: None,
+            };
+        }
         if version == Version::V2 {
             if let Some(not_v2) = not_read_as_v2(status, resp.headers()) {
                 return not_v2;
@@ -198,6 +217,58 @@ impl EndpointClient {
             .map(str::to_owned);
         let body = resp.text().await.unwrap_or_default();
         classify_status(status, retry_after.as_deref(), &body)
+    }
+}
+
+/// The body of one request: the payload in slices of this size. So the body is taken by
+/// the connection a slice at a time, as the socket drains, and the last slice is taken only
+/// once the rest has been written out (up to the HTTP client's and the kernel's buffers).
+const BODY_SLICE: usize = 64 << 10;
+
+/// A request body that records when its last byte was handed to the connection. An answer
+/// that comes before then answers a request the storage cannot have read whole. Slicing
+/// [`Bytes`] copies nothing.
+struct Payload {
+    rest: Bytes,
+    sent: Arc<AtomicBool>,
+}
+
+impl Payload {
+    fn new(payload: Bytes, sent: Arc<AtomicBool>) -> Payload {
+        sent.store(payload.is_empty(), Ordering::Release);
+        Payload {
+            rest: payload,
+            sent,
+        }
+    }
+}
+
+impl http_body::Body for Payload {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(BODY_SLICE);
+        let slice = self.rest.split_to(n);
+        if self.rest.is_empty() {
+            self.sent.store(true, Ordering::Release);
+        }
+        Poll::Ready(Some(Ok(Frame::data(slice))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Exact, so the request carries a Content-Length, as with a plain byte body.
+        SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 

@@ -69,6 +69,9 @@ pub(super) struct Inner {
     appended: watch::Sender<u64>,
     /// The group commit.
     pub(super) flusher: Arc<Flusher>,
+    /// Recovery found buffered records but no cursor: new cursors start at the oldest
+    /// record, whatever the configured start.
+    state_lost: bool,
     /// Whether new records are stored compact.
     pub(super) compact: super::compact::Compact,
     /// A cursor moved: records may be ready to delete.
@@ -127,7 +130,14 @@ impl Wal {
             .cache_capacity(SLED_CACHE)
             .flush_every_ms(Some(SLED_FLUSH_MS))
             .segment_size(SEGMENT_SIZE)
-            .open()?;
+            .open()
+            .map_err(|source| match source {
+                sled::Error::Corruption { .. } => WalError::StateDamaged {
+                    dir: config.dir.display().to_string(),
+                    source,
+                },
+                other => WalError::Storage(other),
+            })?;
         let sync = DiskSync::open(&config.dir)?;
         let cursors = db.open_tree("cursors")?;
         let meta = db.open_tree("meta")?;
@@ -139,12 +149,32 @@ impl Wal {
             next_seq,
             bytes,
             damaged,
-        } = recover(&config.dir.join(SEGMENTS_DIR), &meta, &sync, &db)?;
+        } = recover(
+            &config.dir.join(SEGMENTS_DIR),
+            config.segment_bytes,
+            &meta,
+            &sync,
+            &db,
+        )?;
         let mut cursor_map = BTreeMap::new();
         for item in cursors.iter() {
             let (k, v) = item?;
             let name = String::from_utf8_lossy(&k).into_owned();
             cursor_map.insert(name, seq_of(&v).unwrap_or(first_seq).min(next_seq));
+        }
+        // Every configured endpoint's cursor is on disk before the first write is taken
+        // (`register_endpoints`). So buffered records without any cursor mean that sled's
+        // database lost its contents (damaged or deleted files): the endpoints' positions
+        // are unknown, and starting them at the newest record would skip every buffered
+        // write. They start at the oldest instead: what a storage already took is sent
+        // again, nothing is lost.
+        let state_lost = cursor_map.is_empty() && index.iter().any(|e| e.len > 0);
+        if state_lost {
+            tracing::error!(
+                dir = %config.dir.display(),
+                records = index.len(),
+                "wal: the buffer's state database has no cursor although records are buffered (its files were damaged or deleted); every storage starts at the oldest buffered record and receives again what it already took; the quarantine is lost"
+            );
         }
         tracing::info!(
             dir = %config.dir.display(),
@@ -179,6 +209,7 @@ impl Wal {
                 }),
                 appended,
                 flusher: Arc::new(Flusher::new(next_seq)),
+                state_lost,
                 compact,
                 cursor_moved: Notify::new(),
                 clock,
@@ -380,6 +411,7 @@ impl Wal {
                 continue;
             }
             let at = match start {
+                _ if self.inner.state_lost => log.first_seq,
                 StartAt::Newest => log.next_seq,
                 StartAt::Oldest => log.first_seq,
             };
@@ -556,4 +588,64 @@ impl Inner {
 /// The `meta` key of an endpoint's settled protocol.
 fn protocol_key(endpoint: &str) -> Vec<u8> {
     format!("protocol/{endpoint}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wal::record::tests::snappy_record;
+    use crate::wal::{Durability, StartAt, Wal, WalConfig};
+
+    fn open(dir: &std::path::Path) -> Wal {
+        Wal::open(WalConfig {
+            durability: Durability::None,
+            ..WalConfig::for_tests(dir)
+        })
+        .expect("open wal")
+    }
+
+    /// Three buffered records for endpoint `vm`, its cursor at 0, then the WAL closed.
+    fn three_buffered(dir: &std::path::Path) {
+        let wal = open(dir);
+        wal.register_endpoints(&["vm".to_owned()], StartAt::Newest)
+            .expect("register");
+        for _ in 0..3 {
+            wal.insert_all(std::slice::from_ref(&snappy_record()))
+                .expect("insert");
+        }
+        wal.flush_blocking().expect("flush");
+    }
+
+    #[test]
+    fn records_without_any_cursor_start_every_endpoint_at_the_oldest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        three_buffered(dir.path());
+        // sled's files gone: the segments stay.
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.file_name().is_some_and(|n| n == "segments") {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("remove");
+            } else {
+                std::fs::remove_file(&path).expect("remove");
+            }
+        }
+        let wal = open(dir.path());
+        wal.register_endpoints(&["vm".to_owned()], StartAt::Newest)
+            .expect("register");
+        assert_eq!(wal.cursor("vm").expect("cursor"), 0, "every record again");
+        assert_eq!(wal.read_blocking(0, 10, usize::MAX).expect("read").len(), 3);
+    }
+
+    #[test]
+    fn a_new_endpoint_beside_a_kept_cursor_starts_where_configured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        three_buffered(dir.path());
+        let wal = open(dir.path());
+        wal.register_endpoints(&["vm".to_owned(), "new".to_owned()], StartAt::Newest)
+            .expect("register");
+        assert_eq!(wal.cursor("vm").expect("cursor"), 0);
+        assert_eq!(wal.cursor("new").expect("cursor"), 3, "at the newest");
+    }
 }

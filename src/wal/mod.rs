@@ -172,6 +172,8 @@ pub struct WalConfig {
     pub durability: Durability,
     /// Flush period in `batch` mode.
     pub flush_interval: Duration,
+    /// A segment file is closed for appends once it holds this many bytes.
+    pub segment_bytes: u64,
     /// When records are stored compressed.
     pub compression: Compression,
     /// Cap on the quarantine's bytes; they count against `max_bytes`.
@@ -191,6 +193,7 @@ impl WalConfig {
             full_policy: FullPolicy::Block,
             durability: Durability::Sync,
             flush_interval: Duration::from_millis(100),
+            segment_bytes: segments::SEGMENT_BYTES,
             compression: Compression::Auto,
             quarantine_max_bytes: 1 << 28,
             quarantine_max_age: Duration::from_secs(7 * 86_400),
@@ -212,6 +215,16 @@ pub enum WalError {
     /// sled failed.
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// sled could not open the buffer's state database (cursors, floor, quarantine): its
+    /// files are damaged. The records are in the segments and are kept; the operator moves
+    /// the database aside and the next start sends every buffered record again.
+    #[error("its state database in {dir} is damaged ({source}); the buffered records in {dir}/segments are kept: move {dir}/db and {dir}/conf aside and start again, and every storage receives the buffered records again")]
+    StateDamaged {
+        /// The WAL's directory.
+        dir: String,
+        /// What sled said.
+        source: sled::Error,
+    },
     /// The buffer's disk is full or nearly full. Appends are refused until space is freed.
     #[error("disk nearly full ({0}), retry later")]
     DiskFull(String),
@@ -257,3 +270,5 @@ impl From<std::io::Error> for WalError {
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod power_cut_tests;

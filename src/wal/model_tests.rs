@@ -392,8 +392,12 @@ fn a_move_cut_short_by_a_crash_goes_on_where_it_stopped() {
     );
     {
         // The first three were moved when the crash came.
-        let (segments, _, _) =
-            super::segments::Segments::open(&dir.path().join("segments"), 0).expect("segments");
+        let (segments, _, _) = super::segments::Segments::open(
+            &dir.path().join("segments"),
+            0,
+            super::segments::SEGMENT_BYTES,
+        )
+        .expect("segments");
         for (i, r) in records[..3].iter().enumerate() {
             segments.append(i as u64, &r.encode()).expect("append");
         }

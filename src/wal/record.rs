@@ -324,7 +324,7 @@ impl Reader<'_> {
 pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Record {
+    pub(crate) fn sample() -> Record {
         Record {
             group: "eu-1".into(),
             source: "prom-a".into(),

@@ -37,18 +37,19 @@ pub(super) struct Recovered {
 /// Opens the segments in `dir` and indexes the buffered records.
 pub(super) fn recover(
     dir: &Path,
+    segment_bytes: u64,
     meta: &sled::Tree,
     sync: &DiskSync,
     db: &sled::Db,
 ) -> Result<Recovered, WalError> {
     let floor = meta.get(FIRST_SEQ)?.and_then(|v| seq_of(&v)).unwrap_or(0);
-    let (mut segments, mut found, damage) = Segments::open(dir, floor)?;
+    let (mut segments, mut found, damage) = Segments::open(dir, floor, segment_bytes)?;
     let mut damaged = report(&damage);
     if super::migrate::from_sled(db, sync, &segments, floor)? > 0 {
         // Read back what was moved, as any other start does.
         drop(segments);
         let damage;
-        (segments, found, damage) = Segments::open(dir, floor)?;
+        (segments, found, damage) = Segments::open(dir, floor, segment_bytes)?;
         damaged += report(&damage);
     }
 

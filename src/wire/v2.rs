@@ -246,7 +246,10 @@ fn labels<'a>(
             len: refs.len(),
         });
     }
-    let mut rules = LabelRules { index, prev: None };
+    let mut rules = LabelRules {
+        index,
+        ..LabelRules::default()
+    };
     let mut bound = 0;
     for pair in refs.chunks_exact(2) {
         let name = symbol(&out.symbols, pair[0], index, "label name")?;
@@ -257,6 +260,7 @@ fn labels<'a>(
     if rules.prev.is_none() {
         return Err(WireError::EmptyLabelSet { series: index });
     }
+    out.base.see_pair(&rules, wanted);
     Ok(bound)
 }
 

@@ -99,12 +99,7 @@ impl Scenario {
             tmp,
         };
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peers = ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let peers = super::peers(&ports);
         let remote_write = format!("{}/api/v1/write", s.vm_url);
         let expiry = format!("{}s", HEALTH_EXPIRY.as_secs());
         let handover_window = format!("{}s", HANDOVER_WINDOW.as_secs());

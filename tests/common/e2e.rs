@@ -78,6 +78,11 @@ impl Servers {
         self.path("victoria-metrics")
     }
 
+    /// The vmagent binary (Debian package `victoria-metrics`).
+    pub fn vmagent(self) -> String {
+        self.path("vmagent")
+    }
+
     /// Fails the test, clearly, when a binary is missing.
     pub fn require(self) {
         match self {
@@ -86,7 +91,7 @@ impl Servers {
                 require_binary(&self.victoria_metrics(), "victoria-metrics");
             }
             Servers::Sid => {
-                for path in [self.prometheus(), self.victoria_metrics()] {
+                for path in [self.prometheus(), self.victoria_metrics(), self.vmagent()] {
                     assert!(
                         Path::new(&path).is_file(),
                         "{path} is missing: this end-to-end test needs Debian sid's server \
@@ -392,12 +397,18 @@ pub struct E2e {
     pub labels: Labels,
     /// What the replicas send; set before they start.
     pub protocol: Protocol,
+    /// A vmagent between the replicas and highlander, when started: the replicas write
+    /// to it and it forwards both in one stream.
+    pub agent: Option<(Proc, String)>,
 }
 
 impl Drop for E2e {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("===== highlander log =====\n{}", self.node.log());
+            if let Some((agent, _)) = &self.agent {
+                eprintln!("===== vmagent log (tail) =====\n{}", agent.log_tail(80));
+            }
             eprintln!(
                 "===== victoria-metrics log (tail) =====\n{}",
                 self.vm.log_tail(80)
@@ -477,11 +488,47 @@ impl E2e {
             servers,
             labels,
             protocol: Protocol::V1,
+            agent: None,
         }
     }
 
-    /// The write URL of a replica: its name as `highlander_source`, and its weight.
+    /// Starts a vmagent that forwards everything it receives to highlander, with no query
+    /// parameters: highlander must tell the replicas apart by their labels in one stream.
+    pub async fn start_agent(&mut self) {
+        let port = free_port();
+        let dir = self.tmp.path().join("vmagent");
+        let mut agent = Proc::spawn(
+            "vmagent",
+            &self.servers.vmagent(),
+            vec![
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                format!("-remoteWrite.url={}", self.node.write_url("")),
+                format!("-remoteWrite.tmpDataPath={}", dir.display()),
+                "-remoteWrite.forcePromProto".into(),
+                // One queue: every push of the replicas goes into the same pending block,
+                // flushed each second, so each request carries both replicas' series.
+                "-remoteWrite.queues=1".into(),
+                "-remoteWrite.flushInterval=1s".into(),
+                "-loggerLevel=WARN".into(),
+            ],
+            self.tmp.path().join("vmagent.log"),
+        );
+        agent
+            .wait_http_ok(
+                &self.client,
+                &format!("http://127.0.0.1:{port}/health"),
+                Duration::from_secs(30),
+            )
+            .await;
+        self.agent = Some((agent, format!("http://127.0.0.1:{port}/api/v1/write")));
+    }
+
+    /// The write URL of a replica: its name as `highlander_source`, and its weight; or
+    /// the agent's, when one forwards for the replicas.
     fn write_url(&self, name: &str, weight: u64) -> String {
+        if let Some((_, url)) = &self.agent {
+            return url.clone();
+        }
         self.node.write_url(&format!(
             "highlander_weight={weight}&highlander_source={name}"
         ))

@@ -198,11 +198,44 @@ impl Node {
         self.wait_ready().await;
     }
 
+    /// Starts the process again on the same ports and data dir, and waits until it is
+    /// ready or has exited: `Err` with its exit status when it refused to start.
+    pub async fn try_restart(&mut self) -> Result<(), std::process::ExitStatus> {
+        self.kill9();
+        self.spawn();
+        let url = format!("http://{}/readyz", self.admin);
+        let client = http();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(status);
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "highlander neither ready nor exited after 30s:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts the process again on the same ports and data dir (after SIGKILL).
     pub async fn restart(&mut self) {
         self.kill9();
         self.spawn();
         self.wait_ready().await;
+    }
+
+    /// Adds flags for the next start.
+    pub fn add_args(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
     }
 
     /// Everything the process logged.
@@ -263,10 +296,53 @@ impl Node {
     }
 }
 
+/// `--peers` for a cluster of nodes 1, 2, 3… on these loopback raft ports.
+pub fn peers(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Drop for Node {
+    /// Kills the node, then checks that no secret it was given reached its log: every test
+    /// that starts a node with a token or a secret checks it this way.
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            return;
+        }
+        let log = self.log();
+        for secret in secrets_of(&self.args) {
+            assert!(
+                !log.contains(&secret),
+                "a secret given to the node is in its log: {secret:?}"
+            );
+        }
     }
+}
+
+/// The secrets among a node's flags: the values of the token and secret flags, and the
+/// contents of the files the `-file` flags name (short values are left out: they would
+/// match by chance).
+fn secrets_of(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for pair in args.windows(2) {
+        let value = match pair[0].as_str() {
+            "--admin-token" | "--cluster-secret" => pair[1].clone(),
+            "--admin-token-file" | "--cluster-secret-file" => std::fs::read_to_string(&pair[1])
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            _ => continue,
+        };
+        if value.len() >= 8 {
+            out.push(value);
+        }
+    }
+    out
 }
 
 /// How the in-test storage answers.
@@ -311,6 +387,9 @@ pub struct Received {
     pub requests: Vec<WriteRequest>,
     /// When each accepted request arrived (same order as `requests`).
     pub arrivals: Vec<Instant>,
+    /// The URL path of each accepted request (same order as `requests`): tells apart
+    /// senders given different paths to the same sink.
+    pub paths: Vec<String>,
     /// Every request's headers (accepted or not), lower-case names.
     pub headers: Vec<BTreeMap<String, String>>,
     /// When every request (accepted or not) was looked at, in order.
@@ -437,6 +516,7 @@ async fn receive(
             s.protocols.push(if is_v2 { "2.0" } else { "1.0" });
             s.requests.push(wr);
             s.arrivals.push(Instant::now());
+            s.paths.push(req.path().to_owned());
             resp.finish()
         }
     }

@@ -75,23 +75,49 @@ fn history_row(h: &HistoryEntry, now: u64) -> Vec<String> {
             weight,
             reason,
             ..
-        } => ("promoted", source, Some(*weight), why_promoted(reason)),
+        } => (
+            "promoted",
+            source.clone(),
+            Some(*weight),
+            why_promoted(reason),
+        ),
         Change::Demoted {
             source, silent_ms, ..
         } => (
             "demoted",
-            source,
+            source.clone(),
             None,
             format!("no data for {}", millis(*silent_ms)),
         ),
-        Change::PinExpired { source, .. } => {
-            ("pin expired", source, None, "the pin expired".to_owned())
-        }
+        Change::PinExpired { source, .. } => (
+            "pin expired",
+            source.clone(),
+            None,
+            "the pin expired".to_owned(),
+        ),
+        Change::Handover {
+            source,
+            from,
+            backfilled,
+            trimmed,
+            ..
+        } => (
+            "handover",
+            source.clone(),
+            None,
+            format!("from {from}: backfilled {backfilled} samples, trimmed {trimmed}"),
+        ),
+        Change::LeaderChanged { from, to, .. } => (
+            "leader changed",
+            "-".to_owned(),
+            None,
+            format!("node {to} leads (was node {from})"),
+        ),
     };
     vec![
         ago_at(h.at_ms, now),
         change.to_owned(),
-        source.clone(),
+        source,
         weight.map_or_else(String::new, |w| w.to_string()),
         why,
     ]
@@ -122,6 +148,7 @@ pub fn group(g: &api::Group, now: u64) -> String {
         ("REQUESTS DROPPED", Align::Right),
         ("SAMPLES OK", Align::Right),
         ("SAMPLES DROPPED", Align::Right),
+        ("PROTOCOL", Align::Left),
     ]);
     let promoted_source = g.view.promoted.as_ref().map(|p| p.source.as_str());
     for (name, s) in &g.view.sources {
@@ -139,6 +166,11 @@ pub fn group(g: &api::Group, now: u64) -> String {
             s.requests_dropped.to_string(),
             s.samples_accepted.to_string(),
             s.samples_dropped.to_string(),
+            if s.protocol.is_empty() {
+                "-".to_owned()
+            } else {
+                s.protocol.clone()
+            },
         ]);
     }
     out.push('\n');
@@ -158,6 +190,70 @@ pub fn group(g: &api::Group, now: u64) -> String {
         out.push_str(&h.render());
     }
     out
+}
+
+/// `groups --history` of every group: the answers of each group's history call.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Histories {
+    /// One per group.
+    pub histories: Vec<api::GroupHistory>,
+}
+
+/// Every group's switches, one table per group.
+pub fn histories(h: &Histories, now: u64) -> String {
+    if h.histories.is_empty() {
+        return "no group has written yet\n".to_owned();
+    }
+    let parts: Vec<String> = h
+        .histories
+        .iter()
+        .map(|g| format!("group {}\n{}", g.group, history(g, now)))
+        .collect();
+    parts.join("\n")
+}
+
+/// `GET /api/v1/groups/{group}/history`: the switches, newest first.
+pub fn history(h: &api::GroupHistory, now: u64) -> String {
+    if h.switches.is_empty() {
+        return "no switch recorded\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("WHEN", Align::Left),
+        ("FROM", Align::Left),
+        ("TO", Align::Left),
+        ("REASON", Align::Left),
+        ("BACKFILLED", Align::Right),
+        ("TRIMMED", Align::Right),
+        ("GAP", Align::Right),
+        ("TOOK", Align::Right),
+    ]);
+    for s in &h.switches {
+        let reason = match s.silent_ms {
+            Some(silent) => format!("{} ({} silent)", s.reason.words(), millis(silent)),
+            None => s.reason.words().to_owned(),
+        };
+        let (backfilled, trimmed, gap, took) = match &s.handover {
+            Some(h) => (
+                h.backfilled.to_string(),
+                h.trimmed.to_string(),
+                h.gap_ms.map_or_else(|| "-".to_owned(), millis),
+                millis(h.took_ms),
+            ),
+            None => Default::default(),
+        };
+        t.row(vec![
+            ago_at(s.at_ms, now),
+            s.from.clone().unwrap_or_else(|| "-".to_owned()),
+            s.to.clone(),
+            reason,
+            backfilled,
+            trimmed,
+            gap,
+            took,
+        ]);
+    }
+    t.render()
 }
 
 /// The answer of `pin` and `failover` (the group after the change).

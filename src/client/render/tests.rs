@@ -95,3 +95,27 @@ fn reads_an_answer_with_unknown_and_missing_fields() {
     assert!(out.contains("oldest       -\n"), "{out}");
     assert!(out.contains("lts       idle   0/0"), "{out}");
 }
+
+#[test]
+fn renders_the_switches_with_their_handovers() {
+    let v = json!({"group": "default", "switches": [
+        {"at_ms": NOW - 20_000, "from": "a", "to": "b", "weight": 5, "reason": "expiry",
+         "silent_ms": 5_000, "handover": {"at_ms": NOW - 19_000, "backfilled": 4_000,
+         "trimmed": 120, "gap_ms": 1_000, "took_ms": 3}},
+        {"at_ms": NOW - 60_000, "from": null, "to": "a", "weight": 10, "reason": "first_source"}
+    ]});
+    let out = history(&read(v), NOW);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("WHEN"), "{out}");
+    assert!(lines[0].contains("FROM  TO  REASON"), "{out}");
+    assert!(
+        lines[1].contains("a     b   expiry (5s silent)")
+            && lines[1].contains("4000")
+            && lines[1].contains("120")
+            && lines[1].contains("1s"),
+        "{out}"
+    );
+    assert!(lines[2].contains("-     a   first source"), "{out}");
+    let none = history(&read(json!({"group": "g"})), NOW);
+    assert_eq!(none, "no switch recorded\n");
+}

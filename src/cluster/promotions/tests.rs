@@ -207,6 +207,7 @@ fn an_operator_pin_is_unconditional_and_its_promotion_expects_the_pin() {
 fn a_write_is_forwarded_only_from_the_committed_promoted_source() {
     let state = committed(&[promote("a", 1, 1_000)]);
     let obs = |group, source| Observation {
+        protocol: Default::default(),
         group,
         source,
         weight: 1,
@@ -222,6 +223,7 @@ fn a_write_is_forwarded_only_from_the_committed_promoted_source() {
 fn a_node_forgets_sources_silent_for_the_forget_window() {
     let mut local = LocalView::default();
     let obs = |source| Observation {
+        protocol: Default::default(),
         group: "g",
         source,
         weight: 1,

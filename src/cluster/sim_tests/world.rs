@@ -344,6 +344,7 @@ impl Sim {
                     continue;
                 }
                 let obs = Observation {
+                    protocol: Default::default(),
                     group: &s.group,
                     source: &s.name,
                     weight: s.weight,

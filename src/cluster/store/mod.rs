@@ -36,6 +36,15 @@ pub enum OpenError {
         /// What sled said.
         source: sled::Error,
     },
+    /// sled found the raft database damaged. Its vote and log cannot be trusted, so the
+    /// node must leave the cluster and join again with an empty one.
+    #[error("the raft database in {dir} is damaged ({source}); this node must not rejoin with it: run `highlander cluster remove <this node's id>` on a member, delete {dir} and the raft-member file beside it, start this node with --join and add it again with `highlander cluster add`")]
+    Damaged {
+        /// The database directory.
+        dir: String,
+        /// What sled said.
+        source: sled::Error,
+    },
     /// The stored state machine or snapshot cannot be read.
     #[error("cannot load the raft state machine: {0}")]
     State(#[source] Box<crate::cluster::types::StorageError>),
@@ -59,7 +68,13 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
         .path(dir)
         .cache_capacity(8 << 20)
         .open()
-        .map_err(sled_err)?;
+        .map_err(|source| match source {
+            sled::Error::Corruption { .. } => OpenError::Damaged {
+                dir: dir.display().to_string(),
+                source,
+            },
+            other => sled_err(other),
+        })?;
     let sync = Arc::new(DiskSync::open(dir).map_err(|e| sled_err(e.into()))?);
     let log = LogStore::open(&db, sync.clone()).map_err(sled_err)?;
     let sm = StateMachineStore::open(&db, sync)?;

@@ -4,6 +4,7 @@ use super::*;
 
 fn obs<'a>(source: &'a str, weight: u64) -> Observation<'a> {
     Observation {
+        protocol: Default::default(),
         group: "g",
         source,
         weight,
@@ -116,6 +117,7 @@ fn without_a_live_standby_the_next_writer_is_promoted() {
 #[test]
 fn expiry_prefers_the_heaviest_then_the_freshest_live_standby() {
     let data = |source: &'static str, weight, ts| Observation {
+        protocol: Default::default(),
         group: "g",
         source,
         weight,
@@ -147,6 +149,7 @@ fn writes_keep_the_promoted_source_alive() {
 fn groups_are_independent() {
     let mut s = ElectionState::new(5_000);
     let a = Observation {
+        protocol: Default::default(),
         group: "eu",
         source: "a",
         weight: 1,
@@ -154,6 +157,7 @@ fn groups_are_independent() {
         data_ts: None,
     };
     let b = Observation {
+        protocol: Default::default(),
         group: "us",
         source: "b",
         weight: 1,

@@ -21,6 +21,7 @@ fn ingest(dir: &std::path::Path) -> Ingest {
         },
         replica_label: None,
         group_label: None,
+        require_ha_labels: false,
         ready: Arc::new(AtomicBool::new(true)),
         clock,
         handover: Handover::open(
@@ -53,6 +54,7 @@ fn write_of(name: &str, ts: i64) -> Held {
 /// Settles a write of `source` with `weight`, as the ingest does once it is decoded.
 fn send(ingest: &Ingest, source: &str, weight: u64, held: Held) -> Settled {
     let obs = Observation {
+        protocol: Default::default(),
         group: "default",
         source,
         weight,

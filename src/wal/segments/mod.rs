@@ -26,7 +26,10 @@
 //! - Start-up cuts off a write that a crash cut short (it was never acknowledged). It
 //!   reports damaged records and framing. After start-up, appends go to a fresh segment.
 
+mod file;
 mod frame;
+#[cfg(test)]
+pub(super) mod power_cut;
 pub(crate) mod space;
 mod spare;
 
@@ -45,12 +48,10 @@ use frame::{Header, HEADER, LIVE, REMOVED};
 use space::{shrink_away, Room};
 use spare::Spare;
 
-/// A segment is closed for appends once it holds this many bytes. Each segment costs one
-/// file creation (or a rename of the spare) and one directory sync. A drained buffer keeps
-/// the open segment and the spare on disk.
-#[cfg(not(test))]
-pub(super) const SEGMENT_BYTES: u64 = 32 << 20;
-/// Small in unit tests, so that they cross segments often.
+/// The segment size of unit tests: small, so that they cross segments often. The size is
+/// [`super::WalConfig::segment_bytes`] (32 MiB by default). Each segment costs one file
+/// creation (or a rename of the spare) and one directory sync. A drained buffer keeps the
+/// open segment and the spare on disk.
 #[cfg(test)]
 pub(super) const SEGMENT_BYTES: u64 = 1000;
 
@@ -210,6 +211,8 @@ impl State {
 /// The segment files of one WAL.
 pub(super) struct Segments {
     dir: PathBuf,
+    /// A segment is closed for appends once it holds this many bytes.
+    segment_bytes: u64,
     state: Mutex<State>,
     /// Serialises syncs. So a sync that returns also covers the files that an earlier,
     /// still running sync took over.
@@ -253,13 +256,17 @@ impl Segments {
     /// Opens the segments in `dir`, and creates `dir` if it is missing. It deletes the
     /// segments wholly below `floor` and returns the records from `floor` on, in order. It
     /// marks damaged records removed on disk (the caller reports them) and cuts off writes
-    /// that a crash cut short.
-    pub(super) fn open(dir: &Path, floor: u64) -> io::Result<(Segments, Vec<Recovered>, Damage)> {
+    /// that a crash cut short. New segments are closed at `segment_bytes`.
+    pub(super) fn open(
+        dir: &Path,
+        floor: u64,
+        segment_bytes: u64,
+    ) -> io::Result<(Segments, Vec<Recovered>, Damage)> {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
             // The new directory's own entry, before any record in it is acknowledged.
             if let Some(parent) = dir.parent() {
-                File::open(parent)?.sync_all()?;
+                file::sync_dir(parent)?;
             }
         }
         let mut firsts = Vec::new();
@@ -350,6 +357,7 @@ impl Segments {
         }
         let segments = Segments {
             dir: dir.to_path_buf(),
+            segment_bytes,
             state: Mutex::new(state),
             syncing: Mutex::new(()),
         };
@@ -391,7 +399,7 @@ impl Segments {
                         "append of sequence {seq} behind the stored ones"
                     )));
                 }
-                state.sealed || s.end >= SEGMENT_BYTES
+                state.sealed || s.end >= self.segment_bytes
             }
         };
         if fresh {
@@ -498,10 +506,10 @@ impl Segments {
         };
         let result = (|| {
             for f in &files {
-                f.sync_data()?;
+                file::sync_data(f)?;
             }
             if dir {
-                File::open(&self.dir)?.sync_all()?;
+                file::sync_dir(&self.dir)?;
             }
             Ok(())
         })();

@@ -57,7 +57,7 @@ fn record(seq: u64, size: usize) -> Vec<u8> {
 }
 
 fn open(dir: &Path, floor: u64) -> (Segments, Vec<Recovered>, Damage) {
-    Segments::open(dir, floor).expect("open segments")
+    Segments::open(dir, floor, SEGMENT_BYTES).expect("open segments")
 }
 
 fn found_seqs(found: &[Recovered]) -> Vec<u64> {
