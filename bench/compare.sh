@@ -11,7 +11,12 @@
 # Usage: bench/compare.sh [--rounds N] [--duration SECONDS] [--series N]
 #                         [--samples-per-request N] [--concurrency N]
 #                         [--modes "direct highlander highlander-inflight vmagent"]
-#                         (also: highlander-v2: the generator sends 2.0 and the sink reads
+#                         (vmagent: Debian sid's, fetched by scripts/sid-servers, or
+#                         $VMAGENT; vmagent-bookworm: /usr/bin/vmagent, added by default
+#                         when installed; SINK_ARGS='--answer-delay-ms 20' makes the sink a
+#                         distant storage)
+#                         (also: highlander-serial: one request at a time, no ordered
+#                         lanes; highlander-v2: the generator sends 2.0 and the sink reads
 #                         1.0 only, so highlander converts; highlander-v2-pass: the sink
 #                         reads 2.0 too, so highlander passes 2.0 through)
 #                         [--no-latency] [--latency-rate REQ_PER_S] [--no-build] [--keep]
@@ -25,13 +30,15 @@ SERIES=100000
 SPR=2000
 CONCURRENCY=8
 MODES="direct highlander highlander-inflight vmagent"
+# Debian bookworm's vmagent, as a second row, when the system has one.
+[[ -x $VMAGENT_BOOKWORM ]] && MODES="$MODES vmagent-bookworm"
 LATENCY=1
 LATENCY_RATE=
 KEEP=0
 NAME=latest
 DRAIN_MAX=${DRAIN_MAX:-120}
 # The relays' extra flags are part of what was measured.
-COMMAND="${HIGHLANDER_ARGS:+HIGHLANDER_ARGS='$HIGHLANDER_ARGS' }${VMAGENT_ARGS:+VMAGENT_ARGS='$VMAGENT_ARGS' }bench/compare.sh${*:+ $*}"
+COMMAND="${HIGHLANDER_ARGS:+HIGHLANDER_ARGS='$HIGHLANDER_ARGS' }${VMAGENT_ARGS:+VMAGENT_ARGS='$VMAGENT_ARGS' }${SINK_ARGS:+SINK_ARGS='$SINK_ARGS' }bench/compare.sh${*:+ $*}"
 
 while (($#)); do
     case $1 in
@@ -46,13 +53,14 @@ while (($#)); do
     --no-build) NO_BUILD=1 ;;
     --keep) KEEP=1 ;;
     --name) NAME=$2; shift ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
     shift
 done
 
 need_tools
+[[ " $MODES " == *" vmagent "* ]] && need_vmagent
 build_release
 pick_ports
 RESULTS="$ROOT/bench/results"
@@ -60,6 +68,13 @@ mkdir -p "$RESULTS"
 WORK=$(mktemp -d "${BENCH_WORK_DIR:-${TMPDIR:-/tmp}}/highlander-bench.XXXXXX")
 RUNS="$WORK/runs"
 mkdir -p "$RUNS"
+# The versions the report names beside each relay.
+{
+    printf 'highlander %s\n' "$("$HIGHLANDER" --version 2>/dev/null | head -n 1)"
+    [[ " $MODES " == *" vmagent "* ]] && printf 'vmagent vmagent %s (%s)\n' "$(vmagent_version "$VMAGENT")" "${VMAGENT#"$ROOT"/}"
+    [[ " $MODES " == *" vmagent-bookworm "* ]] && printf 'vmagent-bookworm vmagent %s (%s)\n' "$(vmagent_version "$VMAGENT_BOOKWORM")" "$VMAGENT_BOOKWORM"
+    true
+} >"$RUNS/versions.txt"
 
 cleanup() {
     local rc=$?

@@ -8,7 +8,10 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [[ $TARGET_DIR == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 BENCH=${BENCH:-$TARGET_DIR/release/highlander-bench}
 HIGHLANDER=${HIGHLANDER:-$TARGET_DIR/release/highlander}
-VMAGENT=${VMAGENT:-/usr/bin/vmagent}
+# vmagent: Debian sid's (current, fetched into tools/sid by scripts/sid-servers) unless
+# VMAGENT names another; mode vmagent-bookworm runs the system's (Debian bookworm's 1.79).
+VMAGENT=${VMAGENT:-$ROOT/tools/sid/usr/bin/vmagent}
+VMAGENT_BOOKWORM=${VMAGENT_BOOKWORM:-/usr/bin/vmagent}
 STARTED_PIDS=()
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -18,6 +21,26 @@ need_tools() {
     for t in curl timeout awk; do
         command -v "$t" >/dev/null || die "$t is required"
     done
+}
+
+# need_vmagent: fetches Debian sid's vmagent when VMAGENT is the default and missing.
+need_vmagent() {
+    if [[ ! -x $VMAGENT && $VMAGENT == "$ROOT/tools/sid/usr/bin/vmagent" ]]; then
+        "$ROOT/scripts/sid-servers" >/dev/null || die "could not fetch Debian sid's vmagent (scripts/sid-servers)"
+    fi
+    [[ -x $VMAGENT ]] || die "$VMAGENT not found (scripts/sid-servers fetches it)"
+}
+
+# vmagent_version BINARY: e.g. 1.145.0, from -version or, for Debian's builds (which
+# print none), from the package changelog beside the binary; "unknown" when neither says.
+vmagent_version() {
+    local v changelog
+    v=$("$1" -version 2>/dev/null | grep -o 'v1\.[0-9]*\.[0-9]*' | head -n 1)
+    changelog="$(dirname "$1")/../share/doc/victoria-metrics/changelog.Debian.gz"
+    if [[ -z $v && -r $changelog ]]; then
+        v=$(zcat "$changelog" | head -n 1 | grep -o '([^)]*)' | tr -d '()')
+    fi
+    echo "${v:-unknown}"
 }
 
 build_release() {
@@ -129,14 +152,17 @@ start_relay() {
         RELAY_PID=
         WRITE_URL=$sink_url
         ;;
-    highlander | highlander-inflight | highlander-v2 | highlander-v2-pass)
+    highlander | highlander-inflight | highlander-serial | highlander-v2 | highlander-v2-pass)
         # highlander-inflight: several requests out to the sink at once (series may then
-        # arrive out of order, as with vmagent); highlander: the default, one at a time;
+        # arrive out of order, as with vmagent); highlander: the default (ordered lanes:
+        # several at once that share no series, when the sink is slow to answer);
+        # highlander-serial: one at a time (--ordered-in-flight 1, the default before lanes);
         # highlander-v2: the default, with the generator sending Remote-Write 2.0 (the
         # sink reads 1.0, so the endpoint falls back and converts); highlander-v2-pass:
         # the same, with a sink that reads 2.0 (passed through).
         local inflight=
         [[ $mode == highlander-inflight ]] && inflight="--max-in-flight ${HIGHLANDER_IN_FLIGHT:-2}"
+        [[ $mode == highlander-serial ]] && inflight="--ordered-in-flight 1"
         start highlander "$dir/relay.log" "$HIGHLANDER" serve \
             --listen "127.0.0.1:$RELAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
             --data-dir "$data" --remote-write "$sink_url" --durability sync \
@@ -145,9 +171,11 @@ start_relay() {
         wait_http "http://127.0.0.1:$ADMIN_PORT/readyz" 60 || die "highlander not ready (see $dir/relay.log)"
         WRITE_URL="http://127.0.0.1:$RELAY_PORT/api/v1/write"
         ;;
-    vmagent)
-        [[ -x $VMAGENT ]] || die "$VMAGENT not found (Debian package victoria-metrics)"
-        start vmagent "$dir/relay.log" "$VMAGENT" \
+    vmagent | vmagent-bookworm)
+        local vmagent=$VMAGENT
+        [[ $mode == vmagent-bookworm ]] && vmagent=$VMAGENT_BOOKWORM
+        [[ -x $vmagent ]] || die "$vmagent not found"
+        start vmagent "$dir/relay.log" "$vmagent" \
             -httpListenAddr="127.0.0.1:$RELAY_PORT" -remoteWrite.url="$sink_url" \
             -remoteWrite.tmpDataPath="$data" -loggerLevel=WARN ${VMAGENT_ARGS:-}
         RELAY_PID=$LAST_PID

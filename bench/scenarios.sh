@@ -56,6 +56,7 @@ while (($#)); do
 done
 
 need_tools
+[[ " $MODES " == *" vmagent "* ]] && need_vmagent
 build_release
 pick_ports
 RESULTS="$ROOT/bench/results"

@@ -132,6 +132,10 @@ struct SinkArgs {
     /// it, every body is read as 1.0, as VictoriaMetrics does.
     #[arg(long)]
     accept_v2: bool,
+    /// Wait this long before answering each write, as a storage across a network link
+    /// does (round trip and processing). Writes wait side by side, not one after another.
+    #[arg(long, default_value_t = 0)]
+    answer_delay_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
                     max_remembered: args.max_remembered,
                     max_decoded_bytes: args.max_decoded_bytes,
                     accept_v2: args.accept_v2,
+                    answer_delay: std::time::Duration::from_millis(args.answer_delay_ms),
                 })
                 .await
             }

@@ -35,22 +35,28 @@ pub struct ReportArgs {
     get: Option<String>,
 }
 
-const MODES: [&str; 6] = [
+const MODES: [&str; 8] = [
     "direct",
     "highlander",
     "highlander-inflight",
+    "highlander-serial",
     "highlander-v2",
     "highlander-v2-pass",
     "vmagent",
+    "vmagent-bookworm",
 ];
 
 /// The pairs of modes whose ratios are reported, as (mode, against): highlander's default (one request in flight
 /// per storage, series in order) and with several requests in flight (as vmagent sends)
-/// against vmagent and the direct path; the generator sending Remote-Write 2.0 to
+/// against vmagent and the direct path; the default against one request at a time
+/// (`highlander-serial`, no ordered lanes); the generator sending Remote-Write 2.0 to
 /// highlander (converted for a 1.0 sink, or passed through to a 2.0 sink) against the same
-/// with 1.0. A ratio is reported when its first mode ran.
-const PAIRS: [(&str, &str); 6] = [
+/// with 1.0; and against the older vmagent of Debian bookworm when it ran. A ratio is
+/// reported when both modes ran.
+const PAIRS: [(&str, &str); 8] = [
     ("highlander", "vmagent"),
+    ("highlander", "vmagent-bookworm"),
+    ("highlander", "highlander-serial"),
     ("highlander", "direct"),
     ("highlander-inflight", "vmagent"),
     ("highlander-inflight", "direct"),
@@ -179,6 +185,17 @@ fn machine() -> Value {
     })
 }
 
+/// What `compare.sh` wrote to `versions.txt` in the runs directory: one line per relay,
+/// its mode first, then what it is (`vmagent v1.145.0 (/path)`).
+fn versions(runs: &Path) -> Value {
+    let text = std::fs::read_to_string(runs.join("versions.txt")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(mode, what)| (mode.to_string(), json!(what.trim())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// Builds the JSON and Markdown reports.
 pub fn run(args: &ReportArgs) -> Result<(), String> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.runs)
@@ -251,7 +268,8 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
                 .into()
         };
         let mut phase_ratios = serde_json::Map::new();
-        for (relay, other) in PAIRS.iter().filter(|(r, _)| medians.contains_key(*r)) {
+        let both_ran = |(r, o): &&(&str, &str)| medians.contains_key(r) && medians.contains_key(o);
+        for (relay, other) in PAIRS.iter().filter(both_ran) {
             phase_ratios.insert(format!("{relay}/{other}"), ratio(relay, other));
         }
         ratios.insert(phase.clone(), phase_ratios.into());
@@ -265,6 +283,7 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         .unwrap_or(Value::Null);
     let report = json!({
         "command": args.command,
+        "versions": versions(&args.runs),
         "vmagent_max_delivered_samples_per_s": vmagent_max,
         "machine": machine(),
         "params": params,
@@ -310,6 +329,13 @@ fn markdown(report: &Value) -> String {
     if let Some(cmd) = report["command"].as_str().filter(|c| !c.is_empty()) {
         let _ = writeln!(md, "Command: `{cmd}`\n");
     }
+    if let Some(versions) = report["versions"].as_object().filter(|v| !v.is_empty()) {
+        let list: Vec<String> = versions
+            .iter()
+            .map(|(mode, what)| format!("{mode}: {}", what.as_str().unwrap_or("?")))
+            .collect();
+        let _ = writeln!(md, "Relays: {}.\n", list.join("; "));
+    }
     let _ = writeln!(
         md,
         "Machine: {} cores, {}, Linux {}. Load: {} series, {} samples/request, {} connections, {} s per run. Medians over the rounds; generator, relay and sink share the machine.\n",
@@ -346,7 +372,7 @@ fn markdown(report: &Value) -> String {
             .collect();
         let ratio_cols: Vec<String> = PAIRS
             .iter()
-            .filter(|(r, _)| modes.contains(r))
+            .filter(|(r, o)| modes.contains(r) && modes.contains(o))
             .map(|(r, other)| format!("{r}/{other}"))
             .collect();
         let header: Vec<&str> = modes

@@ -10,6 +10,8 @@
 //!   answers how many were never received. `POST /check?bits` answers which were
 //!   received, one bit per record (see [`Ledger::received_bits`]).
 //!
+//! - `--answer-delay-ms` holds every write's answer back, as a distant storage does.
+//!
 //! The final stats are printed on SIGTERM/SIGINT.
 
 use std::cell::RefCell;
@@ -46,6 +48,8 @@ pub struct SinkConfig {
     /// every body as 1.0, as VictoriaMetrics does: a 2.0 body holds nothing it counts, and
     /// gets a 204 without those headers.
     pub accept_v2: bool,
+    /// How long every write waits before its answer (a simulated network round trip).
+    pub answer_delay: Duration,
 }
 
 #[derive(Default)]
@@ -75,6 +79,7 @@ struct Sink {
     retry_after: Option<u64>,
     max_decoded_bytes: usize,
     accept_v2: bool,
+    answer_delay: Duration,
     started: Instant,
 }
 
@@ -199,7 +204,11 @@ async fn write(
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("io.prometheus.write.v2.Request"));
-    match sink.ingest(&body, v2) {
+    let counted = sink.ingest(&body, v2);
+    if !sink.answer_delay.is_zero() {
+        tokio::time::sleep(sink.answer_delay).await;
+    }
+    match counted {
         Ok(counts) if v2 => HttpResponse::NoContent()
             .insert_header(("X-Prometheus-Remote-Write-Samples-Written", counts.samples))
             .insert_header((
@@ -303,6 +312,7 @@ pub async fn run(config: SinkConfig) -> Result<(), String> {
         retry_after: config.retry_after,
         max_decoded_bytes: config.max_decoded_bytes,
         accept_v2: config.accept_v2,
+        answer_delay: config.answer_delay,
         started: Instant::now(),
     });
     if let Some(file) = config.outage_file.clone() {
