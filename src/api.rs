@@ -442,6 +442,7 @@ mod tests {
                 "max_in_flight",
                 "name",
                 "next_retry_ms",
+                "ordered",
                 "protocol",
                 "protocol_in_use",
                 "quarantined",

@@ -141,6 +141,9 @@ pub struct ShipperMetrics {
     /// Parts of 2.0 records that 1.0 cannot carry, dropped by the conversion, by endpoint
     /// and what (`start_timestamp`, `unknown_field`).
     pub conversion_dropped: IntCounterVec,
+    /// Batches held back because they share a series with a request out (ordered
+    /// lanes).
+    pub lane_waits: IntCounterVec,
     /// Requests out (scrape time).
     pub in_flight: IntGaugeVec,
     /// Records the endpoint has not taken (scrape time).
@@ -460,6 +463,10 @@ impl ShipperMetrics {
                 "highlander_shipper_conversion_dropped_total",
                 "Parts of Remote-Write 2.0 records that 1.0 cannot carry, dropped when they are converted for an endpoint, by what (start_timestamp, unknown_field).",
                 &["endpoint", "what"],
+            ),
+            lane_waits: per_endpoint(
+                "highlander_shipper_lane_waits_total",
+                "Batches held back because they share a series with a request out to the endpoint (ordered lanes keep every series in order).",
             ),
             in_flight: gauge_per_endpoint(
                 "highlander_shipper_in_flight",

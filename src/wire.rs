@@ -8,12 +8,14 @@
 //! newer senders pass through untouched. A golden-bytes test keeps it in agreement with
 //! the prost types of [`crate::proto`]. The field reader is in `fields`, the error types in
 //! `error`, the version names in `version`. The rewrites
-//! without the replica label (1.0 and 2.0) are in `strip`.
+//! without the replica label (1.0 and 2.0) are in `strip`, the series keys (a hash of a
+//! series' labels) in `series_key`.
 
 use std::fmt;
 
 mod error;
 mod fields;
+mod series_key;
 mod split;
 mod strip;
 mod to_v1;
@@ -24,6 +26,8 @@ pub use error::WireError;
 pub(crate) use fields::{
     expect_len, expect_varint, push_refs, skim, write_len, write_varint, Field, Fields, Value, LEN,
 };
+pub(crate) use series_key::label_parts;
+pub use series_key::{series_hash, series_hashes, SeriesKey, SeriesMap};
 pub use split::{split_v1, Part};
 pub use strip::{strip_label, strip_label_v2};
 pub use to_v1::V1_GROWTH;

@@ -170,7 +170,10 @@ async fn read_commands_show_the_node_groups_queue_and_records() {
     let table = ok(&node, &["queue"]).await;
     let lts: Vec<&str> = line(&table, "lts").split_whitespace().collect();
     assert_eq!(lts[1], "idle", "{table}");
-    assert_eq!(lts[2], "0/1", "no request out, one at most: {table}");
+    assert_eq!(
+        lts[2], "0/4",
+        "no request out, four at most (ordered lanes): {table}"
+    );
     assert_eq!(lts[3], "0", "no lag: {table}");
 
     let endpoints = ok(&node, &["endpoints"]).await;
@@ -300,7 +303,7 @@ async fn pause_resume_skip_and_replay_move_an_endpoint() {
     );
     let table = ok(&node, &["queue"]).await;
     let lts: Vec<&str> = line(&table, "lts").split_whitespace().collect();
-    assert_eq!(lts[1..4], ["paused", "0/1", "3"], "{table}");
+    assert_eq!(lts[1..4], ["paused", "0/4", "3"], "{table}");
 
     let next = node.admin_json("/api/v1/queue").await["next_seq"]
         .as_u64()

@@ -1,9 +1,12 @@
-//! Per-series order at full speed: a storage that rejects a sample not newer than the
-//! series' last one (as Prometheus and Mimir do without an out-of-order window) gets
-//! everything in order from highlander's defaults. The writers shard the series as
-//! Prometheus does (each series on one connection only), so each series' samples reach
-//! highlander in timestamp order; the default of one request in flight per storage must
-//! keep that order, joined batches and retries included.
+//! Per-series order: a storage that rejects a sample not newer than the series' last one
+//! (as Prometheus and Mimir do without an out-of-order window) gets everything in order
+//! from highlander's defaults. The writers shard the series as Prometheus does (each
+//! series on one connection only), so each series' samples reach highlander in timestamp
+//! order.
+//! - At full speed into a near storage, batches go one at a time, joined, with retries.
+//! - Into a distant storage (every answer 40 ms late), ordered lanes send batches that
+//!   share no series side by side; the storage applies concurrent requests in a random
+//!   order, and still sees every series in order.
 
 mod common;
 
@@ -30,12 +33,44 @@ struct Seen {
     accepted: u64,
     out_of_order: u64,
     first_problem: Option<String>,
-    /// Requests answered 503 on purpose (every 50th), so that retries happen.
+    /// Requests answered 503 on purpose, so that retries happen.
     refused: u64,
     requests: u64,
+    /// Requests being answered now, and the most at once.
+    open: u64,
+    most_open: u64,
 }
 
-async fn strict(seen: web::Data<Arc<Mutex<Seen>>>, body: web::Bytes) -> HttpResponse {
+/// How the strict storage answers.
+#[derive(Clone)]
+struct Storage {
+    seen: Arc<Mutex<Seen>>,
+    /// How long an answer takes. The request is applied at a random moment within it, so
+    /// requests that are open together are applied in any order.
+    delay: Duration,
+    /// Every this many requests one is answered 503 instead.
+    refuse_every: u64,
+}
+
+/// Closes a request in [`Seen::open`] when the handler ends, however it ends.
+struct Open(Arc<Mutex<Seen>>);
+
+impl Open {
+    fn new(seen: &Arc<Mutex<Seen>>) -> Open {
+        let mut s = seen.lock();
+        s.open += 1;
+        s.most_open = s.most_open.max(s.open);
+        Open(seen.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().open -= 1;
+    }
+}
+
+async fn strict(storage: web::Data<Storage>, body: web::Bytes) -> HttpResponse {
     let Some(req) = snap::raw::Decoder::new()
         .decompress_vec(&body)
         .ok()
@@ -43,9 +78,23 @@ async fn strict(seen: web::Data<Arc<Mutex<Seen>>>, body: web::Bytes) -> HttpResp
     else {
         return HttpResponse::BadRequest().body("not a 1.0 write");
     };
+    let _open = Open::new(&storage.seen);
+    let before = storage.delay.mul_f64(rand::random::<f64>());
+    if !before.is_zero() {
+        tokio::time::sleep(before).await;
+    }
+    let answer = apply(&storage.seen, &req, storage.refuse_every);
+    if !storage.delay.is_zero() {
+        tokio::time::sleep(storage.delay - before).await;
+    }
+    answer
+}
+
+/// Applies one request as a storage without an out-of-order window does.
+fn apply(seen: &Mutex<Seen>, req: &WriteRequest, refuse_every: u64) -> HttpResponse {
     let mut s = seen.lock();
     s.requests += 1;
-    if s.requests.is_multiple_of(50) {
+    if s.requests.is_multiple_of(refuse_every) {
         s.refused += 1;
         return HttpResponse::ServiceUnavailable().finish();
     }
@@ -81,11 +130,10 @@ async fn strict(seen: web::Data<Arc<Mutex<Seen>>>, body: web::Bytes) -> HttpResp
     HttpResponse::NoContent().finish()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_storage_that_rejects_out_of_order_samples_gets_every_series_in_order() {
-    let seen: Arc<Mutex<Seen>> = Arc::default();
+/// Starts the strict storage; returns its port and its stop handle.
+fn start_storage(storage: Storage) -> (u16, actix_web::dev::ServerHandle) {
     let port = free_port();
-    let state = web::Data::new(seen.clone());
+    let state = web::Data::new(storage);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -98,24 +146,30 @@ async fn a_storage_that_rejects_out_of_order_samples_gets_every_series_in_order(
     .run();
     let handle = server.handle();
     tokio::spawn(server);
-    let node = Node::start(&["--remote-write", &format!("strict=http://127.0.0.1:{port}")]).await;
+    (port, handle)
+}
 
-    // Each writer owns its series and sends them with a timestamp one step newer each time.
-    let url = node.write_url("highlander_source=a");
+/// `WRITERS` writers, each with its own `series` series, send one sample of each, one
+/// step newer each time, every `pace` (back to back when zero) for `load`. Returns the
+/// samples acknowledged.
+async fn write_sharded(url: &str, series: usize, pace: Duration, load: Duration) -> u64 {
     let start = Instant::now();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let url = url.clone();
+        let url = url.to_owned();
         writers.push(tokio::spawn(async move {
             let client = http();
             let mut sent = 0u64;
             let mut t = 1_700_000_000_000i64;
-            while start.elapsed() < LOAD {
-                let req = request(&format!("ordering_w{w}"), SERIES_PER_WRITER, 1, t);
+            // Prometheus' shards do not send in step: spread the first writes.
+            tokio::time::sleep(pace.mul_f64(w as f64 / WRITERS as f64)).await;
+            while start.elapsed() < load {
+                let req = request(&format!("ordering_w{w}"), series, 1, t);
                 let (status, text) = post(&client, &url, &req).await;
                 assert_eq!(status, 204, "{text}");
-                sent += SERIES_PER_WRITER as u64;
+                sent += series as u64;
                 t += 1000;
+                tokio::time::sleep(pace).await;
             }
             sent
         }));
@@ -124,25 +178,77 @@ async fn a_storage_that_rejects_out_of_order_samples_gets_every_series_in_order(
     for w in writers {
         sent += w.await.expect("writer");
     }
+    sent
+}
+
+/// Waits until the storage took `sent` samples, then checks that none came out of order
+/// and returns the most requests it had open at once.
+async fn check_in_order(seen: &Arc<Mutex<Seen>>, sent: u64, what: &str) -> u64 {
     wait_until(
         "the storage to take everything",
         Duration::from_secs(120),
         || async { (seen.lock().accepted >= sent).then_some(()) },
     )
     .await;
-    {
-        let s = seen.lock();
-        eprintln!(
-            "ordering: {sent} samples acknowledged in {LOAD:?}, {} accepted in {} requests ({} refused with 503 on purpose), {} out of order",
-            s.accepted, s.requests, s.refused, s.out_of_order
-        );
-        assert_eq!(
-            s.out_of_order, 0,
-            "out-of-order samples reached the storage: {:?}",
-            s.first_problem
-        );
-        assert_eq!(s.accepted, sent, "every acknowledged sample once");
-        assert!(s.refused > 0, "retries happened");
-    }
+    let s = seen.lock();
+    eprintln!(
+        "{what}: {sent} samples acknowledged, {} accepted in {} requests ({} refused with 503 on purpose), {} out of order, at most {} requests open at once",
+        s.accepted, s.requests, s.refused, s.out_of_order, s.most_open
+    );
+    assert_eq!(
+        s.out_of_order, 0,
+        "out-of-order samples reached the storage: {:?}",
+        s.first_problem
+    );
+    assert_eq!(s.accepted, sent, "every acknowledged sample once");
+    assert!(s.refused > 0, "retries happened");
+    s.most_open
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_that_rejects_out_of_order_samples_gets_every_series_in_order() {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (port, handle) = start_storage(Storage {
+        seen: seen.clone(),
+        delay: Duration::ZERO,
+        refuse_every: 50,
+    });
+    let node = Node::start(&["--remote-write", &format!("strict=http://127.0.0.1:{port}")]).await;
+    let url = node.write_url("highlander_source=a");
+    let sent = write_sharded(&url, SERIES_PER_WRITER, Duration::ZERO, LOAD).await;
+    check_in_order(&seen, sent, "near storage, full speed").await;
+    handle.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distant_storage_gets_requests_side_by_side_and_every_series_in_order() {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (port, handle) = start_storage(Storage {
+        seen: seen.clone(),
+        delay: Duration::from_millis(40),
+        refuse_every: 5,
+    });
+    let node = Node::start(&["--remote-write", &format!("strict=http://127.0.0.1:{port}")]).await;
+    let url = node.write_url("highlander_source=a");
+    // Each writer sends its 200 series every 100 ms, as a Prometheus shard sends its
+    // series once per scrape interval: a write every 12.5 ms, each answered 40 ms later.
+    // Once the storage was slow to answer 8 times, a lane opens 10 ms after each send,
+    // for the writes of other writers that came meanwhile.
+    let sent = write_sharded(
+        &url,
+        200,
+        Duration::from_millis(100),
+        Duration::from_secs(6),
+    )
+    .await;
+    let most_open = check_in_order(&seen, sent, "distant storage").await;
+    assert!(
+        most_open > 1,
+        "ordered lanes sent batches side by side (at most {most_open} open at once)"
+    );
+    let queue = node.admin_json("/api/v1/queue").await;
+    let endpoint = &queue["endpoints"][0];
+    assert_eq!(endpoint["ordered"], true, "{queue}");
+    assert_eq!(endpoint["max_in_flight"], 4, "the default: {queue}");
     handle.stop(false).await;
 }

@@ -453,10 +453,15 @@ pub struct ServeArgs {
     /// Where a newly configured endpoint starts: `newest` or `oldest` [default: newest].
     #[arg(long, env = "HIGHLANDER_NEW_ENDPOINT_START")]
     pub new_endpoint_start: Option<String>,
-    /// Requests out at once per storage, 1 to 64 [default: 1, which keeps each series in
-    /// order].
+    /// Requests out at once per storage with no regard to order, 1 to 64 [default: 1:
+    /// then `--ordered-in-flight` applies]. Above 1 only for storages that accept
+    /// out-of-order samples.
     #[arg(long, env = "HIGHLANDER_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<String>,
+    /// Requests out at once per storage that share no series, so every series stays in
+    /// timestamp order, 1 to 64 [default: 4]. Used when the storage answers slowly.
+    #[arg(long, env = "HIGHLANDER_ORDERED_IN_FLIGHT")]
+    pub ordered_in_flight: Option<String>,
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "HIGHLANDER_LOG_FORMAT")]
     pub log_format: Option<String>,

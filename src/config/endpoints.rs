@@ -10,7 +10,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     parse_addr, ClusterSettings, Problems, ServeArgs, DEFAULT_CLUSTER_LISTEN,
     DEFAULT_CLUSTER_OVERLAP, DEFAULT_ENDPOINT_TIMEOUT, DEFAULT_MAX_BATCH_BYTES,
-    DEFAULT_REMOTE_WRITE,
+    DEFAULT_ORDERED_IN_FLIGHT, DEFAULT_REMOTE_WRITE,
 };
 use crate::cluster::ClusterTls;
 use crate::shipper::{Auth, EgressProtocol, EndpointConfig};
@@ -42,17 +42,22 @@ pub(super) fn endpoints(
     args: &ServeArgs,
     file: &FileConfig,
 ) -> Vec<EndpointConfig> {
-    let flag_in_flight = number_flag(
-        p,
-        "max-in-flight",
-        args.max_in_flight.as_deref(),
-        "a number of requests",
-    );
-    let in_flight_default = flag_in_flight.or(file.shipper.max_in_flight).unwrap_or(1);
-    p.check(
-        in_flight_range(in_flight_default),
-        format!("max-in-flight: {in_flight_default} is not in 1..={MAX_IN_FLIGHT}"),
-    );
+    let in_flight = InFlight {
+        max: in_flight_setting(
+            p,
+            "max-in-flight",
+            args.max_in_flight.as_deref(),
+            file.shipper.max_in_flight,
+            1,
+        ),
+        ordered: in_flight_setting(
+            p,
+            "ordered-in-flight",
+            args.ordered_in_flight.as_deref(),
+            file.shipper.ordered_in_flight,
+            DEFAULT_ORDERED_IN_FLIGHT,
+        ),
+    };
     let timeout_default = parse_duration(DEFAULT_ENDPOINT_TIMEOUT).expect("valid default");
     let flag_protocol = match &args.remote_write_protocol {
         Some(s) => p
@@ -83,12 +88,13 @@ pub(super) fn endpoints(
             tls_ca_file: None,
             tls_insecure_skip_verify: false,
             max_batch_bytes: default_batch(),
-            max_in_flight: in_flight_default,
+            max_in_flight: in_flight.max,
+            ordered_in_flight: in_flight.ordered,
             protocol: flag_protocol,
         });
     }
     for (i, e) in file.endpoints.iter().enumerate() {
-        if let Some(ep) = endpoint_from_file(p, i, e, timeout_default, in_flight_default) {
+        if let Some(ep) = endpoint_from_file(p, i, e, timeout_default, in_flight) {
             out.push(ep);
         }
     }
@@ -111,7 +117,7 @@ fn endpoint_from_file(
     i: usize,
     e: &EndpointSection,
     timeout_default: Duration,
-    in_flight_default: usize,
+    in_flight: InFlight,
 ) -> Option<EndpointConfig> {
     let what = format!("endpoint[{i}]");
     let Some(url) = e.url.as_deref() else {
@@ -181,11 +187,10 @@ fn endpoint_from_file(
         Some(s) => p.take(&format!("{what}.protocol"), EgressProtocol::parse(s))?,
         None => EgressProtocol::default(),
     };
-    let max_in_flight = e.max_in_flight.unwrap_or(in_flight_default);
-    p.check(
-        in_flight_range(max_in_flight),
-        format!("{what}.max_in_flight: {max_in_flight} is not in 1..={MAX_IN_FLIGHT}"),
-    );
+    let max_in_flight = e.max_in_flight.unwrap_or(in_flight.max);
+    check_in_flight(p, &format!("{what}.max_in_flight"), max_in_flight);
+    let ordered_in_flight = e.ordered_in_flight.unwrap_or(in_flight.ordered);
+    check_in_flight(p, &format!("{what}.ordered_in_flight"), ordered_in_flight);
     Some(EndpointConfig {
         name: e.name.clone().unwrap_or_else(|| default_name(&url)),
         url,
@@ -200,6 +205,7 @@ fn endpoint_from_file(
         tls_insecure_skip_verify: e.tls_insecure_skip_verify,
         max_batch_bytes,
         max_in_flight,
+        ordered_in_flight,
         protocol,
     })
 }
@@ -224,8 +230,36 @@ fn number_flag<T: std::str::FromStr>(
 /// Most requests out at once to one storage.
 const MAX_IN_FLIGHT: usize = 64;
 
-fn in_flight_range(n: usize) -> bool {
-    (1..=MAX_IN_FLIGHT).contains(&n)
+/// The requests out at once that every endpoint gets unless it sets its own.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// With no regard to order (`max_in_flight`).
+    max: usize,
+    /// Sharing no series (`ordered_in_flight`).
+    ordered: usize,
+}
+
+/// A requests-out-at-once setting for every endpoint: the flag `name`, else the
+/// `[shipper]` key, else `default`; checked to be in range.
+fn in_flight_setting(
+    p: &mut Problems,
+    name: &str,
+    flag: Option<&str>,
+    file: Option<usize>,
+    default: usize,
+) -> usize {
+    let n = number_flag(p, name, flag, "a number of requests")
+        .or(file)
+        .unwrap_or(default);
+    check_in_flight(p, name, n);
+    n
+}
+
+fn check_in_flight(p: &mut Problems, what: &str, n: usize) {
+    p.check(
+        (1..=MAX_IN_FLIGHT).contains(&n),
+        format!("{what}: {n} is not in 1..={MAX_IN_FLIGHT}"),
+    );
 }
 
 fn default_batch() -> u64 {

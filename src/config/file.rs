@@ -118,6 +118,9 @@ pub struct ShipperSection {
     pub max_retry_after: Option<String>,
     /// Requests out at once per endpoint, unless the endpoint sets its own.
     pub max_in_flight: Option<usize>,
+    /// Requests out at once per endpoint that share no series, unless the endpoint sets
+    /// its own.
+    pub ordered_in_flight: Option<usize>,
 }
 
 /// One `[[endpoint]]`.
@@ -149,6 +152,9 @@ pub struct EndpointSection {
     pub max_batch_bytes: Option<String>,
     /// Requests out at once (default: `[shipper] max_in_flight`).
     pub max_in_flight: Option<usize>,
+    /// Requests out at once that share no series (default: `[shipper]
+    /// ordered_in_flight`).
+    pub ordered_in_flight: Option<usize>,
     /// `1.0`, `2.0` or `auto`: the version writes that arrived as 2.0 go as (default auto).
     pub protocol: Option<String>,
 }

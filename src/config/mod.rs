@@ -56,6 +56,8 @@ pub const DEFAULT_BUFFER_SEGMENT_BYTES: &str = "32MiB";
 /// joined. It is well under the usual receiver limits (Mimir 100 MiB, VictoriaMetrics
 /// 32 MiB).
 pub const DEFAULT_MAX_BATCH_BYTES: &str = "4MiB";
+/// Default requests out at once per storage that share no series (ordered lanes).
+pub const DEFAULT_ORDERED_IN_FLIGHT: usize = 4;
 /// Default request timeout to a storage.
 pub const DEFAULT_ENDPOINT_TIMEOUT: &str = "30s";
 /// Default raft RPC listener.

@@ -322,6 +322,38 @@ fn max_in_flight_defaults_to_one_and_endpoints_override_it() {
 }
 
 #[test]
+fn ordered_in_flight_defaults_to_four_and_endpoints_override_it() {
+    let c = Config::from_parts(&args(&[]), &FileConfig::default()).expect("valid");
+    assert_eq!(c.shipper.endpoints[0].ordered_in_flight, 4);
+    let file: FileConfig = toml::from_str(
+        "[shipper]\nordered_in_flight = 2\n[[endpoint]]\nname = \"mimir\"\nurl = \"http://mimir:9009\"\nordered_in_flight = 16\n[[endpoint]]\nname = \"vm\"\nurl = \"http://vm:8428\"\n",
+    )
+    .expect("toml");
+    let c = Config::from_parts(&args(&[]), &file).expect("valid");
+    let got: Vec<usize> = c
+        .shipper
+        .endpoints
+        .iter()
+        .map(|e| e.ordered_in_flight)
+        .collect();
+    assert_eq!(
+        got,
+        [16, 2],
+        "the endpoint's own, then the [shipper] default"
+    );
+    let c = Config::from_parts(&args(&["--ordered-in-flight", "8"]), &file).expect("valid");
+    assert_eq!(c.shipper.endpoints[1].ordered_in_flight, 8, "the flag wins");
+    let e = Config::from_parts(
+        &args(&["--ordered-in-flight", "65", "--max-in-flight", "x"]),
+        &FileConfig::default(),
+    )
+    .expect_err("65 is refused");
+    let e = e.to_string();
+    assert!(e.contains("ordered-in-flight: 65 is not in 1..=64"), "{e}");
+    assert!(e.contains("max-in-flight"), "every problem at once: {e}");
+}
+
+#[test]
 fn buffer_compression_comes_from_the_flag_or_the_file() {
     let file: FileConfig = toml::from_str("[buffer]\ncompression = \"never\"\n").expect("toml");
     let c = Config::from_parts(&args(&[]), &file).expect("valid");

@@ -5,12 +5,8 @@
 //! Works on the wire bytes (like [`crate::wire`]): everything that is not a sample,
 //! histogram or exemplar of a trimmed series is copied as it was.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-use xxhash_rust::xxh3::xxh3_64;
-
-use crate::wire::{write_varint, Field, Fields, Value, WireError, LEN};
+use crate::wire::{label_parts, write_varint, Field, Fields, Value, WireError, LEN};
+pub use crate::wire::{SeriesKey, SeriesMap};
 
 /// Where one series of the old source ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,92 +34,6 @@ impl SeriesEnd {
             self.step = self.last - ts;
         }
     }
-}
-
-/// How a series is recognised across the sources of a group: a hash of its labels, in
-/// order, without the labels that tell the sources apart.
-///
-/// Replicas of an HA group carry their own external label (`replica="a"`, `replica="b"`)
-/// unless highlander strips it (`--replica-label`). Their series are then never equal as
-/// sent, but they are the same series without that label: the key leaves it out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SeriesKey {
-    /// Names of the labels left out (few: a source's external labels).
-    skip: Vec<Vec<u8>>,
-}
-
-impl SeriesKey {
-    /// A key that leaves out the labels named in `skip`.
-    pub fn skipping(skip: impl IntoIterator<Item = Vec<u8>>) -> Self {
-        SeriesKey {
-            skip: skip.into_iter().collect(),
-        }
-    }
-
-    /// The names this key leaves out.
-    pub fn skipped(&self) -> impl Iterator<Item = &[u8]> {
-        self.skip.iter().map(Vec::as_slice)
-    }
-
-    /// The key of one encoded `TimeSeries`: its labels' bytes hashed in order (xxh3,
-    /// about 4× faster than the standard hasher here), the skipped ones left out.
-    pub fn of(&self, series: &[u8]) -> Result<u64, WireError> {
-        let mut h = 0u64;
-        let mut fields = Fields::new(series);
-        while let Some(f) = fields.next_field()? {
-            let (1, Value::Len(label)) = (f.number, f.value) else {
-                continue;
-            };
-            if !self.skip.is_empty() {
-                let (name, _) = label_parts(label)?;
-                if self.skip.iter().any(|s| s.as_slice() == name) {
-                    continue;
-                }
-            }
-            h = (h ^ xxh3_64(label)).wrapping_mul(MIX).rotate_left(29);
-        }
-        Ok(h)
-    }
-}
-
-/// An odd constant with well-spread bits: it folds the label hashes in order.
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// A map keyed by series keys. The keys are hashes already: the map uses them as they are.
-pub type SeriesMap<V> = HashMap<u64, V, BuildHasherDefault<PreHashed>>;
-
-/// The hasher of [`SeriesMap`]: the key is the hash.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(MIX);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// The name and value of an encoded `Label`.
-fn label_parts(label: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
-    let mut lf = Fields::new(label);
-    while let Some(l) = lf.next_field()? {
-        match (l.number, l.value) {
-            (1, Value::Len(b)) => name = b,
-            (2, Value::Len(b)) => value = b,
-            _ => {}
-        }
-    }
-    Ok((name, value))
 }
 
 /// The labels that every series seen so far carries with the same value: a sender's

@@ -65,10 +65,12 @@ pub struct EndpointConfig {
     /// Decoded bytes of consecutive records joined into one request. A single record
     /// larger than this still goes out alone. Set it to 0 to send one record per request.
     pub max_batch_bytes: u64,
-    /// Requests out at once. With 1, the storage sees each series' samples in timestamp
-    /// order. With more, a series' samples may arrive out of order; use that only for
-    /// storages that accept it.
+    /// Requests out at once with no regard to order. With more than 1, a series'
+    /// samples may arrive out of order; use that only for storages that accept it.
     pub max_in_flight: usize,
+    /// With `max_in_flight` 1: requests out at once that share no series, so the storage
+    /// sees each series' samples in timestamp order.
+    pub ordered_in_flight: usize,
     /// The Remote-Write version 2.0 records go as.
     pub protocol: EgressProtocol,
 }

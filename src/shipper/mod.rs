@@ -4,10 +4,13 @@
 //! storage never slows the others.
 //!
 //! # Invariants
-//! - Within an endpoint, requests go out in sequence order. By default only one request
-//!   is in flight, so per series the samples reach the storage in timestamp order.
+//! - Within an endpoint, requests go out in sequence order.
+//! - By default (ordered lanes, `lanes.rs`), requests out at once share no series, so
+//!   per series the samples reach the storage in timestamp order. A storage that answers
+//!   quickly gets one request at a time; a slow one up to `ordered_in_flight`.
 //! - With `max_in_flight` above 1 (`send.rs`), later batches go out before the earlier
-//!   ones are answered. This is for storages that accept out-of-order samples.
+//!   ones are answered, whatever series they hold. This is for storages that accept
+//!   out-of-order samples.
 //! - Either way, the cursor moves only over a contiguous prefix of settled records.
 //!   `window.rs` holds one pass's sends and the cursor.
 //! - A lagging worker joins consecutive records into one request, up to the endpoint's
@@ -27,6 +30,7 @@
 mod batch;
 pub mod client;
 pub mod control;
+mod lanes;
 pub mod protocol;
 pub mod retry;
 mod send;
@@ -140,8 +144,13 @@ impl Shipper {
                 None
             });
             let speaker = protocol::Speaker::new(cfg.protocol, settled);
+            let ordered_in_flight = cfg.ordered_in_flight.max(1);
             let mut status =
                 EndpointStatus::new(cfg.name.clone(), cfg.display_url(), max_in_flight);
+            if max_in_flight == 1 {
+                status.max_in_flight = ordered_in_flight;
+                status.ordered = true;
+            }
             status.protocol = cfg.protocol.as_str().to_owned();
             status.protocol_in_use = speaker.speaks().as_str().to_owned();
             let status = Arc::new(Mutex::new(status));
@@ -168,8 +177,10 @@ impl Shipper {
                 control,
                 max_batch_bytes: cfg.max_batch_bytes,
                 max_in_flight,
+                ordered_in_flight,
                 join_buf: bytes::BytesMut::new(),
                 speaker,
+                pace: lanes::Pace::default(),
             };
             tasks.push(tokio::spawn(worker.run()));
         }

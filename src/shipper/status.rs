@@ -61,6 +61,9 @@ pub struct EndpointStatus {
     pub in_flight: usize,
     /// Most requests out at once (configured).
     pub max_in_flight: usize,
+    /// Whether the requests out at once share no series (ordered lanes): every series
+    /// stays in order. `false` when `max_in_flight` is above 1.
+    pub ordered: bool,
     /// The configured Remote-Write protocol: `1.0`, `2.0` or `auto`.
     pub protocol: String,
     /// The version 2.0 records go as now (`1.0` or `2.0`): for `auto`, `1.0` once the
@@ -87,6 +90,7 @@ impl EndpointStatus {
             shipped_data_ts: None,
             in_flight: 0,
             max_in_flight,
+            ordered: false,
             protocol: String::new(),
             protocol_in_use: String::new(),
         }

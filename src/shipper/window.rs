@@ -10,25 +10,44 @@
 //! - [`Window::grown`] notes that the buffer got new records.
 //!
 //! A pass ends when the window is empty ([`Window::finished`]).
+//!
+//! The window also holds the series of its batches ([`Lanes`]) and the next batch when it
+//! may not go out yet ([`Window::staged`]): it shares a series with a batch of the window.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
+use super::lanes::{Keys, Lanes, Series};
 use super::send::InFlight;
 use crate::wal::record::CodecError;
 use crate::wal::{ReadItem, Record};
 use crate::wire::Version;
 
+/// Consecutive records joined into one request, before it goes out.
+pub(super) struct Batch {
+    /// The sequence of the first record.
+    pub(super) first: u64,
+    pub(super) records: Vec<Record>,
+    /// The version the request goes as.
+    pub(super) version: Version,
+    /// What is known of its series.
+    pub(super) series: Series,
+    /// Whether it was held back because it shares a series with a batch out (counted
+    /// once).
+    pub(super) held_back: bool,
+}
+
 /// The next thing to settle, in sequence order.
 pub(super) enum Unit {
     /// A damaged record: skipped.
     Damaged(u64, CodecError),
-    /// Records `first, first + 1, ...`, joined and sent as one request of `version`.
-    /// `send` is `None` when they cannot be joined; they then go one by one.
+    /// A batch sent as one request. `send` is `None` when its records cannot be joined;
+    /// they then go one by one.
     Batch {
-        first: u64,
-        records: Vec<Record>,
-        version: Version,
+        batch: Batch,
         send: Option<InFlight>,
+        /// When it went out.
+        sent: Instant,
     },
 }
 
@@ -48,7 +67,11 @@ pub(super) struct Window {
     /// Read from the buffer, not yet sent.
     pub(super) read: VecDeque<ReadItem>,
     /// Sent or skipped, not yet settled. Oldest first.
-    pub(super) units: VecDeque<Unit>,
+    units: VecDeque<Unit>,
+    /// The next batch, when it shares a series with a batch of the window.
+    pub(super) staged: Option<Batch>,
+    /// The series of the window's batches.
+    lanes: Lanes,
     /// The next sequence to read.
     next_read: u64,
     /// Whether reading again may find more.
@@ -65,6 +88,8 @@ impl Window {
         Window {
             read: VecDeque::new(),
             units: VecDeque::new(),
+            staged: None,
+            lanes: Lanes::default(),
             next_read: cursor,
             more: true,
             at: cursor,
@@ -78,6 +103,117 @@ impl Window {
             .iter()
             .filter(|u| matches!(u, Unit::Batch { .. }))
             .count()
+    }
+
+    /// Adds a unit behind the others; its series enter the lanes.
+    pub(super) fn push(&mut self, unit: Unit) {
+        if let Unit::Batch { batch, .. } = &unit {
+            self.lanes.enter(&batch.series);
+        }
+        self.units.push_back(unit);
+    }
+
+    /// Takes the head off; its series leave the lanes.
+    pub(super) fn pop(&mut self) -> Option<Unit> {
+        let unit = self.units.pop_front()?;
+        if let Unit::Batch { batch, .. } = &unit {
+            self.lanes.leave(&batch.series);
+        }
+        Some(unit)
+    }
+
+    /// The head, to wait for its answer.
+    pub(super) fn head_mut(&mut self) -> Option<&mut Unit> {
+        self.units.front_mut()
+    }
+
+    /// Whether `batch` may go out now beside the window's batches, with its series in
+    /// order: the window holds no batch, or none that shares a series with it.
+    pub(super) fn admits(&self, batch: &Batch) -> bool {
+        self.in_flight() == 0 || self.lanes.admits(&batch.series)
+    }
+
+    /// The batches whose series are not known yet: the window's, then the staged one.
+    pub(super) fn unknown(&self) -> Vec<&Batch> {
+        self.units
+            .iter()
+            .filter_map(|u| match u {
+                Unit::Batch { batch, .. } => Some(batch),
+                Unit::Damaged(..) => None,
+            })
+            .chain(self.staged.as_ref())
+            .filter(|b| b.series == Series::Unknown)
+            .collect()
+    }
+
+    /// Takes the series computed for the batch that starts at `first`, in the window or
+    /// staged.
+    fn learn(&mut self, first: u64, series: Series) {
+        if let Some(b) = self.staged.as_mut().filter(|b| b.first == first) {
+            b.series = series;
+            return;
+        }
+        for unit in &mut self.units {
+            if let Unit::Batch { batch, .. } = unit {
+                if batch.first == first && batch.series == Series::Unknown {
+                    self.lanes.leave(&batch.series);
+                    self.lanes.enter(&series);
+                    batch.series = series;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Computes the series of the batches that do not know them yet, off the async
+    /// threads (it decompresses and walks every series).
+    pub(super) async fn learn_series(&mut self) {
+        let todo: Vec<(u64, Vec<Record>)> = self
+            .unknown()
+            .into_iter()
+            .map(|b| (b.first, b.records.clone()))
+            .collect();
+        let learnt = tokio::task::spawn_blocking(move || {
+            todo.into_iter()
+                .map(|(first, records)| (first, Series::computed(Keys::of(&records))))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match learnt {
+            Ok(learnt) => {
+                for (first, series) in learnt {
+                    self.learn(first, series);
+                }
+            }
+            // Nothing learnt: the batches go one at a time, as before.
+            Err(e) => {
+                tracing::error!(error = %e, "shipper: computing series keys failed");
+                let firsts: Vec<u64> = self.unknown().iter().map(|b| b.first).collect();
+                for first in firsts {
+                    self.learn(first, Series::Any);
+                }
+            }
+        }
+    }
+
+    /// When the newest request of the window went out.
+    pub(super) fn newest_sent(&self) -> Option<Instant> {
+        self.units.iter().rev().find_map(|u| match u {
+            Unit::Batch { sent, .. } => Some(*sent),
+            Unit::Damaged(..) => None,
+        })
+    }
+
+    /// When the head went out, if it is a request that is out.
+    pub(super) fn head_sent(&self) -> Option<Instant> {
+        match self.units.front() {
+            Some(Unit::Batch {
+                send: Some(_),
+                sent,
+                ..
+            }) => Some(*sent),
+            _ => None,
+        }
     }
 
     /// Where the next read starts, when a read is due. A read is due when nothing read is
@@ -103,9 +239,10 @@ impl Window {
     }
 
     /// Whether new records may be sent while the worker waits for the head's answer. They
-    /// may when there is room for another request and the buffer was read to its end.
+    /// may when there is room for another request, the buffer was read to its end and no
+    /// batch is staged (new records go behind it).
     pub(super) fn may_grow(&self, max_in_flight: usize) -> bool {
-        self.in_flight() < max_in_flight && !self.more
+        self.in_flight() < max_in_flight && !self.more && self.staged.is_none()
     }
 
     /// The buffer got new records: read again.
@@ -146,6 +283,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shipper::lanes::tests::record;
     use crate::wal::record::tests::snappy_record;
 
     fn records(seqs: std::ops::Range<u64>) -> Vec<ReadItem> {
@@ -154,10 +292,15 @@ mod tests {
 
     fn batch(first: u64) -> Unit {
         Unit::Batch {
-            first,
-            records: vec![snappy_record()],
-            version: Version::V1,
+            batch: Batch {
+                first,
+                records: vec![snappy_record()],
+                version: Version::V1,
+                series: Series::Unknown,
+                held_back: false,
+            },
             send: None,
+            sent: Instant::now(),
         }
     }
 
@@ -194,7 +337,7 @@ mod tests {
         let mut w = Window::new(0);
         assert_eq!(w.read_failed(), Some(Pass::ReadFailed));
         let mut w = Window::new(0);
-        w.units.push_back(batch(0));
+        w.push(batch(0));
         assert_eq!(w.read_failed(), None, "the send out is settled first");
         assert_eq!(w.wants_read(), None);
     }
@@ -202,8 +345,8 @@ mod tests {
     #[test]
     fn damaged_records_do_not_count_against_the_window() {
         let mut w = Window::new(0);
-        w.units.push_back(Unit::Damaged(0, CodecError::Truncated));
-        w.units.push_back(batch(1));
+        w.push(Unit::Damaged(0, CodecError::Truncated));
+        w.push(batch(1));
         assert_eq!(w.in_flight(), 1);
         assert!(!w.may_grow(1));
         w.read(Vec::new());
@@ -222,6 +365,49 @@ mod tests {
             "the next read resumes where reading stopped"
         );
         assert_eq!(w.finished(), Pass::Again);
+    }
+
+    fn batch_of(first: u64, series: &[usize]) -> Batch {
+        Batch {
+            first,
+            records: vec![record(series, first as i64)],
+            version: Version::V1,
+            series: Series::Unknown,
+            held_back: false,
+        }
+    }
+
+    fn sent(batch: Batch) -> Unit {
+        Unit::Batch {
+            batch,
+            send: None,
+            sent: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_beside_others_once_their_series_are_known_and_disjoint() {
+        let mut w = Window::new(0);
+        assert!(
+            w.admits(&batch_of(0, &[1])),
+            "an empty window admits anything"
+        );
+        w.push(sent(batch_of(0, &[1, 2])));
+        w.staged = Some(batch_of(1, &[3]));
+        let staged = w.staged.take().expect("staged");
+        assert!(!w.admits(&staged), "series not known yet");
+        w.staged = Some(staged);
+        assert_eq!(w.unknown().len(), 2, "the head and the staged batch");
+        w.learn_series().await;
+        assert!(w.unknown().is_empty());
+        let staged = w.staged.take().expect("staged");
+        assert!(w.admits(&staged), "no series in common");
+        w.push(sent(staged));
+        let mut next = batch_of(2, &[2]);
+        next.series = Series::computed(Keys::of(&next.records));
+        assert!(!w.admits(&next), "s2 is out with the head");
+        assert!(matches!(w.pop(), Some(Unit::Batch { .. })));
+        assert!(w.admits(&next), "the head was settled");
     }
 
     #[test]

@@ -1,32 +1,37 @@
 //! One endpoint's worker. It reads the WAL from its own cursor and sends in sequence
-//! order. It joins consecutive records up to the batch limit, and keeps up to
-//! `max_in_flight` requests out at once. It retries what is transient and quarantines what
+//! order. It joins consecutive records up to the batch limit, and keeps several
+//! requests out at once. It retries what is transient and quarantines what
 //! is permanent.
 //!
 //! The worker moves the cursor only over a contiguous prefix of records that are done. It
 //! moves it only if nobody else (an operator, the buffer limits) moved it meanwhile.
 //!
-//! With one request in flight (the default), the storage sees each series' timestamps in
-//! order. With more, later batches go out before earlier ones are answered, so a storage
-//! may see a series' samples out of order. The cursor still waits for every earlier batch.
+//! By default (`max_in_flight` 1) the storage sees each series' timestamps in order: a
+//! batch goes out beside others only when it shares no series with the window's batches
+//! (ordered lanes, see `lanes`), and only when the storage is slow: the head has waited
+//! [`LANES_AFTER`], and so did each of the last requests. With
+//! `max_in_flight` above 1, later batches go out before earlier ones are answered, so a
+//! storage may see a series' samples out of order. The cursor still waits for every
+//! earlier batch.
 //!
 //! Operator controls (pause, resume, cursor moves, quarantine replays) wake the worker
 //! through its control channel, also in the middle of a retry loop. So an operator can
 //! skip past or pause a storage at once, even one that has been failing for an hour.
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::batch::{decoded_len, join};
 use super::control::EndpointControl;
+use super::lanes::{Pace, Series};
 use super::protocol::{payload_in, payloads_in, to_v1, Speaker};
 use super::send::{gate_changed, Final, Sender, Stop};
 use super::split::halve;
 use super::status::{EndpointState, EndpointStatus};
-use super::window::{Pass, Unit, Window};
+use super::window::{Batch, Pass, Unit, Window};
 
 use crate::metrics::METRICS;
 use crate::wal::{ReadItem, Record, Wal};
@@ -34,6 +39,11 @@ use crate::wire::Version;
 
 /// Records read from the WAL at a time.
 const READ_RECORDS: usize = 64;
+/// Ordered lanes open for a storage that took this long or longer to answer each of the
+/// last requests, once the head has been out this long: the worker then computes series
+/// keys to send the next batches beside it. A storage that answers sooner gets one batch
+/// at a time and costs no keys.
+const LANES_AFTER: Duration = Duration::from_millis(10);
 /// Bytes read from the WAL at a time (about).
 const READ_BYTES: usize = 16 << 20;
 
@@ -44,12 +54,17 @@ pub(super) struct Worker {
     pub control: Arc<EndpointControl>,
     /// Decoded bytes of consecutive records joined into one request (at least one record).
     pub max_batch_bytes: u64,
-    /// Requests out at once (at least 1).
+    /// Requests out at once (at least 1), with no regard to order.
     pub max_in_flight: usize,
+    /// Requests out at once (at least 1) that share no series: every series stays in
+    /// order. Used when `max_in_flight` is 1.
+    pub ordered_in_flight: usize,
     /// Where joined requests are built, kept between batches (see [`join`]).
     pub join_buf: BytesMut,
     /// The Remote-Write version 2.0 records go as.
     pub speaker: Speaker,
+    /// How long the storage took to answer the last requests.
+    pub pace: Pace,
 }
 
 /// What a record adds to a joined request, in decoded bytes. A record whose preamble
@@ -80,6 +95,8 @@ enum Head {
     Grown,
     /// The head's answer (`None`: it was not sent as one request).
     Answered(Option<Final>),
+    /// The head is slow: learn the series of the batches, so that more may go out.
+    Widen,
 }
 
 impl Worker {
@@ -89,6 +106,20 @@ impl Worker {
 
     fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
         self.sender.update(f)
+    }
+
+    /// Whether the requests out must share no series (ordered lanes).
+    fn ordered(&self) -> bool {
+        self.max_in_flight <= 1
+    }
+
+    /// Requests out at once at most.
+    fn limit(&self) -> usize {
+        if self.ordered() {
+            self.ordered_in_flight.max(1)
+        } else {
+            self.max_in_flight
+        }
     }
 
     pub async fn run(mut self) {
@@ -181,7 +212,21 @@ impl Worker {
             let outcome = match self.await_head(&mut w, appended).await? {
                 Head::Empty => return Ok(w.finished()),
                 Head::Grown => continue,
-                Head::Answered(outcome) => outcome,
+                Head::Widen => {
+                    if w.staged.is_none() {
+                        if let Err(pass) = self.stage(&mut w).await {
+                            return Ok(pass);
+                        }
+                    }
+                    w.learn_series().await;
+                    continue;
+                }
+                Head::Answered(outcome) => {
+                    if let (Some(_), Some(sent)) = (&outcome, w.head_sent()) {
+                        self.pace.answered(sent.elapsed());
+                    }
+                    outcome
+                }
             };
             if !self.settle_head(&mut w, outcome).await? {
                 return Ok(Pass::Again);
@@ -192,38 +237,103 @@ impl Worker {
     /// Reads and starts sends until the window is full or nothing is left to read.
     /// Returns `Some` when the pass must end: the buffer could not be read and nothing is
     /// out.
+    /// With ordered lanes, a batch that shares a series with a batch of the window stays
+    /// staged; the fill stops there, so batches still go out in sequence order.
     async fn fill(&mut self, w: &mut Window) -> Option<Pass> {
-        while w.in_flight() < self.max_in_flight {
+        while w.in_flight() < self.limit() {
+            if w.staged.is_none() {
+                // With ordered lanes, a batch beside others is taken only when a lane
+                // opens (`Head::Widen`): it then holds every record that came meanwhile.
+                if self.ordered() && w.in_flight() > 0 {
+                    break;
+                }
+                match self.stage(w).await {
+                    Err(pass) => return Some(pass),
+                    Ok(false) => break,
+                    Ok(true) => {}
+                }
+            }
+            let Some(mut batch) = w.staged.take() else {
+                break;
+            };
+            if !self.ordered() || w.admits(&batch) {
+                let unit = self.start(batch);
+                w.push(unit);
+            } else {
+                if batch.series != Series::Unknown && !batch.held_back {
+                    batch.held_back = true;
+                    METRICS
+                        .shipper
+                        .lane_waits
+                        .with_label_values(&[self.name()])
+                        .inc();
+                }
+                w.staged = Some(batch);
+                break;
+            }
+        }
+        None
+    }
+
+    /// Takes the next batch off what was read (reading first when a read is due) into
+    /// `w.staged`. Damaged records on the way go into the window as they are. Returns
+    /// `Ok(false)` when nothing is left to send, `Err` when the pass must end (the buffer
+    /// could not be read and nothing is out).
+    async fn stage(&mut self, w: &mut Window) -> Result<bool, Pass> {
+        loop {
             if let Some(from) = w.wants_read() {
                 match self.wal.read(from, READ_RECORDS, READ_BYTES).await {
                     Ok(items) => w.read(items),
                     Err(e) => {
                         tracing::error!(endpoint = %self.name(), error = %e, "shipper: reading the buffer failed");
                         if let Some(pass) = w.read_failed() {
-                            return Some(pass);
+                            return Err(pass);
                         }
                     }
                 }
             }
-            match self.next_unit(&mut w.read) {
-                Some(unit) => w.units.push_back(unit),
-                None => break,
+            match self.next_batch(&mut w.read) {
+                None => return Ok(false),
+                Some(Err(damaged)) => w.push(damaged),
+                Some(Ok(batch)) => {
+                    w.staged = Some(batch);
+                    return Ok(true);
+                }
             }
         }
-        None
+    }
+
+    /// Whether ordered lanes are open: the storage was slow to answer each of the last
+    /// requests, so the next batch may go beside the ones out.
+    fn lanes_open(&self) -> bool {
+        self.ordered() && self.limit() > 1 && self.pace.slow(LANES_AFTER)
     }
 
     /// Waits for the head's answer. New records end the wait ([`Head::Grown`]) while there
     /// is room in the window and the buffer was read to its end. So new records go out
     /// without waiting for the head. A failing storage then gets the whole window, not one
     /// request at a time.
+    ///
+    /// With ordered lanes open (the storage was slow to answer each of the last requests),
+    /// the wait ends [`LANES_AFTER`] after the newest send too ([`Head::Widen`]): the next
+    /// batch is then staged and its series learnt, to go beside the ones out.
     async fn await_head(
         &mut self,
         w: &mut Window,
         appended: &mut watch::Receiver<u64>,
     ) -> Result<Head, Stop> {
-        let may_grow = w.may_grow(self.max_in_flight);
-        let send = match w.units.front_mut() {
+        let may_grow = w.may_grow(self.limit()) && (!self.ordered() || self.lanes_open());
+        // A lane opens [`LANES_AFTER`] after the newest send, when there is a batch to
+        // stage or series to learn.
+        let widen_at = (self.lanes_open()
+            && w.in_flight() < self.limit()
+            && match &w.staged {
+                None => !w.read.is_empty() || w.wants_read().is_some(),
+                Some(_) => !w.unknown().is_empty(),
+            })
+        .then(|| w.newest_sent().map(|sent| sent + LANES_AFTER))
+        .flatten();
+        let send = match w.head_mut() {
             None => return Ok(Head::Empty),
             Some(Unit::Batch {
                 send: Some(send), ..
@@ -232,16 +342,19 @@ impl Worker {
             // for.
             Some(_) => return Ok(Head::Answered(None)),
         };
-        if may_grow {
-            tokio::select! {
-                o = send.outcome(&self.sender.name) => Ok(Head::Answered(Some(o?))),
-                Ok(()) = appended.changed() => {
-                    w.grown();
-                    Ok(Head::Grown)
-                }
+        let widen = async {
+            match widen_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
             }
-        } else {
-            Ok(Head::Answered(Some(send.outcome(&self.sender.name).await?)))
+        };
+        tokio::select! {
+            o = send.outcome(&self.sender.name) => Ok(Head::Answered(Some(o?))),
+            Ok(()) = appended.changed(), if may_grow => {
+                w.grown();
+                Ok(Head::Grown)
+            }
+            () = widen => Ok(Head::Widen),
         }
     }
 
@@ -249,7 +362,7 @@ impl Worker {
     /// Returns `false` when the cursor moved under us; the pass then starts again from the
     /// cursor.
     async fn settle_head(&mut self, w: &mut Window, outcome: Option<Final>) -> Result<bool, Stop> {
-        let Some(unit) = w.units.pop_front() else {
+        let Some(unit) = w.pop() else {
             return Ok(false);
         };
         let at = w.cursor();
@@ -259,27 +372,22 @@ impl Worker {
                 METRICS.wal.damaged.inc();
                 (self.move_cursor(at, seq + 1), seq + 1)
             }
-            Unit::Batch {
-                first,
-                records,
-                version,
-                ..
-            } => {
-                let end = first + records.len() as u64;
-                (
-                    self.settle(first, &records, version, at, outcome).await?,
-                    end,
-                )
+            Unit::Batch { batch, .. } => {
+                let end = batch.first + batch.records.len() as u64;
+                let settled = self
+                    .settle(batch.first, &batch.records, batch.version, at, outcome)
+                    .await?;
+                (settled, end)
             }
         };
         Ok(w.settled(now, wanted))
     }
 
-    /// Takes the next unit off `read`. A unit is a damaged record, or consecutive records
-    /// up to the batch limit. The send of the records starts at once.
-    fn next_unit(&mut self, read: &mut VecDeque<ReadItem>) -> Option<Unit> {
+    /// Takes the next batch off `read`: consecutive records up to the batch limit, or
+    /// (`Err`) a damaged record.
+    fn next_batch(&mut self, read: &mut VecDeque<ReadItem>) -> Option<Result<Batch, Unit>> {
         let (first, record) = match read.pop_front()? {
-            ReadItem::Corrupt(seq, e) => return Some(Unit::Damaged(seq, e)),
+            ReadItem::Corrupt(seq, e) => return Some(Err(Unit::Damaged(seq, e))),
             ReadItem::Record(seq, record) => (seq, record),
         };
         let version = self.speaker.wire(&record);
@@ -297,16 +405,26 @@ impl Worker {
                 records.push(next);
             }
         }
-        let end = first + records.len() as u64;
-        let send = self
-            .payload(&records, version)
-            .map(|p| self.sender.spawn(p, version, Some(end)));
-        Some(Unit::Batch {
+        Some(Ok(Batch {
             first,
             records,
             version,
+            series: Series::Unknown,
+            held_back: false,
+        }))
+    }
+
+    /// Starts the send of `batch`.
+    fn start(&mut self, batch: Batch) -> Unit {
+        let end = batch.first + batch.records.len() as u64;
+        let send = self
+            .payload(&batch.records, batch.version)
+            .map(|p| self.sender.spawn(p, batch.version, Some(end)));
+        Unit::Batch {
+            batch,
             send,
-        })
+            sent: Instant::now(),
+        }
     }
 
     /// One request's body of `version` for `records`: their payloads (2.0 ones converted
