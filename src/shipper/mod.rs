@@ -19,7 +19,7 @@
 //!   quarantine stay per record.
 //!
 //! # Outcomes
-//! See [`retry`].
+//! See [`retry`] for how an answer is classed, `verdict.rs` for what the worker then does.
 //! - 2xx moves the cursor.
 //! - 5xx, 429 and network errors are retried forever, with capped exponential backoff and
 //!   full jitter. The worker honours `Retry-After`.
@@ -36,6 +36,7 @@ pub mod retry;
 mod send;
 mod split;
 pub mod status;
+mod verdict;
 mod window;
 mod worker;
 
