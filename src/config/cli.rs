@@ -453,9 +453,9 @@ pub struct ServeArgs {
     /// Where a newly configured endpoint starts: `newest` or `oldest` [default: newest].
     #[arg(long, env = "HIGHLANDER_NEW_ENDPOINT_START")]
     pub new_endpoint_start: Option<String>,
-    /// Requests out at once per storage with no regard to order, 1 to 64 [default: 1:
-    /// then `--ordered-in-flight` applies]. Above 1 only for storages that accept
-    /// out-of-order samples.
+    /// Requests out at once per storage with no regard to order, 1 to 64 [default: 1].
+    /// Above 1 only for storages that accept out-of-order samples; at 1,
+    /// `--ordered-in-flight` applies.
     #[arg(long, env = "HIGHLANDER_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<String>,
     /// Requests out at once per storage that share no series, so every series stays in
