@@ -86,15 +86,7 @@ async fn write_everywhere(
     for (i, node) in nodes.iter().enumerate() {
         let Some(node) = node else { continue };
         let url = node.write_url("highlander_source=a&highlander_weight=10");
-        let ok = client
-            .post(&url)
-            .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .body(body(&req))
-            .send()
-            .await
-            .map(|r| r.status().as_u16() == 204)
-            .unwrap_or(false);
+        let ok = acknowledged(&client, &url, &req, None).await;
         if ok {
             acked.push((i, keys.clone()));
         }
@@ -470,16 +462,7 @@ async fn leader_kills_in_a_loop_never_ship_twice_at_once_and_lose_nothing() {
                         break;
                     }
                     let req = request(name, 5, 1, t0 + next * 200);
-                    let ok = client
-                        .post(&url)
-                        .header("Content-Encoding", "snappy")
-                        .header("Content-Type", "application/x-protobuf")
-                        .body(body(&req))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16() == 204)
-                        .unwrap_or(false);
+                    let ok = acknowledged(&client, &url, &req, Some(Duration::from_secs(2))).await;
                     if ok {
                         let mut a = acked.lock().expect("acked");
                         for t in &req.timeseries {

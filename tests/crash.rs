@@ -38,15 +38,7 @@ async fn every_acknowledged_sample_survives_kill_9() {
                     break;
                 }
                 let req = request(&format!("crash_w{w}"), 10, 2, 1_700_000_000_000 + i * 2_000);
-                let ok = client
-                    .post(&url)
-                    .header("Content-Encoding", "snappy")
-                    .header("Content-Type", "application/x-protobuf")
-                    .body(body(&req))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16() == 204)
-                    .unwrap_or(false);
+                let ok = acknowledged(&client, &url, &req, None).await;
                 if !ok {
                     break;
                 }
@@ -206,16 +198,7 @@ async fn crash_loop(durability: &str) -> LoopFigures {
                     break;
                 }
                 let req = request(&format!("loop_w{w}"), 20, 1, 1_700_000_000_000 + i * 1_000);
-                let ok = client
-                    .post(&url)
-                    .header("Content-Encoding", "snappy")
-                    .header("Content-Type", "application/x-protobuf")
-                    .body(body(&req))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16() == 204)
-                    .unwrap_or(false);
+                let ok = acknowledged(&client, &url, &req, Some(Duration::from_secs(2))).await;
                 if !ok {
                     // Down or restarting: the same write again, as Prometheus does.
                     tokio::time::sleep(Duration::from_millis(20)).await;

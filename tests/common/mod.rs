@@ -656,6 +656,29 @@ pub async fn post(client: &reqwest::Client, url: &str, req: &WriteRequest) -> (u
     post_raw(client, url, body(req), "snappy", "application/x-protobuf").await
 }
 
+/// POSTs a request as Prometheus does and tells whether it was acknowledged (204). Any
+/// other answer, a network error (a node down or restarting) or `timeout` passing is
+/// `false`.
+pub async fn acknowledged(
+    client: &reqwest::Client,
+    url: &str,
+    req: &WriteRequest,
+    timeout: Option<Duration>,
+) -> bool {
+    let mut r = client
+        .post(url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .body(body(req));
+    if let Some(t) = timeout {
+        r = r.timeout(t);
+    }
+    r.send()
+        .await
+        .map(|r| r.status().as_u16() == 204)
+        .unwrap_or(false)
+}
+
 /// POSTs arbitrary bytes with the given encoding and type headers.
 pub async fn post_raw(
     client: &reqwest::Client,
