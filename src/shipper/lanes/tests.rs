@@ -54,6 +54,20 @@ fn a_record_without_keys_makes_the_batch_share_every_series() {
     assert_eq!(known(&[snappy_record()]), Series::Any, "not a WriteRequest");
 }
 
+proptest! {
+    /// The merge walk tells exactly whether two key lists share a key.
+    #[test]
+    fn disjoint_is_an_empty_intersection(
+        a in proptest::collection::vec(0u64..64, 0..40),
+        b in proptest::collection::vec(0u64..64, 0..40),
+    ) {
+        let want = a.iter().all(|k| !b.contains(k));
+        let (a, b) = (Keys::from(a), Keys::from(b));
+        prop_assert_eq!(a.disjoint(&b), want);
+        prop_assert_eq!(b.disjoint(&a), want);
+    }
+}
+
 #[test]
 fn a_batch_is_admitted_only_beside_batches_with_other_series() {
     let mut lanes = Lanes::default();
