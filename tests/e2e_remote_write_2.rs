@@ -19,20 +19,6 @@ use std::time::Duration;
 use common::e2e::*;
 use common::*;
 
-/// An instant query against a Prometheus; the `data.result` array.
-async fn query(client: &reqwest::Client, base: &str, q: &str) -> Vec<serde_json::Value> {
-    let url = with_params(&format!("{base}/api/v1/query"), &[("query", q.to_owned())]);
-    let Ok(resp) = client.get(url).send().await else {
-        return Vec::new();
-    };
-    let text = resp.text().await.unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    body["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// The `replica` label of every series of a query's result.
 fn replicas(result: &[serde_json::Value]) -> Vec<String> {
     result
@@ -56,30 +42,7 @@ async fn scenario() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let client = http();
     // The second storage: Prometheus 3.5 as a Remote-Write receiver.
-    let port = free_port();
-    let store = format!("http://127.0.0.1:{port}");
-    let config = tmp.path().join("store.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("store config");
-    let mut storage = Proc::spawn(
-        "prometheus-storage",
-        &Servers::Sid.prometheus(),
-        vec![
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", tmp.path().join("store").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-            "--web.enable-remote-write-receiver".into(),
-            "--enable-feature=native-histograms".into(),
-        ],
-        tmp.path().join("store.log"),
-    );
-    storage
-        .wait_http_ok(
-            &client,
-            &format!("{store}/-/ready"),
-            Duration::from_secs(30),
-        )
-        .await;
-
+    let (_storage, store) = start_receiver(&client, tmp.path()).await;
     let store_write = format!("{store}/api/v1/write");
     let mut e = E2e::start_with(
         Servers::Sid,
@@ -98,7 +61,7 @@ async fn scenario() {
         "the native histogram in the Prometheus storage",
         Duration::from_secs(20),
         || async {
-            let r = query(&client, &store, HISTOGRAM).await;
+            let r = instant_query(&client, &store, HISTOGRAM).await;
             r.first()
                 .filter(|s| s.get("histogram").is_some())
                 .map(|_| r.clone())
@@ -112,7 +75,7 @@ async fn scenario() {
         "custom bucket bounds 0.1 and 0.5 expected: {buckets}"
     );
     // The counter in both storages: the promoted replica's only.
-    let counter = query(&client, &store, METRIC).await;
+    let counter = instant_query(&client, &store, METRIC).await;
     assert_eq!(replicas(&counter), ["a"], "{counter:?}");
     let vm = wait_until(
         "the counter in VictoriaMetrics",

@@ -7,6 +7,9 @@
 //! - Into a distant storage (every answer 40 ms late), ordered lanes send batches that
 //!   share no series side by side; the storage applies concurrent requests in a random
 //!   order, and still sees every series in order.
+//! - The same with a real one: Prometheus 3.5 as a Remote-Write receiver (no out-of-order
+//!   window) behind a link that delays every request by 15 to 45 ms. It answers 400 to an
+//!   out-of-order sample, which highlander would quarantine.
 
 mod common;
 
@@ -20,11 +23,14 @@ use prost::Message as _;
 
 use highlander::proto::WriteRequest;
 
+use common::e2e::{instant_query, now_ms, start_receiver};
 use common::*;
 
 const WRITERS: usize = 8;
 const SERIES_PER_WRITER: usize = 250;
 const LOAD: Duration = Duration::from_secs(10);
+/// The first sample's timestamp (ms) for the storages of this file.
+const T0: i64 = 1_700_000_000_000;
 
 /// What the strict storage saw.
 #[derive(Default)]
@@ -130,15 +136,22 @@ fn apply(seen: &Mutex<Seen>, req: &WriteRequest, refuse_every: u64) -> HttpRespo
     HttpResponse::NoContent().finish()
 }
 
-/// Starts the strict storage; returns its port and its stop handle.
-fn start_storage(storage: Storage) -> (u16, actix_web::dev::ServerHandle) {
+/// Serves `handler` at `/api/v1/write` on one worker, with `state` for it; returns the
+/// port and the stop handle.
+fn serve_write<T, H, Args>(state: T, handler: H) -> (u16, actix_web::dev::ServerHandle)
+where
+    T: Send + Sync + 'static,
+    H: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    H::Output: actix_web::Responder + 'static,
+{
     let port = free_port();
-    let state = web::Data::new(storage);
+    let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(64 << 20))
-            .route("/api/v1/write", web::post().to(strict))
+            .route("/api/v1/write", web::post().to(handler.clone()))
     })
     .workers(1)
     .bind(("127.0.0.1", port))
@@ -150,9 +163,9 @@ fn start_storage(storage: Storage) -> (u16, actix_web::dev::ServerHandle) {
 }
 
 /// `WRITERS` writers, each with its own `series` series, send one sample of each, one
-/// step newer each time, every `pace` (back to back when zero) for `load`. Returns the
-/// samples acknowledged.
-async fn write_sharded(url: &str, series: usize, pace: Duration, load: Duration) -> u64 {
+/// step newer each time from `t0` (ms), every `pace` (back to back when zero) for `load`.
+/// Returns the samples acknowledged.
+async fn write_sharded(url: &str, series: usize, t0: i64, pace: Duration, load: Duration) -> u64 {
     let start = Instant::now();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
@@ -160,7 +173,7 @@ async fn write_sharded(url: &str, series: usize, pace: Duration, load: Duration)
         writers.push(tokio::spawn(async move {
             let client = http();
             let mut sent = 0u64;
-            let mut t = 1_700_000_000_000i64;
+            let mut t = t0;
             // Prometheus' shards do not send in step: spread the first writes.
             tokio::time::sleep(pace.mul_f64(w as f64 / WRITERS as f64)).await;
             while start.elapsed() < load {
@@ -208,14 +221,17 @@ async fn check_in_order(seen: &Arc<Mutex<Seen>>, sent: u64, what: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_that_rejects_out_of_order_samples_gets_every_series_in_order() {
     let seen: Arc<Mutex<Seen>> = Arc::default();
-    let (port, handle) = start_storage(Storage {
-        seen: seen.clone(),
-        delay: Duration::ZERO,
-        refuse_every: 50,
-    });
+    let (port, handle) = serve_write(
+        Storage {
+            seen: seen.clone(),
+            delay: Duration::ZERO,
+            refuse_every: 50,
+        },
+        strict,
+    );
     let node = Node::start(&["--remote-write", &format!("strict=http://127.0.0.1:{port}")]).await;
     let url = node.write_url("highlander_source=a");
-    let sent = write_sharded(&url, SERIES_PER_WRITER, Duration::ZERO, LOAD).await;
+    let sent = write_sharded(&url, SERIES_PER_WRITER, T0, Duration::ZERO, LOAD).await;
     check_in_order(&seen, sent, "near storage, full speed").await;
     handle.stop(false).await;
 }
@@ -223,11 +239,14 @@ async fn a_storage_that_rejects_out_of_order_samples_gets_every_series_in_order(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distant_storage_gets_requests_side_by_side_and_every_series_in_order() {
     let seen: Arc<Mutex<Seen>> = Arc::default();
-    let (port, handle) = start_storage(Storage {
-        seen: seen.clone(),
-        delay: Duration::from_millis(40),
-        refuse_every: 5,
-    });
+    let (port, handle) = serve_write(
+        Storage {
+            seen: seen.clone(),
+            delay: Duration::from_millis(40),
+            refuse_every: 5,
+        },
+        strict,
+    );
     let node = Node::start(&["--remote-write", &format!("strict=http://127.0.0.1:{port}")]).await;
     let url = node.write_url("highlander_source=a");
     // Each writer sends its 200 series every 100 ms, as a Prometheus shard sends its
@@ -237,6 +256,7 @@ async fn a_distant_storage_gets_requests_side_by_side_and_every_series_in_order(
     let sent = write_sharded(
         &url,
         200,
+        T0,
         Duration::from_millis(100),
         Duration::from_secs(6),
     )
@@ -251,4 +271,123 @@ async fn a_distant_storage_gets_requests_side_by_side_and_every_series_in_order(
     assert_eq!(endpoint["ordered"], true, "{queue}");
     assert_eq!(endpoint["max_in_flight"], 4, "the default: {queue}");
     handle.stop(false).await;
+}
+
+/// A link that delays every request by 0.5 to 1.5 times `delay` (at random, so requests
+/// open together may overtake each other) before it reaches `target`, and counts the
+/// requests it holds open.
+#[derive(Clone)]
+struct SlowLink {
+    target: String,
+    delay: Duration,
+    client: reqwest::Client,
+    seen: Arc<Mutex<Seen>>,
+}
+
+async fn slow_link(
+    link: web::Data<SlowLink>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let _open = Open::new(&link.seen);
+    tokio::time::sleep(link.delay.mul_f64(0.5 + rand::random::<f64>())).await;
+    let mut out = link.client.post(&link.target).body(body);
+    for (name, value) in req.headers() {
+        let name = name.as_str();
+        if name.starts_with("content-") && name != "content-length"
+            || name.starts_with("x-prometheus-remote-write-")
+        {
+            out = out.header(name, value.as_bytes());
+        }
+    }
+    let answer = match out.send().await {
+        Ok(answer) => answer,
+        Err(e) => return HttpResponse::BadGateway().body(format!("{e}")),
+    };
+    let status = answer.status().as_u16();
+    let mut back =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("an HTTP status"));
+    for (name, value) in answer.headers() {
+        if name.as_str().starts_with("x-prometheus-remote-write-") {
+            back.insert_header((name.as_str(), value.as_bytes()));
+        }
+    }
+    let text = answer.text().await.unwrap_or_default();
+    if status >= 400 {
+        link.seen.lock().first_problem.get_or_insert(text.clone());
+    }
+    back.body(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_storage_30_ms_away_gets_every_series_in_order() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let client = http();
+    let (_storage, store) = start_receiver(&client, tmp.path()).await;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (port, handle) = serve_write(
+        SlowLink {
+            target: format!("{store}/api/v1/write"),
+            delay: Duration::from_millis(30),
+            client: http(),
+            seen: seen.clone(),
+        },
+        slow_link,
+    );
+    let node = Node::start(&[
+        "--remote-write",
+        &format!("prometheus=http://127.0.0.1:{port}"),
+    ])
+    .await;
+    let url = node.write_url("highlander_source=a");
+    // Recent samples (the receiver keeps them in its head block), one step a second per
+    // series; each writer sends its series every 100 ms, as in the test above.
+    let t0 = now_ms() - 15 * 60_000;
+    let sent = write_sharded(
+        &url,
+        200,
+        t0,
+        Duration::from_millis(100),
+        Duration::from_secs(6),
+    )
+    .await;
+    // Until the receiver holds every acknowledged sample, or refused a request.
+    let stored = wait_until(
+        "the receiver to hold every acknowledged sample",
+        Duration::from_secs(60),
+        || async {
+            if seen.lock().first_problem.is_some() {
+                return Some(0);
+            }
+            let mut n = 0;
+            for w in 0..WRITERS {
+                let q = format!("sum(count_over_time(ordering_w{w}[30m]))");
+                n += prometheus_count(&client, &store, &q).await?;
+            }
+            (n >= sent).then_some(n)
+        },
+    )
+    .await;
+    let (most_open, problem) = {
+        let s = seen.lock();
+        (s.most_open, s.first_problem.clone())
+    };
+    eprintln!("Prometheus 3.5, 30 ms away: {sent} samples acknowledged, {stored} stored, at most {most_open} requests open at once");
+    assert_eq!(problem, None, "the receiver refused a request");
+    assert_eq!(stored, sent, "every acknowledged sample once");
+    assert!(
+        most_open > 1,
+        "ordered lanes sent batches side by side (at most {most_open} open at once)"
+    );
+    let queue = node.admin_json("/api/v1/queue").await;
+    assert_eq!(queue["quarantined"], 0, "nothing quarantined: {queue}");
+    handle.stop(false).await;
+}
+
+/// The value of a PromQL query that returns one number; `None` while there is none.
+async fn prometheus_count(client: &reqwest::Client, base: &str, q: &str) -> Option<u64> {
+    instant_query(client, base, q).await.first()?["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
 }

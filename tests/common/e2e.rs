@@ -913,6 +913,49 @@ pub async fn start_prometheus(
     (proc, api)
 }
 
+/// An instant query against a Prometheus; the `data.result` array.
+pub async fn instant_query(
+    client: &reqwest::Client,
+    base: &str,
+    q: &str,
+) -> Vec<serde_json::Value> {
+    let url = with_params(&format!("{base}/api/v1/query"), &[("query", q.to_owned())]);
+    let Ok(resp) = client.get(url).send().await else {
+        return Vec::new();
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Debian sid's Prometheus 3.5 as a Remote-Write receiver (no out-of-order window, as
+/// by default), its data under `dir`. Returns the process and its base URL.
+pub async fn start_receiver(client: &reqwest::Client, dir: &Path) -> (Proc, String) {
+    Servers::Sid.require();
+    let port = free_port();
+    let config = dir.join("store.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("store config");
+    let mut proc = Proc::spawn(
+        "prometheus-storage",
+        &Servers::Sid.prometheus(),
+        vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("store").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".into(),
+            "--enable-feature=native-histograms".into(),
+        ],
+        dir.join("store.log"),
+    );
+    let api = format!("http://127.0.0.1:{port}");
+    proc.wait_http_ok(client, &format!("{api}/-/ready"), Duration::from_secs(30))
+        .await;
+    (proc, api)
+}
+
 /// The raw samples of [`METRIC`] VictoriaMetrics at `vm_url` exports, as (timestamp ms,
 /// value) sorted by timestamp (duplicates kept), and the label sets of every series.
 /// `None` while VM does not answer.
