@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use highlander::proto::{Label, Sample, TimeSeries, WriteRequest};
 use serde_json::json;
+use tokio::sync::watch;
 
 const T0: i64 = 1_700_000_000_000;
 /// The scrape interval, in data time and in wall time.
@@ -110,8 +111,15 @@ async fn send_step(url: &str, r: Replica, k: i64) -> Vec<u16> {
 }
 
 /// Runs `r` from step `from` to step `to` (exclusive), step `k` due `k` steps of wall time
-/// after `zero` (later when highlander is slower).
-async fn run(node_url: String, r: Replica, from: i64, to: i64, zero: Instant) {
+/// after `zero` (later when highlander is slower). `progress` tells the last step sent.
+async fn run(
+    node_url: String,
+    r: Replica,
+    from: i64,
+    to: i64,
+    zero: Instant,
+    progress: watch::Sender<i64>,
+) {
     let url = format!(
         "{node_url}?highlander_source={}&highlander_weight={}",
         r.name, r.weight
@@ -126,6 +134,7 @@ async fn run(node_url: String, r: Replica, from: i64, to: i64, zero: Instant) {
                 r.name
             );
         }
+        progress.send_replace(k);
     }
 }
 
@@ -174,11 +183,24 @@ async fn start() -> (Sink, Node) {
 /// Runs both replicas at once: `a` for steps `0..a_to`, `b` for `b_from..b_to`. `b`
 /// starts a step after `a` at the earliest: a takeover right at the first scrape knows no
 /// step and would cut at one second (see `handover/cut.rs`).
+///
+/// `b`'s first write waits until `a` has sent the step before it. On a loaded machine
+/// `a`'s sender falls behind wall time; its last steps before `b_from` would then reach
+/// highlander after a takeover by `b`, as a standby's writes, and `b` has no data before
+/// `b_from` to fill them: the hole a new source's missed data leaves (`handover.rs`).
 async fn pair(node: &Node, a_to: i64, b_from: i64, b_to: i64, b: Replica) {
     let url = node.write_url("").trim_end_matches('?').to_owned();
     let zero = Instant::now();
-    let a = tokio::spawn(run(url.clone(), A, 0, a_to, zero));
-    let b = tokio::spawn(run(url, b, b_from, b_to, zero));
+    let (a_progress, mut a_sent) = watch::channel(-1);
+    let a = tokio::spawn(run(url.clone(), A, 0, a_to, zero, a_progress));
+    let b = tokio::spawn(async move {
+        let a_before_b = a_sent.wait_for(|&k| k >= b_from - 1);
+        tokio::time::timeout(Duration::from_secs(30), a_before_b)
+            .await
+            .expect("a sends the step before b's first in 30 s")
+            .expect("a sends the step before b's first");
+        run(url, b, b_from, b_to, zero, watch::channel(0).0).await
+    });
     a.await.expect("a");
     b.await.expect("b");
 }
@@ -239,7 +261,7 @@ async fn a_restart_between_the_standbys_writes_and_the_switch_keeps_the_guarante
     node.restart().await;
     let url = node.write_url("").trim_end_matches('?').to_owned();
     let zero = Instant::now() - Duration::from_millis((30 * STEP) as u64);
-    run(url, B, 30, 60, zero).await;
+    run(url, B, 30, 60, zero, watch::channel(0).0).await;
     node.wait_drained(Duration::from_secs(30)).await;
     assert_gapless(&sink, 60);
     let log = node.log();
