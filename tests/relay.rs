@@ -635,6 +635,32 @@ async fn concurrent_sends_settle_in_sequence_order() {
     assert_eq!(q["endpoints"][0]["in_flight"], 0, "{q}");
 }
 
+/// Live writes at a moderate rate into a near storage go out joined too: the worker waits
+/// a moment for more records instead of sending each one alone. Each write is answered
+/// before the next is sent, so the wait does not hold up the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_writes_to_a_near_storage_go_out_joined() {
+    let sink = Sink::start().await;
+    let node = Node::start(&["--remote-write", &sink.url()]).await;
+    let c = client();
+    let url = node.write_url("highlander_source=a");
+    let writes = 60;
+    for i in 0..writes {
+        let t = T0 + i as i64 * 1_000;
+        assert_eq!(post(&c, &url, &request("m", 5, 1, t)).await.0, 204);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    sink.wait_samples(writes * 5, Duration::from_secs(30)).await;
+    node.wait_drained(Duration::from_secs(10)).await;
+    let samples = sink.samples();
+    assert_eq!(samples.len(), writes * 5, "no sample twice, none lost");
+    let requests = sink.with(|r| r.requests.len());
+    assert!(
+        requests <= writes / 3,
+        "{writes} writes a few ms apart should go out joined, got {requests} requests"
+    );
+}
+
 /// A storage that was down gets the backlog in fewer, joined requests: every sample, per
 /// series in timestamp order; a bad write inside a joined request is the only one
 /// quarantined (the rest are sent again one by one and delivered).

@@ -222,6 +222,11 @@ impl Window {
         (self.read.is_empty() && self.more).then_some(self.next_read)
     }
 
+    /// The next sequence to read.
+    pub(super) fn next_read(&self) -> u64 {
+        self.next_read
+    }
+
     /// Takes what a read returned. An empty read means the end of the buffer.
     pub(super) fn read(&mut self, items: Vec<ReadItem>) {
         self.more = !items.is_empty();
