@@ -288,16 +288,15 @@ impl Worker {
                     }
                 }
             }
-            // A batch that would not be full: first read what came since the last read
-            // (a backlog fills it), then wait for more.
-            if self.small(w) {
-                self.top_up(w).await;
-                if self.small(w) {
-                    if self.sender.sleep(LINGER).await.is_err() {
-                        return Err(Pass::Again);
-                    }
-                    self.top_up(w).await;
+            // A batch that would not be full while everything appended is read: wait
+            // for more writes, then read them. Behind a backlog the batch goes as it is,
+            // and the next read takes the backlog (records of a read share its memory,
+            // so reads are not piled up).
+            if self.small(w) && w.next_read() >= self.wal.next_seq() {
+                if self.sender.sleep(LINGER).await.is_err() {
+                    return Err(Pass::Again);
                 }
+                self.top_up(w).await;
             }
             match self.next_batch(&mut w.read) {
                 None => return Ok(false),
