@@ -278,25 +278,29 @@ impl Worker {
     async fn stage(&mut self, w: &mut Window) -> Result<bool, Pass> {
         loop {
             if let Some(from) = w.wants_read() {
-                match self.wal.read(from, READ_RECORDS, READ_BYTES).await {
-                    Ok(items) => w.read(items),
-                    Err(e) => {
-                        tracing::error!(endpoint = %self.name(), error = %e, "shipper: reading the buffer failed");
+                match self.read_from(from).await {
+                    Some(items) => w.read(items),
+                    None => {
                         if let Some(pass) = w.read_failed() {
                             return Err(pass);
                         }
                     }
                 }
             }
-            // A batch that would not be full while everything appended is read: wait
-            // for more writes, then read them. Behind a backlog the batch goes as it is,
-            // and the next read takes the backlog (records of a read share its memory,
-            // so reads are not piled up).
-            if self.small(w) && w.next_read() >= self.wal.next_seq() {
+            // A batch that could take more while nothing is out and everything appended
+            // is read: wait for more writes, then read them. Behind a backlog the batch
+            // goes as it is, and the next read takes the backlog (records of a read share
+            // its memory, so reads are not piled up). A failed read here leaves the
+            // batch as it was; the next read is due anyway.
+            let (records, closed) = self.extent(&w.read);
+            if records > 0 && !closed && w.in_flight() == 0 && w.next_read() >= self.wal.next_seq()
+            {
                 if self.sender.sleep(LINGER).await.is_err() {
                     return Err(Pass::Again);
                 }
-                self.top_up(w).await;
+                if let Some(items) = self.read_from(w.next_read()).await {
+                    w.read(items);
+                }
             }
             match self.next_batch(&mut w.read) {
                 None => return Ok(false),
@@ -309,37 +313,15 @@ impl Worker {
         }
     }
 
-    /// Reads what was appended after what `w` holds. A failed read leaves `w` as it is:
-    /// the batch goes with what was read before.
-    async fn top_up(&self, w: &mut Window) {
-        match self.wal.read(w.next_read(), READ_RECORDS, READ_BYTES).await {
-            Ok(items) => w.read(items),
+    /// A read's worth of records from `from`; `None` (logged) when the read failed.
+    async fn read_from(&self, from: u64) -> Option<Vec<ReadItem>> {
+        match self.wal.read(from, READ_RECORDS, READ_BYTES).await {
+            Ok(items) => Some(items),
             Err(e) => {
                 tracing::error!(endpoint = %self.name(), error = %e, "shipper: reading the buffer failed");
+                None
             }
         }
-    }
-
-    /// Whether the next batch would be worth waiting for: nothing is out, and the records
-    /// read would make a 1.0 batch that is not full.
-    fn small(&self, w: &Window) -> bool {
-        if w.in_flight() > 0 {
-            return false;
-        }
-        let mut decoded = 0;
-        for item in &w.read {
-            let ReadItem::Record(_, record) = item else {
-                return false;
-            };
-            if self.speaker.wire(record) != Version::V1 {
-                return false;
-            }
-            decoded += batch_len(record);
-            if decoded >= self.max_batch_bytes {
-                return false;
-            }
-        }
-        decoded > 0
     }
 
     /// Whether ordered lanes are open: the storage was slow to answer each of the last
@@ -425,21 +407,15 @@ impl Worker {
     /// Takes the next batch off `read`: consecutive records up to the batch limit, or
     /// (`Err`) a damaged record.
     fn next_batch(&mut self, read: &mut VecDeque<ReadItem>) -> Option<Result<Batch, Unit>> {
+        let (count, _) = self.extent(read);
         let (first, record) = match read.pop_front()? {
             ReadItem::Corrupt(seq, e) => return Some(Err(Unit::Damaged(seq, e))),
             ReadItem::Record(seq, record) => (seq, record),
         };
         let version = self.speaker.wire(&record);
-        let mut decoded = batch_len(&record);
-        let mut records = vec![record];
-        // A 2.0 request goes alone: its references point into its own symbols table.
-        while let Some(ReadItem::Record(_, next)) = read.front() {
-            let len = batch_len(next);
-            let joinable = version == Version::V1 && self.speaker.wire(next) == Version::V1;
-            if !joinable || decoded + len > self.max_batch_bytes {
-                break;
-            }
-            decoded += len;
+        let mut records = Vec::with_capacity(count);
+        records.push(record);
+        for _ in 1..count {
             if let Some(ReadItem::Record(_, next)) = read.pop_front() {
                 records.push(next);
             }
@@ -451,6 +427,35 @@ impl Worker {
             series: Series::Unknown,
             held_back: false,
         }))
+    }
+
+    /// How many records at the front of `read` make the next batch (0 when the front is
+    /// a damaged record), and whether that batch is closed: a record that may not join
+    /// or the size limit ends it, so records read later could not join it either.
+    fn extent(&self, read: &VecDeque<ReadItem>) -> (usize, bool) {
+        let mut items = read.iter();
+        let Some(ReadItem::Record(_, first)) = items.next() else {
+            return (0, true);
+        };
+        // A 2.0 request goes alone: its references point into its own symbols table.
+        let alone = self.speaker.wire(first) != Version::V1;
+        let mut decoded = batch_len(first);
+        let mut count = 1;
+        for item in items {
+            let ReadItem::Record(_, next) = item else {
+                return (count, true);
+            };
+            let len = batch_len(next);
+            if alone
+                || self.speaker.wire(next) != Version::V1
+                || decoded + len > self.max_batch_bytes
+            {
+                return (count, true);
+            }
+            decoded += len;
+            count += 1;
+        }
+        (count, alone || decoded >= self.max_batch_bytes)
     }
 
     /// Starts the send of `batch`.
