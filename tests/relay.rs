@@ -636,8 +636,9 @@ async fn concurrent_sends_settle_in_sequence_order() {
 }
 
 /// Live writes at a moderate rate into a near storage go out joined too: the worker waits
-/// a moment for more records instead of sending each one alone. Each write is answered
-/// before the next is sent, so the wait does not hold up the sender.
+/// a moment for more records instead of sending each one alone. The writes go out every
+/// 2 ms on a fixed schedule, each without waiting for the answers to the earlier ones (as
+/// a sender's shards do), so they arrive 2 ms apart however slowly this machine answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_writes_to_a_near_storage_go_out_joined() {
     let sink = Sink::start().await;
@@ -645,10 +646,19 @@ async fn live_writes_to_a_near_storage_go_out_joined() {
     let c = client();
     let url = node.write_url("highlander_source=a");
     let writes = 60;
-    for i in 0..writes {
-        let t = T0 + i as i64 * 1_000;
-        assert_eq!(post(&c, &url, &request("m", 5, 1, t)).await.0, 204);
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    let start = tokio::time::Instant::now();
+    let sends: Vec<_> = (0..writes)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(start + Duration::from_millis(2 * i as u64)).await;
+                let t = T0 + i as i64 * 1_000;
+                post(&c, &url, &request("m", 5, 1, t)).await.0
+            })
+        })
+        .collect();
+    for send in sends {
+        assert_eq!(send.await.expect("send"), 204);
     }
     sink.wait_samples(writes * 5, Duration::from_secs(30)).await;
     node.wait_drained(Duration::from_secs(10)).await;
